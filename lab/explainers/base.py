@@ -1,0 +1,220 @@
+"""The Explanation record, the explainer registry and `explain()`, the one entry point."""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from lab.models.adapters import Adapter, ExplainInputError, ViTAdapter, get_adapter
+
+
+class ExplainerError(RuntimeError):
+    pass
+
+
+@dataclass
+class Explanation:
+    """Scores per token ([batch, seq]; text and ViT patches incl. [CLS]) or per pixel ([batch, H, W]).
+
+    `valid` marks real (non-padding) positions and `special` the special tokens ([CLS], [SEP], padding);
+    `delta` is the conservation delta (sum of input relevance minus the target's initial relevance) where the
+    method defines one.
+    """
+
+    method: str
+    scores: torch.Tensor
+    target: torch.Tensor
+    logits: torch.Tensor
+    params: dict
+    valid: torch.Tensor
+    special: torch.Tensor
+    tokens: list[list[str]] | None = None
+    delta: torch.Tensor | None = None
+    unit: str = "token"  # token | patch | pixel
+    grid: tuple[int, int] | None = None
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        return self.logits.softmax(-1)
+
+    @property
+    def predicted(self) -> torch.Tensor:
+        return self.logits.argmax(-1)
+
+    def __len__(self):
+        return self.scores.shape[0]
+
+    def example(self, i: int, content_only: bool = False) -> tuple[list[str] | None, torch.Tensor]:
+        """(tokens, scores) of example i without padding (and without special tokens if content_only)."""
+        keep = self.valid[i] & ~self.special[i] if content_only else self.valid[i]
+        scores = self.scores[i][keep]
+        tokens = None
+        if self.tokens is not None:
+            tokens = [t for t, k in zip(self.tokens[i], keep.tolist()) if k]
+        return tokens, scores
+
+    def patch_map(self, i: int | None = None) -> torch.Tensor:
+        """Patch scores as a [batch, gh, gw] (or [gh, gw]) grid, [CLS] dropped (Chefer Sec. 3.4)."""
+        if self.unit == "pixel":
+            maps = self.scores
+        else:
+            if self.grid is None:
+                raise ExplainerError(f"{self.method}: no patch grid for a text explanation")
+            maps = self.scores[:, 1:].reshape(-1, *self.grid)
+        return maps if i is None else maps[i]
+
+
+@dataclass(frozen=True)
+class ExplainerSpec:
+    name: str
+    fn: Callable
+    description: str
+    reference: str
+    modalities: tuple[str, ...] = ("text", "vision")
+    class_specific: bool = True
+
+
+EXPLAINERS: dict[str, ExplainerSpec] = {}
+
+
+def register(name: str, description: str, reference: str, modalities=("text", "vision"), class_specific=True):
+    """Decorator: fn(adapter, inputs, target, **params) -> dict(scores=..., [delta=...], [unit=...], [extras=...])."""
+
+    def wrap(fn):
+        if name in EXPLAINERS:
+            raise ValueError(f"explainer {name!r} registered twice")
+        EXPLAINERS[name] = ExplainerSpec(name, fn, description, reference, tuple(modalities), class_specific)
+        return fn
+
+    return wrap
+
+
+def describe_explainers() -> str:
+    return "\n".join(f"{s.name:22s} {s.description} [{s.reference}]" for s in EXPLAINERS.values())
+
+
+# ---- model state guard -------------------------------------------------------------------------------
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+               "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called")
+# transformers 5 lazily installs (inactive) output-capturing hooks the first time attentions are requested
+_HF_HOOK_FLAG = "_output_capturing_hooks_installed"
+_MISSING = object()
+
+
+def _hook_state(model: nn.Module):
+    return [(tuple(tuple(getattr(m, d, {})) for d in _HOOK_DICTS), "forward" in m.__dict__,
+             m.__dict__.get(_HF_HOOK_FLAG, _MISSING)) for m in model.modules()]
+
+
+def _remove_new_hooks(model: nn.Module, before) -> None:
+    """Remove hooks added since `before` (a _hook_state), including transformers' output-capturing hooks."""
+    for m, (dicts, _, flag) in zip(model.modules(), before):
+        for name, keys in zip(_HOOK_DICTS, dicts):
+            hooks = getattr(m, name, None)
+            if hooks is not None:
+                for key in set(hooks) - set(keys):
+                    del hooks[key]
+        if flag is _MISSING:
+            m.__dict__.pop(_HF_HOOK_FLAG, None)
+        else:
+            m.__dict__[_HF_HOOK_FLAG] = flag
+
+
+@contextlib.contextmanager
+def model_guard(model: nn.Module):
+    """Run an explainer in eval mode and leave the model exactly as found (mode, requires_grad, .grad, attention
+    implementation, hooks), also when the explainer raises."""
+    training = model.training
+    requires = [p.requires_grad for p in model.parameters()]
+    grads = [p.grad for p in model.parameters()]
+    attn = getattr(model.config, "_attn_implementation", None)
+    hooks = _hook_state(model)
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
+        for p, r, g in zip(model.parameters(), requires, grads):
+            p.requires_grad_(r)
+            p.grad = g
+        if attn is not None and getattr(model.config, "_attn_implementation", None) != attn:
+            model.set_attn_implementation(attn)
+        _remove_new_hooks(model, hooks)
+        if _hook_state(model) != hooks:  # pragma: no cover - would be a bug in an explainer
+            raise ExplainerError("an explainer left patched forwards on the model")
+
+
+# ---- explain() ----------------------------------------------------------------------------------------
+
+
+def _resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
+    batch, n_classes = logits.shape
+    if target is None:
+        return logits.argmax(-1)
+    target = torch.as_tensor(target, device=logits.device).long().reshape(-1)
+    if target.numel() == 1 and batch > 1:
+        target = target.expand(batch)
+    if target.numel() != batch:
+        raise ExplainInputError(f"target has {target.numel()} entries for a batch of {batch}")
+    if (target < 0).any() or (target >= n_classes).any():
+        raise ExplainInputError(f"target {target.tolist()} out of range: the model has {n_classes} classes (0..{n_classes - 1})")
+    return target
+
+
+def _tokens(inputs, tokenizer):
+    if tokenizer is None:
+        return None
+    return [tokenizer.convert_ids_to_tokens(row.tolist()) for row in inputs["input_ids"]]
+
+
+def explain(model: nn.Module, inputs, method: str, target=None, *, tokenizer=None, truncate: bool = True,
+            **params) -> Explanation:
+    """Explain `model`'s prediction(s) on a batch with the registered `method`.
+
+    inputs: a tokenizer output (text) or pixel values / an image-processor output (vision).
+    target: class index per example (or one for all); default the predicted class.
+    params: method parameters (see `lab.EXPLAINERS[method].fn`); all are recorded in the Explanation.
+    """
+    if method not in EXPLAINERS:
+        raise ExplainInputError(f"unknown explainer {method!r}; available: {', '.join(EXPLAINERS)}")
+    spec = EXPLAINERS[method]
+    adapter = get_adapter(model)
+    if adapter.modality not in spec.modalities:
+        raise ExplainInputError(f"explainer {method!r} does not apply to {adapter.modality} models")
+    try:
+        prepared = adapter.prepare(inputs)
+    except ExplainInputError as exc:
+        if truncate and "exceeds the model's maximum" in str(exc):
+            warnings.warn(f"{exc}; truncating", stacklevel=2)
+            prepared = adapter.prepare(adapter.truncate({k: torch.as_tensor(v) for k, v in inputs.items()}))
+        else:
+            raise
+    with model_guard(model):
+        with torch.no_grad():
+            logits = adapter.forward(prepared).logits
+        tgt = _resolve_target(target, logits)
+        out = spec.fn(adapter, prepared, tgt, **params)
+    scores = out["scores"]
+    if not torch.isfinite(scores).all():
+        where = out.get("where", "the final scores")
+        raise ExplainerError(f"explainer {method!r} produced NaN/inf in {where}; try float64 or another parameter")
+    valid, special = adapter.valid_mask(prepared), adapter.special_mask(prepared)
+    if scores.shape == valid.shape:
+        scores = scores.masked_fill(~valid, 0.0)
+    unit = out.get("unit", "patch" if isinstance(adapter, ViTAdapter) else "token")
+    return Explanation(
+        method=method, scores=scores.detach(), target=tgt, logits=logits.detach(), params=dict(out.get("params", params)),
+        valid=valid, special=special, tokens=_tokens(prepared, tokenizer) if adapter.modality == "text" else None,
+        delta=out.get("delta"), unit=unit, grid=getattr(adapter, "grid", None), extras=out.get("extras", {}),
+    )
+
+
+def adapter_for(model) -> Adapter:
+    return get_adapter(model)

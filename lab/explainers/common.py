@@ -1,0 +1,105 @@
+"""Pieces shared by explainers: attention maps with their gradients, relevance traces, rollout."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lab.models.adapters import Adapter
+from lab.relevance.composites import Composite
+from lab.relevance.propagate import RelevanceOps
+
+GRADIENT_OF = ("logit", "probability", "log_probability")
+
+
+def target_output(logits: torch.Tensor, target: torch.Tensor, of: str = "logit") -> torch.Tensor:
+    """Sum over the batch of each example's target output (so one backward gives per-example gradients)."""
+    if of == "logit":
+        out = logits
+    elif of == "probability":
+        out = logits.softmax(-1)
+    elif of == "log_probability":
+        out = logits.log_softmax(-1)
+    else:
+        raise ValueError(f"gradient_of must be one of {GRADIENT_OF}, got {of!r}")
+    return out.gather(1, target[:, None]).sum()
+
+
+@dataclass
+class AttentionGradients:
+    attentions: list[torch.Tensor]  # per block [B, H, S, S]
+    gradients: list[torch.Tensor] | None  # d y_t / d A per block, or None
+    hidden_states: list[torch.Tensor] | None = None
+    hidden_gradients: list[torch.Tensor] | None = None
+    logits: torch.Tensor | None = None
+
+
+def attention_gradients(adapter: Adapter, inputs, target, gradient_of="logit", gradients=True,
+                        hidden=False) -> AttentionGradients:
+    """Attention probabilities of every block from the model's own (eager) forward, and optionally the gradient of
+    the target output with respect to them (and to the block outputs, for AttCAT)."""
+    with torch.set_grad_enabled(gradients):
+        out = adapter.forward(inputs, attentions=True, hidden_states=hidden)
+        attentions = list(out.attentions)
+        states = list(out.hidden_states[1:]) if hidden else None
+        grads = hidden_grads = None
+        if gradients:
+            wrt = attentions + (states or [])
+            g = torch.autograd.grad(target_output(out.logits, target, gradient_of), wrt)
+            grads = list(g[: len(attentions)])
+            hidden_grads = list(g[len(attentions):]) if hidden else None
+    return AttentionGradients([a.detach() for a in attentions], grads,
+                              [h.detach() for h in states] if states else None, hidden_grads, out.logits.detach())
+
+
+@dataclass
+class RelevanceTrace:
+    input_relevance: torch.Tensor  # [B, S, D] at the encoder input (embedding output)
+    attention_relevance: list[torch.Tensor]  # per block [B, H, S, S]: R^(n_b) of the attention map
+    block_totals: dict[str, torch.Tensor]  # relevance sum entering each block boundary, per example
+    logits: torch.Tensor
+    pixel_relevance: torch.Tensor | None = None
+
+
+def relevance_trace(adapter: Adapter, inputs, target, composite: Composite, head_masks=None,
+                    mask_recorded: bool = False, pixels: bool = False) -> RelevanceTrace:
+    """One relevance pass: R^(0) = one-hot(target) (Chefer Eq. 7) propagated back with `composite`'s rules."""
+    ops = RelevanceOps(composite, head_masks=head_masks, mask_recorded=mask_recorded)
+    with torch.enable_grad():
+        if pixels:
+            leaf, pixel_leaf, logits = adapter.relevance_forward(inputs, ops, return_pixels=True)
+            wrt = (leaf, pixel_leaf)
+        else:
+            leaf, logits = adapter.relevance_forward(inputs, ops)
+            wrt = (leaf,)
+        seed = F.one_hot(target, logits.shape[-1]).to(logits.dtype)
+        rel = torch.autograd.grad(logits, wrt, grad_outputs=seed)
+    attn = [ops.attention_relevance[b] for b in range(adapter.num_layers)]
+    return RelevanceTrace(rel[0].detach(), attn, ops.block_totals, logits.detach(), rel[1].detach() if pixels else None)
+
+
+def rollout(matrices: list[torch.Tensor], start_layer: int = 0, normalize: bool = False) -> torch.Tensor:
+    """Product of per-block [B, S, S] matrices from the input side up (Chefer Eq. 16 / rollout Eq. 18)."""
+    mats = matrices[start_layer:]
+    if not mats:
+        raise ValueError(f"start_layer={start_layer} leaves no blocks (model has {len(matrices)})")
+    if normalize:
+        mats = [m / m.sum(-1, keepdim=True).clamp_min(1e-12) for m in mats]
+    joint = mats[0]
+    for m in mats[1:]:
+        joint = m @ joint
+    return joint
+
+
+def with_identity(m: torch.Tensor) -> torch.Tensor:
+    """I + M for a batch of [B, S, S] matrices (accounts for the skip connection)."""
+    return m + torch.eye(m.shape[-1], dtype=m.dtype, device=m.device)
+
+
+def head_mean(x: torch.Tensor) -> torch.Tensor:
+    return x.mean(dim=1)
+
+
+def cls_row(m: torch.Tensor) -> torch.Tensor:
+    return m[:, 0, :]

@@ -1,0 +1,143 @@
+"""LRP-family explainers: full LRP, LRP-alpha-beta, partial LRP, Chefer et al. 2021, Mask-LRP.
+
+They differ only in the composite (lab.relevance.composites) and in how the recorded relevances are read out.
+"""
+from __future__ import annotations
+
+import torch
+
+from lab.models.adapters import ExplainInputError, ViTAdapter
+from lab.relevance.composites import ALPHA_BETA, CHEFER, LRP_EQ4, Composite
+from lab.relevance.rules import per_example_sum
+
+from .base import register
+from .common import attention_gradients, cls_row, head_mean, relevance_trace, rollout, with_identity
+
+CLAMPS = ("before_mean", "after_mean")
+ABLATIONS = (None, "no_gradient", "last_block", "second_block")
+
+
+def _conservation_delta(trace) -> torch.Tensor:
+    """Sum of input relevance minus the initial relevance (1 for the one-hot start, Chefer Eq. 7)."""
+    return trace.input_relevance.reshape(trace.input_relevance.shape[0], -1).sum(1) - 1.0
+
+
+def _token_scores(relevance: torch.Tensor, reduce: str) -> torch.Tensor:
+    if reduce == "sum":
+        return relevance.sum(-1)
+    if reduce == "abs_sum":
+        return relevance.abs().sum(-1)
+    raise ExplainInputError(f"score must be 'sum' or 'abs_sum', got {reduce!r}")
+
+
+def _input_scores(adapter, inputs, target, composite, reduce, pixels):
+    vision_pixels = pixels and isinstance(adapter, ViTAdapter)
+    trace = relevance_trace(adapter, inputs, target, composite, pixels=vision_pixels)
+    if vision_pixels:  # relevance at the pixels, summed over channels (Chefer's LRP baseline)
+        rel = trace.pixel_relevance
+        scores = rel.sum(1) if reduce == "sum" else rel.abs().sum(1)
+        delta = per_example_sum(rel).reshape(-1) - 1.0
+        return scores, delta, "pixel"
+    return _token_scores(trace.input_relevance, reduce), _conservation_delta(trace), None
+
+
+@register("lrp", "full LRP with the standard rule (Eq. 4) propagated to the input; token score = sum over dims",
+          "Bach et al. 2015; Chefer et al. 2021 Eq. 4")
+def lrp(adapter, inputs, target, linear: str = "eq4", score: str = "sum", pixels: bool = True, epsilon: float = 1e-6):
+    composite = LRP_EQ4.with_(linear=linear, epsilon=epsilon)
+    scores, delta, unit = _input_scores(adapter, inputs, target, composite, score, pixels)
+    out = {"scores": scores, "delta": delta, "params": dict(linear=linear, score=score, pixels=pixels, epsilon=epsilon)}
+    if unit:
+        out["unit"] = unit
+    return out
+
+
+@register("lrp_alpha_beta", "LRP-alpha-beta to the input; token score = sum_d |R| (Wu & Ong)",
+          "Bach et al. 2015; Wu & Ong 2021 Sec. 3")
+def lrp_alpha_beta(adapter, inputs, target, alpha: float = 1.0, beta: float = 0.0, score: str = "abs_sum",
+                   pixels: bool = True):
+    if abs(alpha - beta - 1.0) > 1e-9:
+        raise ExplainInputError(f"LRP-alpha-beta needs alpha - beta = 1, got alpha={alpha}, beta={beta}")
+    scores, delta, unit = _input_scores(adapter, inputs, target, ALPHA_BETA.with_(alpha=alpha, beta=beta), score, pixels)
+    out = {"scores": scores, "delta": delta, "params": dict(alpha=alpha, beta=beta, score=score, pixels=pixels)}
+    if unit:
+        out["unit"] = unit
+    return out
+
+
+@register("partial_lrp", "relevance of the last block's attention map (Eq. 6 rules), positive part, head mean, [CLS] row",
+          "Voita et al. 2019; Chefer et al. 2021 Sec. 4")
+def partial_lrp(adapter, inputs, target, absolute: str = "sum_abs", matmul: str = "normalized"):
+    trace = relevance_trace(adapter, inputs, target, CHEFER.with_(absolute=absolute, matmul=matmul))
+    scores = cls_row(head_mean(trace.attention_relevance[-1].clamp(min=0)))
+    return {"scores": scores, "delta": _conservation_delta(trace),
+            "params": dict(absolute=absolute, matmul=matmul)}
+
+
+def _weighted_maps(relevances, gradients, clamp):
+    """Chefer Eq. 15 without the identity: E_h(grad ⊙ R)+ per block (gradients=None: the no-gradient ablation)."""
+    maps = []
+    for b, rel in enumerate(relevances):
+        weighted = rel if gradients is None else gradients[b] * rel
+        if clamp == "before_mean":
+            maps.append(head_mean(weighted.clamp(min=0)))
+        elif clamp == "after_mean":
+            maps.append(head_mean(weighted).clamp(min=0))
+        else:
+            raise ExplainInputError(f"clamp must be one of {CLAMPS}, got {clamp!r}")
+    return maps
+
+
+def _chefer_scores(adapter, inputs, target, composite, start_layer, clamp, rollout_normalize, gradient_of, ablation,
+                   head_masks=None, mask_recorded=False):
+    if ablation not in ABLATIONS:
+        raise ExplainInputError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
+    if not 0 <= start_layer < adapter.num_layers:
+        raise ExplainInputError(f"start_layer must be in 0..{adapter.num_layers - 1}, got {start_layer}")
+    trace = relevance_trace(adapter, inputs, target, composite, head_masks=head_masks, mask_recorded=mask_recorded)
+    grads = None
+    if ablation != "no_gradient":
+        grads = attention_gradients(adapter, inputs, target, gradient_of=gradient_of).gradients
+    maps = _weighted_maps(trace.attention_relevance, grads, clamp)
+    if ablation == "last_block":  # Table 3: grad-A(1) R(n_1) of the block nearest the output only
+        return cls_row(maps[-1]), trace
+    if ablation == "second_block":  # Table 3: grad-A(B-1) R(n_{B-1}), the second block from the input
+        return cls_row(maps[1 if len(maps) > 1 else 0]), trace
+    return cls_row(rollout([with_identity(m) for m in maps], start_layer, rollout_normalize)), trace
+
+
+@register("chefer", "Chefer et al.: Eq. 6 LRP + add/matmul normalisation, rollout of I + E_h(grad A ⊙ R_A)+, [CLS] row",
+          "Chefer, Gur & Wolf 2021 Eqs. 6, 13-16")
+def chefer(adapter, inputs, target, start_layer: int = 0, clamp: str = "before_mean", rollout_normalize: bool = False,
+           absolute: str = "sum_abs", matmul: str = "normalized", gradient_of: str = "logit", ablation=None):
+    composite = CHEFER.with_(absolute=absolute, matmul=matmul)
+    scores, trace = _chefer_scores(adapter, inputs, target, composite, start_layer, clamp, rollout_normalize,
+                                   gradient_of, ablation)
+    params = dict(start_layer=start_layer, clamp=clamp, rollout_normalize=rollout_normalize, absolute=absolute,
+                  matmul=matmul, gradient_of=gradient_of, ablation=ablation)
+    return {"scores": scores, "delta": _conservation_delta(trace), "params": params}
+
+
+@register("mask_lrp", "Mask-LRP: chefer with per-head relevance masked to syntactic/positional heads and renormalised",
+          "Song et al. Eqs. 5-11")
+def mask_lrp(adapter, inputs, target, head_mask=None, mask_recorded: bool = False, start_layer: int = 0,
+             clamp: str = "before_mean", rollout_normalize: bool = False, absolute: str = "sum_abs",
+             matmul: str = "normalized", gradient_of: str = "logit"):
+    """head_mask: {0,1} tensor [blocks, heads] (see lab.heads). The relevance of each head's context O_h = A_h V_h
+    is multiplied by the mask before the A·V matmul rule and rescaled to conserve the block's total; the attention
+    relevance used in the rollout is recorded before masking unless mask_recorded=True (authors' code)."""
+    if head_mask is None:
+        raise ExplainInputError("mask_lrp needs head_mask: a [blocks, heads] 0/1 tensor (see lab.heads.head_mask)")
+    mask = torch.as_tensor(head_mask, dtype=adapter.dtype, device=adapter.device)
+    if tuple(mask.shape) != (adapter.num_layers, adapter.num_heads):
+        raise ExplainInputError(f"head_mask must have shape ({adapter.num_layers}, {adapter.num_heads}), got {tuple(mask.shape)}")
+    composite = CHEFER.with_(absolute=absolute, matmul=matmul)
+    scores, trace = _chefer_scores(adapter, inputs, target, composite, start_layer, clamp, rollout_normalize,
+                                   gradient_of, None, head_masks=mask, mask_recorded=mask_recorded)
+    params = dict(head_mask=mask.tolist(), mask_recorded=mask_recorded, start_layer=start_layer, clamp=clamp,
+                  rollout_normalize=rollout_normalize, absolute=absolute, matmul=matmul, gradient_of=gradient_of)
+    return {"scores": scores, "delta": _conservation_delta(trace), "params": params}
+
+
+def composite_for(name: str) -> Composite:
+    return {"chefer": CHEFER, "lrp": LRP_EQ4, "lrp_alpha_beta": ALPHA_BETA}[name]

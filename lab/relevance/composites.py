@@ -1,0 +1,33 @@
+"""Relevance methods as data: which rule each kind of operation uses (zennit's 'composites').
+
+A `Composite` is consumed by `lab.relevance.propagate.RelevanceOps`; methods differ by one entry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Composite:
+    linear: str = "alpha_beta"  # eq4 | alpha_beta | epsilon | gradient
+    alpha: float = 1.0
+    beta: float = 0.0
+    epsilon: float = 1e-6
+    add: str = "normalized"  # normalized | z | gradient
+    matmul: str = "normalized"  # normalized | halve | naive | gradient
+    absolute: str = "sum_abs"  # normalisation: paper's sum|R| ("sum_abs") or the code's |sum R| ("abs_sum")
+    nonlinear: str = "passthrough"  # passthrough | gradient
+    first_linear: str | None = None  # rule for the pixel/patch projection (e.g. "zb"); None = same as linear
+
+    def with_(self, **changes) -> "Composite":
+        return replace(self, **changes)
+
+
+# Chefer et al. 2021: Eq. 6 (alpha=1, beta=0) for weights, Sec. 3.2 normalisation for add and matmul.
+CHEFER = Composite()
+# Standard LRP (Eq. 4) without the paper's modified rule and normalisations: the "LRP" baseline.
+LRP_EQ4 = Composite(linear="eq4", add="z", matmul="naive")
+# LRP-alpha-beta as used by Wu & Ong; add/matmul split by their contributions (Eq. 8), no renormalisation.
+ALPHA_BETA = Composite(linear="alpha_beta", add="z", matmul="naive")
+# Plain gradient through the same graph: backward of the relevance graph == autograd gradient.
+GRADIENT = Composite(linear="gradient", add="gradient", matmul="gradient", nonlinear="gradient")

@@ -1,0 +1,220 @@
+"""LRP rules, each a small autograd function whose backward maps output relevance to input relevance.
+
+Forward passes compute exactly what the model computes; backward passes carry *relevance* instead of
+gradients (the LXT idea). Equation numbers refer to Chefer, Gur & Wolf 2021 (paper 000 in ../shared/papers).
+Every rule has a slow reference formula in tests/test_rules.py.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+STABILIZER = 1e-12
+
+
+def safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """numerator / (denominator + sign * 1e-12), and 0 where the denominator is exactly 0 (authors' code)."""
+    stabilised = denominator + STABILIZER * torch.where(denominator >= 0, 1.0, -1.0).to(denominator.dtype)
+    return torch.where(denominator == 0, torch.zeros_like(numerator), numerator / stabilised)
+
+
+def per_example_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over every dimension but the batch one, shaped to broadcast back onto t."""
+    return t.reshape(t.shape[0], -1).sum(1).reshape((-1,) + (1,) * (t.dim() - 1))
+
+
+# --- layers with weights --------------------------------------------------------------------------------
+
+
+def generic_relevance(x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+    """Eq. 2: R_j = x_j * sum_i w_ij R_i / z_i with z_i = sum_j x_j w_ij (bias excluded)."""
+    z = F.linear(x, weight)
+    return x * F.linear(safe_divide(relevance, z), weight.t())
+
+
+def rule_eq4(x, weight, relevance, **_):
+    """Eq. 4 (standard LRP): G(x+, w+) + G(x-, w-), each normalised separately (doubles, Eq. 5)."""
+    wp, wn = weight.clamp(min=0), weight.clamp(max=0)
+    xp, xn = x.clamp(min=0), x.clamp(max=0)
+    return generic_relevance(xp, wp, relevance) + generic_relevance(xn, wn, relevance)
+
+
+def _joint_relevance(x1, w1, x2, w2, relevance):
+    """x1 w1 + x2 w2 normalised jointly; relevance split back onto x1 and x2 (they are disjoint parts of x)."""
+    z = F.linear(x1, w1) + F.linear(x2, w2)
+    s = safe_divide(relevance, z)
+    return x1 * F.linear(s, w1.t()) + x2 * F.linear(s, w2.t())
+
+
+def rule_alpha_beta(x, weight, relevance, alpha: float = 1.0, beta: float = 0.0, **_):
+    """LRP-alpha-beta: alpha * (positive contributions) - beta * (negative contributions).
+
+    Positive contributions are x+w+ and x-w- normalised jointly; with alpha=1, beta=0 this is exactly
+    Eq. 6 (the q-set {x_j w_ji >= 0}), which conserves relevance for mixed-sign inputs.
+    """
+    wp, wn = weight.clamp(min=0), weight.clamp(max=0)
+    xp, xn = x.clamp(min=0), x.clamp(max=0)
+    out = alpha * _joint_relevance(xp, wp, xn, wn, relevance)
+    if beta:
+        out = out - beta * _joint_relevance(xp, wn, xn, wp, relevance)
+    return out
+
+
+def rule_epsilon(x, weight, relevance, bias=None, epsilon: float = 1e-6, **_):
+    """LRP-epsilon (Bach et al. 2015): z includes the bias; a stabiliser eps*sign(z) absorbs small z."""
+    z = F.linear(x, weight, bias)
+    z = z + epsilon * torch.where(z >= 0, 1.0, -1.0)
+    return x * F.linear(relevance / z, weight.t())
+
+
+def rule_zb(x, weight, relevance, low=None, high=None, **_):
+    """z^B rule for the first layer on bounded inputs (pixels): low <= x <= high."""
+    wp, wn = weight.clamp(min=0), weight.clamp(max=0)
+    low = torch.as_tensor(low, dtype=x.dtype).expand_as(x)
+    high = torch.as_tensor(high, dtype=x.dtype).expand_as(x)
+    z = F.linear(x, weight) - F.linear(low, wp) - F.linear(high, wn)
+    s = safe_divide(relevance, z)
+    return x * F.linear(s, weight.t()) - low * F.linear(s, wp.t()) - high * F.linear(s, wn.t())
+
+
+LINEAR_RULES = {"eq4": rule_eq4, "alpha_beta": rule_alpha_beta, "epsilon": rule_epsilon, "zb": rule_zb}
+
+
+class LinearRelevance(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, rule, params):
+        ctx.save_for_backward(x, weight, bias if bias is not None else torch.empty(0))
+        ctx.rule, ctx.params, ctx.has_bias = rule, params, bias is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, relevance):
+        x, weight, bias = ctx.saved_tensors
+        params = dict(ctx.params, bias=bias if ctx.has_bias else None)
+        return LINEAR_RULES[ctx.rule](x, weight, relevance, **params), None, None, None, None
+
+
+# --- non-parametric operators (Sec. 3.2) ----------------------------------------------------------------
+
+
+def normalize_pair(r_u, r_v, total, absolute: str = "sum_abs"):
+    """Sec. 3.2 normalisation of two operands' relevance so that sum(R_u)+sum(R_v) = total, each in [0, total].
+
+    absolute="sum_abs": the paper's sum_j |R_j|; "abs_sum": the authors' code |sum_j R_j|.
+    """
+    if absolute == "sum_abs":
+        a_u, a_v = per_example_sum(r_u.abs()), per_example_sum(r_v.abs())
+    elif absolute == "abs_sum":
+        a_u, a_v = per_example_sum(r_u).abs(), per_example_sum(r_v).abs()
+    else:
+        raise ValueError(f"absolute must be 'sum_abs' or 'abs_sum', got {absolute!r}")
+    share_u, share_v = safe_divide(a_u, a_u + a_v), safe_divide(a_v, a_u + a_v)
+    r_u = r_u * safe_divide(share_u * total, per_example_sum(r_u))
+    r_v = r_v * safe_divide(share_v * total, per_example_sum(r_v))
+    return r_u, r_v
+
+
+def add_relevance(u, v, relevance, rule: str, absolute: str = "sum_abs"):
+    """Residual add. 'z': Eq. 8 (R_u = u/(u+v) R, conserves, Lemma 1); 'normalized': Sec. 3.2 on top of it."""
+    if rule == "gradient":
+        return relevance, relevance
+    s = safe_divide(relevance, u + v)
+    r_u, r_v = u * s, v * s
+    if rule == "normalized":
+        r_u, r_v = normalize_pair(r_u, r_v, per_example_sum(relevance), absolute)
+    elif rule != "z":
+        raise ValueError(f"unknown add rule {rule!r}")
+    return r_u, r_v
+
+
+def matmul_relevance(a, b, relevance, rule: str, absolute: str = "sum_abs"):
+    """Matrix product a @ b. 'naive': Eq. 8 for each operand (total doubles, Lemma 1); 'halve': the
+    authors' code (each /2); 'normalized': Sec. 3.2 normalisation."""
+    if rule == "gradient":
+        return relevance @ b.transpose(-1, -2), a.transpose(-1, -2) @ relevance
+    s = safe_divide(relevance, a @ b)
+    r_a = a * (s @ b.transpose(-1, -2))
+    r_b = b * (a.transpose(-1, -2) @ s)
+    if rule == "halve":
+        return r_a / 2, r_b / 2
+    if rule == "normalized":
+        return normalize_pair(r_a, r_b, per_example_sum(relevance), absolute)
+    if rule != "naive":
+        raise ValueError(f"unknown matmul rule {rule!r}")
+    return r_a, r_b
+
+
+class AddRelevance(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, v, rule, absolute):
+        ctx.save_for_backward(u, v)
+        ctx.rule, ctx.absolute = rule, absolute
+        return u + v
+
+    @staticmethod
+    def backward(ctx, relevance):
+        u, v = ctx.saved_tensors
+        r_u, r_v = add_relevance(u, v, relevance, ctx.rule, ctx.absolute)
+        return r_u, r_v, None, None
+
+
+def mask_heads(relevance: torch.Tensor, head_mask: torch.Tensor) -> torch.Tensor:
+    """Mask-LRP (Song et al. Eq. 9 and after): keep the relevance of important heads, rescaled per example
+    so that the kept relevance sums to the incoming total. relevance: [batch, heads, ...]; head_mask: [heads]."""
+    shape = (1, -1) + (1,) * (relevance.dim() - 2)
+    masked = relevance * head_mask.to(relevance.dtype).reshape(shape)
+    kept, total = per_example_sum(masked), per_example_sum(relevance)
+    # exact division (x / x == 1), so an all-ones mask leaves the relevance bit-for-bit unchanged
+    scale = torch.where(kept == 0, torch.zeros_like(kept), total / torch.where(kept == 0, torch.ones_like(kept), kept))
+    return masked * scale
+
+
+class MatmulRelevance(torch.autograd.Function):
+    """a @ b with a relevance backward. Optionally records the relevance of `a` (the attention map) before a
+    head mask is applied, then masks the flowing relevance (Mask-LRP keeps the recorded map unmasked)."""
+
+    @staticmethod
+    def forward(ctx, a, b, rule, absolute, record, head_mask, mask_recorded):
+        ctx.save_for_backward(a, b)
+        ctx.rule, ctx.absolute, ctx.record = rule, absolute, record
+        ctx.head_mask, ctx.mask_recorded = head_mask, mask_recorded
+        return a @ b
+
+    @staticmethod
+    def backward(ctx, relevance):
+        a, b = ctx.saved_tensors
+        if ctx.head_mask is not None:
+            masked = mask_heads(relevance, ctx.head_mask)
+            if ctx.record is not None and not ctx.mask_recorded:
+                ctx.record(matmul_relevance(a, b, relevance, ctx.rule, ctx.absolute)[0])
+            relevance = masked
+        r_a, r_b = matmul_relevance(a, b, relevance, ctx.rule, ctx.absolute)
+        if ctx.record is not None and (ctx.head_mask is None or ctx.mask_recorded):
+            ctx.record(r_a)
+        return r_a, r_b, None, None, None, None, None
+
+
+class Passthrough(torch.autograd.Function):
+    """Element-wise non-linearities (GELU, softmax, LayerNorm, tanh, scaling): relevance passes unchanged."""
+
+    @staticmethod
+    def forward(ctx, x, fn):
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx, relevance):
+        return relevance, None
+
+
+class Probe(torch.autograd.Function):
+    """Identity that reports the relevance flowing through it (for conservation checks)."""
+
+    @staticmethod
+    def forward(ctx, x, callback):
+        ctx.callback = callback
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, relevance):
+        ctx.callback(relevance)
+        return relevance, None
