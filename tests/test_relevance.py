@@ -226,3 +226,19 @@ def test_vit_grid_comes_from_the_config_vit_b16():
     assert exp.scores.shape == (1, 197) and exp.patch_map().shape == (1, 14, 14)
     lrp = lab.explain(model, {"pixel_values": pixels}, "lrp")
     assert lrp.unit == "pixel" and lrp.scores.shape == (1, 224, 224)
+
+
+@pytest.mark.parametrize("kind", ["bert", "vit"])
+def test_two_pass_graph_gradients_equal_hf_attention_gradients(kind):
+    """chefer takes grad-A from a gradient backward over its relevance graph; it must equal the HF model's."""
+    model, batch = _model_and_batch(kind)
+    adapter = get_adapter(model)
+    inputs = adapter.prepare(batch)
+    target = torch.tensor([1, 0, 2])
+    for of in ("logit", "probability"):
+        hf = attention_gradients(adapter, inputs, target, gradient_of=of)
+        trace = relevance_trace(adapter, inputs, target, CHEFER, gradients=True, gradient_of=of)
+        plain = relevance_trace(adapter, inputs, target, CHEFER)
+        for b in range(adapter.num_layers):
+            assert torch.allclose(hf.gradients[b], trace.attention_gradients[b], atol=1e-6, rtol=0)
+            assert torch.equal(plain.attention_relevance[b], trace.attention_relevance[b])

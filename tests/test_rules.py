@@ -7,7 +7,6 @@ import torch
 
 from lab.relevance import rules
 
-torch.set_default_dtype(torch.float64)
 RNG = np.random.default_rng(0)
 
 
@@ -130,7 +129,7 @@ def test_explosion_example_eqs_10_11_and_normalisation_bounds():
     a_, b_ = 5.0, 6.0
     u = torch.tensor([[np.exp(a_), np.exp(b_)]])
     v = 1 - u
-    r = torch.ones(1, 2)
+    r = torch.ones(1, 2, dtype=torch.float64)
     ru, rv = rules.add_relevance(u, v, r, rule="z")
     assert torch.allclose(ru, u) and torch.allclose(rv, v)
     assert ru.abs().max() > 100 and torch.isclose((ru + rv).sum(), r.sum())
@@ -141,9 +140,9 @@ def test_explosion_example_eqs_10_11_and_normalisation_bounds():
 
 
 def test_abs_sum_variant_differs_from_sum_abs():
-    ru = torch.tensor([[2.0, -1.0]])
-    rv = torch.tensor([[1.0, 1.0]])
-    total = torch.tensor([[3.0]])
+    ru = torch.tensor([[2.0, -1.0]], dtype=torch.float64)
+    rv = torch.tensor([[1.0, 1.0]], dtype=torch.float64)
+    total = torch.tensor([[3.0]], dtype=torch.float64)
     paper = rules.normalize_pair(ru, rv, total, "sum_abs")
     code = rules.normalize_pair(ru, rv, total, "abs_sum")
     assert not torch.allclose(paper[0], code[0])
@@ -153,18 +152,18 @@ def test_abs_sum_variant_differs_from_sum_abs():
 
 def test_mask_heads_conserves_and_zeroes_masked_heads():
     r = torch.tensor(RNG.uniform(0.1, 1, size=(2, 3, 4, 4)))
-    mask = torch.tensor([1.0, 0.0, 1.0])
+    mask = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
     masked = rules.mask_heads(r, mask)
     assert torch.all(masked[:, 1] == 0)
     assert torch.allclose(masked.sum((1, 2, 3)), r.sum((1, 2, 3)))
-    assert torch.equal(rules.mask_heads(r, torch.ones(3)), r)
+    assert torch.equal(rules.mask_heads(r, torch.ones(3, dtype=torch.float64)), r)
 
 
 @pytest.mark.parametrize("rule", ["eq4", "alpha_beta", "epsilon"])
 def test_linear_function_backward_uses_rule(rule):
     x, w, r = _t(*_data())
     x.requires_grad_(True)
-    out = rules.LinearRelevance.apply(x, w, None, rule, {"alpha": 1.0, "beta": 0.0, "epsilon": 1e-6})
+    out = rules.LinearRelevance.apply(x, w, None, rule, {"alpha": 1.0, "beta": 0.0, "epsilon": 1e-6}, rules.Mode())
     assert torch.allclose(out, x @ w.t())
     (got,) = torch.autograd.grad(out, x, r)
     assert torch.allclose(got, rules.LINEAR_RULES[rule](x.detach(), w, r, bias=None, alpha=1.0, beta=0.0, epsilon=1e-6))

@@ -40,7 +40,9 @@ def attention_gradients(adapter: Adapter, inputs, target, gradient_of="logit", g
     """Attention probabilities of every block from the model's own (eager) forward, and optionally the gradient of
     the target output with respect to them (and to the block outputs, for AttCAT)."""
     with torch.set_grad_enabled(gradients):
-        out = adapter.forward(inputs, attentions=True, hidden_states=hidden)
+        # forward from input embeddings that require grad, so frozen models (requires_grad=False) work too
+        embeds = adapter.embed(inputs).detach().requires_grad_(gradients)
+        out = adapter.forward(inputs, embeds=embeds, attentions=True, hidden_states=hidden)
         attentions = list(out.attentions)
         states = list(out.hidden_states[1:]) if hidden else None
         grads = hidden_grads = None
@@ -60,12 +62,18 @@ class RelevanceTrace:
     block_totals: dict[str, torch.Tensor]  # relevance sum entering each block boundary, per example
     logits: torch.Tensor
     pixel_relevance: torch.Tensor | None = None
+    attention_gradients: list[torch.Tensor] | None = None  # d y_t / d A^(b), when asked for
 
 
 def relevance_trace(adapter: Adapter, inputs, target, composite: Composite, head_masks=None,
-                    mask_recorded: bool = False, pixels: bool = False) -> RelevanceTrace:
-    """One relevance pass: R^(0) = one-hot(target) (Chefer Eq. 7) propagated back with `composite`'s rules."""
-    ops = RelevanceOps(composite, head_masks=head_masks, mask_recorded=mask_recorded)
+                    mask_recorded: bool = False, pixels: bool = False, gradients: bool = False,
+                    gradient_of: str = "logit") -> RelevanceTrace:
+    """One relevance pass: R^(0) = one-hot(target) (Chefer Eq. 7) propagated back with `composite`'s rules.
+
+    gradients=True also takes, over the same forward graph, the gradient of the target output with respect to
+    every attention map (Chefer Eq. 1) before the relevance backward: one forward, two backward passes.
+    """
+    ops = RelevanceOps(composite, head_masks=head_masks, mask_recorded=mask_recorded, with_gradients=gradients)
     with torch.enable_grad():
         if pixels:
             leaf, pixel_leaf, logits = adapter.relevance_forward(inputs, ops, return_pixels=True)
@@ -73,10 +81,17 @@ def relevance_trace(adapter: Adapter, inputs, target, composite: Composite, head
         else:
             leaf, logits = adapter.relevance_forward(inputs, ops)
             wrt = (leaf,)
+        grads = None
+        if gradients:
+            ops.mode.relevance = False
+            torch.autograd.grad(target_output(logits, target, gradient_of), leaf, retain_graph=True)
+            ops.mode.relevance = True
+            grads = [ops.attention_gradients[b] for b in range(adapter.num_layers)]
         seed = F.one_hot(target, logits.shape[-1]).to(logits.dtype)
         rel = torch.autograd.grad(logits, wrt, grad_outputs=seed)
     attn = [ops.attention_relevance[b] for b in range(adapter.num_layers)]
-    return RelevanceTrace(rel[0].detach(), attn, ops.block_totals, logits.detach(), rel[1].detach() if pixels else None)
+    return RelevanceTrace(rel[0].detach(), attn, ops.block_totals, logits.detach(),
+                          rel[1].detach() if pixels else None, grads)
 
 
 def rollout(matrices: list[torch.Tensor], start_layer: int = 0, normalize: bool = False) -> torch.Tensor:

@@ -11,7 +11,7 @@ from lab.relevance.composites import ALPHA_BETA, CHEFER, LRP_EQ4, Composite
 from lab.relevance.rules import per_example_sum
 
 from .base import register
-from .common import attention_gradients, cls_row, head_mean, relevance_trace, rollout, with_identity
+from .common import cls_row, head_mean, relevance_trace, rollout, with_identity
 
 CLAMPS = ("before_mean", "after_mean")
 ABLATIONS = (None, "no_gradient", "last_block", "second_block")
@@ -94,10 +94,9 @@ def _chefer_scores(adapter, inputs, target, composite, start_layer, clamp, rollo
         raise ExplainInputError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
     if not 0 <= start_layer < adapter.num_layers:
         raise ExplainInputError(f"start_layer must be in 0..{adapter.num_layers - 1}, got {start_layer}")
-    trace = relevance_trace(adapter, inputs, target, composite, head_masks=head_masks, mask_recorded=mask_recorded)
-    grads = None
-    if ablation != "no_gradient":
-        grads = attention_gradients(adapter, inputs, target, gradient_of=gradient_of).gradients
+    trace = relevance_trace(adapter, inputs, target, composite, head_masks=head_masks, mask_recorded=mask_recorded,
+                            gradients=ablation != "no_gradient", gradient_of=gradient_of)
+    grads = trace.attention_gradients
     maps = _weighted_maps(trace.attention_relevance, grads, clamp)
     if ablation == "last_block":  # Table 3: grad-A(1) R(n_1) of the block nearest the output only
         return cls_row(maps[-1]), trace

@@ -39,24 +39,25 @@ def rule_eq4(x, weight, relevance, **_):
     return generic_relevance(xp, wp, relevance) + generic_relevance(xn, wn, relevance)
 
 
-def _joint_relevance(x1, w1, x2, w2, relevance):
-    """x1 w1 + x2 w2 normalised jointly; relevance split back onto x1 and x2 (they are disjoint parts of x)."""
-    z = F.linear(x1, w1) + F.linear(x2, w2)
-    s = safe_divide(relevance, z)
-    return x1 * F.linear(s, w1.t()) + x2 * F.linear(s, w2.t())
-
-
-def rule_alpha_beta(x, weight, relevance, alpha: float = 1.0, beta: float = 0.0, **_):
+def rule_alpha_beta(x, weight, relevance, alpha: float = 1.0, beta: float = 0.0, z=None, **_):
     """LRP-alpha-beta: alpha * (positive contributions) - beta * (negative contributions).
 
-    Positive contributions are x+w+ and x-w- normalised jointly; with alpha=1, beta=0 this is exactly
-    Eq. 6 (the q-set {x_j w_ji >= 0}), which conserves relevance for mixed-sign inputs.
+    Positive contributions x+w+ and x-w- are normalised jointly; with alpha=1, beta=0 this is exactly Eq. 6
+    (the q-set {x_j w_ji >= 0}), which conserves relevance for mixed-sign inputs. Computed with
+    x+w+ + x-w- = (xw + |x||w|)/2 and x+w- + x-w+ = (xw - |x||w|)/2, so the backward costs three matmuls
+    (z = xw, without bias, may be passed in from the forward pass).
     """
-    wp, wn = weight.clamp(min=0), weight.clamp(max=0)
-    xp, xn = x.clamp(min=0), x.clamp(max=0)
-    out = alpha * _joint_relevance(xp, wp, xn, wn, relevance)
+    abs_x, abs_w = x.abs(), weight.abs()
+    z = F.linear(x, weight) if z is None else z
+    z_abs = F.linear(abs_x, abs_w)
+
+    def share(sign):
+        s = safe_divide(relevance, (z + sign * z_abs) / 2)
+        return (x * F.linear(s, weight.t()) + sign * abs_x * F.linear(s, abs_w.t())) / 2
+
+    out = share(1.0) if alpha == 1 else alpha * share(1.0)
     if beta:
-        out = out - beta * _joint_relevance(xp, wn, xn, wp, relevance)
+        out = out - beta * share(-1.0)
     return out
 
 
@@ -80,18 +81,33 @@ def rule_zb(x, weight, relevance, low=None, high=None, **_):
 LINEAR_RULES = {"eq4": rule_eq4, "alpha_beta": rule_alpha_beta, "epsilon": rule_epsilon, "zb": rule_zb}
 
 
+class Mode:
+    """Shared switch read at backward time: one forward graph, a gradient backward and a relevance backward.
+    relevance_only=True skips keeping what the gradient backward would need."""
+
+    def __init__(self, relevance: bool = True, relevance_only: bool = True):
+        self.relevance = relevance
+        self.relevance_only = relevance_only
+
+
 class LinearRelevance(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, rule, params):
-        ctx.save_for_backward(x, weight, bias if bias is not None else torch.empty(0))
-        ctx.rule, ctx.params, ctx.has_bias = rule, params, bias is not None
-        return F.linear(x, weight, bias)
+    def forward(ctx, x, weight, bias, rule, params, mode):
+        out = F.linear(x, weight, bias)
+        z = out if bias is None else out - bias  # z without bias, reused by the alpha-beta rule
+        ctx.save_for_backward(x, weight, bias if bias is not None else torch.empty(0), z)
+        ctx.rule, ctx.params, ctx.has_bias, ctx.mode = rule, params, bias is not None, mode
+        return out
 
     @staticmethod
     def backward(ctx, relevance):
-        x, weight, bias = ctx.saved_tensors
+        x, weight, bias, z = ctx.saved_tensors
+        if not ctx.mode.relevance or ctx.rule == "gradient":
+            return relevance @ weight, None, None, None, None, None
         params = dict(ctx.params, bias=bias if ctx.has_bias else None)
-        return LINEAR_RULES[ctx.rule](x, weight, relevance, **params), None, None, None, None
+        if ctx.rule == "alpha_beta":
+            params["z"] = z
+        return LINEAR_RULES[ctx.rule](x, weight, relevance, **params), None, None, None, None, None
 
 
 # --- non-parametric operators (Sec. 3.2) ----------------------------------------------------------------
@@ -146,16 +162,17 @@ def matmul_relevance(a, b, relevance, rule: str, absolute: str = "sum_abs"):
 
 class AddRelevance(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, v, rule, absolute):
+    def forward(ctx, u, v, rule, absolute, mode):
         ctx.save_for_backward(u, v)
-        ctx.rule, ctx.absolute = rule, absolute
+        ctx.rule, ctx.absolute, ctx.mode = rule, absolute, mode
         return u + v
 
     @staticmethod
     def backward(ctx, relevance):
         u, v = ctx.saved_tensors
-        r_u, r_v = add_relevance(u, v, relevance, ctx.rule, ctx.absolute)
-        return r_u, r_v, None, None
+        rule = ctx.rule if ctx.mode.relevance else "gradient"
+        r_u, r_v = add_relevance(u, v, relevance, rule, ctx.absolute)
+        return r_u, r_v, None, None, None
 
 
 def mask_heads(relevance: torch.Tensor, head_mask: torch.Tensor) -> torch.Tensor:
@@ -170,19 +187,25 @@ def mask_heads(relevance: torch.Tensor, head_mask: torch.Tensor) -> torch.Tensor
 
 
 class MatmulRelevance(torch.autograd.Function):
-    """a @ b with a relevance backward. Optionally records the relevance of `a` (the attention map) before a
-    head mask is applied, then masks the flowing relevance (Mask-LRP keeps the recorded map unmasked)."""
+    """a @ b with a relevance backward. Optionally records the relevance (or, in gradient mode, the gradient) of
+    `a` (the attention map). A head mask acts on the relevance flowing down; Mask-LRP records the map's relevance
+    before masking unless mask_recorded."""
 
     @staticmethod
-    def forward(ctx, a, b, rule, absolute, record, head_mask, mask_recorded):
+    def forward(ctx, a, b, rule, absolute, record, head_mask, mask_recorded, mode):
         ctx.save_for_backward(a, b)
-        ctx.rule, ctx.absolute, ctx.record = rule, absolute, record
+        ctx.rule, ctx.absolute, ctx.record, ctx.mode = rule, absolute, record, mode
         ctx.head_mask, ctx.mask_recorded = head_mask, mask_recorded
         return a @ b
 
     @staticmethod
     def backward(ctx, relevance):
         a, b = ctx.saved_tensors
+        if not ctx.mode.relevance:
+            r_a, r_b = matmul_relevance(a, b, relevance, "gradient")
+            if ctx.record is not None:
+                ctx.record(r_a, gradient=True)
+            return r_a, r_b, None, None, None, None, None, None
         if ctx.head_mask is not None:
             masked = mask_heads(relevance, ctx.head_mask)
             if ctx.record is not None and not ctx.mask_recorded:
@@ -191,19 +214,30 @@ class MatmulRelevance(torch.autograd.Function):
         r_a, r_b = matmul_relevance(a, b, relevance, ctx.rule, ctx.absolute)
         if ctx.record is not None and (ctx.head_mask is None or ctx.mask_recorded):
             ctx.record(r_a)
-        return r_a, r_b, None, None, None, None, None
+        return r_a, r_b, None, None, None, None, None, None
 
 
 class Passthrough(torch.autograd.Function):
-    """Element-wise non-linearities (GELU, softmax, LayerNorm, tanh, scaling): relevance passes unchanged."""
+    """Element-wise non-linearities (GELU, softmax, LayerNorm, tanh, scaling): relevance passes unchanged; in
+    gradient mode the true derivative is taken through a small saved subgraph."""
 
     @staticmethod
-    def forward(ctx, x, fn):
-        return fn(x)
+    def forward(ctx, x, fn, mode):
+        ctx.mode = mode
+        if mode.relevance_only:
+            return fn(x)
+        with torch.enable_grad():
+            x_ = x.detach().requires_grad_(True)
+            y = fn(x_)
+        ctx.x_, ctx.y = x_, y
+        return y.detach()
 
     @staticmethod
     def backward(ctx, relevance):
-        return relevance, None
+        if ctx.mode.relevance:
+            return relevance, None, None
+        (grad,) = torch.autograd.grad(ctx.y, ctx.x_, relevance, retain_graph=True)
+        return grad, None, None
 
 
 class Probe(torch.autograd.Function):
