@@ -69,7 +69,8 @@ def tiny_vit(num_labels: int = 3, dtype=torch.float64, seed: int = 0, layers: in
     config = ViTConfig(
         image_size=image_size, patch_size=patch_size, num_channels=3, hidden_size=hidden,
         num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=2 * hidden, num_labels=num_labels,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, initializer_range=init_range, attn_implementation="eager",
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, initializer_range=init_range,
+        attn_implementation="eager",
     )
     return _finish(ViTForImageClassification(config), dtype, attn_implementation)
 
