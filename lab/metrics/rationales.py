@@ -1,0 +1,137 @@
+"""Agreement of token scores with human rationales (ERASER) and answer spans (Mask-LRP Precision@20).
+
+The predicted rationale of a document is its top-k content tokens (Chefer Sec. 4, k = 10, 20, ..., 80: no
+threshold to tune); ties are broken by position. Token-level precision / recall / F1 follow ERASER's
+`score_hard_rationale_predictions` (DeYoung et al. 2020):
+
+- per document ("macro", ERASER's `instance_macro`): P, R and F1 of each document, then averaged over documents
+  that have a rationale or a prediction. **The notebooks report this one** (it is what Chefer's copy of the
+  ERASER scorer prints);
+- pooled ("micro", ERASER's `instance_micro`): P = Σ TP / Σ |pred|, R = Σ TP / Σ |truth|, F1 of those.
+
+`scores`, `rationale_mask`, `valid_mask`, `special_mask` are [B, S] aligned token by token (`scores` may be an
+Explanation, whose valid and special masks are then used). Only content tokens (valid, not special) count.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lab.metrics import MetricInputError
+from lab.metrics.perturbation import top_k_mask
+
+
+def _masks(scores, rationale_mask, valid_mask, special_mask):
+    raw = torch.as_tensor(scores.scores if hasattr(scores, "scores") else scores)
+    shape = raw.reshape(-1, raw.shape[-1]).shape
+    if hasattr(scores, "valid"):
+        valid_mask = scores.valid if valid_mask is None else valid_mask
+        special_mask = scores.special if special_mask is None else special_mask
+
+    def as_mask(m, name, default):
+        if m is None:
+            return torch.full(shape, default, dtype=torch.bool)
+        t = torch.as_tensor(m).bool()
+        if t.numel() != shape[0] * shape[1]:
+            raise MetricInputError(f"{name} has shape {list(t.shape)} but scores have {list(shape)}")
+        return t.reshape(shape).cpu()
+
+    valid = as_mask(valid_mask, "valid_mask", True)
+    special = as_mask(special_mask, "special_mask", False)
+    truth = as_mask(rationale_mask, "rationale_mask", False)
+    return valid, special, truth
+
+
+def _prf(tp, n_pred, n_true):
+    p = torch.where(n_pred > 0, tp / n_pred.clamp_min(1), torch.zeros_like(tp))
+    r = torch.where(n_true > 0, tp / n_true.clamp_min(1), torch.zeros_like(tp))
+    f1 = torch.where(p + r > 0, 2 * p * r / (p + r).clamp_min(1e-300), torch.zeros_like(tp))
+    return p, r, f1
+
+
+def token_f1_at_k(scores, rationale_mask, valid_mask=None, k: int = 10, *, special_mask=None) -> dict:
+    """ERASER token-level F1 between each document's top-k content tokens and its human rationale tokens.
+
+    Returns dict: k, precision / recall / f1 [B] (per document), macro_precision / macro_recall / macro_f1 (mean
+    over documents with a rationale or a prediction — reported by the notebooks), micro_precision / micro_recall /
+    micro_f1 (pooled counts), n_documents.
+    """
+    if int(k) < 0:
+        raise MetricInputError(f"k must be >= 0, got {k}")
+    valid, special, truth = _masks(scores, rationale_mask, valid_mask, special_mask)
+    content = valid & ~special
+    raw = scores.scores if hasattr(scores, "scores") else scores
+    pred = top_k_mask(torch.as_tensor(raw).reshape(content.shape), special_mask=~content, k=int(k))
+    truth = truth & content
+    tp = (pred & truth).sum(1).double()
+    n_pred, n_true = pred.sum(1).double(), truth.sum(1).double()
+    p, r, f1 = _prf(tp, n_pred, n_true)
+    counted = (n_pred > 0) | (n_true > 0)  # ERASER scores the union of documents with truth or prediction
+    mp, mr, mf = _prf(tp.sum(), n_pred.sum(), n_true.sum())
+    mean = (lambda v: float(v[counted].mean())) if counted.any() else (lambda v: float("nan"))
+    return {"k": int(k), "precision": p, "recall": r, "f1": f1, "macro_precision": mean(p), "macro_recall": mean(r),
+            "macro_f1": mean(f1), "micro_precision": float(mp), "micro_recall": float(mr), "micro_f1": float(mf),
+            "n_documents": int(counted.sum())}
+
+
+def token_f1_curve(scores, rationale_mask, valid_mask=None, ks=range(10, 90, 10), *, special_mask=None) -> dict:
+    """token_f1_at_k for each k (default 10, 20, ..., 80 as Chefer Fig. 5).
+
+    Returns dict: ks [K], macro_f1 [K] (reported), micro_f1 [K], per_k {k: token_f1_at_k result}.
+    """
+    ks = [int(k) for k in ks]
+    if not ks:
+        raise MetricInputError("ks is empty")
+    per_k = {k: token_f1_at_k(scores, rationale_mask, valid_mask, k, special_mask=special_mask) for k in ks}
+    return {"ks": ks, "macro_f1": np.array([per_k[k]["macro_f1"] for k in ks]),
+            "micro_f1": np.array([per_k[k]["micro_f1"] for k in ks]), "per_k": per_k}
+
+
+def _spans(row: torch.Tensor) -> list[tuple[int, int]]:
+    """Maximal runs of True as [start, end) spans."""
+    spans, start = [], None
+    for i, v in enumerate(row.tolist() + [False]):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            spans.append((start, i))
+            start = None
+    return spans
+
+
+def iou_f1(predicted_mask, rationale_mask, valid_mask=None, threshold: float = 0.5) -> dict:
+    """ERASER IOU-F1 (partial match): predicted and human rationales are contiguous spans; a predicted span is a
+    true positive when its best IOU with a human span of the same document is >= threshold; micro-averaged.
+
+    predicted_mask: hard [B, S] rationale (e.g. `top_k_mask(...)`). Returns dict: precision, recall, f1.
+    """
+    pred = torch.as_tensor(predicted_mask).bool()
+    pred = pred.reshape(-1, pred.shape[-1])
+    truth = torch.as_tensor(rationale_mask).bool().reshape(pred.shape)
+    if valid_mask is not None:
+        valid = torch.as_tensor(valid_mask).bool().reshape(pred.shape)
+        pred, truth = pred & valid, truth & valid
+    tp = n_pred = n_true = 0
+    for prow, trow in zip(pred, truth):
+        ps, ts = _spans(prow), _spans(trow)
+        n_pred, n_true = n_pred + len(ps), n_true + len(ts)
+        for a, b in ps:
+            best = max((max(0, min(b, d) - max(a, c)) / (max(b, d) - min(a, c)) for c, d in ts), default=0.0)
+            tp += best >= threshold
+    p = tp / n_pred if n_pred else 0.0
+    r = tp / n_true if n_true else 0.0
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r > 0 else 0.0, "threshold": threshold}
+
+
+def precision_at_k(scores, answer_mask, valid_mask=None, k: int = 20, *, special_mask=None) -> float:
+    """Mask-LRP Precision@k [CODE]: Σ_examples |top-k tokens ∩ answer span| / Σ_examples |answer span|
+    (a fraction; the paper reports ×100). For QA pass scores = start explanation + end explanation."""
+    valid, special, truth = _masks(scores, answer_mask, valid_mask, special_mask)
+    content = valid & ~special
+    raw = scores.scores if hasattr(scores, "scores") else scores
+    top = top_k_mask(torch.as_tensor(raw).reshape(content.shape), special_mask=~content, k=int(k))
+    truth = truth & content
+    total = int(truth.sum())
+    if total == 0:
+        raise MetricInputError("precision_at_k: no answer tokens in answer_mask")
+    return int((top & truth).sum()) / total
