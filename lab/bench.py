@@ -1,0 +1,172 @@
+"""`python -m lab bench`: cost of every explainer as a ratio to one forward+backward pass on the same batch.
+
+Text: the MiniLM classifier (the fine-tuned SST-2 checkpoint when cached, else the pretrained encoder with a fresh
+head: timing does not depend on the weights) on a fixed batch of 16 x 128 tokens. Vision: a small ViT.
+Peak memory is the peak resident-set growth while the method runs (sampled), so it is approximate.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+
+import psutil
+import torch
+
+from lab.explainers.base import EXPLAINERS, explain
+from lab.models.adapters import get_adapter
+
+SKIP_BY_DEFAULT = ("input_marginalization",)  # needs an MLM; benchmarked in its own notebook
+
+
+class PeakMemory:
+    """Samples this process's RSS in a thread; `.peak_mb` is the growth over the starting RSS."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval, self.process = interval, psutil.Process()
+
+    def __enter__(self):
+        self.start = self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = (self.peak - self.start) / 2**20
+
+
+def _timed(fn, repeat: int) -> tuple[float, float]:
+    fn()  # warm-up
+    times, peaks = [], []
+    for _ in range(repeat):
+        with PeakMemory() as mem:
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        peaks.append(mem.peak_mb)
+    return statistics.median(times), max(peaks)
+
+
+def forward_backward(model, inputs, target) -> None:
+    """The reference cost: one forward and one backward pass to the input embeddings."""
+    adapter = get_adapter(model)
+    prepared = adapter.prepare(inputs)
+    embeds = adapter.embed(prepared).detach().requires_grad_(True)
+    logits = adapter.forward(prepared, embeds=embeds).logits
+    torch.autograd.grad(logits.gather(1, target[:, None]).sum(), embeds)
+
+
+def forward_only(model, inputs) -> None:
+    with torch.no_grad():
+        get_adapter(model).forward(get_adapter(model).prepare(inputs), attentions=True)
+
+
+def text_setup(batch: int = 16, length: int = 128, seed: int = 0):
+    from lab.models.loading import load_classifier
+
+    model = load_classifier("minilm", num_labels=2)
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 29000, (batch, length), generator=gen)
+    ids[:, 0], ids[:, -1] = 101, 102
+    return "minilm-sst2-shaped", model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def vision_setup(batch: int = 16, seed: int = 0):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    config = ViTConfig(image_size=64, patch_size=8, hidden_size=192, num_hidden_layers=6, num_attention_heads=4,
+                       intermediate_size=384, num_labels=8, attn_implementation="eager")
+    model = ViTForImageClassification(config).eval()
+    return "vit-64px-p8", model, {"pixel_values": torch.randn(batch, 3, 64, 64, generator=torch.Generator().manual_seed(seed))}
+
+
+def method_params(name: str, model) -> dict:
+    if name == "mask_lrp":
+        cfg = model.config
+        return {"head_mask": torch.ones(cfg.num_hidden_layers, cfg.num_attention_heads)}
+    return {}
+
+
+def captum_ig(model, inputs, target, steps: int, internal_batch_size: int | None):
+    from captum.attr import IntegratedGradients
+
+    adapter = get_adapter(model)
+    prepared = adapter.prepare(inputs)
+    embeds = adapter.embed(prepared).detach()
+    ig = IntegratedGradients(lambda e: adapter.forward(prepared, embeds=e).logits)
+    ig.attribute(embeds, baselines=adapter.baseline_embed(prepared), target=target, n_steps=steps,
+                 internal_batch_size=internal_batch_size)
+
+
+def bench_model(label, model, inputs, methods, repeat: int, ig_steps: int = 50) -> list[dict]:
+    batch = next(iter(inputs.values())).shape[0]
+    with torch.no_grad():
+        target = get_adapter(model).forward(get_adapter(model).prepare(inputs)).logits.argmax(-1)
+    ref_fb, mem_fb = _timed(lambda: forward_backward(model, inputs, target), repeat)
+    ref_f, _ = _timed(lambda: forward_only(model, inputs), repeat)
+    rows = [dict(model=label, method="(forward+backward)", s_per_example=ref_fb / batch, ratio_fb=1.0,
+                 ratio_forward=ref_fb / ref_f, peak_mb=mem_fb)]
+    modality = get_adapter(model).modality
+    for name in methods:
+        spec = EXPLAINERS[name]
+        if modality not in spec.modalities:
+            continue
+        params = method_params(name, model)
+        if name == "integrated_gradients":
+            params.update(steps=ig_steps, internal_batch_size=batch * 10)
+        reps = 1 if name in ("leave_one_out", "erasure", "integrated_gradients") else repeat
+        seconds, peak = _timed(lambda: explain(model, inputs, name, target=target, **params), reps)
+        rows.append(dict(model=label, method=name, s_per_example=seconds / batch, ratio_fb=seconds / ref_fb,
+                         ratio_forward=seconds / ref_f, peak_mb=peak))
+        if name == "integrated_gradients" and modality == "text":
+            cap, cap_peak = _timed(lambda: captum_ig(model, inputs, target, ig_steps, batch * 10), 1)
+            rows.append(dict(model=label, method="captum IntegratedGradients", s_per_example=cap / batch,
+                             ratio_fb=cap / ref_fb, ratio_forward=cap / ref_f, peak_mb=cap_peak))
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    lines = [f"{'model':20s} {'method':28s} {'ms/example':>11s} {'x fwd+bwd':>10s} {'x fwd':>8s} {'peak MB':>8s}"]
+    for r in rows:
+        lines.append(f"{r['model']:20s} {r['method']:28s} {1000 * r['s_per_example']:11.2f} {r['ratio_fb']:10.2f} "
+                     f"{r['ratio_forward']:8.2f} {r['peak_mb']:8.0f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="*", default=None, help="explainers to time (default: all)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-vision", action="store_true")
+    parser.add_argument("--no-text", action="store_true")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    methods = args.methods or [m for m in EXPLAINERS if m not in SKIP_BY_DEFAULT]
+    unknown = [m for m in methods if m not in EXPLAINERS]
+    if unknown:
+        parser.error(f"unknown explainers {unknown}; available: {', '.join(EXPLAINERS)}")
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), psutil.cpu_count(logical=True) or 1)))
+    rows = []
+    setups = ([] if args.no_text else [lambda: text_setup(args.batch, args.length)]) + \
+             ([] if args.no_vision else [lambda: vision_setup(args.batch)])
+    for setup in setups:
+        label, model, inputs = setup()
+        rows += bench_model(label, model, inputs, methods, args.repeat)
+        print(format_rows([r for r in rows if r["model"] == label]), flush=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=2)
+    return 0

@@ -1,0 +1,229 @@
+"""One results file per notebook: ``results/<notebook>.json``.
+
+Format (paper values are copied from the paper texts; ``null`` where the paper gives none)::
+
+    {"notebook": "01_chefer_vit", "profile": "default",
+     "meta": {"model": ..., "n_examples": ..., "seed": 0, "elapsed_s": ...,
+              "versions": {"torch": ..., "transformers": ..., "captum": ..., "python": ...}},
+     "tables": {"table1": {"caption": ..., "direction": {"col": "higher" | "lower"},
+                           "rows": {"method": {"col": {"paper": 54.16, "ours": 61.2}}}}},
+     "claims": [{"claim": "...", "holds": true | false | null, "detail": "..."}]}
+
+Typical use in a notebook::
+
+    res = Results("01_chefer_vit", profile, meta={"model": name, "n_examples": n, "seed": seed})
+    res.add_table("table1", "Positive/negative perturbation AUC", rows, direction={"negative": "higher"})
+    res.add_claim("chefer best on every column of table 1", holds, detail="...")
+    res.save()
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+from lab import config
+
+DIRECTIONS = ("higher", "lower")
+VERSIONED_PACKAGES = ("torch", "transformers", "captum", "numpy", "datasets")
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of the packages a result depends on (None when not installed)."""
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain-JSON copy of ``value``: numpy/torch scalars -> numbers, arrays -> lists, NaN/inf -> None."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "detach"):  # torch tensor
+        value = value.detach().cpu().numpy()
+    if hasattr(value, "tolist"):  # numpy scalar or array
+        return to_jsonable(value.tolist())
+    if hasattr(value, "item"):
+        return to_jsonable(value.item())
+    raise TypeError(f"cannot store a {type(value).__name__} in a results file: {value!r}")
+
+
+def _cell(value: Any) -> dict[str, Any]:
+    """Normalise one table cell to {"paper": ..., "ours": ...}."""
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"paper", "ours"}
+        if unknown:
+            raise ValueError(f"table cell has keys {sorted(unknown)}; expected 'paper' and 'ours'")
+        return {"paper": to_jsonable(value.get("paper")), "ours": to_jsonable(value.get("ours"))}
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"table cell {value!r} must be a (paper, ours) pair")
+        return {"paper": to_jsonable(value[0]), "ours": to_jsonable(value[1])}
+    return {"paper": None, "ours": to_jsonable(value)}  # a bare number: ours only
+
+
+def _as_holds(claim: str, holds: Any) -> bool | None:
+    """True / False / None; numpy and torch booleans are accepted."""
+    if holds is None:
+        return None
+    if not isinstance(holds, str):
+        try:
+            if holds in (True, False):
+                return bool(holds)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    raise ValueError(f"claim {claim!r}: holds must be True, False or None, got {holds!r}")
+
+
+class Results:
+    """Tables, claims and run metadata of one notebook run, saved as ``results/<notebook>.json``."""
+
+    def __init__(self, notebook: str, profile: str = "default", meta: Mapping[str, Any] | None = None):
+        if not notebook or "/" in notebook or notebook.endswith(".json"):
+            raise ValueError(f"notebook name {notebook!r} must be a bare name like '01_chefer_vit'")
+        self.notebook = notebook
+        self.profile = profile
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.tables: dict[str, dict[str, Any]] = {}
+        self.claims: list[dict[str, Any]] = []
+        self._started = time.perf_counter()
+
+    def add_table(self, name: str, caption: str, rows: Mapping[str, Mapping[str, Any]],
+                  direction: Mapping[str, str] | None = None) -> "Results":
+        """Add a table; ``rows[row][col]`` is a (paper, ours) pair, a {"paper", "ours"} dict or a bare ours value.
+
+        ``direction[col]`` says whether "higher" or "lower" values are better.
+        """
+        direction = dict(direction or {})
+        for col, d in direction.items():
+            if d not in DIRECTIONS:
+                raise ValueError(f"table {name!r}: direction of {col!r} is {d!r}; expected 'higher' or 'lower'")
+        self.tables[name] = {
+            "caption": caption,
+            "direction": direction,
+            "rows": {str(r): {str(c): _cell(v) for c, v in cols.items()} for r, cols in rows.items()},
+        }
+        return self
+
+    def add_claim(self, claim: str, holds: bool | None, detail: str = "") -> "Results":
+        """Record whether a claim of the paper holds here (None: could not be tested)."""
+        self.claims.append({"claim": claim, "holds": _as_holds(claim, holds), "detail": detail})
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        meta = dict(self.meta)
+        meta.setdefault("seed", config.default_seed())
+        meta.setdefault("elapsed_s", round(time.perf_counter() - self._started, 1))
+        meta.setdefault("versions", versions())
+        return to_jsonable({"notebook": self.notebook, "profile": self.profile, "meta": meta,
+                            "tables": self.tables, "claims": self.claims})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Results":
+        missing = {"notebook", "tables", "claims"} - set(data)
+        if missing:
+            raise ValueError(f"results file lacks {sorted(missing)}")
+        res = cls(data["notebook"], data.get("profile", "default"), data.get("meta"))
+        res.tables = {k: dict(v) for k, v in data["tables"].items()}
+        res.claims = [dict(c) for c in data["claims"]]
+        return res
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write atomically (temp file + os.replace) to ``path`` or ``results_dir()/<notebook>.json``."""
+        path = Path(path) if path is not None else config.results_dir() / f"{self.notebook}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def __repr__(self) -> str:
+        return (f"Results({self.notebook!r}, profile={self.profile!r}, tables={list(self.tables)}, "
+                f"claims={len(self.claims)})")
+
+
+def load_results(notebook: str | Path) -> Results:
+    """Read ``results_dir()/<notebook>.json`` (or an explicit path to a results file)."""
+    path = Path(notebook)
+    if path.suffix != ".json":
+        path = config.results_dir() / f"{notebook}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no results file {path}; run the notebook first (make reproduce)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"results file {path} is not valid JSON: {e}") from None
+    return Results.from_dict(data)
+
+
+def _as_dict(results: Results | Mapping[str, Any]) -> Mapping[str, Any]:
+    return results.to_dict() if isinstance(results, Results) else results
+
+
+def table_frame(results: Results | Mapping[str, Any], table: str, arrows: bool = False):
+    """The table as a DataFrame with (column, "paper") and (column, "ours") columns, side by side.
+
+    With ``arrows=True`` column names carry ↑ / ↓ for higher / lower is better.
+    """
+    import pandas as pd
+
+    tables = _as_dict(results)["tables"]
+    if table not in tables:
+        raise KeyError(f"no table {table!r}; available: {sorted(tables)}")
+    t = tables[table]
+    cols: list[str] = []
+    for row in t["rows"].values():
+        cols += [c for c in row if c not in cols]
+    marks = {"higher": " ↑", "lower": " ↓"}
+    label = {c: c + (marks.get(t.get("direction", {}).get(c), "") if arrows else "") for c in cols}
+    data = {(label[c], which): [t["rows"][r].get(c, {}).get(which) for r in t["rows"]]
+            for c in cols for which in ("paper", "ours")}
+    frame = pd.DataFrame(data, index=list(t["rows"]), dtype=float)
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["metric", "source"])
+    frame.index.name = "method"
+    return frame
+
+
+def claims_markdown(results: Results | Mapping[str, Any]) -> str:
+    """Markdown stating which of the paper's claims hold here, which do not, and which were not tested."""
+    claims = _as_dict(results)["claims"]
+    if not claims:
+        return "_No claims were checked._"
+    groups = [(True, "hold"), (False, "do not hold"), (None, "could not be tested")]
+    lines = [f"**{sum(c['holds'] is True for c in claims)} of {len(claims)} claims hold.**"]
+    for value, heading in groups:
+        chosen = [c for c in claims if c["holds"] is value]
+        if not chosen:
+            continue
+        lines += ["", f"Claims that {heading}:"]
+        mark = {True: "✅", False: "❌", None: "➖"}[value]
+        for c in chosen:
+            detail = f" — {c['detail']}" if c.get("detail") else ""
+            lines.append(f"- {mark} {c['claim']}{detail}")
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""Curves, matrices and summary plots: perturbation curves, head masks / correlation matrices, cost vs quality."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from lab.viz.style import figure_axes
+
+
+def _values(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def perturbation_curves(fractions: Sequence[float], curves: Mapping[str, Sequence[float]], ax=None,
+                        ylabel: str = "accuracy", xlabel: str = "fraction of tokens removed",
+                        title: str | None = None, legend_values: Mapping[str, float] | None = None,
+                        legend_fmt: str = "{name} ({value:.3g})") -> Figure:
+    """One line per method over the perturbation fractions (e.g. Chefer Fig. 3, deletion curves).
+
+    ``legend_values`` (e.g. each method's AUC, computed by ``lab.metrics``) are appended to the labels.
+    """
+    x = _values(fractions)
+    fig, ax = figure_axes(ax, figsize=(4, 3))
+    for name, ys in curves.items():
+        y = _values(ys)
+        if y.shape != x.shape:
+            raise ValueError(f"perturbation_curves: curve {name!r} has {y.size} points, fractions have {x.size}")
+        label = name if legend_values is None or name not in legend_values else \
+            legend_fmt.format(name=name, value=legend_values[name])
+        ax.plot(x, y, marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return fig
+
+
+def heatmap_matrix(matrix, row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
+                   ax=None, annot: bool = True, fmt: str = ".2f", cmap: str = "viridis",
+                   vmin: float | None = None, vmax: float | None = None, title: str | None = None,
+                   colorbar: bool = True, xlabel: str | None = None, ylabel: str | None = None) -> Figure:
+    """A matrix as coloured cells, e.g. block × head masks (Mask-LRP) or method × method correlations.
+
+    NaN cells are left blank; annotations switch to white on dark cells.
+    """
+    m = _values(matrix)
+    if m.ndim != 2:
+        raise ValueError(f"heatmap_matrix: expected a 2-D matrix, got shape {m.shape}")
+    for labels, n, what in ((row_labels, m.shape[0], "row"), (col_labels, m.shape[1], "column")):
+        if labels is not None and len(labels) != n:
+            raise ValueError(f"heatmap_matrix: {len(labels)} {what} labels for {n} {what}s")
+    fig, ax = figure_axes(ax, figsize=(0.45 * m.shape[1] + 1.8, 0.35 * m.shape[0] + 1.0))
+    im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto",
+                   interpolation="nearest")
+    ax.set_xticks(range(m.shape[1]), labels=col_labels if col_labels is not None else range(m.shape[1]))
+    ax.set_yticks(range(m.shape[0]), labels=row_labels if row_labels is not None else range(m.shape[0]))
+    if col_labels is not None and max((len(str(c)) for c in col_labels), default=0) > 3:
+        ax.tick_params(axis="x", labelrotation=45)
+    if annot:
+        for (i, j), v in np.ndenumerate(m):
+            if np.isfinite(v):
+                r, g, b, _ = im.cmap(im.norm(v))
+                colour = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
+                ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7, color=colour)
+    if colorbar:
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_xlabel(xlabel or "")
+    ax.set_ylabel(ylabel or "")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def bar_table(rows: Mapping[str, Mapping[str, float]], ax=None, ylabel: str | None = None,
+              title: str | None = None, paper: Mapping[str, Mapping[str, float]] | None = None) -> Figure:
+    """Grouped bars: one group per column, one bar per row (method). ``rows[method][column] = value``.
+
+    ``paper`` (same layout) adds the paper's values as black tick marks on top of each bar.
+    """
+    methods = list(rows)
+    cols: list[str] = []
+    for r in rows.values():
+        cols += [c for c in r if c not in cols]
+    fig, ax = figure_axes(ax, figsize=(1.2 + 0.9 * len(cols) * max(1, len(methods)) / 3, 3))
+    width = 0.8 / max(1, len(methods))
+    for k, method in enumerate(methods):
+        x = np.arange(len(cols)) - 0.4 + width * (k + 0.5)
+        y = [rows[method].get(c, np.nan) for c in cols]
+        ax.bar(x, [np.nan if v is None else v for v in y], width, label=method)
+        if paper and method in paper:
+            py = [paper[method].get(c) for c in cols]
+            ax.scatter(x, [np.nan if v is None else v for v in py], marker="_", s=120, color="black",
+                       zorder=3, label="paper" if k == 0 else None)
+    ax.set_xticks(range(len(cols)), labels=cols)
+    ax.set_ylabel(ylabel or "")
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return fig
+
+
+def scatter_cost_quality(points: Mapping[str, tuple[float, float]], ax=None,
+                         xlabel: str = "seconds per example", ylabel: str = "quality",
+                         logx: bool = True, title: str | None = None) -> Figure:
+    """One labelled point per method: ``points[method] = (cost, quality)`` (the benchmark trade-off plot)."""
+    fig, ax = figure_axes(ax, figsize=(4, 3))
+    for name, (cost, quality) in points.items():
+        ax.scatter([cost], [quality], s=30)
+        ax.annotate(name, (cost, quality), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    if logx:
+        ax.set_xscale("log")
+    ax.margins(0.15)  # room for the labels of extreme points
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return fig

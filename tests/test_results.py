@@ -1,0 +1,89 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lab.results import Results, claims_markdown, load_results, table_frame, to_jsonable, versions
+
+
+def make_results():
+    res = Results("01_demo", "smoke", meta={"model": "tiny", "n_examples": np.int64(8), "seed": 0})
+    res.add_table("table1", "Perturbation AUC",
+                  {"chefer": {"neg": (54.16, np.float32(61.25)), "pos": {"paper": 17.03, "ours": float("nan")}},
+                   "rollout": {"neg": (53.1, 50.0), "pos": 20.5}},
+                  direction={"neg": "higher", "pos": "lower"})
+    res.add_claim("chefer best on negative perturbation", np.bool_(True), detail="61.2 vs 50.0")
+    res.add_claim("chefer best on positive perturbation", torch.tensor(False))
+    res.add_claim("segmentation mAP ordering", None, detail="no ImageNet-segmentation offline")
+    return res
+
+
+def test_round_trip_keeps_tables_claims_and_meta(lab_dirs):
+    path = make_results().save()
+    assert path == lab_dirs["results"] / "01_demo.json"
+    loaded = load_results("01_demo")
+    data = loaded.to_dict()
+    assert data["notebook"] == "01_demo" and data["profile"] == "smoke"
+    assert data["meta"]["n_examples"] == 8 and isinstance(data["meta"]["n_examples"], int)
+    assert set(data["meta"]["versions"]) >= {"torch", "transformers", "captum", "python"}
+    assert data["meta"]["versions"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert data["meta"]["elapsed_s"] >= 0
+    cell = data["tables"]["table1"]["rows"]["chefer"]["neg"]
+    assert cell["paper"] == 54.16 and cell["ours"] == pytest.approx(61.25)
+    assert data["tables"]["table1"]["rows"]["rollout"]["pos"] == {"paper": None, "ours": 20.5}
+    assert [c["holds"] for c in data["claims"]] == [True, False, None]
+    assert load_results(path).to_dict()["tables"] == data["tables"]  # explicit path works too
+
+
+def test_nan_becomes_null_and_file_is_strict_json(lab_dirs):
+    path = make_results().save()
+    text = path.read_text()
+    assert "NaN" not in text
+    data = json.loads(text)
+    assert data["tables"]["table1"]["rows"]["chefer"]["pos"] == {"paper": 17.03, "ours": None}
+    assert to_jsonable({"a": np.array([1.0, np.inf]), "b": (np.float64("nan"),)}) == {"a": [1.0, None], "b": [None]}
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
+    target = tmp_path / "sub" / "x.json"
+    make_results().save(target)
+    make_results().save(target)  # overwrite
+    assert [p.name for p in target.parent.iterdir()] == ["x.json"]
+
+
+def test_table_frame_side_by_side():
+    frame = table_frame(make_results(), "table1")
+    assert list(frame.columns) == [("neg", "paper"), ("neg", "ours"), ("pos", "paper"), ("pos", "ours")]
+    assert list(frame.index) == ["chefer", "rollout"]
+    assert frame.loc["chefer", ("neg", "paper")] == 54.16
+    assert math.isnan(frame.loc["chefer", ("pos", "ours")])
+    arrows = table_frame(make_results().to_dict(), "table1", arrows=True)
+    assert [c[0] for c in arrows.columns[::2]] == ["neg ↑", "pos ↓"]
+    with pytest.raises(KeyError, match="table1"):
+        table_frame(make_results(), "nope")
+
+
+def test_claims_markdown_says_which_hold():
+    md = claims_markdown(make_results())
+    assert md.startswith("**1 of 3 claims hold.**")
+    hold, fail, untested = md.index("Claims that hold"), md.index("do not hold"), md.index("could not be tested")
+    assert hold < md.index("chefer best on negative") < fail < md.index("chefer best on positive") < untested
+    assert "61.2 vs 50.0" in md
+    assert claims_markdown(Results("x")) == "_No claims were checked._"
+
+
+def test_bad_input_gives_clear_errors(lab_dirs):
+    res = Results("x")
+    with pytest.raises(ValueError, match="direction"):
+        res.add_table("t", "c", {"m": {"a": 1.0}}, direction={"a": "up"})
+    with pytest.raises(ValueError, match="holds"):
+        res.add_claim("c", "yes")
+    with pytest.raises(ValueError, match="pair"):
+        res.add_table("t", "c", {"m": {"a": (1, 2, 3)}})
+    with pytest.raises(ValueError, match="bare name"):
+        Results("results/x.json")
+    with pytest.raises(FileNotFoundError, match="make reproduce"):
+        load_results("missing")
+    assert versions()["python"].count(".") == 2
