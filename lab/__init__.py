@@ -4,9 +4,9 @@ Public surface: `explain`, `EXPLAINERS`, `Explanation`, `save_figure` (lazy), pl
 `lab.data`, `lab.models`, `lab.metrics`, `lab.viz`, `lab.widgets`, `lab.results`.
 """
 from lab import config  # noqa: F401  (sets the offline environment variables first)
-from lab.explainers import EXPLAINERS, Explanation, describe_explainers, explain
+from lab.explainers import EXPLAINERS, Explanation, describe_explainers, explain, explain_text
 
-__all__ = ["EXPLAINERS", "Explanation", "describe_explainers", "explain", "save_figure"]
+__all__ = ["EXPLAINERS", "Explanation", "describe_explainers", "explain", "explain_text", "save_figure"]
 
 
 def __getattr__(name):

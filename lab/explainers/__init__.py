@@ -1,7 +1,7 @@
 """Every explainer registers itself in EXPLAINERS on import."""
 import importlib
 
-from .base import EXPLAINERS, Explanation, ExplainerError, describe_explainers, explain, register
+from .base import EXPLAINERS, Explanation, ExplainerError, describe_explainers, explain, explain_text, register
 
 for _module in ("relevance", "attention", "gradient", "perturbation", "marginalization"):
     try:
@@ -10,4 +10,5 @@ for _module in ("relevance", "attention", "gradient", "perturbation", "marginali
         if exc.name != f"{__name__}.{_module}":
             raise
 
-__all__ = ["EXPLAINERS", "Explanation", "ExplainerError", "describe_explainers", "explain", "register"]
+__all__ = ["EXPLAINERS", "Explanation", "ExplainerError", "describe_explainers", "explain", "explain_text",
+           "register"]

@@ -216,5 +216,14 @@ def explain(model: nn.Module, inputs, method: str, target=None, *, tokenizer=Non
     )
 
 
-def adapter_for(model) -> Adapter:
-    return get_adapter(model)
+def explain_text(model: nn.Module, tokenizer, texts, method: str, target=None, *, text_pairs=None,
+                 max_length: int = 512, **params) -> Explanation:
+    """`explain` on raw text: tokenises (padding, truncation to max_length) and keeps the tokens."""
+    if isinstance(texts, str):
+        texts = [texts]
+        text_pairs = [text_pairs] if isinstance(text_pairs, str) else text_pairs
+    if not texts or any(not t or not t.strip() for t in texts):
+        raise ExplainInputError("empty input: every text must contain at least one non-space character")
+    inputs = tokenizer(list(texts), text_pairs, padding=True, truncation=True, max_length=max_length,
+                       return_tensors="pt")
+    return explain(model, inputs, method, target, tokenizer=tokenizer, **params)

@@ -1,0 +1,51 @@
+"""Notebook 00: explain one sentence with several methods, plot, export, explore with a widget."""
+from __future__ import annotations
+
+from lab.explainers import EXPLAINERS, explain_text
+from lab.results import Results
+from lab.viz import token_heatmap_panels
+
+
+def explain_sentence(model, tokenizer, text: str, methods, target=None, **params) -> dict:
+    """{method: Explanation} for one sentence (same target for every method; default the prediction)."""
+    return {m: explain_text(model, tokenizer, text, m, target=target, **params.get(m, {})) for m in methods}
+
+
+def explanation_panels(explanations: dict, label_names=None, content_only: bool = True):
+    """One token-heatmap panel per method: the figure of notebook 00."""
+    panels = []
+    for method, exp in explanations.items():
+        tokens, scores = exp.example(0, content_only=content_only)
+        target = int(exp.target[0])
+        name = label_names[target] if label_names else target
+        prob = float(exp.probabilities[0, target])
+        panels.append((f"{method}  (target {name}, p={prob:.2f})", tokens, scores))
+    return token_heatmap_panels(panels)
+
+
+def render_sentence(model, tokenizer, label_names=None):
+    """A render function for `lab.widgets.controls`: (text, method, target) -> Figure."""
+
+    def render(text: str, method: str, target: str):
+        tgt = None if target == "predicted" else list(label_names).index(target)
+        return explanation_panels(explain_sentence(model, tokenizer, text, [method], target=tgt), label_names)
+
+    return render
+
+
+def tour_results(profile: str, fine_tuned, explanations: dict, meta: dict | None = None) -> Results:
+    """Results file of notebook 00: the classifier's accuracy and each method's conservation delta."""
+    res = Results("00_tour", profile, meta={"model": str(fine_tuned.path), **fine_tuned.metrics, **(meta or {})})
+    rows = {}
+    for method, exp in explanations.items():
+        delta = None if exp.delta is None else float(exp.delta.abs().max())
+        rows[method] = {"abs_conservation_delta": (None, delta), "reference": (None, EXPLAINERS[method].reference)}
+    res.add_table("methods", "methods run on the tour sentence, with their conservation delta where defined", rows)
+    acc = fine_tuned.accuracy
+    res.add_claim("the fine-tuned classifier reaches >= 88% SST-2 dev accuracy (issue target, default profile)",
+                  None if profile == "smoke" or acc is None else acc >= 0.88, detail=f"accuracy={acc}")
+    if "chefer" in explanations:
+        delta = float(explanations["chefer"].delta.abs().max())
+        res.add_claim("Chefer's LRP conserves relevance to the input (|delta| < 1e-2 with biases kept)",
+                      delta < 1e-2, detail=f"|delta|={delta:.2e}")
+    return res
