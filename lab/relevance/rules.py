@@ -14,13 +14,13 @@ STABILIZER = 1e-12
 
 def safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
     """numerator / (denominator + sign * 1e-12), and 0 where the denominator is exactly 0 (authors' code)."""
-    stabilised = denominator + STABILIZER * torch.where(denominator >= 0, 1.0, -1.0).to(denominator.dtype)
-    return torch.where(denominator == 0, torch.zeros_like(numerator), numerator / stabilised)
+    stabilised = torch.where(denominator >= 0, denominator + STABILIZER, denominator - STABILIZER)
+    return (numerator / stabilised).masked_fill_(denominator == 0, 0.0)
 
 
 def per_example_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum over every dimension but the batch one, shaped to broadcast back onto t."""
-    return t.reshape(t.shape[0], -1).sum(1).reshape((-1,) + (1,) * (t.dim() - 1))
+    return t.sum(dim=tuple(range(1, t.dim())), keepdim=True)
 
 
 # --- layers with weights --------------------------------------------------------------------------------
@@ -52,10 +52,11 @@ def rule_alpha_beta(x, weight, relevance, alpha: float = 1.0, beta: float = 0.0,
     z_abs = F.linear(abs_x, abs_w)
 
     def share(sign):
-        s = safe_divide(relevance, (z + sign * z_abs) / 2)
-        return (x * F.linear(s, weight.t()) + sign * abs_x * F.linear(s, abs_w.t())) / 2
+        s = safe_divide(relevance, z.add(z_abs, alpha=sign).mul_(0.5))
+        out = F.linear(s, weight.t()).mul_(x)
+        return out.add_(F.linear(s, abs_w.t()).mul_(abs_x), alpha=sign).mul_(0.5)
 
-    out = share(1.0) if alpha == 1 else alpha * share(1.0)
+    out = share(1.0) if alpha == 1 else share(1.0).mul_(alpha)
     if beta:
         out = out - beta * share(-1.0)
     return out
@@ -143,12 +144,12 @@ def add_relevance(u, v, relevance, rule: str, absolute: str = "sum_abs"):
     return r_u, r_v
 
 
-def matmul_relevance(a, b, relevance, rule: str, absolute: str = "sum_abs"):
+def matmul_relevance(a, b, relevance, rule: str, absolute: str = "sum_abs", z=None):
     """Matrix product a @ b. 'naive': Eq. 8 for each operand (total doubles, Lemma 1); 'halve': the
     authors' code (each /2); 'normalized': Sec. 3.2 normalisation."""
     if rule == "gradient":
         return relevance @ b.transpose(-1, -2), a.transpose(-1, -2) @ relevance
-    s = safe_divide(relevance, a @ b)
+    s = safe_divide(relevance, a @ b if z is None else z)  # z: the forward output, when saved
     r_a = a * (s @ b.transpose(-1, -2))
     r_b = b * (a.transpose(-1, -2) @ s)
     if rule == "halve":
@@ -193,14 +194,15 @@ class MatmulRelevance(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, b, rule, absolute, record, head_mask, mask_recorded, mode):
-        ctx.save_for_backward(a, b)
+        out = a @ b
+        ctx.save_for_backward(a, b, out)
         ctx.rule, ctx.absolute, ctx.record, ctx.mode = rule, absolute, record, mode
         ctx.head_mask, ctx.mask_recorded = head_mask, mask_recorded
-        return a @ b
+        return out
 
     @staticmethod
     def backward(ctx, relevance):
-        a, b = ctx.saved_tensors
+        a, b, z = ctx.saved_tensors
         if not ctx.mode.relevance:
             r_a, r_b = matmul_relevance(a, b, relevance, "gradient")
             if ctx.record is not None:
@@ -209,9 +211,9 @@ class MatmulRelevance(torch.autograd.Function):
         if ctx.head_mask is not None:
             masked = mask_heads(relevance, ctx.head_mask)
             if ctx.record is not None and not ctx.mask_recorded:
-                ctx.record(matmul_relevance(a, b, relevance, ctx.rule, ctx.absolute)[0])
+                ctx.record(matmul_relevance(a, b, relevance, ctx.rule, ctx.absolute, z)[0])
             relevance = masked
-        r_a, r_b = matmul_relevance(a, b, relevance, ctx.rule, ctx.absolute)
+        r_a, r_b = matmul_relevance(a, b, relevance, ctx.rule, ctx.absolute, z)
         if ctx.record is not None and (ctx.head_mask is None or ctx.mask_recorded):
             ctx.record(r_a)
         return r_a, r_b, None, None, None, None, None, None
