@@ -242,3 +242,11 @@ def test_two_pass_graph_gradients_equal_hf_attention_gradients(kind):
         for b in range(adapter.num_layers):
             assert torch.allclose(hf.gradients[b], trace.attention_gradients[b], atol=1e-6, rtol=0)
             assert torch.equal(plain.attention_relevance[b], trace.attention_relevance[b])
+
+
+def test_non_finite_relevance_names_the_method_and_block():
+    model = tiny_bert()
+    with torch.no_grad():
+        model.bert.encoder.layer[1].attention.self.value.weight[0, 0] = float("inf")
+    with pytest.raises(lab.explainers.ExplainerError, match=r"'chefer'.*block 1"):
+        lab.explain(model, text_batch(), "chefer", target=0)

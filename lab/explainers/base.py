@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from lab.explainers.common import NonFiniteError
 from lab.models.adapters import Adapter, ExplainInputError, ViTAdapter, get_adapter
 
 
@@ -200,7 +201,11 @@ def explain(model: nn.Module, inputs, method: str, target=None, *, tokenizer=Non
         with torch.no_grad():
             logits = adapter.forward(prepared).logits
         tgt = _resolve_target(target, logits)
-        out = spec.fn(adapter, prepared, tgt, **params)
+        try:
+            out = spec.fn(adapter, prepared, tgt, **params)
+        except NonFiniteError as exc:
+            raise ExplainerError(f"explainer {method!r} produced NaN/inf in {exc}; check the model's weights and "
+                                 "inputs, or run in float64") from None
     scores = out["scores"]
     if not torch.isfinite(scores).all():
         where = out.get("where", "the final scores")

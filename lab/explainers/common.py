@@ -13,6 +13,10 @@ from lab.relevance.propagate import RelevanceOps
 GRADIENT_OF = ("logit", "probability", "log_probability")
 
 
+class NonFiniteError(ArithmeticError):
+    """NaN/inf met inside an explainer; the message says where (explain() adds the method name)."""
+
+
 def target_output(logits: torch.Tensor, target: torch.Tensor, of: str = "logit") -> torch.Tensor:
     """Sum over the batch of each example's target output (so one backward gives per-example gradients)."""
     if of == "logit":
@@ -90,6 +94,11 @@ def relevance_trace(adapter: Adapter, inputs, target, composite: Composite, head
         seed = F.one_hot(target, logits.shape[-1]).to(logits.dtype)
         rel = torch.autograd.grad(logits, wrt, grad_outputs=seed)
     attn = [ops.attention_relevance[b] for b in range(adapter.num_layers)]
+    for b in reversed(range(adapter.num_layers)):  # the backward pass meets the last block first
+        if not torch.isfinite(attn[b]).all():
+            raise NonFiniteError(f"the relevance of block {b}'s attention map (blocks counted from the input)")
+    if not torch.isfinite(rel[0]).all():
+        raise NonFiniteError("the input relevance")
     return RelevanceTrace(rel[0].detach(), attn, ops.block_totals, logits.detach(),
                           rel[1].detach() if pixels else None, grads)
 
