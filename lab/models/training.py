@@ -1,0 +1,626 @@
+"""Fine-tune a sequence classifier on one of `lab.data`'s datasets, cached by every hyper-parameter.
+
+    ft = fine_tune_preset("sst2", "default")     # trains once (~minutes on CPU), then loads from the cache
+    ft.model, ft.tokenizer, ft.metrics["eval_accuracy"], ft.path
+
+The checkpoint (``save_pretrained`` + tokenizer + ``metrics.json``) lives in
+``cache_dir()/models/<key>``, where the key hashes the dataset, the model name, every
+hyper-parameter and the seed. It is written atomically (`lab.cache.atomic_dir`); a run interrupted
+between epochs resumes from its last complete per-epoch state, one interrupted inside the first
+epoch restarts, and a partial checkpoint is never loaded.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from lab import cache, config
+from lab.data.base import TextDataset
+from lab.models.loading import DEFAULT_ENCODER, classifier_from_config, load_classifier, load_tokenizer
+
+TRAINING_VERSION = 1  # bump when the training procedure changes, so old cached checkpoints are not reused
+
+log = logging.getLogger("lab.models")
+if not log.handlers:  # make the one-line status messages visible in notebooks and scripts
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("[lab] %(message)s"))
+    log.addHandler(_handler)
+    log.setLevel(logging.INFO)
+
+# Generic defaults; a dataset's preset (below) and explicit arguments override them, in that order.
+DEFAULTS: dict[str, Any] = {
+    "model": DEFAULT_ENCODER,
+    "max_length": 128,  # tokens the model reads at evaluation (and in the notebooks)
+    "train_max_length": None,  # None: max_length; shorter training inputs cut the cost of long documents
+    "epochs": 1,
+    "lr": 5e-5,
+    "batch_size": 32,
+    "warmup": 0.1,  # fraction of steps with a linear learning-rate warm-up, then linear decay to 0
+    "weight_decay": 0.01,
+    "train_split": "train",
+    "train_size": None,  # None: the whole split; n: a fixed random subset (drawn with `seed`)
+    "eval_split": None,
+    "eval_size": None,
+    "freeze_layers": 0,  # freeze the embeddings and the bottom n encoder layers
+    "freeze_embeddings": False,
+    "pair": None,  # None: tokenise as (text, text_pair) when the data has pairs
+}
+
+_SMOKE = {"train_size": 48, "eval_size": 32, "max_length": 48, "epochs": 1, "batch_size": 16, "lr": 1e-4}
+
+# Named hyper-parameter sets per (dataset, profile). "default" reaches the accuracy targets on 2 CPU
+# cores; "smoke" trains on a few dozen examples in seconds (CI).
+PRESETS: dict[tuple[str, str], dict[str, Any]] = {
+    ("sst2", "default"): {"train_split": "train", "eval_split": "dev", "train_size": 20000, "max_length": 64,
+                          "epochs": 1, "lr": 5e-5, "batch_size": 32},
+    ("sst2", "smoke"): {"train_split": "train", "eval_split": "dev", **_SMOKE},
+    ("movies", "default"): {"train_split": "train", "eval_split": "test", "max_length": 512, "epochs": 2,
+                            "lr": 5e-5, "batch_size": 8, "freeze_layers": 2},
+    ("movies", "smoke"): {"train_split": "train", "eval_split": "test", **_SMOKE, "max_length": 64},
+    ("imdb", "default"): {"train_split": "dev", "eval_split": "test", "max_length": 256, "epochs": 2,
+                          "lr": 5e-5, "batch_size": 16},
+    ("imdb", "smoke"): {"train_split": "dev", "eval_split": "test", **_SMOKE, "max_length": 64},
+    ("yelp", "default"): {"train_split": "dev", "eval_split": "test", "train_size": 20000, "eval_size": 2000,
+                          "max_length": 64, "epochs": 1, "lr": 5e-5, "batch_size": 32},
+    ("yelp", "smoke"): {"train_split": "dev", "eval_split": "test", **_SMOKE},
+    ("sst5", "default"): {"train_split": "train", "eval_split": "test", "max_length": 64, "epochs": 3,
+                          "lr": 5e-5, "batch_size": 32},
+    ("sst5", "smoke"): {"train_split": "train", "eval_split": "test", **_SMOKE},
+    ("snli", "default"): {"train_split": "validation", "eval_split": "test", "max_length": 64, "epochs": 3,
+                          "lr": 5e-5, "batch_size": 32, "pair": True},
+    ("snli", "smoke"): {"train_split": "validation", "eval_split": "test", **_SMOKE, "pair": True},
+}
+
+
+@dataclass
+class FineTuned:
+    """A fine-tuned classifier with its tokenizer, metrics (``metrics.json``) and cache directory."""
+
+    model: Any
+    tokenizer: Any
+    metrics: dict
+    path: Path | None
+    from_cache: bool = False
+    label_names: tuple[str, ...] = field(default=())
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.metrics.get("eval_accuracy")
+
+
+# ---------------------------------------------------------------- public API
+def fine_tune_preset(dataset: str, profile: str = "default", **overrides) -> FineTuned:
+    """`fine_tune` with the named preset ``PRESETS[(dataset, profile)]`` (overrides win)."""
+    return fine_tune(dataset, profile=profile, **overrides)
+
+
+def fine_tune(dataset: str | TextDataset, *, model: Any = None, tokenizer: Any = None, max_length: int | None = None,
+              train_max_length: int | None = None,
+              epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
+              seed: int | None = None, train_split: str | None = None, train_size: int | None = None,
+              eval_split: str | TextDataset | None = None, eval_size: int | None = None,
+              freeze_layers: int | None = None, freeze_embeddings: bool | None = None, warmup: float | None = None,
+              weight_decay: float | None = None, pair: bool | None = None, profile: str | None = None,
+              force: bool = False, progress: bool = True) -> FineTuned:
+    """Fine-tune ``model`` (alias, local path, hub name, or a config/instance for tests) on ``dataset``.
+
+    ``dataset`` is a `lab.data` name (its ``train_split`` is loaded) or a `TextDataset`; ``eval_split``
+    is a split name of the same dataset or a `TextDataset`. Unset arguments come from
+    ``PRESETS[(dataset, profile or "default")]`` when it exists, else from ``DEFAULTS``. The result is
+    cached under every argument that affects it; ``force=True`` retrains.
+    """
+    explicit = {"model": model, "max_length": max_length, "train_max_length": train_max_length, "epochs": epochs, "lr": lr, "batch_size": batch_size,
+                "train_split": train_split, "train_size": train_size, "eval_split": eval_split,
+                "eval_size": eval_size, "freeze_layers": freeze_layers, "freeze_embeddings": freeze_embeddings,
+                "warmup": warmup, "weight_decay": weight_decay, "pair": pair}
+    hp = _resolve_params(dataset, profile, explicit)
+    seed = config.default_seed() if seed is None else int(seed)
+    train_data, eval_data = _load_data(dataset, hp, seed)
+    hp["pair"] = _resolve_pair(train_data, hp["pair"])
+    tok = _resolve_tokenizer(hp["model"], tokenizer)
+
+    key_params = {"version": TRAINING_VERSION, "dataset": _dataset_id(train_data, dataset), "seed": seed,
+                  "eval": _dataset_id(eval_data, eval_data) if eval_data is not None else None,
+                  "model": _model_id(hp["model"]), "tokenizer": _tokenizer_id(tokenizer, tok),
+                  **{k: v for k, v in hp.items() if k != "model"}}
+    name = dataset if isinstance(dataset, str) else train_data.name
+    final = cache.cached_dir("models", cache.cache_key(f"{name}-{_model_label(hp['model'])}", **key_params))
+
+    if cache.is_complete(final) and not force:
+        ft = load_fine_tuned(final)
+        log.info("loaded cached fine-tuned model from %s (no training; eval accuracy %s)", final,
+                 _fmt_acc(ft.accuracy))
+        return ft
+    return _train_and_save(final, hp, seed, train_data, eval_data, tok, force=force, progress=progress)
+
+
+def load_fine_tuned(path: str | os.PathLike, attn: str = "eager") -> FineTuned:
+    """Load a checkpoint written by `fine_tune`; refuses a directory without the COMPLETE marker."""
+    path = Path(path)
+    if not cache.is_complete(path):
+        raise FileNotFoundError(f"{path} is not a complete fine-tuned checkpoint (no {cache.COMPLETE} marker); "
+                                "run fine_tune again to (re)create it")
+    model = load_classifier(path, attn=attn)
+    tokenizer = load_tokenizer(path)
+    metrics = cache.read_json(path / "metrics.json")
+    return FineTuned(model, tokenizer, metrics, path, from_cache=True,
+                     label_names=tuple(metrics.get("label_names", ())))
+
+
+def evaluate(model, tokenizer, dataset: TextDataset, max_length: int = 128, batch_size: int = 64,
+             pair: bool | None = None, progress: bool = True) -> float:
+    """Accuracy of ``model`` on ``dataset`` (batched, length-sorted, no gradients)."""
+    if len(dataset) == 0:
+        raise ValueError(f"evaluate: dataset {dataset.name!r} split {dataset.split!r} is empty")
+    pair = _resolve_pair(dataset, pair)
+    probs = predict_proba(model, tokenizer, [e.text for e in dataset],
+                          [e.text_pair or "" for e in dataset] if pair else None,
+                          max_length=max_length, batch_size=batch_size, progress=progress,
+                          desc=f"eval {dataset.name}/{dataset.split}")
+    return float((probs.argmax(-1) == np.asarray(dataset.labels)).mean())
+
+
+def predict_proba(model, tokenizer, texts: Sequence[str], text_pairs: Sequence[str] | None = None,
+                  max_length: int = 128, batch_size: int = 64, progress: bool = False,
+                  desc: str = "predict") -> np.ndarray:
+    """Class probabilities, shape (len(texts), num_labels), in the order of ``texts``."""
+    texts = list(texts)
+    if text_pairs is not None and len(text_pairs) != len(texts):
+        raise ValueError(f"predict_proba: {len(texts)} texts but {len(text_pairs)} text_pairs")
+    enc = _encode(tokenizer, texts, list(text_pairs) if text_pairs is not None else None, max_length)
+    order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")[::-1]  # longest first
+    device = next(model.parameters()).device
+    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in _tqdm(range(0, len(order), batch_size), progress, desc, unit="batch"):
+                idx = order[start:start + batch_size]
+                batch = _collate(enc, idx, tokenizer.pad_token_id or 0, device)
+                logits = model(**batch).logits
+                out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out
+
+
+# ---------------------------------------------------------------- parameters and identities
+def _resolve_params(dataset, profile: str | None, explicit: dict) -> dict:
+    hp = dict(DEFAULTS)
+    if isinstance(dataset, str):
+        preset_key = (dataset, profile or "default")
+        if preset_key in PRESETS:
+            hp.update(PRESETS[preset_key])
+        elif profile is not None:
+            known = sorted(p for d, p in PRESETS if d == dataset)
+            raise ValueError(f"no preset {profile!r} for dataset {dataset!r}; available: {', '.join(known) or 'none'}")
+    elif profile is not None:
+        raise ValueError("profile= needs a dataset name, not a TextDataset")
+    hp.update({k: v for k, v in explicit.items() if v is not None})
+    for k in ("max_length", "epochs", "batch_size", "freeze_layers"):
+        hp[k] = int(hp[k])
+    for k in ("lr", "warmup", "weight_decay"):
+        hp[k] = float(hp[k])
+    hp["freeze_embeddings"] = bool(hp["freeze_embeddings"])
+    hp["train_max_length"] = int(hp["train_max_length"] or hp["max_length"])
+    for k in ("train_size", "eval_size"):
+        hp[k] = None if hp[k] is None else int(hp[k])
+    if min(hp["max_length"], hp["train_max_length"]) < 8 or hp["epochs"] < 1 or hp["batch_size"] < 1 or hp["lr"] <= 0:
+        raise ValueError(f"fine_tune: need max_length >= 8, epochs >= 1, batch_size >= 1, lr > 0; got "
+                         f"{hp['max_length']}, {hp['epochs']}, {hp['batch_size']}, {hp['lr']}")
+    if not 0 <= hp["warmup"] < 1:
+        raise ValueError(f"fine_tune: warmup is a fraction of the steps in [0, 1), got {hp['warmup']}")
+    return hp
+
+
+def _load_data(dataset, hp: dict, seed: int) -> tuple[TextDataset, TextDataset | None]:
+    if isinstance(dataset, TextDataset):
+        train = dataset
+        eval_data = hp["eval_split"] if isinstance(hp["eval_split"], TextDataset) else None
+        if isinstance(hp["eval_split"], str):
+            raise ValueError("fine_tune: with a TextDataset, pass eval_split as a TextDataset too")
+    else:
+        from lab.data import load
+
+        train = load(dataset, hp["train_split"])
+        ev = hp["eval_split"]
+        eval_data = ev if isinstance(ev, TextDataset) else (load(dataset, ev) if ev is not None else None)
+    train = train.subset(hp["train_size"], seed=seed)
+    if eval_data is not None:
+        eval_data = eval_data.subset(hp["eval_size"], seed=0)  # the same evaluation examples for every seed
+    if len(train) == 0:
+        raise ValueError(f"fine_tune: no training examples in {train.name!r} split {train.split!r}")
+    if isinstance(hp["eval_split"], TextDataset):
+        hp["eval_split"] = f"{eval_data.name}/{eval_data.split}"
+    return train, eval_data
+
+
+def _resolve_pair(data: TextDataset, pair: bool | None) -> bool:
+    has_pairs = any(e.text_pair is not None for e in data.examples)
+    if pair and not has_pairs:
+        raise ValueError(f"pair=True but dataset {data.name!r} has no text_pair")
+    return has_pairs if pair is None else bool(pair)
+
+
+def _digest(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _dataset_id(data: TextDataset, given) -> str:
+    """The dataset's name and split (plus a content hash when it was passed as an object)."""
+    ident = f"{data.name}/{data.split}/n={len(data)}"
+    if not isinstance(given, str):
+        rows = [[e.text, e.text_pair, e.label] for e in data.examples]
+        ident += "/" + _digest(json.dumps(rows).encode())
+    return ident
+
+
+def _model_id(model) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
+    from transformers import PretrainedConfig
+
+    if isinstance(model, PretrainedConfig):
+        return "config:" + _digest(model.to_json_string(use_diff=False).encode())
+    if isinstance(model, torch.nn.Module):
+        h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+        for name, tensor in sorted(model.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return "instance:" + h.hexdigest()[:16]
+    raise TypeError(f"fine_tune: model must be a name/path, a PretrainedConfig or a model, not {type(model).__name__}")
+
+
+def _model_label(model) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return Path(str(model)).name or str(model)
+    return "custom"
+
+
+def _tokenizer_id(given, tok) -> str:
+    if given is None:
+        return "from-model"
+    if isinstance(given, (str, os.PathLike)):
+        return str(given)
+    return f"{tok.__class__.__name__}:{getattr(tok, 'name_or_path', '')}:{len(tok)}"
+
+
+def _resolve_tokenizer(model, tokenizer):
+    if tokenizer is None:
+        return load_tokenizer(model if isinstance(model, (str, os.PathLike)) else DEFAULT_ENCODER)
+    if isinstance(tokenizer, (str, os.PathLike)):
+        return load_tokenizer(tokenizer)
+    return tokenizer
+
+
+def _init_model(model, num_labels: int, label_names: tuple[str, ...]):
+    from transformers import PretrainedConfig
+
+    if isinstance(model, (str, os.PathLike)):
+        return load_classifier(model, label_names=label_names)
+    if isinstance(model, PretrainedConfig):
+        net = classifier_from_config(model, num_labels=num_labels)
+    elif isinstance(model, torch.nn.Module):
+        net = copy.deepcopy(model)  # never train the caller's instance in place
+        if net.config.num_labels != num_labels:
+            raise ValueError(f"fine_tune: the model has {net.config.num_labels} labels but the data has {num_labels}")
+    else:
+        raise TypeError(f"fine_tune: model must be a name/path, a PretrainedConfig or a model, not {type(model).__name__}")
+    net.config.id2label = dict(enumerate(label_names))
+    net.config.label2id = {n: i for i, n in enumerate(label_names)}
+    return net
+
+
+# ---------------------------------------------------------------- training
+def seed_everything(seed: int) -> None:
+    """Fix Python's, NumPy's and torch's random number generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None = None):
+    """Run torch with ``n`` intra-op threads (default: $LAB_NUM_THREADS, else torch's own choice), then restore.
+
+    On a CPU shared with other jobs, 1 thread per process is often faster than oversubscribing the cores.
+    """
+    n = n or int(os.environ.get("LAB_NUM_THREADS", "0") or 0)
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_and_save(final: Path, hp: dict, seed: int, train_data: TextDataset, eval_data: TextDataset | None,
+                    tokenizer, *, force: bool, progress: bool) -> FineTuned:
+    with torch_threads():
+        return _train_and_save_inner(final, hp, seed, train_data, eval_data, tokenizer, force=force, progress=progress)
+
+
+def _train_and_save_inner(final: Path, hp: dict, seed: int, train_data: TextDataset, eval_data: TextDataset | None,
+                          tokenizer, *, force: bool, progress: bool) -> FineTuned:
+    seed_everything(seed)
+    label_names = tuple(train_data.label_names)
+    model = _init_model(hp["model"], len(label_names), label_names).to(config.device())
+    _freeze(model, hp["freeze_layers"], hp["freeze_embeddings"])
+
+    enc = _encode(tokenizer, [e.text for e in train_data],
+                  [e.text_pair or "" for e in train_data] if hp["pair"] else None, hp["train_max_length"])
+    labels = torch.tensor(train_data.labels, dtype=torch.long)
+    steps_per_epoch = math.ceil(len(train_data) / hp["batch_size"])
+    total_steps = steps_per_epoch * hp["epochs"]
+    optimizer = _optimizer(model, hp["lr"], hp["weight_decay"])
+    from transformers import get_linear_schedule_with_warmup
+
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(hp["warmup"] * total_steps), total_steps)
+
+    resume_dir = final.with_name(final.name + ".resume")
+    start_epoch, clock = 0, {"wall": 0.0, "cpu": 0.0}  # training time so far (wall clock, process CPU)
+    if force:
+        shutil.rmtree(resume_dir, ignore_errors=True)
+    elif cache.is_complete(resume_dir):
+        start_epoch, clock = _load_resume(resume_dir, model, optimizer, scheduler)
+        log.info("resuming %s from its epoch-%d state", final.name, start_epoch)
+    log.info("fine-tuning %s on %s/%s (%d examples, %d epochs, %d steps) -> %s", _model_label(hp["model"]),
+             train_data.name, train_data.split, len(train_data), hp["epochs"], total_steps, final)
+
+    pad_id = tokenizer.pad_token_id or 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    prefix = None  # outputs of the frozen bottom layers, computed once when they are reused over epochs
+    if hp["freeze_layers"] > 0 and hp["epochs"] - start_epoch >= 2:
+        prefix = _precompute_prefix(model, enc, hp["freeze_layers"], pad_id, progress)
+    running = None
+    for epoch in range(start_epoch, hp["epochs"]):
+        _train_mode(model, hp["freeze_layers"], hp["freeze_embeddings"])
+        batches = _length_batches([len(x) for x in enc["input_ids"]], hp["batch_size"], seed * 1000 + epoch)
+        bar = _tqdm(batches, progress, f"epoch {epoch + 1}/{hp['epochs']}", unit="step")
+        for idx in bar:
+            batch = _collate(enc, idx, pad_id, config.device())
+            batch["labels"] = labels[idx].to(config.device())
+            with _start_at_layer(model, hp["freeze_layers"], prefix, idx):
+                loss = _train_step(model, batch, optimizer, scheduler)
+            running = loss if running is None else 0.95 * running + 0.05 * loss
+            if progress:
+                bar.set_postfix(loss=f"{running:.4f}", lr=f"{scheduler.get_last_lr()[0]:.1e}", refresh=False)
+        clock["wall"] += time.perf_counter() - t0
+        clock["cpu"] += time.process_time() - c0
+        t0, c0 = time.perf_counter(), time.process_time()
+        if epoch + 1 < hp["epochs"]:
+            _save_resume(resume_dir, model, optimizer, scheduler, epoch + 1, clock)
+
+    model.eval()
+    metrics = {"dataset": train_data.name, "train_split": train_data.split, "n_train": len(train_data),
+               "model": _model_id(hp["model"]), "seed": seed, "hparams": {k: v for k, v in hp.items() if k != "model"},
+               "label_names": list(label_names), "train_seconds": round(clock["wall"], 1),
+               "train_cpu_seconds": round(clock["cpu"], 1), "steps": total_steps,
+               "final_running_loss": running, "torch_threads": torch.get_num_threads(), "trained": True,
+               "versions": _versions()}
+    metrics.update(_evaluate_metrics(model, tokenizer, eval_data, hp))
+    with cache.atomic_dir(final) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        cache.atomic_write_json(tmp / "metrics.json", metrics)
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    log.info("saved %s (train %.0f s, eval accuracy %s)", final, clock["wall"], _fmt_acc(metrics["eval_accuracy"]))
+    return FineTuned(model, tokenizer, metrics, final, from_cache=False, label_names=label_names)
+
+
+def _evaluate_metrics(model, tokenizer, eval_data, hp) -> dict:
+    if eval_data is None:
+        log.info("no eval split given: skipping evaluation")
+        return {"eval_split": None, "n_eval": 0, "eval_accuracy": None, "eval_seconds": 0.0}
+    t0, c0 = time.perf_counter(), time.process_time()
+    acc = evaluate(model, tokenizer, eval_data, hp["max_length"], max(64, hp["batch_size"]), pair=hp["pair"])
+    return {"eval_split": eval_data.split, "n_eval": len(eval_data), "eval_accuracy": acc,
+            "eval_seconds": round(time.perf_counter() - t0, 1), "eval_cpu_seconds": round(time.process_time() - c0, 1)}
+
+
+def _train_step(model, batch: dict, optimizer, scheduler) -> float:
+    """One AdamW step on one batch; returns the loss."""
+    loss = model(**batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def _optimizer(model, lr: float, weight_decay: float):
+    """AdamW without weight decay on biases and LayerNorm weights (the BERT recipe)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    try:  # the fused kernel is ~10x faster than the per-tensor loop on CPU
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, lr=lr)
+
+
+def _frozen_modules(model, layers: int, embeddings: bool) -> list[torch.nn.Module]:
+    """The input embeddings (when ``layers > 0`` or ``embeddings``) and the bottom ``layers`` encoder blocks."""
+    if layers <= 0 and not embeddings:
+        return []
+    base = model.base_model
+    emb, blocks = getattr(base, "embeddings", None), getattr(getattr(base, "encoder", None), "layer", None)
+    if emb is None or blocks is None:
+        raise ValueError(f"freeze_layers/freeze_embeddings need a BERT-style encoder; {type(model).__name__} has none")
+    if layers > len(blocks):
+        raise ValueError(f"freeze_layers={layers} but the model has {len(blocks)} layers")
+    return [emb, *blocks[:layers]]
+
+
+def _freeze(model, layers: int, embeddings: bool) -> None:
+    for module in _frozen_modules(model, layers, embeddings):
+        for p in module.parameters():
+            p.requires_grad_(False)
+
+
+def _train_mode(model, layers: int, embeddings: bool) -> None:
+    """Train mode, except the frozen modules run in eval mode (no dropout): they are fixed functions,
+    so their outputs can be computed once and reused every epoch (`_precompute_prefix`)."""
+    model.train()
+    for module in _frozen_modules(model, layers, embeddings):
+        module.eval()
+
+
+# ---------------------------------------------------------------- frozen-prefix cache
+@contextlib.contextmanager
+def _only_layers(model, layers: slice):
+    """Temporarily run the encoder with ``encoder.layer[layers]`` only."""
+    encoder = model.base_model.encoder
+    full = encoder.layer
+    encoder.layer = torch.nn.ModuleList(list(full)[layers])
+    try:
+        yield
+    finally:
+        encoder.layer = full
+
+
+def _precompute_prefix(model, enc: dict, k: int, pad_id: int, progress: bool) -> list[torch.Tensor] | None:
+    """Outputs of the frozen embeddings + bottom ``k`` blocks for every example (unpadded), or None when
+    they would need more than $LAB_PREFIX_CACHE_GB (default 4) of memory."""
+    lengths = [len(ids) for ids in enc["input_ids"]]
+    need_gb = sum(lengths) * model.config.hidden_size * 4 / 1e9
+    if need_gb > float(os.environ.get("LAB_PREFIX_CACHE_GB", "4")):
+        log.info("not caching the frozen layers' outputs (%.1f GB > LAB_PREFIX_CACHE_GB)", need_gb)
+        return None
+    out: list[torch.Tensor | None] = [None] * len(lengths)
+    order = np.argsort(lengths, kind="stable")[::-1]
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad(), _only_layers(model, slice(0, k)):
+        for start in _tqdm(range(0, len(order), 32), progress, f"frozen layers 1-{k}", unit="batch"):
+            idx = order[start:start + 32]
+            hidden = model.base_model(**_collate(enc, idx, pad_id, device)).last_hidden_state
+            for row, i in enumerate(idx):
+                out[i] = hidden[row, :lengths[i]].clone()
+    return out
+
+
+@contextlib.contextmanager
+def _start_at_layer(model, k: int, prefix: list[torch.Tensor] | None, idx):
+    """Run the model from block ``k`` on, feeding the cached outputs of blocks 1..k for examples ``idx``.
+
+    A forward hook replaces the embeddings' output with the cached hidden states and the encoder runs
+    ``layer[k:]``; masks, pooler, head and loss are the model's own. A no-op when ``prefix`` is None.
+    """
+    if prefix is None:
+        yield
+        return
+    rows = [prefix[i] for i in idx]
+    hidden = rows[0].new_zeros((len(rows), max(r.shape[0] for r in rows), rows[0].shape[1]))
+    for j, r in enumerate(rows):
+        hidden[j, :r.shape[0]] = r
+    handle = model.base_model.embeddings.register_forward_hook(lambda _module, _args, _output: hidden)
+    try:
+        with _only_layers(model, slice(k, None)):
+            yield
+    finally:
+        handle.remove()
+
+
+# ---------------------------------------------------------------- batching
+def _encode(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int) -> dict:
+    """Token ids (unpadded lists) for every example; pairs are truncated longest-first."""
+    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=False)
+    return {k: enc[k] for k in ("input_ids", "token_type_ids") if k in enc}
+
+
+def _length_batches(lengths: list[int], batch_size: int, seed: int, chunk_batches: int = 50) -> list[np.ndarray]:
+    """Shuffled batches of similar length: shuffle, sort within chunks of ``chunk_batches`` batches, shuffle batches.
+
+    Padding to the longest example of a batch then wastes little compute on short examples.
+    """
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(lengths))
+    lengths = np.asarray(lengths)
+    chunk = batch_size * chunk_batches
+    batches = []
+    for start in range(0, len(perm), chunk):
+        part = perm[start:start + chunk]
+        part = part[np.argsort(-lengths[part], kind="stable")]
+        batches.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _collate(enc: dict, idx, pad_id: int, device) -> dict:
+    """Pad the examples ``idx`` to the longest of them (dynamic padding)."""
+    rows = [enc["input_ids"][i] for i in idx]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    types = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, i in enumerate(idx):
+        n = len(enc["input_ids"][i])
+        ids[j, :n] = torch.tensor(enc["input_ids"][i])
+        mask[j, :n] = 1
+        if "token_type_ids" in enc:
+            types[j, :n] = torch.tensor(enc["token_type_ids"][i])
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in enc:
+        batch["token_type_ids"] = types
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------- resume state
+def _save_resume(path: Path, model, optimizer, scheduler, epochs_done: int, clock: dict) -> None:
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "epochs_done": epochs_done, "clock": clock, "torch_rng": torch.get_rng_state()}
+    with cache.atomic_dir(path) as tmp:
+        torch.save(state, tmp / "state.pt")
+
+
+def _load_resume(path: Path, model, optimizer, scheduler) -> tuple[int, dict]:
+    state = torch.load(path / "state.pt", map_location=config.device(), weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["epochs_done"]), dict(state["clock"])
+
+
+# ---------------------------------------------------------------- small helpers
+def _tqdm(iterable, enabled: bool, desc: str, **kw):
+    if not enabled:
+        return _Quiet(iterable)
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, dynamic_ncols=True, **kw)
+
+
+class _Quiet(list):
+    def set_postfix(self, *a, **k):
+        pass
+
+
+def _fmt_acc(acc) -> str:
+    return "n/a" if acc is None else f"{100 * acc:.2f}%"
+
+
+def _versions() -> dict:
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "python": sys.version.split()[0]}
