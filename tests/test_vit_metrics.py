@@ -1,0 +1,245 @@
+"""Image metrics on synthetic cases, the small ViT (train -> cache -> reload), and the Chefer experiments end to end
+on the smoke profile, plus the grid-from-config check on a ViT-B/16-shaped config."""
+import numpy as np
+import pytest
+import torch
+
+from lab.metrics import images as mi
+
+
+# ---- segmentation -----------------------------------------------------------------------------------------
+
+
+def _square_masks(n=4, size=16):
+    masks = torch.zeros(n, size, size, dtype=torch.bool)
+    for i in range(n):
+        masks[i, 2 + i:8 + i, 3:10] = True
+    return masks
+
+
+def test_perfect_map_scores_100_and_inverted_map_scores_worse():
+    masks = _square_masks()
+    perfect = mi.segmentation_scores(masks.float(), masks)
+    assert perfect["pixel_accuracy"] == pytest.approx(100) and perfect["mIoU"] == pytest.approx(100)
+    assert perfect["mAP"] == pytest.approx(100)
+    inverted = mi.segmentation_scores(1 - masks.float(), masks)
+    assert inverted["pixel_accuracy"] == pytest.approx(0) and inverted["mIoU"] == pytest.approx(0)
+    assert inverted["mAP"] < 60
+    noise = torch.rand(masks.shape, generator=torch.Generator().manual_seed(0))
+    noisy = mi.segmentation_scores(masks.float() + 1.5 * noise, masks)
+    assert inverted["mAP"] < noisy["mAP"] < perfect["mAP"]
+
+
+def test_segmentation_is_invariant_to_affine_rescaling_and_pools_iou():
+    masks = _square_masks()
+    maps = torch.rand(masks.shape, generator=torch.Generator().manual_seed(1)) + masks
+    a, b = mi.segmentation_scores(maps, masks), mi.segmentation_scores(3 * maps - 7, masks)
+    assert a == pytest.approx(b)
+    # pooled IoU: total intersection / total union over the dataset, not the mean of per-image IoUs
+    pred = mi.minmax(maps) > mi.minmax(maps).flatten(1).mean(1).view(-1, 1, 1)
+    fg = (pred & masks).sum().item() / (pred | masks).sum().item()
+    assert a["iou_foreground"] == pytest.approx(100 * fg)
+    assert a["mIoU"] == pytest.approx((a["iou_foreground"] + a["iou_background"]) / 2)
+
+
+def test_average_precision_matches_hand_computation_and_sklearn():
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5])
+    targets = torch.tensor([1, 0, 1, 0, 0])
+    assert mi.average_precision(scores, targets) == pytest.approx(0.5 * 1 + 0.5 * (2 / 3))
+    sklearn = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    s = np.round(rng.random(300), 1)  # many ties
+    t = rng.random(300) < 0.3
+    assert mi.average_precision(torch.from_numpy(s), torch.from_numpy(t)) == \
+        pytest.approx(sklearn.average_precision_score(t, s))
+
+
+def test_patch_maps_are_upsampled_bilinearly_and_checked():
+    maps = torch.arange(4.0).reshape(1, 2, 2)
+    up = mi.pixel_maps(maps, (8, 8))
+    assert up.shape == (1, 8, 8) and up[0, 0, 0] == 0 and up[0, -1, -1] == 3
+    assert torch.equal(mi.pixel_maps(up, (8, 8)), up)
+    with pytest.raises(mi.MetricInputError, match="upsample"):
+        mi.segmentation_scores(maps, torch.zeros(1, 8, 8, dtype=torch.bool))
+
+
+# ---- perturbation -----------------------------------------------------------------------------------------
+
+
+class _EvidenceModel(torch.nn.Module):
+    """Toy classifier: class 1 when the mean of channel 0 over the evidence region exceeds 0.5."""
+
+    def __init__(self, region):
+        super().__init__()
+        self.region = region
+
+    def forward(self, pixel_values):
+        score = (pixel_values[:, 0] * self.region).sum((1, 2)) / self.region.sum()
+        logits = torch.stack([0.5 - score, score - 0.5], 1)
+        return type("Out", (), {"logits": logits})()
+
+
+def _evidence_case(n=6, size=10):
+    region = torch.zeros(size, size)
+    region[2:7, 2:7] = 1.0
+    images = torch.zeros(n, 3, size, size)
+    images[:, 0] = region  # evidence fully present: class 1
+    labels = torch.ones(n, dtype=torch.long)
+    return _EvidenceModel(region), images, labels, region.expand(n, size, size)
+
+
+def test_oracle_relevance_drops_fast_under_positive_and_slowly_under_negative_perturbation():
+    model, images, labels, oracle = _evidence_case()
+    pos = mi.perturbation_curve(model, images, labels, oracle, "positive", fill=0.0)
+    neg = mi.perturbation_curve(model, images, labels, oracle, "negative", fill=0.0)
+    # 25 evidence pixels of 100: removing the top 20 % leaves 5/25 evidence (wrong); removing the bottom 80 %
+    # leaves all of it (right)
+    assert pos[0] == 1.0 and (pos[1:] == 0).all()
+    assert (neg[:8] == 1).all() and neg[8] == 0
+    auc_pos, auc_neg = mi.perturbation_auc(mi.FRACTIONS, pos), mi.perturbation_auc(mi.FRACTIONS, neg)
+    assert auc_pos < auc_neg
+    # an anti-oracle swaps the roles
+    anti = mi.perturbation_curve(model, images, labels, -oracle, "positive", fill=0.0)
+    assert mi.perturbation_auc(mi.FRACTIONS, anti) > auc_pos
+
+
+def test_remove_pixels_sets_exactly_k_pixels_to_the_fill_value():
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.float).reshape(2, 3, 4, 4)
+    rel = torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0))
+    order = mi.removal_order(rel, "positive")
+    out = mi.remove_pixels(images, order, 5, torch.tensor([-1.0, -2.0, -3.0]))
+    changed = (out != images).any(1)
+    assert changed.flatten(1).sum(1).tolist() == [5, 5]
+    top = rel.flatten(1).topk(5, dim=1).indices
+    assert all(set(changed[i].flatten().nonzero().flatten().tolist()) == set(top[i].tolist()) for i in range(2))
+    assert out[:, 1].flatten(1).gather(1, top).eq(-2).all()
+    assert torch.equal(images, torch.arange(96, dtype=torch.float).reshape(2, 3, 4, 4))  # input untouched
+
+
+def test_auc_is_the_mean_accuracy_over_the_range():
+    assert mi.perturbation_auc(mi.FRACTIONS, [0.5] * 9) == pytest.approx(50)
+    assert mi.perturbation_auc([0.1, 0.9], [1.0, 0.0]) == pytest.approx(50)
+    with pytest.raises(mi.MetricInputError):
+        mi.perturbation_auc([0.1, 0.2], [1.0])
+    with pytest.raises(mi.MetricInputError, match="direction"):
+        mi.removal_order(torch.zeros(1, 2, 2), "upward")
+
+
+def test_mask_mass_prefers_maps_on_the_object():
+    masks = _square_masks()
+    assert (mi.mask_mass(masks.float(), masks) == 1).all()
+    assert (mi.mask_mass(1 - masks.float(), masks) == 0).all()
+
+
+# ---- the small ViT: train (smoke) -> cache -> reload --------------------------------------------------------
+
+TINY = dict(train_size=128, test_size=32, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    """A private LAB_CACHE_DIR shared by this module's ViT tests (the smoke ViT trains once, in seconds)."""
+    import os
+
+    old = os.environ.get("LAB_CACHE_DIR")
+    os.environ["LAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield os.environ["LAB_CACHE_DIR"]
+    if old is None:
+        os.environ.pop("LAB_CACHE_DIR")
+    else:
+        os.environ["LAB_CACHE_DIR"] = old
+
+
+def test_smoke_vit_trains_caches_and_reloads(tiny_cache, monkeypatch):
+    from lab import cache
+    from lab.models import vit
+
+    first = vit.train_vit("smoke", progress=False, **TINY)
+    assert cache.is_complete(first.path) and str(first.path).startswith(tiny_cache)
+    assert 0.0 <= first.metrics["test_accuracy"] <= 1.0 and first.metrics["test_size"] == 32
+    assert first.model.config._attn_implementation == "eager"
+    monkeypatch.setattr(vit, "_train", lambda *a, **k: pytest.fail("a cached ViT must not be retrained"))
+    again = vit.train_vit("smoke", progress=False, **TINY)
+    assert again.path == first.path and again.metrics == first.metrics
+    x = torch.zeros(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(first.model(pixel_values=x).logits, again.model(pixel_values=x).logits, atol=1e-6)
+    other = vit.cache_path(vit.vit_settings("smoke", **dict(TINY, lr=1e-4)), seed=0)
+    assert other != first.path  # any hyper-parameter changes the key
+
+
+def test_vit_settings_reject_unknown_profiles_and_names():
+    from lab.models import vit
+
+    with pytest.raises(vit.VitProfileError, match="unknown ViT profile"):
+        vit.vit_settings("huge")
+    with pytest.raises(vit.VitProfileError, match="unknown ViT setting"):
+        vit.vit_settings("smoke", depth=3)
+    with pytest.raises(vit.VitProfileError, match="multiple"):
+        vit.vit_settings("smoke", patch_size=5)
+
+
+# ---- the experiments, end to end on the smoke profile ----------------------------------------------------------
+
+
+def test_chefer_experiments_run_end_to_end_on_the_smoke_profile(tiny_cache, lab_dirs, monkeypatch):
+    monkeypatch.setenv("LAB_CACHE_DIR", tiny_cache)
+    from lab.experiments import chefer_vit as cv
+    from lab.models import vit
+
+    monkeypatch.setitem(vit.PROFILES, "smoke", dict(vit.PROFILES["smoke"], **TINY))
+    cfg = cv.settings("smoke", n_examples=6, n_pairs=2, methods=["rollout", "attn_gradcam", "lrp", "chefer"],
+                      ablations=["chefer_last_block"], progress=False)
+    ctx = cv.setup(cfg)
+    assert ctx.model_info["grid"] == (4, 4) and ctx.image_size == (32, 32)
+    maps = {s: cv.compute_maps(ctx, cfg["methods"], s) for s in cv.SETTINGS}
+    assert set(maps["target"]) == {"attn_gradcam", "lrp", "chefer"}  # rollout is class-agnostic
+    assert all(m.shape == (6, 32, 32) for m in maps["predicted"].values())
+    t1 = cv.perturbation_results(ctx, maps)
+    t2 = cv.segmentation_results(ctx, maps["predicted"])
+    t3 = cv.ablation_results(ctx, t1, t2)
+    spec = cv.class_specificity(ctx, ["rollout", "chefer"])
+    assert t1["rows"]["rollout"]["negative_target"] is None
+    assert all(0 <= v <= 100 for r in t1["rows"].values() for v in r.values() if v is not None)
+    assert set(t3["rows"]) == {"chefer_last_block", "chefer"}
+    assert spec["rows"]["rollout"]["map_change"] == pytest.approx(0, abs=1e-6)  # same map for both classes
+    res = cv.build_results(ctx, t1, t2, t3, spec)
+    path = res.save()
+    assert path.parent == lab_dirs["results"]
+    cell = res.tables["table2_segmentation"]["rows"]["chefer"]["mAP"]
+    assert cell == {"paper": 86.03, "ours": t2["rows"]["chefer"]["mAP"]}
+    assert any("Fig. 2" in c["claim"] for c in res.claims)
+    for fig in (cv.figure1(ctx, maps["predicted"], 2), cv.figure2(ctx, spec, 1), cv.curves_figure(t1),
+                cv.example_renderer(ctx)(index=1, method="chefer", target_class=cv.target_choices(ctx)[3])):
+        assert hasattr(fig, "savefig")
+    with pytest.raises(cv.ExperimentError, match="index"):
+        cv.render_example(ctx, 99, "chefer")
+
+
+def test_experiment_settings_reject_bad_values():
+    from lab.experiments import chefer_vit as cv
+
+    with pytest.raises(cv.ExperimentError, match="unknown method"):
+        cv.settings("smoke", methods=["chefer", "magic"])
+    with pytest.raises(cv.ExperimentError, match="fill"):
+        cv.settings("smoke", fill="blue")
+    assert cv.settings("smoke", n_examples=None)["n_examples"] == cv.PROFILES["smoke"]["n_examples"]
+
+
+@pytest.mark.slow
+def test_same_code_runs_on_a_vit_b16_shaped_config():
+    """ViT-B/16 geometry (224 px, 16-px patches, width 768, 12 heads), 2 blocks to stay fast: the 14x14 grid and
+    all sizes come from the config."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from lab.experiments import chefer_vit as cv
+
+    torch.manual_seed(0)
+    model = ViTForImageClassification(ViTConfig(num_hidden_layers=2, num_labels=8, attn_implementation="eager"))
+    cfg = cv.settings("smoke", n_examples=2, n_pairs=1, methods=["rollout", "chefer"], progress=False)
+    ctx = cv.setup(cfg, model=model)
+    assert ctx.model_info["grid"] == (14, 14) and ctx.image_size == (224, 224)
+    maps = cv.compute_maps(ctx, ["rollout", "chefer", "lrp"], "predicted")
+    assert all(m.shape == (2, 224, 224) for m in maps.values())
+    scores = cv.segmentation_results(ctx, maps)["rows"]["chefer"]
+    assert 0 <= scores["mIoU"] <= 100
