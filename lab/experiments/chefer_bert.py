@@ -1,0 +1,906 @@
+"""Chefer, Gur & Wolf 2021 on BERT: Figure 3 (token-F1@k against the ERASER Movie Reviews rationales), the
+supplement's text heatmaps (Figs. 15-33) and, beyond the paper, ERASER comprehensiveness / sufficiency.
+
+Everything the notebook `02_chefer_bert` computes lives here, as small functions it calls in order:
+
+    cfg = settings("default")                  # profile -> sizes, methods, method parameters
+    ctx = setup(cfg)                           # classifier, encoded test reviews, rationale masks, predictions
+    maps = compute_maps(ctx)                   # {method: scores [n, S]} explaining the ground-truth class
+    fig3 = figure3_results(ctx, maps)          # token-F1 at k = 10..80, per-document (macro) and pooled (micro)
+    faith = faithfulness_results(ctx, maps)    # ERASER comprehensiveness / sufficiency (AOPC over 1/5/10/20/50 %)
+    support = class_support(ctx, maps)         # ground-truth vs counterfactual maps ("support for both classes")
+    special = special_token_mass(ctx, maps)    # how much of each map lies on [SEP] / [CLS] (rollout claim)
+    res = build_results(ctx, fig3, faith, support, special)
+
+Protocol (REPRODUCTION_SPEC 000.3-000.4), and our choices where the paper is silent:
+- The classifier explains reviews truncated to `max_length` (512) word pieces; the model input is built with
+  `lab.data.encode_words`, so the rationale mask (`lab.data.align_rationale`: every word piece of a rationale word
+  is rationale, special tokens never) lines up with the scores by construction.
+- A method's predicted rationale is its top-k content word pieces ([CLS]/[SEP]/padding excluded), k = 10..80, for the
+  ground-truth class (the paper: "support the (ground truth) classification").
+- Token-F1 follows ERASER's scorer: per-document P/R/F1 averaged over documents ("macro", reported, the ERASER
+  `instance_macro` numbers) and pooled counts ("micro", also recorded). Rationale words cut off by the truncation do
+  not count (they are not in the model's input).
+- Comprehensiveness / sufficiency delete the top-k % word pieces (ERASER bins 1, 5, 10, 20, 50 %) and measure the
+  probability of the explained (ground-truth) class; ERASER uses the predicted class, which is the same for every
+  correctly classified review.
+- GradCAM weights each head by its gradient averaged over the whole attention map (Chefer's BERT code,
+  `weight_from="matrix"`); rollout follows Eq. 17 as printed (no row normalisation, as the authors' code).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+import lab
+import lab.viz
+from lab import cache
+from lab.data import align_rationale, encode_words
+from lab.metrics.agreement import spearman
+from lab.metrics.perturbation import ERASER_BINS, comprehensiveness_sufficiency, top_k_mask
+from lab.metrics.rationales import token_f1_at_k, token_f1_curve
+
+NOTEBOOK = "02_chefer_bert"
+PAPER_METHODS = ("chefer", "partial_lrp", "raw_attention", "attn_gradcam", "lrp", "rollout")
+EXTRA_METHODS = ("gae", "saliency", "grad_x_input", "integrated_gradients")
+# Supplement Figs. 15-33: panels (b)-(i) show these methods for the ground-truth and the counterfactual class.
+PAIR_METHODS = ("chefer", "partial_lrp", "attn_gradcam", "lrp")
+SINGLE_METHODS = ("rollout", "raw_attention")  # panels (j), (k): class-agnostic
+KS = tuple(range(10, 90, 10))
+LABELS = {"chefer": "Ours (Chefer)", "partial_lrp": "partial LRP", "raw_attention": "raw attention",
+          "attn_gradcam": "GradCAM", "lrp": "LRP", "rollout": "rollout", "gae": "GAE", "saliency": "saliency",
+          "grad_x_input": "grad×input", "integrated_gradients": "integrated gradients"}
+METHOD_PARAMS: dict[str, dict] = {"attn_gradcam": {"weight_from": "matrix"}}
+CATEGORIES = (("NEG", True), ("NEG", False), ("POS", True), ("POS", False))
+TARGETS = ("ground truth", "counterfactual", "predicted")
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # n_test: test reviews encoded and predicted (None: all 199; accuracy and the figure reviews come from them);
+    # the other n_* are the reviews explained (None: all), nested prefixes of one seeded shuffle of those.
+    "smoke": dict(model_profile="smoke", max_length=64, n_test=40, n_examples=4, n_faithfulness=2, n_class_support=2,
+                  n_ig=2, ig_steps=4, batch_size=4, perturb_batch=40),
+    # default: sized for ~20 min of explaining on 2 CPU cores (LRP through 512 tokens costs ~10 forward passes)
+    "default": dict(model_profile="default", max_length=512, n_test=None, n_examples=32, n_faithfulness=12,
+                    n_class_support=12, n_ig=6, ig_steps=16, batch_size=4, perturb_batch=16),
+    "paper": dict(model_profile="default", max_length=512, n_test=None, n_examples=None, n_faithfulness=None,
+                  n_class_support=None, n_ig=None, ig_steps=50, batch_size=4, perturb_batch=16),
+}
+COMMON = dict(dataset="movies", split="test", model="minilm", checkpoint=None, methods=PAPER_METHODS + EXTRA_METHODS,
+              pair_methods=PAIR_METHODS, ks=KS, bins=ERASER_BINS, seed=0, ig_batch_size=1, ig_internal_batch=8,
+              overlap_below=0.5, mirror_below=-0.2, support_top=20, sep_majority=0.5, accuracy_target=0.85,
+              use_cache=True, progress=True)
+CACHE_KIND = "chefer_bert"
+CACHE_VERSION = 1
+
+
+class ExperimentError(ValueError):
+    pass
+
+
+def settings(profile: str = "default", **overrides) -> dict:
+    """The profile's sizes plus the shared protocol settings; `None` overrides keep the profile's value."""
+    if profile not in PROFILES:
+        raise ExperimentError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    cfg = {"profile": profile, **COMMON, **PROFILES[profile]}
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise ExperimentError(f"unknown setting(s) {sorted(unknown)}; known: {', '.join(sorted(cfg))}")
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    cfg["methods"] = tuple(cfg["methods"])
+    cfg["pair_methods"] = tuple(cfg["pair_methods"])
+    bad = [m for m in cfg["methods"] + cfg["pair_methods"] if m not in lab.EXPLAINERS]
+    if bad:
+        raise ExperimentError(f"unknown method(s) {bad}; registered: {', '.join(lab.EXPLAINERS)}")
+    if not cfg["methods"]:
+        raise ExperimentError("methods is empty; pick at least one of " + ", ".join(lab.EXPLAINERS))
+    for key in ("n_test", "n_examples", "n_faithfulness", "n_class_support", "n_ig"):
+        if cfg[key] is not None and int(cfg[key]) < 1:
+            raise ExperimentError(f"{key} must be >= 1 or None (all reviews), got {cfg[key]}")
+    if sorted(int(k) for k in cfg["ks"]) != [int(k) for k in cfg["ks"]] or min(cfg["ks"]) < 1:
+        raise ExperimentError(f"ks must be increasing positive integers, got {list(cfg['ks'])}")
+    return cfg
+
+
+# ---- context: classifier + encoded reviews ----------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """The classifier, every test review encoded to [N, S] (padded), its rationale mask and the predictions."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    label_names: tuple[str, ...]
+    cfg: dict
+    examples: list
+    inputs: dict
+    rationale: torch.Tensor  # [N, S] bool, word pieces of rationale words
+    valid: torch.Tensor  # [N, S] bool, real tokens
+    special: torch.Tensor  # [N, S] bool, [CLS] / [SEP] / padding
+    logits: torch.Tensor  # [N, C]
+    order: torch.Tensor  # seeded permutation of 0..N-1; subsets are its prefixes
+    model_id: str | None = None
+    model_info: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.tensor([e.label for e in self.examples], dtype=torch.long)
+
+    @property
+    def predicted(self) -> torch.Tensor:
+        return self.logits.argmax(-1)
+
+    @property
+    def correct(self) -> torch.Tensor:
+        return self.predicted == self.labels
+
+    def subset(self, name: str) -> torch.Tensor:
+        """Review indices of a subset ("examples", "faithfulness", "class_support", "ig"): nested prefixes."""
+        n_all = len(self.examples)
+        n = self.cfg["n_examples"] or n_all
+        if name != "examples":
+            n = min(n, self.cfg[f"n_{name}"] or n_all)
+        return self.order[:min(n, n_all)]
+
+    def counterfactual(self, idx: torch.Tensor) -> torch.Tensor:
+        """The most probable class other than the ground truth (for two classes: the other one)."""
+        logits = self.logits[idx].clone()
+        logits[torch.arange(len(idx)), self.labels[idx]] = -float("inf")
+        return logits.argmax(-1)
+
+
+def encode_reviews(examples: Sequence, tokenizer, max_length: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Model inputs [N, S] (right-padded), the per-token rationale mask [N, S] and the number of leading words that
+    made it into the input [N] (fewer than the review's words when truncated) of ERASER examples.
+
+    Each review is encoded from its words with `encode_words` (truncated to max_length), and its word rationale is
+    mapped to word pieces with `align_rationale` on that same encoding.
+    """
+    if not examples:
+        raise ExperimentError("no reviews to encode")
+    missing = [i for i, e in enumerate(examples) if e.words is None or e.rationale is None]
+    if missing:
+        raise ExperimentError(f"examples {missing[:5]} have no words/rationale: this experiment needs ERASER examples")
+    encodings = [encode_words(e.words, tokenizer, max_length) for e in examples]
+    width = max(len(enc["input_ids"]) for enc in encodings)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(examples), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    types = torch.zeros_like(ids)
+    rationale = torch.zeros_like(ids, dtype=torch.bool)
+    kept = torch.zeros(len(examples), dtype=torch.long)
+    for i, (e, enc) in enumerate(zip(examples, encodings)):
+        n = len(enc["input_ids"])
+        ids[i, :n] = torch.tensor(enc["input_ids"])
+        mask[i, :n] = 1
+        if "token_type_ids" in enc:
+            types[i, :n] = torch.tensor(enc["token_type_ids"])
+        rationale[i, :n] = torch.tensor(align_rationale(e.words, e.rationale, tokenizer, max_length, encoding=enc),
+                                        dtype=torch.bool)
+        kept[i] = 1 + max((w for w in enc.word_ids() if w is not None), default=-1)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, rationale, kept
+
+
+def rows_of(inputs: Mapping[str, torch.Tensor], idx, trim: bool = True) -> dict:
+    """The rows `idx` of a padded batch, cut to their longest real sequence when `trim`."""
+    idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+    rows = {k: v[idx] for k, v in inputs.items()}
+    if trim:
+        width = max(int(rows["attention_mask"].sum(1).max()), 1)
+        rows = {k: v[:, :width] for k, v in rows.items()}
+    return rows
+
+
+def _progress(iterable, enabled: bool, desc: str, total: int | None = None):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def predict_logits(model, inputs: Mapping[str, torch.Tensor], batch_size: int = 16,
+                   progress: bool = False) -> torch.Tensor:
+    """Logits [N, C] of the classifier on a padded batch (no gradients, in batches of trimmed rows)."""
+    n = inputs["input_ids"].shape[0]
+    out = []
+    model.eval()
+    with torch.no_grad():
+        for start in _progress(range(0, n, batch_size), progress, "predict", total=-(-n // batch_size)):
+            rows = rows_of(inputs, torch.arange(start, min(start + batch_size, n)))
+            out.append(model(**rows).logits.float().cpu())
+    return torch.cat(out)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _code_digest() -> str:
+    """Hash of the explainer, relevance and adapter sources: cached maps are recomputed when any of them changes."""
+    root = Path(lab.__file__).parent
+    files = sorted([*(root / "explainers").glob("*.py"), *(root / "relevance").glob("*.py"),
+                    root / "models" / "adapters.py"])
+    h = hashlib.sha256(str(CACHE_VERSION).encode())
+    for f in files:
+        if f.exists():
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def load_classifier(cfg: Mapping):
+    """(model, tokenizer, label_names, info, model_id): a ready checkpoint (`checkpoint`) or `model` fine-tuned on
+    the ERASER Movies training reviews with the `model_profile` preset of `lab.models.training` (cached)."""
+    from lab.models.training import fine_tune_preset
+
+    if cfg["checkpoint"]:
+        from lab.models.loading import load_classifier as load_model, load_tokenizer
+
+        model, tok = load_model(cfg["checkpoint"]), load_tokenizer(cfg["checkpoint"])
+        names = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
+        return model, tok, names, {"checkpoint": str(cfg["checkpoint"]), "trained_here": False}, str(cfg["checkpoint"])
+    ft = fine_tune_preset(cfg["dataset"], cfg["model_profile"], model=cfg["model"], seed=cfg["seed"])
+    info = {k: ft.metrics.get(k) for k in ("eval_accuracy", "eval_split", "n_eval", "n_train", "train_seconds",
+                                             "hparams", "model")}
+    info.update(checkpoint=str(ft.path), trained_here=True)
+    model_id = None if ft.path is None else f"{ft.path}:{_digest(ft.metrics)}"
+    return ft.model, ft.tokenizer, tuple(ft.label_names), info, model_id
+
+
+def setup(cfg: Mapping, classifier=None, examples: Sequence | None = None) -> Context:
+    """Load (or fine-tune) the classifier, encode every test review and predict it.
+
+    classifier: optional (model, tokenizer) to use instead (tests, or any BERT-family model already loaded);
+    examples: optional ERASER examples instead of `lab.data.load(dataset, split)`.
+    """
+    from lab.models.training import torch_threads
+
+    start = time.perf_counter()
+    if classifier is None:
+        model, tok, names, info, model_id = load_classifier(cfg)
+    else:
+        model, tok = classifier
+        names = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
+        info, model_id = {"checkpoint": None, "trained_here": False}, None
+    model.eval()
+    if examples is None:
+        from lab.data import load
+
+        data = load(cfg["dataset"], cfg["split"]).subset(cfg["n_test"], seed=int(cfg["seed"]))
+        examples, names = list(data.examples), tuple(data.label_names)
+    examples = list(examples)
+    inputs, rationale, kept = encode_reviews(examples, tok, cfg["max_length"])
+    adapter = lab.explainers.base.get_adapter(model)
+    prepared = adapter.prepare(inputs)
+    valid, special = adapter.valid_mask(prepared).cpu(), adapter.special_mask(prepared).cpu()
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(int(cfg["seed"])))
+    ctx = Context(model, tok, names, dict(cfg), examples, inputs, rationale, valid, special,
+                  torch.zeros(len(examples), len(names)), order, model_id, info, started=start)
+    t0 = time.perf_counter()
+    with torch_threads():
+        predicted = _cached(ctx, "predict", {"max_length": cfg["max_length"]},
+                            lambda: {"logits": predict_logits(model, inputs, cfg["perturb_batch"], cfg["progress"])})
+    ctx.logits = predicted["logits"]
+    ctx.timings["predict_all_s"] = round(time.perf_counter() - t0, 1)
+    info["test_accuracy"] = float(ctx.correct.double().mean())
+    info["n_test"] = len(examples)
+    info["truncated_reviews"] = int(sum(int(k) < len(e.words) for k, e in zip(kept, examples)))
+    info["rationale_words_visible"] = float(sum(sum(e.rationale[:int(k)]) for k, e in zip(kept, examples))
+                                            / max(1, sum(sum(e.rationale) for e in examples)))
+    info["reviews_without_visible_rationale"] = int((~rationale.any(1)).sum())
+    info.update(num_layers=model.config.num_hidden_layers, hidden_size=model.config.hidden_size,
+                num_heads=model.config.num_attention_heads, model_type=model.config.model_type)
+    ctx.timings["setup_s"] = round(time.perf_counter() - start, 1)
+    return ctx
+
+
+# ---- explanations -----------------------------------------------------------------------------------------
+
+
+def method_params(cfg: Mapping, method: str) -> dict:
+    """Explainer parameters of a method in this experiment (IG: steps and internal batch from the profile)."""
+    params = dict(METHOD_PARAMS.get(method, {}))
+    if method == "integrated_gradients":
+        params.update(steps=int(cfg["ig_steps"]), internal_batch_size=int(cfg["ig_internal_batch"]))
+    return params
+
+
+def explain_scores(model, inputs: Mapping[str, torch.Tensor], method: str, targets, batch_size: int = 4,
+                   progress: bool = False, desc: str | None = None, **params) -> torch.Tensor:
+    """Scores [N, S] of `method` explaining class `targets[i]` of each row, `lab.explain` in batches of trimmed rows
+    (padding positions are 0)."""
+    n, width = inputs["input_ids"].shape
+    targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+    if targets.numel() != n:
+        raise ExperimentError(f"{targets.numel()} targets for {n} reviews")
+    out = torch.zeros(n, width)
+    starts = range(0, n, int(batch_size))
+    for start in _progress(starts, progress, desc or method, total=len(starts)):
+        idx = torch.arange(start, min(start + int(batch_size), n))
+        rows = rows_of(inputs, idx)
+        e = lab.explain(model, rows, method, target=targets[idx], **params)
+        out[idx, :rows["input_ids"].shape[1]] = e.scores.float().cpu()
+    return out
+
+
+def _cached(ctx: Context, kind: str, key_params: dict, compute, force: bool = False) -> dict:
+    """compute() -> dict of tensors/numbers, stored under the cache when the classifier has a stable id."""
+    if not ctx.cfg.get("use_cache") or ctx.model_id is None:
+        return compute()
+    uids = _digest([e.uid for e in ctx.examples])
+    key = cache.cache_key(f"{kind}", model=ctx.model_id, code=_code_digest(), reviews=uids, **key_params)
+    path = cache.cached_dir(CACHE_KIND, key)
+    if cache.is_complete(path) and not force:
+        return torch.load(path / "data.pt", weights_only=False)
+    out = compute()
+    with cache.atomic_dir(path) as tmp:
+        torch.save(out, tmp / "data.pt")
+    return out
+
+
+def _review_path(ctx: Context, method: str, params: dict, i: int, cls: int) -> Path | None:
+    """Cache folder of one review's map (classifier, explainer code, method, parameters, review, class)."""
+    if not ctx.cfg.get("use_cache") or ctx.model_id is None:
+        return None
+    key = cache.cache_key(method, model=ctx.model_id, code=_code_digest(), params=params,
+                          max_length=ctx.cfg["max_length"], review=ctx.examples[i].uid,
+                          ids=_digest(ctx.inputs["input_ids"][i].tolist()), target=int(cls))
+    return cache.cached_dir(CACHE_KIND, key)
+
+
+def explain_reviews(ctx: Context, method: str, idx, target: str = "ground truth") -> dict:
+    """{"scores": [n, S], "seconds": s} for the reviews `idx` (indices into ctx.examples), explaining the
+    ground-truth, counterfactual or predicted class. Each review's map is cached on its own (per classifier,
+    explainer code, method, parameters, review and class), so other subsets and the figures reuse it; `seconds` is
+    the compute time of those maps (measured when they were made)."""
+    from lab.models.training import torch_threads
+
+    idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+    if target not in TARGETS:
+        raise ExperimentError(f"target must be one of {TARGETS}, got {target!r}")
+    targets = {"ground truth": ctx.labels[idx], "predicted": ctx.predicted[idx]}.get(target)
+    if targets is None:
+        targets = ctx.counterfactual(idx)
+    params = method_params(ctx.cfg, method)
+    width = ctx.inputs["input_ids"].shape[1]
+    scores, seconds = torch.zeros(len(idx), width), torch.zeros(len(idx))
+    paths = [_review_path(ctx, method, params, int(i), int(c)) for i, c in zip(idx, targets)]
+    todo = []
+    for j, path in enumerate(paths):
+        if path is not None and cache.is_complete(path):
+            got = torch.load(path / "map.pt", weights_only=False)
+            scores[j, :got["scores"].shape[0]] = got["scores"]
+            seconds[j] = got["seconds"]
+        else:
+            todo.append(j)
+    if todo:
+        todo_t = torch.tensor(todo)
+        batch = ctx.cfg["ig_batch_size"] if method == "integrated_gradients" else ctx.cfg["batch_size"]
+        t0 = time.perf_counter()
+        with torch_threads():
+            new = explain_scores(ctx.model, rows_of(ctx.inputs, idx[todo_t], trim=False), method, targets[todo_t],
+                                 batch, ctx.cfg["progress"], desc=f"{method} ({target})", **params)
+        per_review = (time.perf_counter() - t0) / len(todo)
+        scores[todo_t], seconds[todo_t] = new, per_review
+        for j in todo:
+            if paths[j] is not None:
+                n = int(ctx.valid[idx[j]].sum())
+                with cache.atomic_dir(paths[j]) as tmp:
+                    torch.save({"scores": scores[j, :n].clone(), "seconds": per_review}, tmp / "map.pt")
+    return {"scores": scores, "seconds": float(seconds.sum())}
+
+
+def compute_maps(ctx: Context, methods: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """{method: scores [n, S]} explaining the ground-truth class of the "examples" subset (IG: the "ig" subset)."""
+    out = {}
+    for method in methods or ctx.cfg["methods"]:
+        idx = ctx.subset("ig" if method == "integrated_gradients" else "examples")
+        got = explain_reviews(ctx, method, idx)
+        out[method] = got["scores"]
+        ctx.timings[f"explain_{method}_s_per_review"] = round(got["seconds"] / len(idx), 2)
+    return out
+
+
+def _rows_for(ctx: Context, scores: torch.Tensor) -> torch.Tensor:
+    """The review indices a score tensor covers (a prefix of the examples subset)."""
+    return ctx.order[:scores.shape[0]]
+
+
+# ---- Figure 3: token-F1 at k -------------------------------------------------------------------------------
+
+
+def figure3_results(ctx: Context, maps: Mapping[str, torch.Tensor]) -> dict:
+    """Token-F1 of each method's top-k word pieces vs the human rationale, k in cfg["ks"] (Fig. 3).
+
+    Returns ks, macro {method: [K]} (per-document mean, reported), se {method: [K]} (its standard error over
+    documents), micro {method: [K]} (pooled), precision / recall {method: [K]} (macro) and n {method: reviews}.
+    """
+    ks = [int(k) for k in ctx.cfg["ks"]]
+    out = {"ks": ks, "macro": {}, "se": {}, "micro": {}, "precision": {}, "recall": {}, "n": {}}
+    for method, scores in maps.items():
+        idx = _rows_for(ctx, scores)
+        curve = token_f1_curve(scores, ctx.rationale[idx], ctx.valid[idx], ks, special_mask=ctx.special[idx])
+        out["macro"][method] = curve["macro_f1"].tolist()
+        out["micro"][method] = curve["micro_f1"].tolist()
+        docs = [curve["per_k"][k]["f1"].double() for k in ks]
+        out["se"][method] = [float(d.std() / len(d) ** 0.5) if len(d) > 1 else float("nan") for d in docs]
+        out["precision"][method] = [curve["per_k"][k]["macro_precision"] for k in ks]
+        out["recall"][method] = [curve["per_k"][k]["macro_recall"] for k in ks]
+        out["n"][method] = len(idx)
+    return out
+
+
+def figure3_plot(fig3: Mapping, which: str = "macro"):
+    """Fig. 3: token-F1 vs k, one line per method (paper methods solid, beyond-the-paper methods dashed)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9.5, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, kind, title in zip(axes, ("macro", "micro"), ("per-document F1 (ERASER macro, reported)",
+                                                          "pooled F1 (micro)")):
+        for method, ys in fig3[kind].items():
+            style = "-" if method in PAPER_METHODS else "--"
+            n = fig3["n"][method]
+            label = LABELS.get(method, method) + ("" if n == max(fig3["n"].values()) else f" (n={n})")
+            ax.plot(fig3["ks"], ys, style, marker="o", markersize=3, label=label)
+        ax.set_xlabel("k (top word pieces)")
+        ax.set_ylabel("token F1")
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks(fig3["ks"])
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+# ---- ERASER comprehensiveness / sufficiency ----------------------------------------------------------------
+
+
+def faithfulness_results(ctx: Context, maps: Mapping[str, torch.Tensor]) -> dict:
+    """ERASER comprehensiveness (higher better) and sufficiency (lower better) of each method's ground-truth-class
+    map on the "faithfulness" subset: AOPC over cfg["bins"], top-k % word pieces deleted / kept."""
+    from lab.models.training import torch_threads
+
+    rows, curves = {}, {}
+    n = len(ctx.subset("faithfulness"))
+    for method, scores in maps.items():
+        m = min(n, scores.shape[0])
+        idx = _rows_for(ctx, scores)[:m]
+        t0 = time.perf_counter()
+        with torch_threads():
+            r = comprehensiveness_sufficiency(ctx.model, rows_of(ctx.inputs, idx), scores[:m, :_width(ctx, idx)],
+                                              bins=ctx.cfg["bins"], label="gold", labels=ctx.labels[idx],
+                                              special_mask=ctx.special[idx][:, :_width(ctx, idx)], mode="delete",
+                                              batch_size=ctx.cfg["perturb_batch"], progress=ctx.cfg["progress"])
+        ctx.timings[f"faithfulness_{method}_s_per_review"] = round((time.perf_counter() - t0) / m, 2)
+        rows[method] = {"comprehensiveness": r["comprehensiveness_mean"], "sufficiency": r["sufficiency_mean"],
+                        "n": m}
+        curves[method] = {"comprehensiveness": r["comp_curve"].tolist(), "sufficiency": r["suff_curve"].tolist()}
+    return {"rows": rows, "curves": curves, "bins": [float(b) for b in ctx.cfg["bins"]]}
+
+
+def _width(ctx: Context, idx) -> int:
+    return max(int(ctx.valid[idx].sum(1).max()), 1)
+
+
+def faithfulness_plot(faith: Mapping):
+    """Comprehensiveness and sufficiency per bin (fraction of word pieces deleted / kept), one line per method."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9.5, 3.4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, kind, better in zip(axes, ("comprehensiveness", "sufficiency"), ("higher", "lower")):
+        for method, c in faith["curves"].items():
+            style = "-" if method in PAPER_METHODS else "--"
+            value = faith["rows"][method][kind]
+            ax.plot(faith["bins"], c[kind], style, marker="o", markersize=3,
+                    label=f"{LABELS.get(method, method)} ({value:.3f})")
+        ax.set_xscale("log")
+        ax.set_xticks(faith["bins"], labels=[f"{100 * b:g}%" for b in faith["bins"]])
+        ax.set_xlabel("top word pieces deleted" if kind == "comprehensiveness" else "top word pieces kept")
+        ax.set_ylabel("p(y|x) − p(y|x')")
+        ax.set_title(f"{kind} ({better} is better; AOPC in legend)", fontsize=10)
+        ax.legend(fontsize=7)
+    return fig
+
+
+# ---- support for both classes, [SEP] mass ------------------------------------------------------------------
+
+
+def pair_agreement(gt: torch.Tensor, cf: torch.Tensor, content: torch.Tensor, top: int = 20) -> dict:
+    """How alike the ground-truth and counterfactual maps of the same reviews are.
+
+    rho [n]: Spearman correlation over content tokens (NaN where a map is constant, e.g. all zero);
+    overlap [n]: |top-`top` tokens of GT ∩ of CF| / top; cf_constant [n]: the counterfactual map is constant
+    (e.g. all zero after a ReLU).
+    """
+    rho = np.asarray(spearman(gt, cf, content).statistic, dtype=float).reshape(-1)
+    top_gt = top_k_mask(gt, special_mask=~content, k=top)
+    top_cf = top_k_mask(cf, special_mask=~content, k=top)
+    size = torch.minimum(content.sum(1), torch.tensor(top)).clamp_min(1)
+    overlap = ((top_gt & top_cf).sum(1).double() / size).numpy()
+    big, small = cf.masked_fill(~content, -float("inf")).amax(1), cf.masked_fill(~content, float("inf")).amin(1)
+    cf_constant = (big <= small).numpy()
+    return {"rho": rho, "overlap": overlap, "cf_constant": cf_constant}
+
+
+def support_verdict(top_overlap: float, median_rho: float, cf_constant_fraction: float = 0.0,
+                    overlap_below: float = 0.5, mirror_below: float = -0.2) -> str:
+    """How a method's counterfactual-class map relates to its ground-truth map (our criterion for the supplement's
+    "support for both classes"):
+
+    - 'degenerate': the counterfactual map is all zero / constant in most reviews;
+    - 'same map': the two maps highlight mostly the same tokens (mean top-k overlap >= overlap_below);
+    - 'sign reversal': they highlight different tokens and are anti-correlated (median ρ <= mirror_below);
+    - 'both classes': they highlight different tokens without being each other's reverse.
+    """
+    if cf_constant_fraction > 0.5 or not np.isfinite(median_rho):
+        return "degenerate"
+    if top_overlap >= overlap_below:
+        return "same map"
+    if median_rho <= mirror_below:
+        return "sign reversal"
+    return "both classes"
+
+
+def class_support(ctx: Context, maps: Mapping[str, torch.Tensor], methods: Sequence[str] | None = None) -> dict:
+    """Explain the counterfactual class of the "class_support" reviews and compare with the ground-truth map.
+
+    Returns rows {method: median_rho, mean_rho, top_overlap, cf_constant_fraction, verdict, n} and the CF maps.
+    """
+    methods = [m for m in (methods or ctx.cfg["pair_methods"]) if m in maps]
+    idx = ctx.subset("class_support")
+    rows, cf_maps = {}, {}
+    for method in methods:
+        m = min(len(idx), maps[method].shape[0])
+        got = explain_reviews(ctx, method, idx[:m], "counterfactual")
+        cf_maps[method] = got["scores"]
+        ctx.timings[f"explain_{method}_counterfactual_s_per_review"] = round(got["seconds"] / m, 2)
+        content = ctx.valid[idx[:m]] & ~ctx.special[idx[:m]]
+        a = pair_agreement(maps[method][:m], got["scores"], content, ctx.cfg["support_top"])
+        median = float(np.nanmedian(a["rho"])) if np.isfinite(a["rho"]).any() else float("nan")
+        row = {"median_rho": median, "mean_rho": float(np.nanmean(a["rho"])) if np.isfinite(median) else None,
+               "top_overlap": float(a["overlap"].mean()), "cf_constant_fraction": float(a["cf_constant"].mean()),
+               "n": m}
+        row["verdict"] = support_verdict(row["top_overlap"], median, row["cf_constant_fraction"],
+                                         ctx.cfg["overlap_below"], ctx.cfg["mirror_below"])
+        rows[method] = row
+    return {"rows": rows, "maps": cf_maps}
+
+
+def special_positions(ctx: Context, idx) -> tuple[torch.Tensor, torch.Tensor]:
+    """([CLS] mask, [SEP] mask) [n, S] of the reviews idx: [CLS] is position 0, [SEP] the other special tokens."""
+    valid, special = ctx.valid[idx], ctx.special[idx]
+    cls = torch.zeros_like(valid)
+    cls[:, 0] = True
+    return cls & valid, special & valid & ~cls
+
+
+def special_token_mass(ctx: Context, maps: Mapping[str, torch.Tensor]) -> dict:
+    """Share of each map's positive mass on [SEP] and on [CLS] (of all valid tokens), and how often [SEP] is the
+    highest-scoring token other than [CLS] (Chefer supplement: "rollout focuses mostly on [SEP]")."""
+    rows = {}
+    for method, scores in maps.items():
+        idx = _rows_for(ctx, scores)
+        cls, sep = special_positions(ctx, idx)
+        pos = scores.clamp(min=0) * ctx.valid[idx]
+        total = pos.sum(1).clamp_min(1e-30)
+        no_cls = scores.masked_fill(cls | ~ctx.valid[idx], -float("inf"))
+        top = no_cls.argmax(1)
+        sep_top = sep[torch.arange(len(idx)), top]
+        content = (ctx.valid[idx] & ~ctx.special[idx]).sum(1).double()
+        without_cls = (pos * ~cls).sum(1).clamp_min(1e-30)
+        rows[method] = {"sep_share": float(((pos * sep).sum(1) / total).mean()),
+                        "cls_share": float(((pos * cls).sum(1) / total).mean()),
+                        "sep_share_without_cls": float(((pos * sep).sum(1) / without_cls).mean()),
+                        "uniform_share": float((1 / (content + 1)).mean()),
+                        "sep_top_fraction": float(sep_top.double().mean())}
+    return {"rows": rows}
+
+
+# ---- results and claims ------------------------------------------------------------------------------------
+
+
+def _k_cols(ks) -> list[str]:
+    return [f"k={k}" for k in ks]
+
+
+def claims(ctx: Context, fig3: Mapping, support: Mapping, special: Mapping) -> list[tuple[str, bool | None, str]]:
+    """The paper's claims evaluated on our numbers: (claim, holds, detail); holds None in the smoke profile."""
+    smoke = ctx.cfg["profile"] == "smoke"
+    gate = (lambda h: None) if smoke else (lambda h: bool(h))
+    out = []
+    ks, macro = fig3["ks"], fig3["macro"]
+    paper = [m for m in PAPER_METHODS if m in macro]
+    if "chefer" in macro and len(paper) > 1:
+        lost = [f"k={k}: {max(paper, key=lambda m: macro[m][i])} {max(macro[m][i] for m in paper):.3f} vs "
+                f"chefer {macro['chefer'][i]:.3f}" for i, k in enumerate(ks)
+                if any(macro[m][i] > macro["chefer"][i] for m in paper if m != "chefer")]
+        extra = [m for m in macro if m not in PAPER_METHODS and fig3["n"][m] == fig3["n"]["chefer"]
+                 and any(macro[m][i] > macro["chefer"][i] for i in range(len(ks)))]
+        detail = "; ".join(lost) if lost else "chefer highest at every k among the paper's methods"
+        if extra:
+            detail += f" (beyond the paper, {', '.join(extra)} beat chefer at some k)"
+        out.append(("Fig. 3: Chefer has the highest token-F1 at every k (among the paper's six methods)",
+                    gate(not lost), detail))
+    falling = {m: [k for i, k in enumerate(ks[1:]) if macro[m][i + 1] < macro[m][i] - 1e-12] for m in macro}
+    falling = {m: v for m, v in falling.items() if v}
+    out.append(("Fig. 3: token-F1 rises with k for every method", gate(not falling),
+                "; ".join(f"{m} falls at k={v}" for m, v in falling.items()) if falling else
+                "all curves non-decreasing over k = " + ", ".join(map(str, ks))))
+    rows = support["rows"]
+    if "chefer" in rows:
+        both = [m for m, r in rows.items() if r["verdict"] == "both classes"]
+        top, lo, mirror = ctx.cfg["support_top"], ctx.cfg["overlap_below"], ctx.cfg["mirror_below"]
+        out.append(("Supplement: only Chefer shows support for both classes (criterion: its ground-truth and "
+                    f"counterfactual maps share < {100 * lo:.0f}% of their top-{top} tokens on average and are not "
+                    f"anti-correlated, median Spearman ρ > {mirror})", gate(both == ["chefer"]),
+                    "; ".join(f"{m}: median ρ {r['median_rho']:+.2f}, top-{ctx.cfg['support_top']} overlap "
+                              f"{r['top_overlap']:.2f} → {r['verdict']}" for m, r in rows.items())))
+    for method, verdict, text in (("attn_gradcam", "sign reversal", "GradCAM shows a sign reversal between the two "
+                                   "classes (different top tokens, median ρ ≤ {mirror})"),
+                                  ("lrp", "same map", "LRP gives (nearly) the same map for both classes (top-{top} "
+                                   "overlap ≥ {lo:.0%})")):
+        if method in rows:
+            r = rows[method]
+            out.append(("Supplement: " + text.format(mirror=ctx.cfg["mirror_below"], top=ctx.cfg["support_top"],
+                                                     lo=ctx.cfg["overlap_below"]),
+                        gate(r["verdict"] == verdict), f"top-{ctx.cfg['support_top']} overlap {r['top_overlap']:.2f}, "
+                        f"median ρ {r['median_rho']:+.2f} → {r['verdict']}"))
+    s = special["rows"]
+    if "rollout" in s:
+        r = s["rollout"]
+        out.append(("Supplement: rollout focuses mostly on [SEP] ([SEP] is rollout's top token other than [CLS] in "
+                    f"at least {100 * ctx.cfg['sep_majority']:.0f}% of reviews)",
+                    gate(r["sep_top_fraction"] >= ctx.cfg["sep_majority"]),
+                    f"[SEP] top in {100 * r['sep_top_fraction']:.0f}% of reviews; [SEP] holds "
+                    f"{100 * r['sep_share_without_cls']:.1f}% of the non-[CLS] mass (a uniform map: "
+                    f"{100 * r['uniform_share']:.2f}%); [CLS] {100 * r['cls_share']:.1f}% of all mass"))
+    acc = ctx.model_info.get("test_accuracy")
+    out.append((f"the fine-tuned classifier reaches >= {100 * ctx.cfg['accuracy_target']:.0f}% test accuracy "
+                "(issue target)", gate(acc is not None and acc >= ctx.cfg["accuracy_target"]),
+                f"accuracy {acc:.4f} on {ctx.model_info.get('n_test')} test reviews at max_length "
+                f"{ctx.cfg['max_length']}"))
+    return out
+
+
+def build_results(ctx: Context, fig3: Mapping, faith: Mapping, support: Mapping, special: Mapping):
+    """The `lab.results.Results` of the notebook: Figure 3 series (paper values null: the paper gives none),
+    faithfulness, class support, special-token mass, accuracy, claims."""
+    from lab.results import Results
+
+    meta = {"model": ctx.model_info.get("model") or ctx.model_info.get("checkpoint"),
+            "paper_model": "BERT-base (uncased) fine-tuned on ERASER Movies train; ours: see model / model_info",
+            "accuracy": ctx.model_info.get("test_accuracy"), "model_info": ctx.model_info,
+            "n_examples": len(ctx.subset("examples")), "n_faithfulness": len(ctx.subset("faithfulness")),
+            "n_class_support": len(ctx.subset("class_support")), "n_ig": len(ctx.subset("ig")),
+            "ig_steps": ctx.cfg["ig_steps"], "max_length": ctx.cfg["max_length"], "seed": ctx.cfg["seed"],
+            "method_params": {m: method_params(ctx.cfg, m) for m in ctx.cfg["methods"]},
+            "f1": "ERASER token-level F1 of the top-k content word pieces vs the rationale word pieces; macro = "
+                  "per-document F1 averaged over documents (reported, ERASER instance_macro), micro = pooled counts",
+            "elapsed_s": round(time.perf_counter() - ctx.started, 1),
+            "target_class": "ground-truth label", "faithfulness": "ERASER AOPC over bins 1/5/10/20/50 %, word pieces "
+            "deleted, probability of the ground-truth class", "timings": ctx.timings}
+    res = Results(NOTEBOOK, ctx.cfg["profile"], meta=meta)
+    cols = _k_cols(fig3["ks"])
+    for kind, caption in (("macro", "Fig. 3: token-F1 of the top-k word pieces vs the human rationale, per-document "
+                                    "mean (ERASER macro); the paper plots these curves without numbers"),
+                          ("micro", "Fig. 3 (pooled counts, ERASER micro)")):
+        rows = {m: {**{c: (None, v) for c, v in zip(cols, ys)}, "n": (None, fig3["n"][m])}
+                for m, ys in fig3[kind].items()}
+        if kind == "macro":  # standard error of the per-document mean, largest over k
+            for m in rows:
+                rows[m]["max_se"] = (None, max(fig3["se"][m]) if fig3["se"].get(m) else None)
+        res.add_table(f"figure3_token_f1_{kind}", caption, rows, {c: "higher" for c in cols})
+    bins = faith["bins"]
+    rows = {}
+    for m, r in faith["rows"].items():
+        row = {"comprehensiveness": (None, r["comprehensiveness"]), "sufficiency": (None, r["sufficiency"])}
+        for i, b in enumerate(bins):
+            row[f"comp@{100 * b:g}%"] = (None, faith["curves"][m]["comprehensiveness"][i])
+            row[f"suff@{100 * b:g}%"] = (None, faith["curves"][m]["sufficiency"][i])
+        rows[m] = {**row, "n": (None, r["n"])}
+    direction = {c: ("higher" if c.startswith("comp") else "lower") for c in rows[next(iter(rows))] if c != "n"} \
+        if rows else {}
+    res.add_table("eraser_faithfulness", "ERASER comprehensiveness (higher is better) and sufficiency (lower is "
+                  "better), beyond the paper", rows, direction)
+    res.add_table("class_support", "Ground-truth vs counterfactual class maps: Spearman ρ over content tokens and "
+                  "top-k overlap (supplement Figs. 15-33, measured)",
+                  {m: {k: v for k, v in r.items() if k != "verdict"} for m, r in support["rows"].items()})
+    res.meta["class_support_verdicts"] = {m: r["verdict"] for m, r in support["rows"].items()}
+    res.add_table("special_tokens", "Share of each map's positive mass on [SEP] / [CLS]; how often [SEP] is the top "
+                  "token other than [CLS]", special["rows"])
+    res.add_table("accuracy", "Test accuracy of the fine-tuned classifier (the paper does not report BERT's)",
+                  {"classifier": {"test_accuracy": (None, ctx.model_info.get("test_accuracy")),
+                                  "n_test": (None, ctx.model_info.get("n_test"))}}, {"test_accuracy": "higher"})
+    for claim, holds, detail in claims(ctx, fig3, support, special):
+        res.add_claim(claim, holds, detail)
+    return res
+
+
+def figure3_frame(fig3: Mapping, which: str = "macro"):
+    """The Figure 3 series as a DataFrame: methods × (n, k=10, ..., k=80)."""
+    import pandas as pd
+
+    frame = pd.DataFrame({f"k={k}": [fig3[which][m][i] for m in fig3[which]] for i, k in enumerate(fig3["ks"])},
+                         index=[m for m in fig3[which]])
+    frame.insert(0, "n", [fig3["n"][m] for m in fig3[which]])
+    if which == "macro":
+        frame["max_se"] = [max(fig3["se"][m]) for m in fig3[which]]
+    frame.index.name = f"token F1 ({which})"
+    return frame
+
+
+def rows_frame(rows: Mapping[str, Mapping], index_name: str = "method"):
+    """A {method: {column: value}} table (class support, special-token mass) as a DataFrame."""
+    import pandas as pd
+
+    frame = pd.DataFrame.from_dict({m: dict(r) for m, r in rows.items()}, orient="index")
+    frame.index.name = index_name
+    return frame
+
+
+def f1_table_markdown(fig3: Mapping, which: str = "macro") -> str:
+    """The Figure 3 series as a markdown table (methods × k)."""
+    head = "| method | n | " + " | ".join(f"k={k}" for k in fig3["ks"]) + " |"  # macro ± se in the frame
+    lines = [head, "|" + "---|" * (len(fig3["ks"]) + 2)]
+    for m, ys in fig3[which].items():
+        lines.append(f"| {LABELS.get(m, m)} | {fig3['n'][m]} | " + " | ".join(f"{y:.3f}" for y in ys) + " |")
+    return "\n".join(lines)
+
+
+# ---- text heatmaps (supplement Figs. 15-33) -----------------------------------------------------------------
+
+
+def category(ctx: Context, i: int) -> str:
+    e = ctx.examples[i]
+    ok = bool(ctx.correct[i])
+    return f"{ctx.label_names[e.label]} {'correct' if ok else 'mistaken'}"
+
+
+def pick_reviews(ctx: Context) -> dict[str, int]:
+    """One review per (ground truth, correct / mistaken) category: the shortest with a visible rationale
+    (readable figures); a category without any review is left out."""
+    lengths = ctx.valid.sum(1)
+    has_rationale = ctx.rationale.any(1)
+    out = {}
+    for name, ok in CATEGORIES:
+        if name not in ctx.label_names:
+            continue
+        label = ctx.label_names.index(name)
+        cand = [i for i in range(len(ctx.examples)) if ctx.examples[i].label == label and bool(ctx.correct[i]) == ok
+                and bool(has_rationale[i])]
+        if cand:
+            out[f"{name} {'correct' if ok else 'mistaken'}"] = min(cand, key=lambda i: (int(lengths[i]), i))
+    return out
+
+
+def _tokens(ctx: Context, i: int) -> list[str]:
+    n = int(ctx.valid[i].sum())
+    return ctx.tokenizer.convert_ids_to_tokens(ctx.inputs["input_ids"][i, :n].tolist())
+
+
+def _panel(title: str, tokens: list[str], scores: torch.Tensor, n: int):
+    """Panel without [CLS] (position 0: rollout and attention put most of their mass there) but with [SEP]."""
+    return (title, tokens[1:n], scores[1:n])
+
+
+def review_panels(ctx: Context, i: int, pair_methods: Sequence[str] = PAIR_METHODS,
+                  single_methods: Sequence[str] = SINGLE_METHODS, max_width: int = 120, fontsize: float = 7.0):
+    """Supplement-style figure for review i: (a) human rationale, then each pair method for the ground-truth and
+    the counterfactual class, then the class-agnostic methods (each panel scaled to its own maximum)."""
+    if not 0 <= i < len(ctx.examples):
+        raise ExperimentError(f"review index must be in 0..{len(ctx.examples) - 1}, got {i}")
+    idx = torch.tensor([i])
+    tokens, n = _tokens(ctx, i), int(ctx.valid[i].sum())
+    names = ctx.label_names
+    gold, pred = int(ctx.labels[i]), int(ctx.predicted[i])
+    cf = int(ctx.counterfactual(idx)[0])
+    probs = ctx.logits[i].softmax(-1)
+    panels = [_panel(f"(a) human rationale — review {ctx.examples[i].uid}: ground truth {names[gold]}, predicted "
+                     f"{names[pred]} (p={probs[pred]:.2f})", tokens, ctx.rationale[i].float(), n)]
+    letter = iter("bcdefghijklmnopqrstuvwxyz")
+    for method in pair_methods:
+        for target, cls in (("ground truth", gold), ("counterfactual", cf)):
+            s = explain_reviews(ctx, method, idx, target)["scores"][0]
+            panels.append(_panel(f"({next(letter)}) {LABELS.get(method, method)} → {names[cls]} ({target})",
+                                 tokens, s, n))
+    for method in single_methods:
+        s = explain_reviews(ctx, method, idx)["scores"][0]
+        panels.append(_panel(f"({next(letter)}) {LABELS.get(method, method)} (class-agnostic)", tokens, s, n))
+    return lab.viz.token_heatmap_panels(panels, max_width=max_width, fontsize=fontsize)
+
+
+# ---- interactive view ---------------------------------------------------------------------------------------
+
+
+def review_choices(ctx: Context, group: str = "all") -> list[tuple[str, int]]:
+    """(label, index) of the reviews in a group ("all" or e.g. "NEG mistaken"), for a dropdown."""
+    out = []
+    for i, e in enumerate(ctx.examples):
+        cat = category(ctx, i)
+        if group in ("all", cat):
+            out.append((f"#{i} {e.uid} — {cat} ({int(ctx.valid[i].sum())} tokens)", i))
+    return out
+
+
+def review_selector(ctx: Context):
+    """(group dropdown, review dropdown): choosing a group (label × correctness) filters the reviews."""
+    import ipywidgets as W
+
+    groups = ["all"] + [f"{n} {'correct' if ok else 'mistaken'}" for n, ok in CATEGORIES if n in ctx.label_names]
+    style = {"description_width": "initial"}
+    group = W.Dropdown(options=groups, value="all", description="group", style=style)
+    review = W.Dropdown(options=review_choices(ctx), description="review", style=style,
+                        layout=W.Layout(width="34em"))
+
+    def refilter(change):
+        review.options = review_choices(ctx, change["new"]) or [("(no review in this group)", -1)]
+
+    group.observe(refilter, names="value")
+    return group, review
+
+
+def method_selector(ctx: Context, value=("chefer",)):
+    import ipywidgets as W
+
+    return W.SelectMultiple(options=list(ctx.cfg["methods"]), value=tuple(value), description="methods", rows=6,
+                            style={"description_width": "initial"})
+
+
+def target_class(ctx: Context, i: int, target: str) -> tuple[str, int]:
+    """(explanation target kind, class index) for a widget choice: a TARGETS entry or a class name."""
+    if target in TARGETS:
+        idx = torch.tensor([i])
+        cls = {"ground truth": ctx.labels[idx], "predicted": ctx.predicted[idx]}.get(target)
+        return target, int(cls[0] if cls is not None else ctx.counterfactual(idx)[0])
+    if target not in ctx.label_names:
+        raise ExperimentError(f"target must be one of {list(TARGETS) + list(ctx.label_names)}, got {target!r}")
+    cls = ctx.label_names.index(target)
+    kind = "ground truth" if cls == int(ctx.labels[i]) else "counterfactual"
+    return kind, cls
+
+
+def render_review(ctx: Context, review: int, methods: Sequence[str] = ("chefer",), target: str = "ground truth",
+                  k: int = 40, top_k_only: bool = False, max_width: int = 120):
+    """The human rationale and each method's map for one review; titles give token-F1@k against the rationale.
+    With `top_k_only` each map is shown as its top-k word pieces (the predicted rationale of Fig. 3)."""
+    if review is None or int(review) < 0:
+        raise ExperimentError("pick a review (the chosen group has none)")
+    i = int(review)
+    if not methods:
+        raise ExperimentError("pick at least one method")
+    kind, cls = target_class(ctx, i, target)
+    if len(ctx.label_names) > 2 and kind == "counterfactual" and cls != int(ctx.counterfactual(torch.tensor([i]))[0]):
+        raise ExperimentError("with more than two classes pick 'counterfactual' or the ground-truth class")
+    idx = torch.tensor([i])
+    tokens, n = _tokens(ctx, i), int(ctx.valid[i].sum())
+    content = (ctx.valid[idx] & ~ctx.special[idx])
+    panels = [_panel(f"human rationale — {category(ctx, i)}", tokens, ctx.rationale[i].float(), n)]
+    for method in methods:
+        if kind != "ground truth" and not lab.EXPLAINERS[method].class_specific:
+            kind_used = "ground truth"  # class-agnostic: the same map for every class
+        else:
+            kind_used = kind
+        s = explain_reviews(ctx, method, idx, kind_used)["scores"]
+        f1 = token_f1_at_k(s, ctx.rationale[idx], ctx.valid[idx], int(k), special_mask=ctx.special[idx])
+        shown = top_k_mask(s, special_mask=~content, k=int(k)).float()[0] if top_k_only else s[0]
+        panels.append(_panel(f"{LABELS.get(method, method)} → {ctx.label_names[cls]}: F1@{k} = {f1['macro_f1']:.2f} "
+                             f"(P {f1['macro_precision']:.2f}, R {f1['macro_recall']:.2f})", tokens, shown, n))
+    return lab.viz.token_heatmap_panels(panels, max_width=max_width, fontsize=7.0)
+
+
+def review_renderer(ctx: Context):
+    """render(group, review, methods, target, k, top_k_only) -> Figure, for `lab.widgets.controls`."""
+
+    def render(group: str = "all", review: int = 0, methods=("chefer",), target: str = "ground truth", k: int = 40,
+               top_k_only: bool = False):
+        return render_review(ctx, review, methods, target, k, top_k_only)
+
+    return render

@@ -1,0 +1,235 @@
+"""Notebook 02 (Chefer et al. on BERT, ERASER Movie Reviews): encoding, batching, F1, class support, claims.
+
+A tiny WordPiece tokenizer (built from an in-memory vocabulary, offline) whose ids follow tests/models.py's convention
+([PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4) drives a tiny random BERT.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lab.data.base import TextExample
+from lab.experiments import chefer_bert as cb
+from tests.models import tiny_bert
+
+WORDS = ["a", "good", "bad", "film", "plot", "the", "is", "was", "great", "awful", "movie", "acting", "dull",
+         "fun", "and", "but", "story", "not", "very", ".", ","]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, "##s", "##ly", "##ing"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast(vocab={t: i for i, t in enumerate(VOCAB)}, do_lower_case=True)
+
+
+def review(words: str, rationale: str, label: int, uid: str) -> TextExample:
+    w = tuple(words.split())
+    r = tuple(int(c) for c in rationale)
+    assert len(w) == len(r)
+    return TextExample(" ".join(w), label, words=w, rationale=r, uid=uid)
+
+
+EXAMPLES = [
+    review("the film was great fun and the acting is good", "0001110001", 1, "r0"),
+    review("a dull plot and awful acting but the story is fun", "01110100000", 0, "r1"),
+    review("the movie is not very good", "000111", 0, "r2"),
+    review("films was fun", "110", 1, "r3"),
+    review("a bad bad film", "0110", 0, "r4"),
+    review("great great acting and a good story", "1100000", 1, "r5"),
+]
+
+
+@pytest.fixture
+def model():
+    m = tiny_bert(num_labels=2, seed=3)
+    m.config.id2label = {0: "NEG", 1: "POS"}
+    m.config.label2id = {"NEG": 0, "POS": 1}
+    return m
+
+
+@pytest.fixture
+def ctx(model, tok, lab_dirs):
+    cfg = cb.settings("smoke", max_length=16, n_examples=6, n_faithfulness=3, n_class_support=4, n_ig=2,
+                      ig_steps=2, ks=(2, 4, 8), progress=False, use_cache=False)
+    return cb.setup(cfg, classifier=(model, tok), examples=EXAMPLES)
+
+
+def test_encode_reviews_flags_every_word_piece_of_rationale_words(tok):
+    inputs, rationale, kept = cb.encode_reviews([EXAMPLES[3], EXAMPLES[4]], tok, max_length=16)
+    tokens = tok.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
+    assert tokens[:6] == ["[CLS]", "film", "##s", "was", "fun", "[SEP]"]
+    assert rationale[0, :6].tolist() == [False, True, True, True, False, False]  # "films" -> two rationale pieces
+    assert rationale[1, :6].tolist() == [False, False, True, True, False, False]
+    assert not rationale[inputs["attention_mask"] == 0].any()  # padding is never rationale
+    assert kept.tolist() == [3, 4]
+    short, r_short, kept_short = cb.encode_reviews([EXAMPLES[0]], tok, max_length=5)  # [CLS] + 3 pieces + [SEP]
+    assert short["input_ids"].shape == (1, 5) and kept_short.tolist() == [3]
+    assert r_short[0].tolist() == [False, False, False, False, False]  # "great fun" was cut off
+
+
+def test_encode_reviews_rejects_examples_without_rationale(tok):
+    with pytest.raises(cb.ExperimentError, match="ERASER"):
+        cb.encode_reviews([TextExample("a film", 1)], tok, 16)
+
+
+@pytest.mark.parametrize("method", ["chefer", "rollout", "attn_gradcam"])
+def test_explain_scores_batching_matches_one_review_at_a_time(model, tok, method):
+    inputs, _, _ = cb.encode_reviews(EXAMPLES, tok, 16)
+    targets = torch.tensor([e.label for e in EXAMPLES])
+    batched = cb.explain_scores(model, inputs, method, targets, batch_size=4)
+    single = cb.explain_scores(model, inputs, method, targets, batch_size=1)
+    assert batched.shape == inputs["input_ids"].shape
+    assert torch.allclose(batched, single, atol=1e-5)
+    assert (batched[inputs["attention_mask"] == 0] == 0).all()
+    assert batched.abs().sum() > 0
+
+
+def test_subsets_are_nested_prefixes_and_counterfactual_is_the_other_class(ctx):
+    ex, faith, support, ig = (ctx.subset(k) for k in ("examples", "faithfulness", "class_support", "ig"))
+    assert len(ex) == 6 and sorted(ex.tolist()) == list(range(6))
+    assert faith.tolist() == ex[:3].tolist() and support.tolist() == ex[:4].tolist() and ig.tolist() == ex[:2].tolist()
+    idx = torch.arange(6)
+    assert (ctx.counterfactual(idx) == 1 - ctx.labels).all()
+
+
+def test_figure3_oracle_scores_are_exact_and_reversed_scores_score_zero(ctx):
+    idx = ctx.subset("examples")
+    content = (ctx.valid[idx] & ~ctx.special[idx]).float()
+    oracle = ctx.rationale[idx].float() * content + 0.01 * torch.rand(content.shape) * content
+    ctx.cfg["ks"] = (1, 30)
+    f = cb.figure3_results(ctx, {"oracle": oracle, "reversed": -oracle})
+    sizes = ctx.rationale[idx].sum(1).double()
+    recall = 1 / sizes  # the top-1 token is a rationale token: P = 1, R = 1 / |rationale|
+    assert f["precision"]["oracle"][0] == 1.0
+    assert np.isclose(f["macro"]["oracle"][0], float((2 * recall / (1 + recall)).mean()))
+    assert np.isclose(f["micro"]["oracle"][0], 2 * (6 / sizes.sum()) / (1 + 6 / sizes.sum()))
+    assert f["macro"]["reversed"][0] == 0.0 and f["n"]["oracle"] == 6
+    # k = 30 takes every content token: R = 1, P = |rationale| / |content|, for any scores
+    p = sizes / content.sum(1).double()
+    assert np.isclose(f["macro"]["reversed"][1], float((2 * p / (1 + p)).mean()))
+
+
+def test_pair_agreement_distinguishes_same_reversed_and_different_maps():
+    gen = torch.Generator().manual_seed(0)
+    gt = torch.rand(8, 30, generator=gen)
+    content = torch.ones(8, 30, dtype=torch.bool)
+    same = cb.pair_agreement(gt, gt * 2, content, top=5)
+    mirror = cb.pair_agreement(gt, -gt, content, top=5)
+    other = cb.pair_agreement(gt, torch.rand(8, 30, generator=gen), content, top=5)
+    zero = cb.pair_agreement(gt, torch.zeros(8, 30), content, top=5)
+    assert np.allclose(same["rho"], 1) and np.allclose(same["overlap"], 1)
+    assert np.allclose(mirror["rho"], -1) and np.allclose(mirror["overlap"], 0)
+    assert abs(np.median(other["rho"])) < 0.5 and other["overlap"].mean() < 0.5
+    assert zero["cf_constant"].all() and np.isnan(zero["rho"]).all()
+
+    def verdict(a):
+        return cb.support_verdict(a["overlap"].mean(), np.median(a["rho"]), a["cf_constant"].mean())
+
+    assert verdict(same) == "same map"
+    assert verdict(mirror) == "sign reversal"
+    assert verdict(other) == "both classes"
+    assert verdict(zero) == "degenerate"
+    assert cb.pair_agreement(gt, -gt, content, top=20)["overlap"].mean() == 0.5  # 20 of 30: the tops must meet
+
+
+def test_special_token_mass_finds_sep(ctx):
+    idx = ctx.subset("examples")
+    cls, sep = cb.special_positions(ctx, idx)
+    assert cls[:, 0].all() and sep.sum(1).eq(1).all()  # one [SEP] per single-segment review
+    scores = ctx.valid[idx].float() * 0.1 + sep.float() * 5 + cls.float() * 10
+    r = cb.special_token_mass(ctx, {"peaked": scores})["rows"]["peaked"]
+    assert r["sep_top_fraction"] == 1.0
+    n = ctx.valid[idx].sum(1).double()
+    expected = (5.1 / (10.1 + 5.1 + 0.1 * (n - 2))).mean()
+    assert np.isclose(r["sep_share"], float(expected), atol=1e-5)
+    assert r["cls_share"] > r["sep_share"] > 0
+
+
+def test_pick_reviews_one_per_category(ctx):
+    ctx.logits = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    # labels 1 0 0 1 0 1 -> correct, correct, mistaken, mistaken, correct, correct
+    picked = cb.pick_reviews(ctx)
+    assert set(picked) == {"NEG correct", "NEG mistaken", "POS correct", "POS mistaken"}
+    assert picked["NEG mistaken"] == 2 and picked["POS mistaken"] == 3
+    assert picked["NEG correct"] == 4  # the shortest NEG review predicted NEG
+    assert cb.category(ctx, 3) == "POS mistaken"
+    assert [i for _, i in cb.review_choices(ctx, "NEG correct")] == [1, 4]
+
+
+def _fig3(values: dict[str, list[float]]):
+    return {"ks": [10, 20, 30], "macro": values, "micro": values, "n": {m: 10 for m in values}}
+
+
+def test_claims_follow_the_numbers(ctx):
+    ctx.cfg["profile"] = "default"
+    ctx.model_info.update(test_accuracy=0.9, n_test=6)
+    support = {"rows": {"chefer": {"median_rho": 0.1, "top_overlap": 0.3, "verdict": "both classes"},
+                        "lrp": {"median_rho": 0.99, "top_overlap": 1.0, "verdict": "same map"},
+                        "attn_gradcam": {"median_rho": -0.6, "top_overlap": 0.0, "verdict": "sign reversal"}}}
+    special = {"rows": {"rollout": {"sep_top_fraction": 0.8, "sep_share_without_cls": 0.3, "uniform_share": 0.01,
+                                    "cls_share": 0.5}}}
+    good = _fig3({"chefer": [0.2, 0.3, 0.4], "rollout": [0.1, 0.2, 0.3]})
+    verdicts = {c: h for c, h, _ in cb.claims(ctx, good, support, special)}
+    assert all(h is True for h in verdicts.values()), verdicts
+    bad = _fig3({"chefer": [0.2, 0.3, 0.25], "rollout": [0.1, 0.35, 0.3]})
+    verdicts = {c: h for c, h, _ in cb.claims(ctx, bad, support, special)}
+    assert verdicts[next(c for c in verdicts if "highest token-F1" in c)] is False
+    assert verdicts[next(c for c in verdicts if "rises with k" in c)] is False
+    assert sum(h is False for h in verdicts.values()) == 2
+    ctx.cfg["profile"] = "smoke"
+    assert all(h is None for _, h, _ in cb.claims(ctx, good, support, special))
+
+
+def test_settings_reject_unknown_values():
+    with pytest.raises(cb.ExperimentError, match="profile"):
+        cb.settings("huge")
+    with pytest.raises(cb.ExperimentError, match="method"):
+        cb.settings("smoke", methods=["chefer", "nope"])
+    with pytest.raises(cb.ExperimentError, match="setting"):
+        cb.settings("smoke", n_reviews=3)
+    assert cb.settings("default", n_examples=None)["n_examples"] == cb.PROFILES["default"]["n_examples"]
+    assert cb.method_params(cb.settings("smoke"), "integrated_gradients")["steps"] == 4
+
+
+def test_pipeline_end_to_end(ctx, lab_dirs):
+    methods = ("chefer", "rollout", "attn_gradcam", "lrp", "integrated_gradients")
+    maps = cb.compute_maps(ctx, methods)
+    assert maps["chefer"].shape[0] == 6 and maps["integrated_gradients"].shape[0] == 2
+    fig3 = cb.figure3_results(ctx, maps)
+    faith = cb.faithfulness_results(ctx, maps)
+    assert faith["rows"]["chefer"]["n"] == 3 and faith["rows"]["integrated_gradients"]["n"] == 2
+    support = cb.class_support(ctx, maps, ("chefer", "lrp"))
+    assert set(support["rows"]) == {"chefer", "lrp"} and support["maps"]["chefer"].shape[0] == 4
+    special = cb.special_token_mass(ctx, maps)
+    res = cb.build_results(ctx, fig3, faith, support, special)
+    data = res.to_dict()
+    row = data["tables"]["figure3_token_f1_macro"]["rows"]["chefer"]
+    assert row["k=2"]["paper"] is None and 0 <= row["k=2"]["ours"] <= 1
+    assert {"comprehensiveness", "sufficiency", "comp@1%", "suff@50%"} <= set(
+        data["tables"]["eraser_faithfulness"]["rows"]["lrp"])
+    assert all(c["holds"] is None for c in data["claims"])  # smoke profile
+    assert res.save().exists()
+    assert cb.figure3_frame(fig3).shape == (5, 5)  # n, k=2, k=4, k=8, max_se
+    fig = cb.review_panels(ctx, 0, pair_methods=("chefer",), single_methods=("rollout",))
+    assert len(fig.axes) == 4  # rationale, chefer GT / CF, rollout
+    fig = cb.render_review(ctx, 1, ["chefer", "rollout"], "counterfactual", k=2, top_k_only=True)
+    assert len(fig.axes) == 3
+    with pytest.raises(cb.ExperimentError, match="target"):
+        cb.render_review(ctx, 1, ["chefer"], "neutral")
+
+
+def test_maps_are_cached_per_review_and_reused(ctx, monkeypatch):
+    ctx.cfg["use_cache"], ctx.model_id = True, "tiny-test-model"
+    first = cb.explain_reviews(ctx, "chefer", [0, 1, 2])
+    calls = []
+    real = cb.explain_scores
+    monkeypatch.setattr(cb, "explain_scores", lambda model, inputs, *a, **k: calls.append(len(inputs["input_ids"]))
+                        or real(model, inputs, *a, **k))
+    again = cb.explain_reviews(ctx, "chefer", [2, 0, 1, 3])  # three cached, one new
+    assert calls == [1]
+    assert torch.allclose(again["scores"][:3], first["scores"][[2, 0, 1]])
+    other = cb.explain_reviews(ctx, "chefer", [0], "counterfactual")  # another class: not the cached map
+    assert calls == [1, 1] and not torch.allclose(other["scores"][0], first["scores"][0])
