@@ -184,6 +184,31 @@ def test_cache_key_depends_on_hyper_parameters_and_seed(tmp_path, tokenizer):
     assert len(_model_dirs(tmp_path)) == 4
 
 
+def test_checkpoint_path_depends_on_every_hyper_parameter(tokenizer):
+    changes = {"max_length": 20, "train_max_length": 12, "epochs": 3, "lr": 1e-3, "batch_size": 4, "warmup": 0.0,
+               "weight_decay": 0.1, "train_size": 30, "eval_size": 10, "freeze_layers": 1, "freeze_embeddings": True,
+               "model": BertConfig(**{**TINY.to_dict(), "hidden_size": 16}), "eval_split": _dataset(24, 2, "dev"),
+               "pair": False}
+    assert set(changes) | {"train_split"} == set(training.DEFAULTS)  # a new hyper-parameter needs a line here
+    base = training.checkpoint_path(TRAIN, tokenizer=tokenizer, **ARGS)
+    assert base == training.checkpoint_path(TRAIN, tokenizer=tokenizer, **ARGS)
+    for name, value in changes.items():
+        path = training.checkpoint_path(TRAIN, tokenizer=tokenizer, **{**ARGS, name: value})
+        assert (path != base) == (name != "pair"), name  # pair=False is what None resolves to on this data
+    assert training.checkpoint_path(TRAIN, tokenizer=tokenizer, seed=1, **ARGS) != base
+    assert training.checkpoint_path(_dataset(40, 3), tokenizer=tokenizer, **ARGS) != base  # other examples
+    assert training.checkpoint_path(TRAIN, **ARGS) != base  # tokenizer given by object vs by the model's name
+
+
+def test_presets_resolve_and_all_overrides_a_subset():
+    hp = training._resolve_params("sst2", None, {})
+    assert hp == training._resolve_params("sst2", "default", {})
+    assert hp["train_size"] == PRESETS[("sst2", "default")]["train_size"]
+    assert training._resolve_params("sst2", None, {"train_size": "all"})["train_size"] is None
+    movies = training._resolve_params("movies", "default", {})
+    assert movies["max_length"] == 512 and movies["train_max_length"] <= 512
+
+
 def test_interrupted_training_leaves_no_loadable_checkpoint(tmp_path, tokenizer, monkeypatch):
     _count_steps(monkeypatch, fail_at=3)
     with pytest.raises(KeyboardInterrupt):

@@ -5,8 +5,8 @@
 """
 from .loading import (DEFAULT_ENCODER, ModelUnavailableError, classifier_from_config, load_classifier,
                       load_tokenizer, resolve_model_name)
-from .training import (DEFAULTS, PRESETS, FineTuned, evaluate, fine_tune, fine_tune_preset, load_fine_tuned,
-                       predict_proba, seed_everything)
+from .training import (DEFAULTS, PRESETS, FineTuned, checkpoint_path, evaluate, fine_tune, fine_tune_preset,
+                       load_fine_tuned, predict_proba, seed_everything, torch_threads)
 
 __all__ = [
     "DEFAULTS",
@@ -14,6 +14,7 @@ __all__ = [
     "PRESETS",
     "FineTuned",
     "ModelUnavailableError",
+    "checkpoint_path",
     "classifier_from_config",
     "evaluate",
     "fine_tune",
@@ -24,4 +25,5 @@ __all__ = [
     "predict_proba",
     "resolve_model_name",
     "seed_everything",
+    "torch_threads",
 ]

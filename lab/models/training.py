@@ -53,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "warmup": 0.1,  # fraction of steps with a linear learning-rate warm-up, then linear decay to 0
     "weight_decay": 0.01,
     "train_split": "train",
-    "train_size": None,  # None: the whole split; n: a fixed random subset (drawn with `seed`)
+    "train_size": None,  # None or "all": the whole split; n: a fixed random subset (drawn with `seed`)
     "eval_split": None,
     "eval_size": None,
     "freeze_layers": 0,  # freeze the embeddings and the bottom n encoder layers
@@ -112,8 +112,8 @@ def fine_tune_preset(dataset: str, profile: str = "default", **overrides) -> Fin
 def fine_tune(dataset: str | TextDataset, *, model: Any = None, tokenizer: Any = None, max_length: int | None = None,
               train_max_length: int | None = None,
               epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
-              seed: int | None = None, train_split: str | None = None, train_size: int | None = None,
-              eval_split: str | TextDataset | None = None, eval_size: int | None = None,
+              seed: int | None = None, train_split: str | None = None, train_size: int | str | None = None,
+              eval_split: str | TextDataset | None = None, eval_size: int | str | None = None,
               freeze_layers: int | None = None, freeze_embeddings: bool | None = None, warmup: float | None = None,
               weight_decay: float | None = None, pair: bool | None = None, profile: str | None = None,
               force: bool = False, progress: bool = True) -> FineTuned:
@@ -124,29 +124,54 @@ def fine_tune(dataset: str | TextDataset, *, model: Any = None, tokenizer: Any =
     ``PRESETS[(dataset, profile or "default")]`` when it exists, else from ``DEFAULTS``. The result is
     cached under every argument that affects it; ``force=True`` retrains.
     """
-    explicit = {"model": model, "max_length": max_length, "train_max_length": train_max_length, "epochs": epochs, "lr": lr, "batch_size": batch_size,
-                "train_split": train_split, "train_size": train_size, "eval_split": eval_split,
-                "eval_size": eval_size, "freeze_layers": freeze_layers, "freeze_embeddings": freeze_embeddings,
-                "warmup": warmup, "weight_decay": weight_decay, "pair": pair}
+    explicit = {"model": model, "max_length": max_length, "train_max_length": train_max_length, "epochs": epochs,
+                "lr": lr, "batch_size": batch_size, "train_split": train_split, "train_size": train_size,
+                "eval_split": eval_split, "eval_size": eval_size, "freeze_layers": freeze_layers,
+                "freeze_embeddings": freeze_embeddings, "warmup": warmup, "weight_decay": weight_decay, "pair": pair}
+    run = _plan(dataset, profile, explicit, seed, tokenizer)
+    if cache.is_complete(run.path) and not force:
+        ft = load_fine_tuned(run.path)
+        log.info("loaded cached fine-tuned model from %s (no training; eval accuracy %s)", run.path,
+                 _fmt_acc(ft.accuracy))
+        return ft
+    return _train_and_save(run, force=force, progress=progress)
+
+
+def checkpoint_path(dataset: str | TextDataset, *, profile: str | None = None, seed: int | None = None,
+                    tokenizer: Any = None, **hyper_parameters) -> Path:
+    """Where `fine_tune` with these arguments caches its checkpoint (complete or not; nothing is trained)."""
+    hyper_parameters = {k: v for k, v in hyper_parameters.items() if k not in ("force", "progress")}
+    unknown = set(hyper_parameters) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"checkpoint_path: unknown hyper-parameter(s) {', '.join(sorted(unknown))}")
+    return _plan(dataset, profile, hyper_parameters, seed, tokenizer).path
+
+
+@dataclass
+class _Run:
+    """Everything one fine-tuning run depends on, and the cache directory those values hash to."""
+
+    hp: dict
+    seed: int
+    train: TextDataset
+    eval: TextDataset | None
+    tokenizer: Any
+    path: Path
+
+
+def _plan(dataset, profile: str | None, explicit: dict, seed: int | None, tokenizer) -> _Run:
     hp = _resolve_params(dataset, profile, explicit)
     seed = config.default_seed() if seed is None else int(seed)
     train_data, eval_data = _load_data(dataset, hp, seed)
     hp["pair"] = _resolve_pair(train_data, hp["pair"])
     tok = _resolve_tokenizer(hp["model"], tokenizer)
-
     key_params = {"version": TRAINING_VERSION, "dataset": _dataset_id(train_data, dataset), "seed": seed,
                   "eval": _dataset_id(eval_data, eval_data) if eval_data is not None else None,
                   "model": _model_id(hp["model"]), "tokenizer": _tokenizer_id(tokenizer, tok),
                   **{k: v for k, v in hp.items() if k != "model"}}
     name = dataset if isinstance(dataset, str) else train_data.name
-    final = cache.cached_dir("models", cache.cache_key(f"{name}-{_model_label(hp['model'])}", **key_params))
-
-    if cache.is_complete(final) and not force:
-        ft = load_fine_tuned(final)
-        log.info("loaded cached fine-tuned model from %s (no training; eval accuracy %s)", final,
-                 _fmt_acc(ft.accuracy))
-        return ft
-    return _train_and_save(final, hp, seed, train_data, eval_data, tok, force=force, progress=progress)
+    path = cache.cached_dir("models", cache.cache_key(f"{name}-{_model_label(hp['model'])}", **key_params))
+    return _Run(hp, seed, train_data, eval_data, tok, path)
 
 
 def load_fine_tuned(path: str | os.PathLike, attn: str = "eager") -> FineTuned:
@@ -219,8 +244,8 @@ def _resolve_params(dataset, profile: str | None, explicit: dict) -> dict:
         hp[k] = float(hp[k])
     hp["freeze_embeddings"] = bool(hp["freeze_embeddings"])
     hp["train_max_length"] = int(hp["train_max_length"] or hp["max_length"])
-    for k in ("train_size", "eval_size"):
-        hp[k] = None if hp[k] is None else int(hp[k])
+    for k in ("train_size", "eval_size"):  # "all" overrides a preset's subset size
+        hp[k] = None if hp[k] in (None, "all") else int(hp[k])
     if min(hp["max_length"], hp["train_max_length"]) < 8 or hp["epochs"] < 1 or hp["batch_size"] < 1 or hp["lr"] <= 0:
         raise ValueError(f"fine_tune: need max_length >= 8, epochs >= 1, batch_size >= 1, lr > 0; got "
                          f"{hp['max_length']}, {hp['epochs']}, {hp['batch_size']}, {hp['lr']}")
@@ -351,14 +376,13 @@ def torch_threads(n: int | None = None):
         torch.set_num_threads(before)
 
 
-def _train_and_save(final: Path, hp: dict, seed: int, train_data: TextDataset, eval_data: TextDataset | None,
-                    tokenizer, *, force: bool, progress: bool) -> FineTuned:
+def _train_and_save(run: _Run, *, force: bool, progress: bool) -> FineTuned:
     with torch_threads():
-        return _train_and_save_inner(final, hp, seed, train_data, eval_data, tokenizer, force=force, progress=progress)
+        return _train_and_save_inner(run, force=force, progress=progress)
 
 
-def _train_and_save_inner(final: Path, hp: dict, seed: int, train_data: TextDataset, eval_data: TextDataset | None,
-                          tokenizer, *, force: bool, progress: bool) -> FineTuned:
+def _train_and_save_inner(run: _Run, *, force: bool, progress: bool) -> FineTuned:
+    hp, seed, train_data, eval_data, tokenizer, final = run.hp, run.seed, run.train, run.eval, run.tokenizer, run.path
     seed_everything(seed)
     label_names = tuple(train_data.label_names)
     model = _init_model(hp["model"], len(label_names), label_names).to(config.device())
