@@ -1,0 +1,966 @@
+"""Jain & Wallace 2019, "Attention is not Explanation": Tables 1–2 and Figures 1–8, plus the same questions asked of
+a fine-tuned Transformer. Everything notebook `05_jain_wallace` computes lives here:
+
+    cfg = settings("default")
+    tasks = {name: load_task(name, cfg) for name in cfg["datasets"]}          # offline data, word-piece vocabulary
+    models = {(name, enc): train_model(tasks[name], enc, cfg) ...}            # cached BiLSTM / Average models
+    perf = performance_rows(tasks, models)                                    # Table 1 (test performance)
+    analyses = {(name, enc): analyse_rnn(tasks[name], models[name, enc], cfg) ...}   # τ, permutations, adversaries
+    tr = analyse_transformer(tasks["sst_jw"], cfg)                            # beyond the paper
+    res = build_results(cfg, tasks, models, analyses, tr)                     # paper vs ours + claims
+
+Protocol (REPRODUCTION_SPEC 003) and the choices forced or left open:
+- Tokens are MiniLM word pieces (bert-base-uncased vocabulary, no special tokens) instead of spaCy words; the
+  vocabulary is every piece seen in the training texts (others -> <unk>). Embeddings start from MiniLM-L6's
+  384-d word-piece table (the only pretrained static embeddings offline; the paper: 300-d fastText / GloVe),
+  rescaled to an entry std of `embedding_std` = 0.33, about the scale of 300-d fastText/GloVe vectors (MiniLM's
+  table has std 0.056; at that scale the BiLSTM's attention comes out flatter and τ_g on SST drops to ≈ 0.23 in
+  a trial run, vs ≈ 0.43 rescaled). bAbI uses 50-d random embeddings and hidden 30, as in the paper.
+- Datasets: SST = J&W's binary split; IMDB = the offline 8.7k subset (train on dev.csv, test on test.csv);
+  AG News binary = the offline AGN-2 subset, whose labels are Sports (1) vs the other three classes (0) — not the
+  paper's World vs Business; SNLI trains on the validation split and tests on test (no train split offline);
+  bAbI task 1 (en-10k). A development set is SST's dev split, else 10 % of the training split.
+- Attention is additive (tanh); classes in Table 2 are *predicted* classes (as the paper's figures); Sig. Frac. is
+  p < 0.05 (the level is not in the paper). Gradients differentiate the predicted class's probability with the
+  attention detached. Long inputs are truncated to `max_length` word pieces.
+- Permutations: 100 per instance in one decoder call; adversaries: k = 5, λ = 500 (subtracted), ε = 0.01
+  (classification, SNLI) / 0.05 (bAbI), Adam(amsgrad) lr 0.01, 500 steps, on a subsample of test instances.
+- Transformer (beyond the paper): the fine-tuned MiniLM SST-2 classifier (`fine_tune_preset("sst2", ...)`), its last
+  block's [CLS] attention row averaged over heads; permutations/adversaries replace that row (per head) and recompute
+  the last block from fixed value vectors; compared with |grad × input| (gradient of the predicted probability, no
+  detaching), leave-one-out TVD and Chefer et al.'s relevance, on content tokens.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+import lab
+from lab import attention_tests as at
+from lab.data import load
+from lab.models import rnn
+from lab.results import Results
+from lab.viz import token_heatmap_panels
+from lab.viz.style import COLORBLIND
+
+NOTEBOOK = "05_jain_wallace"
+ENCODERS = ("lstm", "average")
+ENCODER_LABELS = {"lstm": "BiLSTM", "average": "Average", "cnn": "CNN", "transformer": "Transformer"}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    data: str  # lab.data name
+    label: str  # as in the paper
+    train: str
+    dev: str | None  # None: 10 % of the training split
+    test: str
+    kind: str  # classification | nli | qa
+    embeddings: str = "minilm"  # minilm | random
+    embed_dim: int = 384
+    hidden: int = 128
+
+
+TASKS: dict[str, TaskSpec] = {
+    "sst_jw": TaskSpec("sst_jw", "SST", "train", "dev", "test", "classification"),
+    "imdb": TaskSpec("imdb", "IMDB", "dev", None, "test", "classification"),
+    "agnews_binary": TaskSpec("agnews_binary", "AG News", "validation", None, "test", "classification"),
+    "snli": TaskSpec("snli", "SNLI", "validation", None, "test", "nli"),
+    "babi1": TaskSpec("babi1", "bAbI 1", "train", None, "test", "qa", embeddings="random", embed_dim=50, hidden=30),
+}
+
+# Paper numbers (003 text: Table 1 last column, Table 2). Classes are 0/1 (binary), 0/1/2 (SNLI), "overall" (bAbI).
+PAPER_TABLE1 = {"sst_jw": 0.81, "imdb": 0.88, "agnews_binary": 0.96, "snli": 0.78, "babi1": 1.0}
+PAPER_TABLE2 = {  # (class) -> (τ_g BiLSTM mean, std, sig), (τ_g Average mean, std, sig), (τ_loo BiLSTM mean, std, sig)
+    "sst_jw": {0: ((0.40, 0.21, 0.59), (0.69, 0.15, 0.93), (0.34, 0.20, 0.47)),
+               1: ((0.38, 0.19, 0.58), (0.69, 0.14, 0.94), (0.33, 0.19, 0.47))},
+    "imdb": {0: ((0.37, 0.07, 1.00), (0.65, 0.05, 1.00), (0.30, 0.07, 0.99)),
+             1: ((0.37, 0.08, 0.99), (0.66, 0.05, 1.00), (0.31, 0.07, 0.98))},
+    "agnews_binary": {0: ((0.42, 0.11, 0.93), (0.77, 0.08, 1.00), (0.35, 0.13, 0.80)),
+                      1: ((0.35, 0.13, 0.81), (0.75, 0.07, 1.00), (0.32, 0.13, 0.73))},
+    "babi1": {"overall": ((0.23, 0.19, 0.46), (0.66, 0.17, 0.97), (0.23, 0.18, 0.45))},
+    "snli": {0: ((0.36, 0.22, 0.46), (0.54, 0.20, 0.76), (0.44, 0.18, 0.60)),
+             1: ((0.42, 0.19, 0.57), (0.59, 0.18, 0.84), (0.43, 0.17, 0.59)),
+             2: ((0.40, 0.20, 0.52), (0.53, 0.19, 0.75), (0.44, 0.17, 0.61))},
+}
+PAPER_FIG = {"fig3_loo_gap": 0.2, "fig4_grad_gap": 0.25, "fig5_average_minus_lstm_loo": 0.375}
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": dict(train_size=96, dev_size=32, test_size=48, epochs={}, default_epochs=1, hidden_scale=0.125,
+                  max_length=48, n_analysis=8, n_adversarial=6, adv_steps=20, n_transformer=4,
+                  transformer_profile="smoke", batch_size=32),
+    "default": dict(train_size=None, dev_size=None, test_size=None,
+                    epochs={"sst_jw": 3, "imdb": 2, "agnews_binary": 4, "snli": 3, "babi1": 8}, default_epochs=4,
+                    hidden_scale=1.0, max_length={"imdb": 200, None: 128},
+                    n_analysis={"imdb": 40, "agnews_binary": 200, None: 400},
+                    n_adversarial={"imdb": 40, None: 150}, adv_steps=500, n_transformer=100,
+                    transformer_profile="default", batch_size=32),
+    "paper": dict(train_size=None, dev_size=None, test_size=None, epochs={}, default_epochs=8, hidden_scale=1.0,
+                  max_length={"imdb": 512, None: 256}, n_analysis=None, n_adversarial=None, adv_steps=500,
+                  n_transformer=872, transformer_profile="default", batch_size=32),
+}
+COMMON = dict(datasets=tuple(TASKS), encoders=ENCODERS, attention="tanh", embedding_std=0.33, n_permutations=100,
+              k=5, lam=500.0, adv_lr=0.01, level=0.05, lr=1e-3, weight_decay=1e-5, seed=0, chunk=64,
+              adv_chunk=256, progress=True)
+
+
+class ExperimentError(ValueError):
+    pass
+
+
+def settings(profile: str = "default", **overrides) -> dict:
+    """The profile's sizes plus the shared protocol; per-dataset values are {dataset: v, None: default} dicts."""
+    if profile not in PROFILES:
+        raise ExperimentError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    cfg = {"profile": profile, **COMMON, **PROFILES[profile]}
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise ExperimentError(f"unknown setting(s) {sorted(unknown)}; known: {', '.join(sorted(cfg))}")
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    bad = [d for d in cfg["datasets"] if d not in TASKS]
+    if bad:
+        raise ExperimentError(f"unknown dataset(s) {bad}; choose from {', '.join(TASKS)}")
+    bad = [e for e in cfg["encoders"] if e not in rnn.ENCODERS]
+    if bad:
+        raise ExperimentError(f"unknown encoder(s) {bad}; choose from {', '.join(rnn.ENCODERS)}")
+    if cfg["attention"] not in rnn.ATTENTIONS:
+        raise ExperimentError(f"attention must be one of {rnn.ATTENTIONS}, got {cfg['attention']!r}")
+    return cfg
+
+
+def threads():
+    """Torch threads for this notebook's work: $LAB_NUM_THREADS, else 1 — the small recurrent matmuls gain little
+    from a second thread and slow down badly when the cores are shared (oversubscription)."""
+    from lab.models.training import torch_threads
+
+    return torch_threads(int(os.environ.get("LAB_NUM_THREADS") or 1))
+
+
+def per_dataset(value, name: str):
+    """A setting that may be given per dataset ({name: v, None: default}) or once."""
+    if isinstance(value, Mapping):
+        return value.get(name, value.get(None))
+    return value
+
+
+# ---------------------------------------------------------------- data
+@dataclass
+class Task:
+    spec: TaskSpec
+    vocab: rnn.Vocab
+    train: rnn.EncodedSet
+    dev: rnn.EncodedSet
+    test: rnn.EncodedSet
+    label_names: tuple[str, ...]
+    analysis_rows: list[int]  # rows of `test` analysed (τ, permutations); adversaries use the first n_adversarial
+    n_adversarial: int
+
+    @property
+    def name(self) -> str:
+        return self.spec.data
+
+    @property
+    def epsilon(self) -> float:
+        return at.EPSILON["qa" if self.spec.kind == "qa" else "classification"]
+
+
+def _sample(n_total: int, n: int | None, seed: int) -> list[int]:
+    if n is None or n >= n_total:
+        return list(range(n_total))
+    return sorted(np.random.default_rng(seed).choice(n_total, size=n, replace=False).tolist())
+
+
+def load_task(name: str, cfg: Mapping, tokenizer=None) -> Task:
+    """Load, subsample and encode one dataset with a word-piece vocabulary built on its training texts."""
+    spec = TASKS[name]
+    tokenizer = tokenizer if tokenizer is not None else lab.models.load_tokenizer("minilm")
+    seed = cfg["seed"]
+    train_data = load(spec.data, spec.train)
+    dev_data = load(spec.data, spec.dev) if spec.dev else None
+    if dev_data is None:  # hold out 10 % of the training split
+        rows = np.random.default_rng(seed).permutation(len(train_data))
+        n_dev = max(1, len(train_data) // 10)
+        dev_data = train_data.__class__(train_data.name, f"{spec.train}[dev]", train_data.label_names,
+                                        [train_data[i] for i in sorted(rows[:n_dev])], train_data.source)
+        train_data = train_data.__class__(train_data.name, spec.train, train_data.label_names,
+                                          [train_data[i] for i in sorted(rows[n_dev:])], train_data.source)
+    train_data = train_data.subset(cfg["train_size"], seed=seed)
+    dev_data = dev_data.subset(cfg["dev_size"], seed=seed)
+    test_data = load(spec.data, spec.test).subset(cfg["test_size"], seed=seed)
+    texts = [e.text for e in train_data] + [e.text_pair for e in train_data if e.text_pair]
+    vocab = rnn.Vocab.build(tokenizer, texts)
+    max_len = per_dataset(cfg["max_length"], name)
+    enc = {k: rnn.encode_examples(vocab, d, max_len) for k, d in
+           (("train", train_data), ("dev", dev_data), ("test", test_data))}
+    rows = _sample(len(enc["test"]), per_dataset(cfg["n_analysis"], name), seed)
+    n_adv = per_dataset(cfg["n_adversarial"], name)
+    return Task(spec, vocab, enc["train"], enc["dev"], enc["test"], tuple(train_data.label_names), rows,
+                len(rows) if n_adv is None else min(n_adv, len(rows)))
+
+
+def load_tasks(cfg: Mapping) -> dict[str, Task]:
+    tokenizer = lab.models.load_tokenizer("minilm")
+    return {name: load_task(name, cfg, tokenizer) for name in cfg["datasets"]}
+
+
+# ---------------------------------------------------------------- models
+def model_config(task: Task, encoder: str, cfg: Mapping) -> rnn.RNNConfig:
+    hidden = max(2, int(round(task.spec.hidden * cfg["hidden_scale"])))
+    return rnn.RNNConfig(vocab_size=len(task.vocab), num_classes=len(task.label_names), encoder=encoder,
+                         attention=cfg["attention"], embed_dim=task.spec.embed_dim, hidden=hidden,
+                         pair=task.train.pair)
+
+
+_TABLE: dict[str, torch.Tensor] = {}
+
+
+def _embeddings(task: Task, cfg: rnn.RNNConfig, std: float | None) -> tuple[torch.Tensor | None, str]:
+    """MiniLM's word-piece rows for the task's vocabulary, rescaled to an entry std of `std` (None: as stored)."""
+    if task.spec.embeddings != "minilm":
+        return None, "random"
+    if "minilm" not in _TABLE:
+        _TABLE["minilm"] = rnn.pretrained_table("minilm")
+    table = _TABLE["minilm"]
+    if table.shape[1] != cfg.embed_dim:
+        raise ExperimentError(f"MiniLM embeddings are {table.shape[1]}-d but the model wants {cfg.embed_dim}")
+    if std is not None:
+        table = table * (std / float(table.std()))
+    return task.vocab.embedding_matrix(table), f"minilm-word-embeddings-std{std}"
+
+
+def train_model(task: Task, encoder: str, cfg: Mapping, force: bool = False) -> rnn.TrainedRNN:
+    """Train (or load from the cache) the `encoder` model of one task."""
+    mcfg = model_config(task, encoder, cfg)
+    tc = rnn.TrainConfig(epochs=per_dataset(cfg["epochs"], task.name) or cfg["default_epochs"],
+                         batch_size=cfg["batch_size"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                         seed=cfg["seed"])
+    emb, emb_id = _embeddings(task, mcfg, cfg["embedding_std"])
+    with threads():
+        return rnn.train_cached(task.name, task.train, task.dev, task.vocab, mcfg, tc, emb, emb_id, force=force,
+                                progress=cfg["progress"])
+
+
+def train_models(tasks: Mapping[str, Task], cfg: Mapping) -> dict[tuple[str, str], rnn.TrainedRNN]:
+    return {(name, enc): train_model(task, enc, cfg) for name, task in tasks.items() for enc in cfg["encoders"]}
+
+
+def test_performance(task: Task, trained: rnn.TrainedRNN) -> dict:
+    """Test accuracy and macro-F1; `paper_metric` is the one Table 1 reports (F1 / micro-F1 = accuracy / accuracy)."""
+    with threads():
+        m = rnn.classification_metrics(rnn.predict_proba(trained.model, task.test), task.test.labels)
+    m["paper_metric"] = m["macro_f1"] if task.spec.kind == "classification" else m["accuracy"]
+    return m
+
+
+# ---------------------------------------------------------------- analyses
+@dataclass
+class Analysis:
+    """Per-instance results of one (dataset, encoder): the lists are aligned with `tokens`."""
+
+    dataset: str
+    encoder: str
+    label_names: tuple[str, ...]
+    tokens: list[list[str]]
+    attention: list[np.ndarray]  # shown attention over all positions of the instance
+    importance: dict[str, list[np.ndarray]]  # "gradient", "loo" (+ "chefer") over the correlated positions
+    correlated: list[np.ndarray]  # bool mask of positions used for τ (all tokens for RNNs; content for BERT)
+    probs: np.ndarray  # [N, C]
+    labels: np.ndarray
+    tau: dict[str, at.Correlation]  # "attn_grad", "attn_loo", "grad_loo" (+ "chefer_grad", "chefer_loo")
+    perm_median_tvd: np.ndarray
+    max_attention: np.ndarray
+    perm_alpha: list[np.ndarray]
+    perm_probs: np.ndarray
+    adv_eps_max_jsd: np.ndarray  # first n_adversarial instances
+    adv_any_iterate: np.ndarray
+    adv_alpha: list[np.ndarray]
+    adv_probs: np.ndarray
+    adv_feasible: np.ndarray  # [Na] whether any adversary met the ε constraint
+    epsilon: float
+    queries: list[str] | None = None
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probs.argmax(-1)
+
+    @property
+    def groups(self) -> list:
+        """Table 2's row per instance: the predicted class, or "overall" for QA (bAbI)."""
+        if self.dataset == "babi1":
+            return ["overall"] * len(self.tokens)
+        return self.predicted.tolist()
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def _chunks(rows: Sequence[int], lengths: Sequence[int], size: int) -> list[list[int]]:
+    """Length-sorted chunks of `rows` (less padding)."""
+    order = sorted(rows, key=lambda r: lengths[r])
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def analyse_rnn(task: Task, trained: rnn.TrainedRNN, cfg: Mapping, seed: int | None = None) -> Analysis:
+    """Algorithms 1–3 on the task's analysed test instances for one trained model: importance, τ and permutations
+    in length-sorted chunks of `chunk` instances; adversaries for the first `n_adversarial` in chunks of
+    `adv_chunk` (one optimisation per chunk: every instance and all k adversaries together)."""
+    seed = cfg["seed"] if seed is None else seed
+    model, data = trained.model, task.test
+    rows = task.analysis_rows
+    lengths = [len(s) for s in data.ids]
+    out: dict[int, dict] = {}
+    t = {"gradient": 0.0, "loo": 0.0, "permutation": 0.0, "adversarial": 0.0}
+    label = f"{task.spec.label}/{ENCODER_LABELS[trained.config.encoder]}"
+    with threads():
+        for chunk in _progress(_chunks(rows, lengths, cfg["chunk"]), cfg["progress"], label):
+            batch = rnn.make_batch(data, chunk)
+            start = time.perf_counter()
+            grad = at.gradient_importance(model, batch)
+            t["gradient"] += time.perf_counter() - start
+            start = time.perf_counter()
+            loo = at.leave_one_out_tvd(model, batch)
+            t["loo"] += time.perf_counter() - start
+            view = at.rnn_view(model, batch)
+            perm = at.permutation_test(view, cfg["n_permutations"], seed=seed)
+            t["permutation"] += perm.seconds
+            for i, r in enumerate(chunk):
+                n = int(batch.lengths[i])
+                out[r] = {"alpha": view.shown[i, :n].numpy(), "gradient": grad[i, :n].numpy(),
+                          "loo": loo[i, :n].numpy(), "probs": view.probs[i].numpy(),
+                          "perm_median": float(perm.median_tvd[i]), "max_attention": float(perm.max_attention[i]),
+                          "perm_alpha": perm.median_alpha[i, :n].numpy(), "perm_probs": perm.median_probs[i].numpy()}
+        adv_rows = rows[:task.n_adversarial]
+        for chunk in _progress(_chunks(adv_rows, lengths, cfg["adv_chunk"]), cfg["progress"], f"{label} adversary"):
+            batch = rnn.make_batch(data, chunk)
+            adv = at.adversarial_attention(at.rnn_view(model, batch), k=cfg["k"], epsilon=task.epsilon,
+                                           lam=cfg["lam"], steps=cfg["adv_steps"], lr=cfg["adv_lr"], seed=seed)
+            t["adversarial"] += adv.seconds
+            for j, r in enumerate(chunk):
+                out[r].update(_adversarial_record(adv, j, int(batch.lengths[j])))
+    tokens = [task.vocab.tokens(data.ids[r]) for r in rows]
+    queries = None
+    if data.pair:
+        queries = [" ".join(task.vocab.tokens(data.query_ids[r])).replace(" ##", "") for r in rows]
+    return _assemble(task.name, trained.config.encoder, task.label_names, tokens, [out[r] for r in rows],
+                     [np.ones(len(x), bool) for x in tokens], np.asarray([data.labels[r] for r in rows]),
+                     task.epsilon, t, queries)
+
+
+def _adversarial_record(adv: at.AdversarialResult, j: int, n: int) -> dict:
+    return {"adv_jsd": float(adv.eps_max_jsd[j]), "adv_any": float(adv.any_iterate_eps_max_jsd[j]),
+            "adv_alpha": adv.best_alpha[j, :n].float().numpy(), "adv_probs": adv.best_probs[j].float().numpy(),
+            "adv_feasible": bool((adv.tvd[j] <= adv.epsilon).any())}
+
+
+def _assemble(dataset, encoder, label_names, tokens, recs, correlated, labels, epsilon, timings, queries=None,
+              extra: Mapping[str, list] | None = None) -> Analysis:
+    """Analysis from per-instance records (in instance order); computes the τ's on the correlated positions."""
+    attention = [r["alpha"] for r in recs]
+    importance = {"gradient": [r["gradient"] for r in recs], "loo": [r["loo"] for r in recs], **(extra or {})}
+    pick = lambda xs: [np.asarray(x)[m] for x, m in zip(xs, correlated)]  # noqa: E731
+    attn = pick(attention)
+    tau = {"attn_grad": at.kendall_per_instance(attn, pick(importance["gradient"])),
+           "attn_loo": at.kendall_per_instance(attn, pick(importance["loo"])),
+           "grad_loo": at.kendall_per_instance(pick(importance["gradient"]), pick(importance["loo"]))}
+    for name in (extra or {}):
+        tau[f"{name}_grad"] = at.kendall_per_instance(pick(importance[name]), pick(importance["gradient"]))
+        tau[f"{name}_loo"] = at.kendall_per_instance(pick(importance[name]), pick(importance["loo"]))
+    adv = [r for r in recs if "adv_jsd" in r]
+    n = max(len(recs), 1)
+    timings = {**{f"{k}_s_per_instance": v / n for k, v in timings.items() if k != "adversarial"},
+               "adversarial_s_per_instance": timings.get("adversarial", 0.0) / max(len(adv), 1),
+               "n": len(recs), "n_adversarial": len(adv)}
+    return Analysis(
+        dataset=dataset, encoder=encoder, label_names=tuple(label_names), tokens=tokens, attention=attention,
+        importance=importance, correlated=correlated, probs=np.stack([r["probs"] for r in recs]),
+        labels=np.asarray(labels), tau=tau, perm_median_tvd=np.asarray([r["perm_median"] for r in recs]),
+        max_attention=np.asarray([r["max_attention"] for r in recs]), perm_alpha=[r["perm_alpha"] for r in recs],
+        perm_probs=np.stack([r["perm_probs"] for r in recs]),
+        adv_eps_max_jsd=np.asarray([r["adv_jsd"] for r in adv]),
+        adv_any_iterate=np.asarray([r["adv_any"] for r in adv]),
+        adv_alpha=[r["adv_alpha"] for r in adv],
+        adv_probs=np.stack([r["adv_probs"] for r in adv]) if adv else np.zeros((0, len(label_names))),
+        adv_feasible=np.asarray([r["adv_feasible"] for r in adv], bool), epsilon=epsilon, queries=queries,
+        timings=timings)
+
+
+def _progress(iterable, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False)
+
+
+def analyse_models(tasks: Mapping[str, Task], models: Mapping, cfg: Mapping) -> dict[tuple[str, str], Analysis]:
+    return {key: analyse_rnn(tasks[key[0]], trained, cfg) for key, trained in models.items()}
+
+
+# ---------------------------------------------------------------- the Transformer (beyond the paper)
+def analyse_transformer(task: Task, cfg: Mapping, fine_tuned=None) -> Analysis:
+    """The three analyses on the fine-tuned MiniLM SST-2 classifier, on the first `n_transformer` analysed SST
+    test sentences: last-layer [CLS] attention (head mean) vs |grad × input|, leave-one-out and Chefer relevance;
+    permutations and adversaries of the [CLS] row with the last block's value vectors fixed."""
+    if fine_tuned is None:
+        from lab.models.training import fine_tune_preset
+
+        fine_tuned = fine_tune_preset("sst2", cfg["transformer_profile"], seed=cfg["seed"])
+    model, tok = fine_tuned.model, fine_tuned.tokenizer
+    dataset = load(task.spec.data, task.spec.test).subset(cfg["test_size"], seed=cfg["seed"])
+    rows = [task.test.index[r] for r in task.analysis_rows[:cfg["n_transformer"]]]
+    texts = [dataset[r].text for r in rows]
+    labels = [dataset[r].label for r in rows]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    recs: dict[int, dict] = {}
+    t = {"gradient": 0.0, "loo": 0.0, "chefer": 0.0, "permutation": 0.0, "adversarial": 0.0}
+    size = min(cfg["chunk"], 32)
+    with threads():
+        for start in _progress(range(0, len(order), size), cfg["progress"], "SST/Transformer"):
+            idx = order[start:start + size]
+            inputs = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=128, return_tensors="pt")
+            for i, rec in zip(idx, _transformer_chunk(model, tok, inputs, cfg, t)):
+                recs[i] = rec
+    ordered = [recs[i] for i in range(len(texts))]
+    return _assemble("sst_jw", "transformer", fine_tuned.label_names or ("negative", "positive"),
+                     [r.pop("tokens") for r in ordered], ordered, [r.pop("content") for r in ordered], labels,
+                     at.EPSILON["classification"], t, extra={"chefer": [r["chefer"] for r in ordered]})
+
+
+def _transformer_chunk(model, tok, inputs, cfg, t: dict) -> list[dict]:
+    valid = inputs["attention_mask"].bool()
+    scores = {}
+    for name, method, params in (("gradient", "grad_x_input", {"variant": "abs_sum", "gradient_of": "probability"}),
+                                 ("loo", "leave_one_out", {}), ("chefer", "chefer", {})):
+        start = time.perf_counter()
+        exp = lab.explain(model, inputs, method, **params)
+        t[name] += time.perf_counter() - start
+        scores[name] = exp.scores.detach().float()
+        special = exp.special
+    view = at.transformer_view(model, inputs, tok)
+    perm = at.permutation_test(view, cfg["n_permutations"], seed=cfg["seed"])
+    t["permutation"] += perm.seconds
+    adv = at.adversarial_attention(view, k=cfg["k"], epsilon=at.EPSILON["classification"], lam=cfg["lam"],
+                                   steps=cfg["adv_steps"], lr=cfg["adv_lr"], seed=cfg["seed"])
+    t["adversarial"] += adv.seconds
+    out = []
+    for i in range(valid.shape[0]):
+        n = int(valid[i].sum())
+        out.append({"tokens": view.tokens[i][:n], "content": (~special[i, :n]).numpy(),
+                    "alpha": view.shown[i, :n].float().numpy(), "probs": view.probs[i].float().numpy(),
+                    **{k: v[i, :n].numpy() for k, v in scores.items()},
+                    "perm_median": float(perm.median_tvd[i]), "max_attention": float(perm.max_attention[i]),
+                    "perm_alpha": perm.median_alpha[i, :n].float().numpy(), "perm_probs": perm.median_probs[i].numpy(),
+                    **_adversarial_record(adv, i, n)})
+    return out
+
+
+# ---------------------------------------------------------------- summaries and tables
+def tau_summary(a: Analysis, level: float = 0.05) -> dict:
+    """{measure: {group: {mean, std, sig_frac, n}}} for every τ of an analysis (Table 2 layout)."""
+    return {name: at.summarise_tau(corr, a.groups, level) for name, corr in a.tau.items()}
+
+
+def mean_tau(a: Analysis, measure: str) -> float:
+    vals = np.asarray(a.tau[measure].statistic, float)
+    return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+
+
+def performance_rows(tasks: Mapping[str, Task], models: Mapping) -> dict:
+    """Table 1: test performance per dataset and encoder (paper: BiLSTM only)."""
+    rows = {}
+    for name, task in tasks.items():
+        row = {}
+        for enc in ENCODERS:
+            if (name, enc) in models:
+                m = test_performance(task, models[name, enc])
+                paper = PAPER_TABLE1.get(name) if enc == "lstm" else None
+                row[f"test_{enc}"] = (paper, round(m["paper_metric"], 4))
+                row[f"accuracy_{enc}"] = (None, round(m["accuracy"], 4))
+        row["n_train"] = (None, len(task.train))
+        row["n_test"] = (None, len(task.test))
+        rows[task.spec.label] = row
+    return rows
+
+
+def table2_rows(analyses: Mapping[tuple[str, str], Analysis], level: float = 0.05) -> dict:
+    """Table 2: mean τ, std and Sig. Frac. per dataset and predicted class, paper values alongside."""
+    rows: dict[str, dict] = {}
+    for (name, enc), a in analyses.items():
+        if enc not in ("lstm", "average"):
+            continue
+        summary = tau_summary(a, level)
+        for group in sorted(set(a.groups), key=str):
+            key = f"{TASKS[name].label} / {group if group == 'overall' else f'class {group}'}"
+            paper = PAPER_TABLE2.get(name, {}).get(group)
+            row = rows.setdefault(key, {})
+            for measure, pcol, pidx in (("attn_grad", "tau_g", 0 if enc == "lstm" else 1),
+                                        ("attn_loo", "tau_loo", 2 if enc == "lstm" else None)):
+                s = summary[measure].get(group)
+                if s is None:
+                    continue
+                p = paper[pidx] if paper is not None and pidx is not None else (None, None, None)
+                col = f"{pcol}_{'bilstm' if enc == 'lstm' else 'average'}"
+                row[col] = (p[0], round(s["mean"], 3))
+                row[f"{col}_std"] = (p[1], round(s["std"], 3))
+                row[f"{col}_sig"] = (p[2], round(s["sig_frac"], 3))
+                row[f"n_{enc}"] = (None, s["n"])
+    return rows
+
+
+def permutation_rows(analyses: Mapping) -> dict:
+    rows = {}
+    for (name, enc), a in analyses.items():
+        med = a.perm_median_tvd
+        rows[f"{TASKS[name].label} / {ENCODER_LABELS[enc]}"] = {
+            "median_of_median_tvd": (None, round(float(np.median(med)), 4)),
+            "frac_median_tvd_below_0.01": (None, round(float((med < 0.01).mean()), 3)),
+            "frac_median_tvd_below_0.05": (None, round(float((med < 0.05).mean()), 3)),
+            "mean_max_attention": (None, round(float(a.max_attention.mean()), 3)),
+            "ms_per_instance": (None, round(1000 * a.timings["permutation_s_per_instance"], 2)),
+            "n": (None, len(a))}
+    return rows
+
+
+def adversarial_rows(analyses: Mapping) -> dict:
+    rows = {}
+    for (name, enc), a in analyses.items():
+        jsd = a.adv_eps_max_jsd
+        if jsd.size == 0:
+            continue
+        corr = at.kendall_per_instance([jsd], [a.max_attention[:jsd.size]])
+        rows[f"{TASKS[name].label} / {ENCODER_LABELS[enc]}"] = {
+            "epsilon": (None, a.epsilon),
+            "mean_eps_max_jsd": (None, round(float(jsd.mean()), 3)),
+            "median_eps_max_jsd": (None, round(float(np.median(jsd)), 3)),
+            "frac_jsd_above_0.6": (None, round(float((jsd > 0.6).mean()), 3)),
+            "frac_feasible": (None, round(float(a.adv_feasible.mean()), 3)),
+            "mean_any_iterate_jsd": (None, round(float(a.adv_any_iterate.mean()), 3)),
+            "tau_jsd_vs_max_attention": (None, None if not np.isfinite(corr.statistic[0])
+                                         else round(float(corr.statistic[0]), 3)),
+            "s_per_instance": (None, round(a.timings["adversarial_s_per_instance"], 3)),
+            "n": (None, int(jsd.size))}
+    return rows
+
+
+def transformer_rows(tr: Analysis, analyses: Mapping) -> dict:
+    """Agreement on SST: BiLSTM/Average attention vs the Transformer's attention and Chefer's relevance."""
+    rows = {}
+    for key, label in ((("sst_jw", "lstm"), "BiLSTM attention"), (("sst_jw", "average"), "Average attention")):
+        if key in analyses:
+            a = analyses[key]
+            rows[label] = {"tau_vs_grad": (None, round(mean_tau(a, "attn_grad"), 3)),
+                           "tau_vs_loo": (None, round(mean_tau(a, "attn_loo"), 3)),
+                           "tau_grad_vs_loo": (None, round(mean_tau(a, "grad_loo"), 3)),
+                           "median_perm_tvd": (None, round(float(np.median(a.perm_median_tvd)), 4)),
+                           "mean_eps_max_jsd": (None, round(float(a.adv_eps_max_jsd.mean()), 3))}
+    rows["Transformer attention (last layer, [CLS], head mean)"] = {
+        "tau_vs_grad": (None, round(mean_tau(tr, "attn_grad"), 3)),
+        "tau_vs_loo": (None, round(mean_tau(tr, "attn_loo"), 3)),
+        "tau_grad_vs_loo": (None, round(mean_tau(tr, "grad_loo"), 3)),
+        "median_perm_tvd": (None, round(float(np.median(tr.perm_median_tvd)), 4)),
+        "mean_eps_max_jsd": (None, round(float(tr.adv_eps_max_jsd.mean()), 3))}
+    rows["Transformer Chefer relevance"] = {"tau_vs_grad": (None, round(mean_tau(tr, "chefer_grad"), 3)),
+                                            "tau_vs_loo": (None, round(mean_tau(tr, "chefer_loo"), 3))}
+    return rows
+
+
+def timing_rows(models: Mapping, analyses: Mapping) -> dict:
+    rows = {}
+    for (name, enc), a in analyses.items():
+        trained = models.get((name, enc))
+        row = {"train_s": (None, trained.metrics.get("train_seconds") if trained is not None else None)}
+        for k, v in a.timings.items():
+            if k.endswith("_s_per_instance"):
+                row[k.replace("_s_per_instance", "_ms")] = (None, round(1000 * v, 2))
+        rows[f"{TASKS[name].label} / {ENCODER_LABELS[enc]}"] = row
+    return rows
+
+
+def _gap(analyses, encoder, first, second, skip=()) -> tuple[float, dict]:
+    per = {TASKS[n].label: mean_tau(a, first) - mean_tau(a, second) for (n, e), a in analyses.items()
+           if e == encoder and n not in skip}
+    vals = [v for v in per.values() if np.isfinite(v)]
+    return (float(np.mean(vals)) if vals else float("nan")), per
+
+
+def _jsd_trend(*analyses: Analysis) -> float:
+    """Kendall τ between the ε-max JSD and the maximum attention over the adversarial instances of `analyses`."""
+    jsd = np.concatenate([a.adv_eps_max_jsd for a in analyses])
+    mx = np.concatenate([a.max_attention[:a.adv_eps_max_jsd.size] for a in analyses])
+    return float(at.kendall_per_instance([jsd], [mx]).statistic[0]) if jsd.size > 2 else float("nan")
+
+
+def _fmt(d: Mapping) -> str:
+    return ", ".join(f"{k}: {v:.3f}" for k, v in d.items())
+
+
+def claims(cfg: Mapping, perf: Mapping, analyses: Mapping, tr: Analysis | None) -> list[tuple[str, bool | None, str]]:
+    """The paper's claims evaluated on our numbers (None in the smoke profile: samples are meaningless)."""
+    smoke = cfg["profile"] == "smoke"
+    decide = (lambda v: None) if smoke else (lambda v: bool(v))
+    out = []
+    lstm = {TASKS[n].label: mean_tau(a, "attn_grad") for (n, e), a in analyses.items() if e == "lstm"}
+    avg = {TASKS[n].label: mean_tau(a, "attn_grad") for (n, e), a in analyses.items() if e == "average"}
+    if lstm:
+        m = float(np.nanmean(list(lstm.values())))
+        out.append(("BiLSTM attention–gradient τ_g is modest: mean over datasets within 0.30–0.45",
+                    decide(0.30 <= m <= 0.45), f"mean {m:.3f}; " + _fmt(lstm)))
+    if avg:
+        m = float(np.nanmean(list(avg.values())))
+        out.append(("Average-encoder attention–gradient τ_g is high: mean over datasets within 0.65–0.80",
+                    decide(0.65 <= m <= 0.80), f"mean {m:.3f}; " + _fmt(avg)))
+    if lstm and avg:
+        both = [k for k in lstm if k in avg]
+        out.append(("τ_g is higher for the Average encoder than for the BiLSTM on every dataset",
+                    decide(all(avg[k] > lstm[k] for k in both)),
+                    "; ".join(f"{k}: {avg[k]:.3f} vs {lstm[k]:.3f}" for k in both)))
+    gap3, per3 = _gap(analyses, "lstm", "grad_loo", "attn_loo", skip=("snli",))
+    out.append(("Fig. 3: τ(gradient, LOO) exceeds τ(attention, LOO) by > 0.2 on average (BiLSTM, SNLI excepted)",
+                decide(gap3 > 0.2), f"mean gap {gap3:.3f}; " + _fmt(per3)))
+    gap4, per4 = _gap(analyses, "lstm", "grad_loo", "attn_grad", skip=("snli",))
+    out.append(("Fig. 4: τ(gradient, LOO) exceeds τ(attention, gradient) by ≈ 0.25 on average (≥ 0.2; BiLSTM, SNLI "
+                "excepted)", decide(gap4 >= 0.2), f"mean gap {gap4:.3f}; " + _fmt(per4)))
+    loo = {TASKS[n].label: mean_tau(analyses[n, "average"], "attn_loo") - mean_tau(analyses[n, "lstm"], "attn_loo")
+           for (n, e) in analyses if e == "lstm" and (n, "average") in analyses}
+    if loo:
+        m = float(np.nanmean(list(loo.values())))
+        out.append(("Fig. 5: attention–LOO τ is higher for Average than BiLSTM by ≈ 0.375 on average (≥ 0.25)",
+                    decide(m >= 0.25), f"mean difference {m:.3f}; " + _fmt(loo)))
+    for enc in cfg["encoders"]:
+        med = {TASKS[n].label: float(np.median(a.perm_median_tvd)) for (n, e), a in analyses.items() if e == enc}
+        if med:
+            out.append((f"Fig. 6: permuting attention rarely changes the output ({ENCODER_LABELS[enc]}): the median "
+                        f"instance's Δŷ^med < 0.05 on every dataset", decide(all(v < 0.05 for v in med.values())),
+                        _fmt(med)))
+    for enc in cfg["encoders"]:
+        frac = {TASKS[n].label: float((a.adv_eps_max_jsd > 0.6).mean()) for (n, e), a in analyses.items()
+                if e == enc and a.adv_eps_max_jsd.size}
+        if frac:
+            out.append((f"Fig. 7: adversarial attention is often near the JSD bound ln 2 ≈ 0.69 "
+                        f"({ENCODER_LABELS[enc]}): ε-max JSD > 0.6 for at least half the instances on every dataset",
+                        decide(all(v >= 0.5 for v in frac.values())), "fraction > 0.6: " + _fmt(frac)))
+    trend = {TASKS[n].label: _jsd_trend(a) for (n, e), a in analyses.items()
+             if e == "lstm" and a.adv_eps_max_jsd.size > 2}
+    if trend:
+        pooled = _jsd_trend(*[a for (n, e), a in analyses.items() if e == "lstm"])
+        negative = sum(v < 0 for v in trend.values())
+        out.append(("Fig. 8: ε-max JSD decreases (weakly) with the maximum attention: Kendall τ < 0 on most datasets "
+                    "(BiLSTM)", decide(negative > len(trend) / 2),
+                    f"{negative} of {len(trend)} negative; " + _fmt(trend) + f"; pooled over datasets {pooled:.3f}"))
+    sst = perf.get(TASKS["sst_jw"].label, {}).get("test_lstm")
+    babi = perf.get(TASKS["babi1"].label, {}).get("test_lstm")
+    for label, cell, tol in (("SST", sst, 0.05), ("bAbI 1", babi, 0.05)):
+        if cell is not None:
+            out.append((f"Table 1: the BiLSTM's test performance on {label} is within {tol} of the paper's",
+                        decide(abs(cell[1] - cell[0]) <= tol), f"ours {cell[1]:.3f} vs paper {cell[0]:.2f}"))
+    if tr is not None and ("sst_jw", "lstm") in analyses:
+        out += transformer_claims(tr, analyses["sst_jw", "lstm"], decide)
+    return out
+
+
+def transformer_claims(tr: Analysis, lstm: Analysis, decide) -> list[tuple[str, bool | None, str]]:
+    """Beyond the paper: the same questions for the Transformer (SST)."""
+    t_attn, l_attn = mean_tau(tr, "attn_loo"), mean_tau(lstm, "attn_loo")
+    t_chef = mean_tau(tr, "chefer_loo")
+    med = float(np.median(tr.perm_median_tvd))
+    frac = float((tr.adv_eps_max_jsd > 0.6).mean()) if tr.adv_eps_max_jsd.size else float("nan")
+    return [
+        ("Beyond: the Transformer's last-layer [CLS] attention agrees with LOO no better than the BiLSTM's attention "
+         "(mean τ_loo, SST)", decide(t_attn <= l_attn), f"Transformer {t_attn:.3f} vs BiLSTM {l_attn:.3f}"),
+        ("Beyond: Chefer's relevance agrees with LOO better than the Transformer's raw attention (mean τ_loo, SST)",
+         decide(t_chef > t_attn), f"Chefer {t_chef:.3f} vs attention {t_attn:.3f}"),
+        ("Beyond: permuting the Transformer's last-layer [CLS] attention rarely changes the output (median "
+         "Δŷ^med < 0.05)", decide(med < 0.05), f"median Δŷ^med = {med:.4f}"),
+        ("Beyond: adversarial last-layer [CLS] attention with ε-max JSD > 0.6 exists for at least half the SST "
+         "sentences", decide(frac >= 0.5), f"fraction {frac:.3f}"),
+    ]
+
+
+def start_results(cfg: Mapping, tasks: Mapping[str, Task], meta: Mapping | None = None) -> Results:
+    """The notebook's Results, with the run's settings in `meta`; tables and claims are added as they are computed."""
+    return Results(NOTEBOOK, cfg["profile"], meta={
+        "datasets": list(tasks), "encoders": list(cfg["encoders"]), "attention": cfg["attention"],
+        "embeddings": "MiniLM-L6 word-piece table (384-d); bAbI: random 50-d",
+        "n_analysis": {TASKS[n].label: len(t.analysis_rows) for n, t in tasks.items()},
+        "n_adversarial": {TASKS[n].label: t.n_adversarial for n, t in tasks.items()},
+        "significance_level": cfg["level"], "seed": cfg["seed"], **(meta or {})})
+
+
+def add_performance(res: Results, perf: Mapping) -> Results:
+    return res.add_table(
+        "table1_performance", "Test performance (F1 = macro-F1 for classification, accuracy for SNLI and bAbI); "
+        "paper = Table 1 (BiLSTM). AG News here is Sports vs rest (offline AGN-2), SNLI is trained on its 9.8k "
+        "validation pairs, IMDB on a 4.3k subset.", perf, direction={"test_lstm": "higher", "test_average": "higher"})
+
+
+def add_analysis_tables(res: Results, analyses: Mapping, models: Mapping, level: float = 0.05) -> Results:
+    res.add_table("table2_kendall_tau", f"Kendall τ between attention and gradient (τ_g) / leave-one-out (τ_loo), "
+                  f"mean, std and Sig. Frac. (p < {level}) per predicted class; paper = Table 2. SNLI class indices "
+                  "follow our label order (entailment, neutral, contradiction); the paper's order is not stated.",
+                  table2_rows(analyses, level))
+    res.add_table("fig6_permutation", "Permutation (Alg. 2): Δŷ^med = median TVD over 100 permutations of α̂ with h "
+                  "fixed (one decoder call per batch)", permutation_rows(analyses))
+    res.add_table("fig7_adversarial", "Adversarial attention (Alg. 3, k = 5, λ = 500, 500 Adam steps): ε-max JSD of "
+                  "the final iterates; any_iterate = the best feasible JSD seen during the optimisation",
+                  adversarial_rows(analyses), direction={"mean_eps_max_jsd": "higher"})
+    return res
+
+
+def add_timing(res: Results, models: Mapping, analyses: Mapping) -> Results:
+    """Training seconds and analysis milliseconds per instance; `analyses` may include the Transformer's."""
+    return res.add_table("timing", "Training seconds (recorded when the model was trained) and analysis "
+                         "milliseconds per instance (adversarial: per instance of the adversarial subsample)",
+                         timing_rows(models, analyses))
+
+
+def add_transformer(res: Results, tr: Analysis, analyses: Mapping) -> Results:
+    res.add_table("transformer", "Beyond the paper (SST test sentences): attention–importance agreement, permutation "
+                  "and adversarial results for the fine-tuned MiniLM classifier's last-layer [CLS] attention, next to "
+                  "the RNN models", transformer_rows(tr, analyses))
+    return res
+
+
+def add_claims(res: Results, cfg: Mapping, perf: Mapping, analyses: Mapping, tr: Analysis | None) -> Results:
+    for text, holds, detail in claims(cfg, perf, analyses, tr):
+        res.add_claim(text, holds, detail)
+    return res
+
+
+def task_overview(tasks: Mapping[str, Task]):
+    """One row per dataset: sizes, vocabulary, mean length (word pieces) and how many instances are analysed."""
+    import pandas as pd
+
+    rows = {}
+    for name, t in tasks.items():
+        rows[t.spec.label] = {"train": len(t.train), "dev": len(t.dev), "test": len(t.test), "vocab": len(t.vocab),
+                              "mean length": round(float(np.mean([len(x) for x in t.test.ids])), 1),
+                              "analysed": len(t.analysis_rows), "adversarial": t.n_adversarial,
+                              "ε": t.epsilon, "classes": len(t.label_names)}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+# ---------------------------------------------------------------- figures
+def _class_colours(n: int) -> list[str]:
+    return [COLORBLIND[4], COLORBLIND[1], COLORBLIND[2], COLORBLIND[0], COLORBLIND[3], COLORBLIND[5]][:max(n, 1)] + \
+        COLORBLIND[6:]
+
+
+def _grid(n_rows: int, n_cols: int, w: float = 2.6, h: float = 2.0):
+    fig = Figure(figsize=(w * n_cols, h * n_rows), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(n_rows, n_cols, squeeze=False))
+    return fig, axes
+
+
+def _by_class(a: Analysis):
+    names = a.label_names if len(a.label_names) <= 6 else [str(i) for i in range(len(a.label_names))]
+    pred = a.predicted
+    return [(c, names[c] if c < len(names) else str(c), pred == c) for c in sorted(set(pred.tolist()))]
+
+
+def tau_histograms(analyses: Mapping, measure: str = "attn_grad", encoders: Sequence[str] = ENCODERS) -> Figure:
+    """Fig. 2: histograms of per-instance τ per dataset (columns) and encoder (rows), coloured by predicted class."""
+    names = list(dict.fromkeys(n for n, _ in analyses))
+    encs = [e for e in encoders if any((n, e) in analyses for n in names)]
+    fig, axes = _grid(len(encs), len(names))
+    colours = _class_colours(6)
+    for r, enc in enumerate(encs):
+        for c, name in enumerate(names):
+            ax = axes[r, c]
+            a = analyses.get((name, enc))
+            if a is None:
+                ax.set_axis_off()
+                continue
+            tau = np.asarray(a.tau[measure].statistic, float)
+            for k, (cls, label, sel) in enumerate(_by_class(a)):
+                vals = tau[sel & np.isfinite(tau)]
+                ax.hist(vals, bins=np.linspace(-1, 1, 21), alpha=0.6, color=colours[k % len(colours)], label=label)
+            ax.set_title(f"{TASKS[name].label} ({ENCODER_LABELS[enc]})", fontsize=9)
+            ax.set_xlim(-1, 1)
+            if r == len(encs) - 1:
+                ax.set_xlabel(f"Kendall τ ({measure.replace('attn', 'attention').replace('_', ' vs ')})")
+            if len(_by_class(a)) <= 3:
+                ax.legend(fontsize=6)
+    return fig
+
+
+def gap_figure(analyses: Mapping, encoder: str = "lstm") -> Figure:
+    """Figs. 3–4: mean τ(gradient, LOO) − τ(attention, LOO) and − τ(attention, gradient), per dataset."""
+    fig, axes = _grid(1, 2, w=3.6, h=2.6)
+    names = [n for (n, e) in analyses if e == encoder]
+    for ax, other, title in ((axes[0, 0], "attn_loo", "Fig. 3: τ(grad, LOO) − τ(attn, LOO)"),
+                             (axes[0, 1], "attn_grad", "Fig. 4: τ(grad, LOO) − τ(attn, grad)")):
+        vals = [mean_tau(analyses[n, encoder], "grad_loo") - mean_tau(analyses[n, encoder], other) for n in names]
+        ax.barh([TASKS[n].label for n in names], vals, color=COLORBLIND[0])
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(f"{title} ({ENCODER_LABELS[encoder]})", fontsize=9)
+        ax.set_xlabel("difference in mean Kendall τ")
+    return fig
+
+
+def encoder_figure(analyses: Mapping) -> Figure:
+    """Fig. 5: mean τ for the Average encoder minus the BiLSTM's, for LOO and gradients, per dataset."""
+    fig, axes = _grid(1, 1, w=4.2, h=2.6)
+    ax = axes[0, 0]
+    names = [n for (n, e) in analyses if e == "lstm" and (n, "average") in analyses]
+    y = np.arange(len(names))
+    for off, measure, label, colour in ((-0.2, "attn_loo", "τ(attention, LOO)", COLORBLIND[0]),
+                                        (0.2, "attn_grad", "τ(attention, gradient)", COLORBLIND[1])):
+        vals = [mean_tau(analyses[n, "average"], measure) - mean_tau(analyses[n, "lstm"], measure) for n in names]
+        ax.barh(y + off, vals, height=0.4, label=label, color=colour)
+    ax.set_yticks(y, [TASKS[n].label for n in names])
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("mean τ (Average) − mean τ (BiLSTM)")
+    ax.set_title("Fig. 5: Average vs BiLSTM", fontsize=9)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _scatter_panels(analyses: Mapping, encoder: str, x_of, y_of, xlabel: str, ylabel: str, title: str,
+                    xlim=None) -> Figure:
+    keys = [k for k in analyses if k[1] == encoder]
+    fig, axes = _grid(1, max(len(keys), 1), w=2.6, h=2.4)
+    colours = _class_colours(6)
+    for ax, key in zip(axes[0], keys):
+        a = analyses[key]
+        x, y = x_of(a), y_of(a)
+        for k, (cls, label, sel) in enumerate(_by_class(a)):
+            sel = sel[:len(x)]
+            ax.scatter(x[sel], y[sel], s=6, alpha=0.6, color=colours[k % len(colours)], label=label)
+        ax.set_title(f"{TASKS[key[0]].label} ({ENCODER_LABELS[encoder]})", fontsize=9)
+        ax.set_xlabel(xlabel)
+        if xlim is not None:
+            ax.set_xlim(*xlim)
+        if len(_by_class(a)) <= 3:
+            ax.legend(fontsize=6)
+    axes[0, 0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def permutation_figure(analyses: Mapping, encoder: str = "lstm") -> Figure:
+    """Fig. 6: median output change under permutation (x) vs the maximum attention (y)."""
+    return _scatter_panels(analyses, encoder, lambda a: a.perm_median_tvd, lambda a: a.max_attention,
+                           "median Δŷ (TVD)", "max attention", "Fig. 6: permuting attention", xlim=(0, None))
+
+
+def adversarial_histograms(analyses: Mapping, encoder: str = "lstm") -> Figure:
+    """Fig. 7: histograms of the ε-max JSD, coloured by predicted class."""
+    keys = [k for k in analyses if k[1] == encoder and analyses[k].adv_eps_max_jsd.size]
+    fig, axes = _grid(1, max(len(keys), 1), w=2.6, h=2.2)
+    colours = _class_colours(6)
+    for ax, key in zip(axes[0], keys):
+        a = analyses[key]
+        jsd = a.adv_eps_max_jsd
+        for k, (cls, label, sel) in enumerate(_by_class(a)):
+            ax.hist(jsd[sel[:jsd.size]], bins=np.linspace(0, at.LN2, 15), alpha=0.6,
+                    color=colours[k % len(colours)], label=label)
+        ax.axvline(at.LN2, color="black", lw=0.8, ls="--")
+        ax.set_title(f"{TASKS[key[0]].label} ({ENCODER_LABELS[encoder]})", fontsize=9)
+        ax.set_xlabel("ε-max JSD")
+        if len(_by_class(a)) <= 3:
+            ax.legend(fontsize=6)
+    fig.suptitle("Fig. 7: adversarial attention", fontsize=10)
+    return fig
+
+
+def adversarial_scatter(analyses: Mapping, encoder: str = "lstm") -> Figure:
+    """Fig. 8: ε-max JSD (x) against the maximum attention (y)."""
+    keys = {k: a for k, a in analyses.items() if k[1] == encoder and a.adv_eps_max_jsd.size}
+    return _scatter_panels(keys, encoder, lambda a: a.adv_eps_max_jsd,
+                           lambda a: a.max_attention[:a.adv_eps_max_jsd.size], "ε-max JSD", "max attention",
+                           "Fig. 8: ε-max JSD vs max attention", xlim=(0, 0.7))
+
+
+def transformer_figure(tr: Analysis, lstm: Analysis | None = None) -> Figure:
+    """Beyond the paper: τ histograms of Transformer attention and Chefer relevance against gradient and LOO, and
+    the permutation / adversarial distributions next to the BiLSTM's (SST)."""
+    fig, axes = _grid(1, 4, w=2.6, h=2.3)
+    bins = np.linspace(-1, 1, 21)
+    for ax, (measures, title) in zip(axes[0, :2], ((("attn_grad", "chefer_grad"), "vs gradient"),
+                                                    (("attn_loo", "chefer_loo"), "vs LOO"))):
+        for measure, label, colour in ((measures[0], "attention", COLORBLIND[0]),
+                                       (measures[1], "Chefer", COLORBLIND[1])):
+            vals = np.asarray(tr.tau[measure].statistic, float)
+            ax.hist(vals[np.isfinite(vals)], bins=bins, alpha=0.6, label=label, color=colour)
+        ax.set_title(f"Transformer: τ {title}", fontsize=9)
+        ax.set_xlabel("Kendall τ")
+        ax.legend(fontsize=6)
+    ax = axes[0, 2]
+    ax.hist(tr.perm_median_tvd, bins=20, alpha=0.6, label="Transformer", color=COLORBLIND[2])
+    if lstm is not None:
+        ax.hist(lstm.perm_median_tvd, bins=20, alpha=0.6, label="BiLSTM", color=COLORBLIND[4])
+    ax.set_title("permutation: Δŷ^med", fontsize=9)
+    ax.set_xlabel("median TVD")
+    ax.legend(fontsize=6)
+    ax = axes[0, 3]
+    jbins = np.linspace(0, at.LN2, 15)
+    ax.hist(tr.adv_eps_max_jsd, bins=jbins, alpha=0.6, label="Transformer", color=COLORBLIND[2])
+    if lstm is not None and lstm.adv_eps_max_jsd.size:
+        ax.hist(lstm.adv_eps_max_jsd, bins=jbins, alpha=0.6, label="BiLSTM", color=COLORBLIND[4])
+    ax.set_title("adversarial: ε-max JSD", fontsize=9)
+    ax.set_xlabel("ε-max JSD")
+    ax.legend(fontsize=6)
+    return fig
+
+
+def _out_text(a: Analysis, probs: np.ndarray) -> str:
+    c = int(np.argmax(probs))
+    name = a.label_names[c] if c < len(a.label_names) else str(c)
+    return f"ŷ = {name} ({probs[c]:.3f})"
+
+
+def instance_panels(a: Analysis, i: int) -> Figure:
+    """Fig. 1 / App. D: original, median-permuted and adversarial attention on instance i, with the outputs."""
+    if not 0 <= i < len(a):
+        raise ExperimentError(f"instance must be in 0..{len(a) - 1} for {TASKS[a.dataset].label} / "
+                              f"{ENCODER_LABELS[a.encoder]}, got {i}")
+    tokens = [t for t in a.tokens[i]]
+    head = f"{TASKS[a.dataset].label} / {ENCODER_LABELS[a.encoder]} #{i}"
+    if a.queries is not None:
+        head += f" — query: {a.queries[i]}"
+    tau_g = float(a.tau["attn_grad"].statistic[i])
+    panels = [(f"{head}\noriginal attention: {_out_text(a, a.probs[i])}, τ_g = {tau_g:.2f}", tokens, a.attention[i])]
+    d_perm = 0.5 * float(np.abs(a.perm_probs[i] - a.probs[i]).sum())
+    panels.append((f"median permutation: {_out_text(a, a.perm_probs[i])}, Δŷ = {d_perm:.3f}", tokens,
+                   a.perm_alpha[i]))
+    if i < len(a.adv_alpha):
+        d_adv = 0.5 * float(np.abs(a.adv_probs[i] - a.probs[i]).sum())
+        panels.append((f"adversarial (ε-max JSD = {a.adv_eps_max_jsd[i]:.3f}): {_out_text(a, a.adv_probs[i])}, "
+                       f"Δŷ = {d_adv:.3f}", tokens, a.adv_alpha[i]))
+    return token_heatmap_panels(panels, max_width=90, shared_scale=True)
+
+
+def striking_instance(a: Analysis, max_tokens: int = 40) -> int:
+    """A short instance with a large ε-max JSD and peaked original attention (for the Fig. 1-style heatmap)."""
+    n = a.adv_eps_max_jsd.size
+    if n == 0:
+        return 0
+    short = np.asarray([len(t) <= max_tokens for t in a.tokens[:n]])
+    score = a.adv_eps_max_jsd + 0.5 * a.max_attention[:n] - 10 * (~short)
+    return int(np.argmax(score))
+
+
+def figure1(analyses: Mapping, preferred: tuple[str, str] = ("sst_jw", "lstm")) -> Figure:
+    """Fig. 1: the striking instance of the preferred analysis (else the first one)."""
+    a = analyses.get(preferred) or next(iter(analyses.values()))
+    return instance_panels(a, striking_instance(a))
+
+
+def instance_renderer(analyses: Mapping):
+    """A render function for `lab.widgets.controls`: (dataset, encoder, instance) -> Figure."""
+
+    def render(dataset: str, encoder: str, instance: int):
+        key = (dataset, encoder)
+        if key not in analyses:
+            avail = ", ".join(f"{d}/{e}" for d, e in analyses)
+            raise ExperimentError(f"no analysis for {dataset}/{encoder}; available: {avail}")
+        return instance_panels(analyses[key], int(instance))
+
+    return render

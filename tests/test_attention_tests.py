@@ -1,0 +1,274 @@
+"""Jain & Wallace attention tests (lab.attention_tests): permutations, adversaries, importance, τ summaries, and the
+Transformer view that decodes the last block from fixed value vectors."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lab import attention_tests as at
+from lab.models import rnn
+from tests.models import text_batch, tiny_bert, tiny_roberta, unbatch
+
+
+def tiny_rnn(encoder="lstm", pair=False, num_classes=2, seed=0):
+    torch.manual_seed(seed)
+    cfg = rnn.RNNConfig(vocab_size=20, num_classes=num_classes, encoder=encoder, embed_dim=6, hidden=4, pair=pair)
+    return rnn.AttentionClassifier(cfg).double().eval()
+
+
+def encoded(lengths, pair=False, seed=0):
+    gen = np.random.default_rng(seed)
+    ids = [gen.integers(2, 20, n).tolist() for n in lengths]
+    q = [gen.integers(2, 20, 3).tolist() for _ in lengths] if pair else None
+    return rnn.EncodedSet(ids, [0] * len(lengths), q, list(range(len(lengths))))
+
+
+def view_with(decode_fn, alpha, mask):
+    """A view whose decode is `decode_fn(alpha [B, K, T]) -> probs` (counts calls)."""
+    box = {"calls": 0}
+
+    def decode(a):
+        box["calls"] += 1
+        return decode_fn(a)
+
+    with torch.no_grad():
+        probs = decode_fn(alpha[:, None])[:, 0]
+    return at.AttentionView(alpha, mask, probs, decode), box
+
+
+# ---------------------------------------------------------------- permutations
+def test_permutations_shuffle_only_valid_positions_and_share_them_across_heads():
+    gen = torch.Generator().manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    alpha = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.0], [0.7, 0.3, 0.0, 0.0, 0.0]])
+    p = at.permute_attention(alpha, mask, 50, gen)
+    assert p.shape == (2, 50, 5)
+    for b in range(2):
+        n = int(mask[b].sum())
+        for k in range(50):
+            assert sorted(p[b, k, :n].tolist()) == pytest.approx(sorted(alpha[b, :n].tolist()))
+            assert (p[b, k, n:] == 0).all()
+    assert len({tuple(r.tolist()) for r in p[0]}) > 5  # actually random
+    heads = torch.stack([alpha, alpha * 2, alpha * 3], dim=1)  # [B, H, T]
+    ph = at.permute_attention(heads, mask, 7, torch.Generator().manual_seed(1))
+    assert ph.shape == (2, 7, 3, 5)
+    assert torch.allclose(ph[:, :, 1], 2 * ph[:, :, 0]) and torch.allclose(ph[:, :, 2], 3 * ph[:, :, 0])
+
+
+def test_left_padding_is_refused():
+    with pytest.raises(at.AttentionTestError, match="right-padded"):
+        at.permute_attention(torch.ones(1, 3) / 2, torch.tensor([[False, True, True]]), 2, torch.Generator())
+
+
+def test_permutation_test_uses_one_decoder_call_and_measures_tvd():
+    model = tiny_rnn("average")
+    batch = rnn.make_batch(encoded([6, 3, 5]))
+    view = at.rnn_view(model, batch)
+    counting, box = view_with(view.decode, view.alpha, view.mask)
+    res = at.permutation_test(counting, n=100, seed=0)
+    assert box["calls"] == 1 and res.tvd.shape == (3, 100)
+    # recompute one permutation's output by hand: TVD(ŷ^p, ŷ)
+    perm = at.permute_attention(view.alpha, view.mask, 100, torch.Generator().manual_seed(0))
+    enc = model.encode(batch)
+    direct = model.probabilities(model.decode(enc.h, perm[:, 7], enc.query))
+    assert torch.allclose(res.tvd[:, 7], 0.5 * (direct - view.probs).abs().sum(-1))
+    assert torch.allclose(res.median_tvd, torch.as_tensor(np.median(res.tvd.numpy(), axis=1)))
+    assert torch.allclose(res.max_attention, view.alpha.max(-1).values)
+
+
+def test_an_output_that_ignores_attention_is_never_changed_by_permutation():
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    alpha = torch.softmax(torch.randn(2, 4), -1)
+    view, _ = view_with(lambda a: torch.full((*a.shape[:-1], 2), 0.5), alpha, mask)
+    assert (at.permutation_test(view, n=10).median_tvd == 0).all()
+
+
+# ---------------------------------------------------------------- adversaries
+def test_jsd_bounds_and_finite_gradients_at_zero_entries():
+    p = torch.tensor([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]], requires_grad=True)
+    q = torch.tensor([[0.0, 0.0, 1.0], [0.2, 0.3, 0.5]])
+    d = at.jsd(p, q)
+    assert d[0].item() == pytest.approx(math.log(2), abs=1e-6) and d[1].item() == pytest.approx(0, abs=1e-7)
+    logits = torch.tensor([[0.0, 1.0, float("-inf")]], requires_grad=True)
+    (g,) = torch.autograd.grad(at.jsd(torch.softmax(logits, -1), torch.tensor([[0.5, 0.5, 0.0]])).sum(), logits)
+    assert torch.isfinite(g).all()
+
+
+def test_adversary_reaches_the_jsd_bound_when_the_output_ignores_attention():
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2], dtype=torch.bool)
+    alpha = torch.tensor([[0.9, 0.02, 0.02, 0.02, 0.02, 0.02], [0.25, 0.25, 0.25, 0.25, 0.0, 0.0]])
+    view, box = view_with(lambda a: torch.full((*a.shape[:-1], 2), 0.5), alpha, mask)
+    res = at.adversarial_attention(view, k=3, epsilon=0.01, steps=200, lr=0.05)
+    assert box["calls"] == 201  # all instances and all k adversaries in one decoder call per step
+    assert res.alphas.shape == (2, 3, 6) and (res.alphas[1, :, 4:] == 0).all()
+    assert torch.allclose(res.alphas.sum(-1), torch.ones(2, 3))
+    assert (res.tvd == 0).all()
+    assert res.eps_max_jsd[0] > 0.6  # moved away from the peak
+    assert (res.eps_max_jsd <= math.log(2) + 1e-6).all()
+    assert (res.any_iterate_eps_max_jsd >= res.eps_max_jsd - 1e-6).all()
+
+
+def test_adversary_stays_close_when_the_output_reads_the_attention():
+    """ŷ = (α_0, 1 − α_0): any feasible adversary keeps α_0 within ε, so its JSD to α̂ is bounded well below ln 2."""
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    alpha = torch.tensor([[0.8, 0.1, 0.1]])
+
+    def decode(a):
+        return torch.stack([a[..., 0], 1 - a[..., 0]], -1)
+
+    view, _ = view_with(decode, alpha, mask)
+    res = at.adversarial_attention(view, k=4, epsilon=0.01, steps=300)
+    ok = res.tvd <= 0.01
+    assert (res.alphas[..., 0][ok] - 0.8).abs().max() <= 0.0100001
+    assert res.eps_max_jsd.item() < 0.1  # (0.8, 0.2, 0) vs (0.8, 0.1, 0.1) is the most it could move
+
+
+def test_adversary_argument_checks():
+    view, _ = view_with(lambda a: torch.full((*a.shape[:-1], 2), 0.5), torch.ones(1, 2) / 2, torch.ones(1, 2).bool())
+    with pytest.raises(at.AttentionTestError, match="k must be"):
+        at.adversarial_attention(view, k=1)
+
+
+# ---------------------------------------------------------------- importance (RNN)
+def test_gradient_importance_is_abs_grad_dot_embedding_with_attention_detached():
+    model = tiny_rnn("lstm", num_classes=3)
+    batch = rnn.make_batch(encoded([5, 3]))
+    g = at.gradient_importance(model, batch)
+    assert g.shape == batch.ids.shape and (g[~batch.mask] == 0).all() and (g[batch.mask] >= 0).all()
+    e = model.embed(batch.ids).detach().requires_grad_(True)
+    out = model(batch, embeds=e, detach_attention=True)
+    probs = model.probabilities(out.logits)
+    y = probs[0, probs[0].argmax()]
+    (grad,) = torch.autograd.grad(y, e)
+    assert torch.allclose(g[0], (grad[0] * e[0]).sum(-1).abs() * batch.mask[0])
+
+
+def test_leave_one_out_removes_each_token_in_turn():
+    model = tiny_rnn("lstm", pair=True)
+    data = encoded([4, 1, 3], pair=True)
+    batch = rnn.make_batch(data)
+    loo = at.leave_one_out_tvd(model, batch)
+    ref = model.probabilities(model(batch).logits)
+    ids = data.ids[0]
+    for t in range(4):
+        removed = rnn.EncodedSet([ids[:t] + ids[t + 1:]], [0], [data.query_ids[0]], [0])
+        p = model.probabilities(model(rnn.make_batch(removed)).logits)[0]
+        assert loo[0, t].item() == pytest.approx(0.5 * (p - ref[0]).abs().sum().item(), abs=1e-6)
+    assert torch.isnan(loo[1]).all()  # a single-token input has no leave-one-out
+    assert torch.isnan(loo[2, 3:]).all() and torch.isfinite(loo[2, :3]).all()
+
+
+# ---------------------------------------------------------------- τ summaries
+def test_kendall_per_instance_drops_nan_positions_and_summary_groups():
+    a = [np.array([1.0, 2, 3, np.nan]), np.array([3.0, 2, 1]), np.array([1.0])]
+    b = [np.array([1.0, 2, 3, 4]), np.array([1.0, 2, 3]), np.array([2.0])]
+    corr = at.kendall_per_instance(a, b)
+    assert corr.statistic[0] == pytest.approx(1.0) and corr.statistic[1] == pytest.approx(-1.0)
+    assert np.isnan(corr.statistic[2])
+    s = at.summarise_tau(corr, [0, 0, 1])
+    assert s[0]["mean"] == pytest.approx(0.0) and s[0]["std"] == pytest.approx(1.0) and s[0]["n"] == 2
+    assert np.isnan(s[1]["mean"]) and s[1]["sig_frac"] == 0.0
+    long = [np.arange(30.0)] * 2
+    assert at.summarise_tau(at.kendall_per_instance(long, long), ["x", "x"])["x"]["sig_frac"] == 1.0
+
+
+# ---------------------------------------------------------------- the Transformer view
+@pytest.mark.parametrize("make", [tiny_bert, tiny_roberta])
+def test_transformer_view_decodes_its_own_attention_exactly(make):
+    model = make(num_labels=3)
+    batch = text_batch(lengths=(7, 4, 5))
+    view = at.transformer_view(model, batch)
+    assert view.alpha.shape == (3, 4, 7) and view.heads
+    with torch.no_grad():
+        logits = model(**batch).logits
+    assert torch.allclose(view.probs, logits.softmax(-1), atol=1e-10)
+    again = view.decode(view.alpha[:, None])[:, 0]
+    assert torch.allclose(again, view.probs, atol=1e-10)
+    assert torch.allclose(view.shown.sum(-1), torch.ones(3, dtype=view.shown.dtype))
+    # every head given the same (head-mean) row is a different model output in general
+    shared = view.decode(view.shown[:, None])[:, 0]
+    assert not torch.allclose(shared, view.probs, atol=1e-6)
+    # the view of one unpadded row agrees with the padded batch
+    single = at.transformer_view(model, unbatch(batch, 1))
+    assert torch.allclose(single.probs[0], view.probs[1], atol=1e-10)
+    assert len(model._forward_hooks) == 0 and all(len(m._forward_hooks) == 0 for m in model.modules())
+
+
+def test_transformer_permutation_and_adversary_run_batched():
+    model = tiny_bert(num_labels=2)
+    batch = text_batch(lengths=(6, 4))
+    view = at.transformer_view(model, batch)
+    perm = at.permutation_test(view, n=20)
+    assert perm.tvd.shape == (2, 20) and perm.median_alpha.shape == (2, 6)
+    assert torch.allclose(perm.median_alpha.sum(-1), torch.ones(2, dtype=perm.median_alpha.dtype))
+    adv = at.adversarial_attention(view, k=3, epsilon=0.05, steps=15)
+    assert adv.alphas.shape == (2, 3, 6) and (adv.alphas[1, :, 4:] == 0).all()
+    feasible = adv.tvd <= 0.05
+    best = adv.jsd.where(feasible, torch.zeros_like(adv.jsd)).max(1).values
+    assert torch.allclose(adv.eps_max_jsd, best)
+
+
+def test_amsgrad_adam_matches_torch_optim():
+    torch.manual_seed(0)
+    a = torch.randn(3, 4, dtype=torch.float64)
+    b = a.clone().requires_grad_(True)
+    ours = at.AmsgradAdam(a, lr=0.05)
+    ref = torch.optim.Adam([b], lr=0.05, amsgrad=True)
+    for step in range(25):
+        grad = torch.randn(3, 4, dtype=torch.float64) * (1 + step % 3)
+        ours.step(grad)
+        b.grad = grad.clone()
+        ref.step()
+    assert torch.allclose(a, b.detach(), atol=1e-12)
+
+
+# ---------------------------------------------------------------- the notebook's experiment module
+def toy_task(n=12):
+    from lab.experiments import jain_wallace as jw
+
+    class Tok:
+        unk_token, unk_token_id = "[UNK]", 1
+
+        def convert_ids_to_tokens(self, ids):
+            return [f"w{i}" for i in ids]
+
+    data = encoded([3 + i % 5 for i in range(n)], seed=1)
+    data.labels = [i % 2 for i in range(n)]
+    vocab = rnn.Vocab(list(range(100, 118)), Tok())
+    return jw.Task(jw.TASKS["sst_jw"], vocab, data, data, data, ("negative", "positive"), list(range(n)), 4)
+
+
+def test_experiment_settings_reject_unknown_names():
+    from lab.experiments import jain_wallace as jw
+
+    with pytest.raises(jw.ExperimentError, match="unknown profile"):
+        jw.settings("huge")
+    with pytest.raises(jw.ExperimentError, match="unknown dataset"):
+        jw.settings("smoke", datasets=("mnist",))
+    assert jw.per_dataset({"imdb": 256, None: 128}, "imdb") == 256 and jw.per_dataset({None: 128}, "snli") == 128
+
+
+def test_rnn_analysis_tables_and_figures_fit_together():
+    from lab.experiments import jain_wallace as jw
+
+    task = toy_task()
+    cfg = jw.settings("smoke", progress=False, adv_steps=5, chunk=5, adv_chunk=3)
+    model = rnn.AttentionClassifier(rnn.RNNConfig(vocab_size=20, num_classes=2, embed_dim=6, hidden=4)).eval()
+    trained = rnn.TrainedRNN(model, task.vocab, {"train_seconds": 1.0})
+    a = jw.analyse_rnn(task, trained, cfg)
+    assert len(a) == 12 and a.probs.shape == (12, 2) and a.adv_eps_max_jsd.shape == (4,)
+    assert [len(x) for x in a.attention] == [len(s) for s in task.test.ids]  # instance order kept
+    assert np.allclose([x.sum() for x in a.attention], 1.0, atol=1e-5)
+    assert set(a.tau) == {"attn_grad", "attn_loo", "grad_loo"} and len(a.tau["attn_grad"].statistic) == 12
+    analyses = {("sst_jw", "lstm"): a}
+    rows = jw.table2_rows(analyses)
+    assert all(k.startswith("SST / class") for k in rows) and "tau_g_bilstm" in next(iter(rows.values()))
+    assert set(jw.permutation_rows(analyses)) == set(jw.adversarial_rows(analyses)) == {"SST / BiLSTM"}
+    assert all(holds is None for _, holds, _ in jw.claims(cfg, {}, analyses, None))  # smoke: not tested
+    fig = jw.instance_panels(a, 0)
+    assert len(fig.axes) == 3  # original, permuted, adversarial
+    with pytest.raises(jw.ExperimentError, match="instance must be in 0..11"):
+        jw.instance_renderer(analyses)("sst_jw", "lstm", 12)
+    with pytest.raises(jw.ExperimentError, match="no analysis for imdb/lstm"):
+        jw.instance_renderer(analyses)("imdb", "lstm", 0)
