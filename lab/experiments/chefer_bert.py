@@ -29,6 +29,7 @@ Protocol (REPRODUCTION_SPEC 000.3-000.4), and our choices where the paper is sil
 """
 from __future__ import annotations
 
+from lab.experiments import ExperimentError, merge_settings
 import hashlib
 import json
 import time
@@ -80,19 +81,9 @@ CACHE_KIND = "chefer_bert"
 CACHE_VERSION = 1
 
 
-class ExperimentError(ValueError):
-    pass
-
-
 def settings(profile: str = "default", **overrides) -> dict:
     """The profile's sizes plus the shared protocol settings; `None` overrides keep the profile's value."""
-    if profile not in PROFILES:
-        raise ExperimentError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    cfg = {"profile": profile, **COMMON, **PROFILES[profile]}
-    unknown = set(overrides) - set(cfg)
-    if unknown:
-        raise ExperimentError(f"unknown setting(s) {sorted(unknown)}; known: {', '.join(sorted(cfg))}")
-    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = merge_settings(PROFILES, COMMON, profile, overrides)
     cfg["methods"] = tuple(cfg["methods"])
     cfg["pair_methods"] = tuple(cfg["pair_methods"])
     bad = [m for m in cfg["methods"] + cfg["pair_methods"] if m not in lab.EXPLAINERS]

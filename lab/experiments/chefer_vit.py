@@ -27,6 +27,7 @@ Paper protocol (REPRODUCTION_SPEC 000.3), and our choices where the paper is sil
 """
 from __future__ import annotations
 
+from lab.experiments import ExperimentError, merge_settings
 import inspect
 import time
 from dataclasses import dataclass, field
@@ -107,19 +108,9 @@ COMMON = dict(methods=METHODS, ablations=tuple(ABLATIONS), seed=0, fill="mean", 
 FILLS = ("mean", "zero")
 
 
-class ExperimentError(ValueError):
-    pass
-
-
 def settings(profile: str = "default", **overrides) -> dict:
     """The profile's sizes plus the shared protocol settings; `None` overrides keep the profile's value."""
-    if profile not in PROFILES:
-        raise ExperimentError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    cfg = {"profile": profile, **COMMON, **PROFILES[profile]}
-    unknown = set(overrides) - set(cfg)
-    if unknown:
-        raise ExperimentError(f"unknown setting(s) {sorted(unknown)}; known: {', '.join(sorted(cfg))}")
-    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = merge_settings(PROFILES, COMMON, profile, overrides)
     bad = [m for m in cfg["methods"] if m not in lab.EXPLAINERS]
     if bad:
         raise ExperimentError(f"unknown method(s) {bad}; registered: {', '.join(lab.EXPLAINERS)}")

@@ -32,6 +32,7 @@ Protocol (REPRODUCTION_SPEC 003) and the choices forced or left open:
 """
 from __future__ import annotations
 
+from lab.experiments import ExperimentError, merge_settings
 import os
 import time
 from dataclasses import dataclass, field
@@ -110,19 +111,9 @@ COMMON = dict(datasets=tuple(TASKS), encoders=ENCODERS, attention="tanh", embedd
               adv_chunk=256, progress=True)
 
 
-class ExperimentError(ValueError):
-    pass
-
-
 def settings(profile: str = "default", **overrides) -> dict:
     """The profile's sizes plus the shared protocol; per-dataset values are {dataset: v, None: default} dicts."""
-    if profile not in PROFILES:
-        raise ExperimentError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    cfg = {"profile": profile, **COMMON, **PROFILES[profile]}
-    unknown = set(overrides) - set(cfg)
-    if unknown:
-        raise ExperimentError(f"unknown setting(s) {sorted(unknown)}; known: {', '.join(sorted(cfg))}")
-    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = merge_settings(PROFILES, COMMON, profile, overrides)
     bad = [d for d in cfg["datasets"] if d not in TASKS]
     if bad:
         raise ExperimentError(f"unknown dataset(s) {bad}; choose from {', '.join(TASKS)}")

@@ -28,6 +28,7 @@ Protocol (REPRODUCTION_SPEC 001.3; the authors' `evaluate_explanability.py` wher
 """
 from __future__ import annotations
 
+from lab.experiments import ExperimentError, merge_settings
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -115,19 +116,9 @@ COMMON = dict(seed=0, xi_synt=heads.XI_SYNT, xi_pos=heads.XI_POS, include_self=T
               rollout_normalize=False, mask_recorded=False, progress=True)
 
 
-class ExperimentError(ValueError):
-    pass
-
-
 def settings(profile: str = "default", **overrides) -> dict:
     """The profile's sizes plus the shared protocol; `None` overrides keep the profile's value."""
-    if profile not in PROFILES:
-        raise ExperimentError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    cfg = {"profile": profile, **COMMON, **PROFILES[profile]}
-    unknown = set(overrides) - set(cfg)
-    if unknown:
-        raise ExperimentError(f"unknown setting(s) {sorted(unknown)}; known: {', '.join(sorted(cfg))}")
-    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = merge_settings(PROFILES, COMMON, profile, overrides)
     cfg["datasets"] = tuple(cfg["datasets"])
     bad = [d for d in cfg["datasets"] if d not in DATASETS]
     if bad:
