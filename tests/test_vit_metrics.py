@@ -121,6 +121,10 @@ def test_auc_is_the_mean_accuracy_over_the_range():
     assert mi.perturbation_auc([0.1, 0.9], [1.0, 0.0]) == pytest.approx(50)
     with pytest.raises(mi.MetricInputError):
         mi.perturbation_auc([0.1, 0.2], [1.0])
+    hits = np.array([[1, 0, 1], [1, 0, 0], [0, 0, 1]], dtype=float)  # 3 fractions x 3 examples
+    per_image = mi.perturbation_auc([0.1, 0.5, 0.9], hits)
+    assert per_image.shape == (3,) and per_image[1] == pytest.approx(0)
+    assert per_image.mean() == pytest.approx(mi.perturbation_auc([0.1, 0.5, 0.9], hits.mean(1)))
     with pytest.raises(mi.MetricInputError, match="direction"):
         mi.removal_order(torch.zeros(1, 2, 2), "upward")
 
@@ -208,7 +212,7 @@ def test_chefer_experiments_run_end_to_end_on_the_smoke_profile(tiny_cache, lab_
     assert path.parent == lab_dirs["results"]
     cell = res.tables["table2_segmentation"]["rows"]["chefer"]["mAP"]
     assert cell == {"paper": 86.03, "ours": t2["rows"]["chefer"]["mAP"]}
-    assert any("Fig. 2" in c["claim"] for c in res.claims)
+    assert any("Fig. 2" in c["claim"] for c in res.claims) and "table1_standard_errors" in res.tables
     for fig in (cv.figure1(ctx, maps["predicted"], 2), cv.figure2(ctx, spec, 1), cv.curves_figure(t1),
                 cv.example_renderer(ctx)(index=1, method="chefer", target_class=cv.target_choices(ctx)[3])):
         assert hasattr(fig, "savefig")

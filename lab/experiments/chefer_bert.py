@@ -237,7 +237,13 @@ def load_classifier(cfg: Mapping):
 
         model, tok = load_model(cfg["checkpoint"]), load_tokenizer(cfg["checkpoint"])
         names = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
-        return model, tok, names, {"checkpoint": str(cfg["checkpoint"]), "trained_here": False}, str(cfg["checkpoint"])
+        info, model_id = {"checkpoint": str(cfg["checkpoint"]), "trained_here": False}, str(cfg["checkpoint"])
+        metrics = Path(str(cfg["checkpoint"])) / "metrics.json"
+        if metrics.is_file():  # a checkpoint written by lab.models.training: keep its training record
+            record = json.loads(metrics.read_text())
+            info.update({k: record.get(k) for k in ("eval_accuracy", "n_train", "train_seconds", "hparams", "model")})
+            model_id += ":" + _digest(record)
+        return model, tok, names, info, model_id
     ft = fine_tune_preset(cfg["dataset"], cfg["model_profile"], model=cfg["model"], seed=cfg["seed"])
     info = {k: ft.metrics.get(k) for k in ("eval_accuracy", "eval_split", "n_eval", "n_train", "train_seconds",
                                              "hparams", "model")}

@@ -133,6 +133,7 @@ class Context:
     cfg: dict
     model_info: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -168,7 +169,14 @@ def setup(cfg: Mapping, model: torch.nn.Module | None = None) -> Context:
     info.update(image_size=size, patch_size=model.config.patch_size, grid=ViTAdapter(model).grid,
                 num_layers=model.config.num_hidden_layers, hidden_size=model.config.hidden_size,
                 num_heads=model.config.num_attention_heads)
-    return Context(model, test, pairs, dict(cfg), info, {"setup_s": round(time.perf_counter() - start, 1)})
+    return Context(model, test, pairs, dict(cfg), info, {"setup_s": round(time.perf_counter() - start, 1)}, start)
+
+
+def class_name(ctx: Context, index: int) -> str:
+    """Name of class `index`: the dataset's, else the model's own label (a model with another label set)."""
+    if 0 <= index < len(ctx.class_names):
+        return ctx.class_names[index]
+    return str(getattr(ctx.model.config, "id2label", {}).get(index, index))
 
 
 def fill_value(ctx: Context) -> torch.Tensor:
@@ -213,10 +221,13 @@ def explain_maps(model, images: torch.Tensor, method: str, targets: torch.Tensor
     return mi.pixel_maps(torch.cat(maps), tuple(images.shape[-2:]))
 
 
-def _params_for(ctx: Context, method: str, params: dict) -> dict:
+SINGLE_BLOCK = ("last_block", "second_block")  # ablations without a rollout: start_layer does not apply
+
+
+def _params_for(method: str, params: dict, start_layer: int) -> dict:
     out = dict(params)
-    if accepts(method, "start_layer") and "ablation" not in out:
-        out.setdefault("start_layer", ctx.cfg["start_layer"])
+    if accepts(method, "start_layer") and out.get("ablation") not in SINGLE_BLOCK:
+        out.setdefault("start_layer", int(start_layer))
     return out
 
 
@@ -235,7 +246,7 @@ def compute_maps(ctx: Context, names: Sequence[str], setting: str = "predicted")
             continue
         start = time.perf_counter()
         out[name] = explain_maps(ctx.model, ctx.test.images, method, targets, ctx.cfg["batch_size"],
-                                 ctx.cfg["progress"], **_params_for(ctx, method, params))
+                                 ctx.cfg["progress"], **_params_for(method, params, ctx.cfg["start_layer"]))
         ctx.timings[f"maps_{setting}_{name}_s_per_image"] = round((time.perf_counter() - start) / len(ctx.test), 4)
     return out
 
@@ -251,22 +262,30 @@ def perturbation_results(ctx: Context, maps: Mapping[str, Mapping[str, torch.Ten
     start = time.perf_counter()
     rows: dict[str, dict[str, float | None]] = {}
     curves: dict[str, dict[str, list[float]]] = {}
+    per_image: dict[str, dict[str, np.ndarray]] = {}  # per-example AUCs, for standard errors of differences
     fill = fill_value(ctx)
     forward_batch = ctx.cfg["batch_size"] * len(ctx.cfg["fractions"])  # every fraction of a batch in one pass
     for setting, by_method in maps.items():
         for name, m in by_method.items():
             for direction in DIRECTIONS:
-                acc = mi.perturbation_curve(ctx.model, ctx.test.images, ctx.test.labels, m, direction,
+                hits = mi.perturbation_hits(ctx.model, ctx.test.images, ctx.test.labels, m, direction,
                                             ctx.cfg["fractions"], fill, forward_batch)
                 col = f"{direction}_{setting}"
-                rows.setdefault(name, {})[col] = mi.perturbation_auc(ctx.cfg["fractions"], acc)
-                curves.setdefault(col, {})[name] = acc.tolist()
+                per_image.setdefault(name, {})[col] = mi.perturbation_auc(ctx.cfg["fractions"], hits)
+                rows.setdefault(name, {})[col] = float(per_image[name][col].mean())
+                curves.setdefault(col, {})[name] = hits.mean(1).tolist()
     for name in rows:  # class-agnostic methods: no target entries (as in the paper)
         for col in TABLE1_DIRECTION:
             rows[name].setdefault(col, None)
     ctx.timings[f"{timing}_perturbation_s"] = round(time.perf_counter() - start, 1)
-    return {"rows": rows, "curves": curves, "fractions": list(ctx.cfg["fractions"]),
+    return {"rows": rows, "curves": curves, "per_image": per_image, "fractions": list(ctx.cfg["fractions"]),
             "clean_accuracy": ctx.model_info["accuracy_on_examples"]}
+
+
+def paired_se(table1: Mapping, a: str, b: str, col: str) -> float:
+    """Standard error of the difference of two methods' AUCs on the same images (paired over examples)."""
+    d = table1["per_image"][a][col] - table1["per_image"][b][col]
+    return float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
 
 
 # ---- Table 2: segmentation ------------------------------------------------------------------------------
@@ -316,7 +335,7 @@ def class_specificity(ctx: Context, names: Sequence[str]) -> dict:
     pairs = ctx.pairs
     for name in names:
         method, params = method_spec(name)
-        params = _params_for(ctx, method, params)
+        params = _params_for(method, params, ctx.cfg["start_layer"])
         m = [explain_maps(ctx.model, pairs.images, method, pairs.labels[:, k], ctx.cfg["batch_size"], **params)
              for k in range(2)]
         maps[name] = m
@@ -334,7 +353,7 @@ def figure1(ctx: Context, maps: Mapping[str, torch.Tensor], n: int | None = None
     n = min(n or ctx.cfg["n_figure"], len(ctx.test))
     with torch.no_grad():
         pred = ctx.model(pixel_values=ctx.test.images[:n]).logits.argmax(-1)
-    titles = [f"{ctx.class_names[int(y)]}\n→ {ctx.class_names[int(p)]}" for y, p in zip(ctx.test.labels[:n], pred)]
+    titles = [f"{class_name(ctx, int(y))}\n→ {class_name(ctx, int(p))}" for y, p in zip(ctx.test.labels[:n], pred)]
     return lab.viz.image_grid(list(ctx.test.pixels()[:n]), {LABELS.get(k, k): v[:n] for k, v in maps.items()},
                               row_titles=titles)
 
@@ -357,6 +376,8 @@ def curves_figure(table1: Mapping):
     from matplotlib.figure import Figure
 
     cols = [c for c in TABLE1_DIRECTION if c in table1["curves"]]
+    names = list(dict.fromkeys(k for c in cols for k in table1["curves"][c]))
+    colour = {k: lab.viz.COLORBLIND[i % len(lab.viz.COLORBLIND)] for i, k in enumerate(names)}
     fig = Figure(figsize=(4.2 * len(cols), 3.2), layout="constrained")
     axes = fig.subplots(1, len(cols), squeeze=False)[0]
     for ax, col in zip(axes, cols):
@@ -365,6 +386,9 @@ def curves_figure(table1: Mapping):
         lab.viz.perturbation_curves(table1["fractions"], curves, ax=ax, ylabel="top-1 accuracy",
                                     xlabel="fraction of pixels removed", title=col.replace("_", ", "),
                                     legend_values=aucs, legend_fmt="{name} ({value:.1f})")
+        for line, k in zip(ax.get_lines(), table1["curves"][col]):  # one colour per method in every panel
+            line.set_color(colour[k])
+        ax.legend()
     return fig
 
 
@@ -393,8 +417,12 @@ def claims(table1: Mapping, table2: Mapping, table3: Mapping, specificity: Mappi
     r1, r2, r3 = table1["rows"], table2["rows"], table3["rows"]
     for name, rows, dirs in (("Table 1 (perturbation)", r1, TABLE1_DIRECTION), ("Table 2 (segmentation)", r2,
                                                                                  TABLE2_DIRECTION)):
-        lost = [f"{c}: {_best(rows, c, d)[0]} {_best(rows, c, d)[1]:.1f} vs chefer {rows['chefer'][c]:.1f}"
-                for c, d in dirs.items() if "chefer" in rows and _best(rows, c, d)[1] != rows["chefer"][c]]
+        lost = []
+        for c, d in dirs.items():
+            best, value = _best(rows, c, d)
+            if "chefer" in rows and value != rows["chefer"][c]:
+                se = f" (paired SE {paired_se(table1, best, 'chefer', c):.2f})" if rows is r1 else ""
+                lost.append(f"{c}: {best} {value:.2f} vs chefer {rows['chefer'][c]:.2f}{se}")
         out.append((f"Chefer is best on every column of {name}", not lost and "chefer" in rows,
                     "; ".join(lost) if lost else "best everywhere"))
     seg_worst = [c for c in TABLE2_DIRECTION if "lrp" in r2 and not _is_worst(r2, c, "higher", "lrp")]
@@ -409,7 +437,8 @@ def claims(table1: Mapping, table2: Mapping, table3: Mapping, specificity: Mappi
         gaps = {c: abs(r1["partial_lrp"][c] - r1["rollout"][c]) for c in ("negative_predicted", "positive_predicted")}
         out.append((f"partial LRP ≈ rollout on predicted-class perturbation (within {tolerance:g} AUC points)",
                     all(g <= tolerance for g in gaps.values()),
-                    ", ".join(f"{c} gap {g:.1f}" for c, g in gaps.items())))
+                    ", ".join(f"{c} gap {g:.2f} (paired SE {paired_se(table1, 'partial_lrp', 'rollout', c):.2f})"
+                              for c, g in gaps.items())))
     gains = {m: (r1[m]["negative_target"] - r1[m]["negative_predicted"],
                  r1[m]["positive_predicted"] - r1[m]["positive_target"])
              for m in r1 if r1[m].get("negative_target") is not None}
@@ -466,11 +495,16 @@ def build_results(ctx: Context, table1: Mapping, table2: Mapping, table3: Mappin
             "accuracy": ctx.model_info.get("test_accuracy"), "model_info": ctx.model_info,
             "fill": ctx.cfg["fill"], "start_layer": ctx.cfg["start_layer"],
             "auc": "trapezoid over fractions 0.1..0.9 divided by 0.8, percent (mean accuracy over the curve)",
-            "target_class": "ground-truth label", "timings": ctx.timings}
+            "target_class": "ground-truth label", "timings": ctx.timings,
+            "elapsed_s": round(time.perf_counter() - ctx.started, 1)}
     res = Results(NOTEBOOK, ctx.cfg["profile"], meta=meta)
     res.add_table("table1_perturbation", "Positive / negative perturbation AUC (%), predicted and target class; "
                   "positive: lower is better, negative: higher is better", pair(PAPER_TABLE1, table1["rows"]),
                   TABLE1_DIRECTION)
+    se = {m: {c: float(v.std(ddof=1) / np.sqrt(len(v))) for c, v in cols.items()}
+          for m, cols in table1["per_image"].items()}
+    res.add_table("table1_standard_errors", "Standard error of each Table 1 AUC over the test images "
+                  "(std of per-image AUCs / sqrt(N)); differences between methods have paired SEs in the claims", se)
     res.add_table("table2_segmentation", "Segmentation against the object masks (%), higher is better",
                   pair(PAPER_TABLE2, table2["rows"]), TABLE2_DIRECTION)
     res.add_table("table3_ablation", "Ablations: segmentation and predicted-class perturbation (%)",
@@ -514,8 +548,7 @@ def render_example(ctx: Context, index: int, method: str, target_class: str = "p
         if target_class not in ctx.class_names:
             raise ExperimentError(f"target_class must be one of {target_choices(ctx)}, got {target_class!r}")
         target = ctx.class_names.index(target_class)
-    if accepts(name, "start_layer") and "ablation" not in params:
-        params["start_layer"] = int(start_layer)
+    params = _params_for(name, params, start_layer)
     e = lab.explain(ctx.model, ctx.test.images[index:index + 1], name, target=target, **params)
     fig = Figure(figsize=(6.4, 3.3), layout="constrained")
     ax_in, ax_map = fig.subplots(1, 2)
@@ -527,6 +560,6 @@ def render_example(ctx: Context, index: int, method: str, target_class: str = "p
     lab.viz.overlay(image, e.patch_map(0), ax=ax_map, alpha=alpha)
     probs = e.probabilities[0]
     explained = int(e.target[0])
-    ax_map.set_title(f"{LABELS.get(method, method)} → {ctx.class_names[explained]} (p={probs[explained]:.2f})\n"
-                     f"predicted: {ctx.class_names[int(probs.argmax())]}")
+    ax_map.set_title(f"{LABELS.get(method, method)} → {class_name(ctx, explained)} (p={probs[explained]:.2f})\n"
+                     f"predicted: {class_name(ctx, int(probs.argmax()))}")
     return fig

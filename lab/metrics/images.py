@@ -140,19 +140,23 @@ def perturbation_curve(predict, images, labels, relevance, direction: str = "pos
     return perturbation_hits(predict, images, labels, relevance, direction, fractions, fill, batch_size).mean(1)
 
 
-def perturbation_auc(fractions: Sequence[float], accuracy: Sequence[float]) -> float:
+def perturbation_auc(fractions: Sequence[float], accuracy) -> float | np.ndarray:
     """Area under accuracy vs fraction, trapezoidal, divided by the fraction range, in percent.
 
     For the paper's 0.1 ... 0.9 this is the mean accuracy over the curve (end points weighted half).
+    `accuracy` is one curve [F] (returns a float) or one curve per example [F, N], e.g. `perturbation_hits`
+    (returns [N]; their mean is the AUC of the mean curve, since the AUC is linear).
     """
     f = _check_fractions(fractions)
     a = np.asarray(accuracy, dtype=float)
-    if a.shape != f.shape:
-        raise MetricInputError(f"accuracy has {a.size} values for {f.size} fractions")
+    if a.shape[:1] != f.shape or a.ndim > 2:
+        raise MetricInputError(f"accuracy has shape {a.shape}; expected ({f.size},) or ({f.size}, N)")
     if f.size == 1:
-        return float(100 * a[0])
-    area = float(np.sum((a[1:] + a[:-1]) / 2 * np.diff(f)))
-    return 100.0 * area / float(f[-1] - f[0])
+        area = a[0]
+    else:
+        w = np.diff(f).reshape(-1, *([1] * (a.ndim - 1)))
+        area = np.sum((a[1:] + a[:-1]) / 2 * w, axis=0) / float(f[-1] - f[0])
+    return float(100 * area) if a.ndim == 1 else 100 * area
 
 
 # ---- segmentation ---------------------------------------------------------------------------------------
