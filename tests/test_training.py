@@ -185,7 +185,8 @@ def test_cache_key_depends_on_hyper_parameters_and_seed(tmp_path, tokenizer):
 
 
 def test_checkpoint_path_depends_on_every_hyper_parameter(tokenizer):
-    changes = {"max_length": 20, "train_max_length": 12, "epochs": 3, "lr": 1e-3, "batch_size": 4, "warmup": 0.0,
+    changes = {"max_length": 20, "train_max_length": 12, "epochs": 3, "lr": 1e-3, "head_lr": 1e-2, "batch_size": 4,
+               "warmup": 0.0,
                "weight_decay": 0.1, "train_size": 30, "eval_size": 10, "freeze_layers": 1, "freeze_embeddings": True,
                "model": BertConfig(**{**TINY.to_dict(), "hidden_size": 16}), "eval_split": _dataset(24, 2, "dev"),
                "pair": False}
@@ -198,6 +199,21 @@ def test_checkpoint_path_depends_on_every_hyper_parameter(tokenizer):
     assert training.checkpoint_path(TRAIN, tokenizer=tokenizer, seed=1, **ARGS) != base
     assert training.checkpoint_path(_dataset(40, 3), tokenizer=tokenizer, **ARGS) != base  # other examples
     assert training.checkpoint_path(TRAIN, **ARGS) != base  # tokenizer given by object vs by the model's name
+
+
+def test_preset_reference_as_base_model_is_keyed_by_the_upstream_checkpoint(monkeypatch):
+    toy = {"train_split": "train", "eval_split": "dev", "train_size": 40, "max_length": 16}
+    monkeypatch.setitem(PRESETS, ("toy_up", "default"), toy)
+    monkeypatch.setattr(training, "_load_data", lambda dataset, hp, seed: (TRAIN, EVAL))
+    up = training.checkpoint_path("toy_up")
+    down = training.checkpoint_path(TRAIN, model="preset:toy_up/default")
+    run = training._plan(TRAIN, None, {"model": "preset:toy_up"}, None, None)
+    assert run.base == str(up) and run.upstream == ("toy_up", "default") and run.path == down
+    assert run.hp["model"] == f"preset:toy_up/default@{up.name}" and down.name.startswith("toy-from-toy_up-default-")
+    monkeypatch.setitem(PRESETS, ("toy_up", "default"), {**toy, "lr": 1e-3})  # upstream changes -> new key
+    assert training.checkpoint_path(TRAIN, model="preset:toy_up/default") != down
+    with pytest.raises(ValueError, match="no preset"):
+        training.checkpoint_path(TRAIN, model="preset:nope/default")
 
 
 def test_presets_resolve_and_all_overrides_a_subset():
@@ -251,6 +267,18 @@ def test_fine_tune_does_not_modify_a_model_instance(tokenizer):
     ft = fine_tune(TRAIN, tokenizer=tokenizer, **{**ARGS, "model": instance, "epochs": 1})
     assert all(torch.equal(before[k], v) for k, v in instance.state_dict().items())
     assert not all(torch.equal(before[k], v) for k, v in ft.model.state_dict().items())
+
+
+def test_head_lr_applies_to_pooler_and_classifier_only():
+    torch.manual_seed(0)
+    model = loading.classifier_from_config(TINY, num_labels=2)
+    training._freeze(model, 1, False)
+    opt = training._optimizer(model, 1e-4, 1e-2, 0.01)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        expected = None if name.startswith(("bert.embeddings.", "bert.encoder.layer.0.")) else \
+            1e-2 if name.startswith(("bert.pooler.", "classifier.")) else 1e-4
+        assert lr_of.get(id(p)) == expected, name
 
 
 def test_freeze_layers_keeps_bottom_layers_fixed(tokenizer):

@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "train_max_length": None,  # None: max_length; shorter training inputs cut the cost of long documents
     "epochs": 1,
     "lr": 5e-5,
+    "head_lr": None,  # learning rate of the pooler + classifier (None: lr); a higher one adapts [CLS] faster
     "batch_size": 32,
     "warmup": 0.1,  # fraction of steps with a linear learning-rate warm-up, then linear decay to 0
     "weight_decay": 0.01,
@@ -61,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "pair": None,  # None: tokenise as (text, text_pair) when the data has pairs
 }
 
+PRESET_PREFIX = "preset:"  # model="preset:sst2/default" starts from that preset's fine-tuned checkpoint
 _SMOKE = {"train_size": 48, "eval_size": 32, "max_length": 48, "epochs": 1, "batch_size": 16, "lr": 1e-4}
 
 # Named hyper-parameter sets per (dataset, profile). "default" reaches the accuracy targets on 2 CPU
@@ -111,7 +113,8 @@ def fine_tune_preset(dataset: str, profile: str = "default", **overrides) -> Fin
 
 def fine_tune(dataset: str | TextDataset, *, model: Any = None, tokenizer: Any = None, max_length: int | None = None,
               train_max_length: int | None = None,
-              epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
+              epochs: int | None = None, lr: float | None = None, head_lr: float | None = None,
+              batch_size: int | None = None,
               seed: int | None = None, train_split: str | None = None, train_size: int | str | None = None,
               eval_split: str | TextDataset | None = None, eval_size: int | str | None = None,
               freeze_layers: int | None = None, freeze_embeddings: bool | None = None, warmup: float | None = None,
@@ -125,7 +128,8 @@ def fine_tune(dataset: str | TextDataset, *, model: Any = None, tokenizer: Any =
     cached under every argument that affects it; ``force=True`` retrains.
     """
     explicit = {"model": model, "max_length": max_length, "train_max_length": train_max_length, "epochs": epochs,
-                "lr": lr, "batch_size": batch_size, "train_split": train_split, "train_size": train_size,
+                "lr": lr, "head_lr": head_lr, "batch_size": batch_size, "train_split": train_split,
+                "train_size": train_size,
                 "eval_split": eval_split, "eval_size": eval_size, "freeze_layers": freeze_layers,
                 "freeze_embeddings": freeze_embeddings, "warmup": warmup, "weight_decay": weight_decay, "pair": pair}
     run = _plan(dataset, profile, explicit, seed, tokenizer)
@@ -134,6 +138,10 @@ def fine_tune(dataset: str | TextDataset, *, model: Any = None, tokenizer: Any =
         log.info("loaded cached fine-tuned model from %s (no training; eval accuracy %s)", run.path,
                  _fmt_acc(ft.accuracy))
         return ft
+    if run.upstream is not None and not cache.is_complete(run.base):
+        log.info("training the base model %s first", run.hp["model"])
+        fine_tune_preset(*run.upstream, progress=progress)
+    run.tokenizer = _resolve_tokenizer(run.base, tokenizer)
     return _train_and_save(run, force=force, progress=progress)
 
 
@@ -147,6 +155,15 @@ def checkpoint_path(dataset: str | TextDataset, *, profile: str | None = None, s
     return _plan(dataset, profile, hyper_parameters, seed, tokenizer).path
 
 
+_FALLBACKS = {"train_max_length": "max_length", "head_lr": "lr"}  # unset -> the value of another setting
+
+
+def _is_fallback(hp: dict, name: str) -> bool:
+    """True when ``name`` just repeats the setting it falls back to; such values stay out of the cache key,
+    so adding a knob of this kind does not invalidate the checkpoints cached before it existed."""
+    return name in _FALLBACKS and hp[name] == hp[_FALLBACKS[name]]
+
+
 @dataclass
 class _Run:
     """Everything one fine-tuning run depends on, and the cache directory those values hash to."""
@@ -155,8 +172,10 @@ class _Run:
     seed: int
     train: TextDataset
     eval: TextDataset | None
-    tokenizer: Any
     path: Path
+    base: Any  # what training starts from: a name/path, a config or a model instance
+    upstream: tuple[str, str] | None = None  # (dataset, profile) when the base is another preset's checkpoint
+    tokenizer: Any = None  # resolved only when training
 
 
 def _plan(dataset, profile: str | None, explicit: dict, seed: int | None, tokenizer) -> _Run:
@@ -164,14 +183,29 @@ def _plan(dataset, profile: str | None, explicit: dict, seed: int | None, tokeni
     seed = config.default_seed() if seed is None else int(seed)
     train_data, eval_data = _load_data(dataset, hp, seed)
     hp["pair"] = _resolve_pair(train_data, hp["pair"])
-    tok = _resolve_tokenizer(hp["model"], tokenizer)
+    base, upstream = _resolve_base(hp["model"])
+    if upstream is not None:  # canonical form, so "preset:sst2" and "preset:sst2/default" share a key
+        hp["model"] = f"{PRESET_PREFIX}{upstream[0]}/{upstream[1]}"
+    model_id = _model_id(hp["model"]) if upstream is None else f"{hp['model']}@{Path(base).name}"
     key_params = {"version": TRAINING_VERSION, "dataset": _dataset_id(train_data, dataset), "seed": seed,
                   "eval": _dataset_id(eval_data, eval_data) if eval_data is not None else None,
-                  "model": _model_id(hp["model"]), "tokenizer": _tokenizer_id(tokenizer, tok),
-                  **{k: v for k, v in hp.items() if k != "model"}}
+                  "model": model_id, "tokenizer": _tokenizer_id(tokenizer),
+                  **{k: v for k, v in hp.items() if k != "model" and not _is_fallback(hp, k)}}
     name = dataset if isinstance(dataset, str) else train_data.name
     path = cache.cached_dir("models", cache.cache_key(f"{name}-{_model_label(hp['model'])}", **key_params))
-    return _Run(hp, seed, train_data, eval_data, tok, path)
+    hp["model"] = model_id
+    return _Run(hp, seed, train_data, eval_data, path, base, upstream)
+
+
+def _resolve_base(model) -> tuple[Any, tuple[str, str] | None]:
+    """``"preset:<dataset>/<profile>"`` -> that preset's checkpoint directory (intermediate-task transfer)."""
+    if not (isinstance(model, str) and model.startswith(PRESET_PREFIX)):
+        return model, None
+    dataset, _, profile = model[len(PRESET_PREFIX):].partition("/")
+    upstream = (dataset, profile or "default")
+    if upstream not in PRESETS:
+        raise ValueError(f"model {model!r}: no preset {upstream}; available: {', '.join(map(str, PRESETS))}")
+    return str(checkpoint_path(dataset, profile=upstream[1])), upstream
 
 
 def load_fine_tuned(path: str | os.PathLike, attn: str = "eager") -> FineTuned:
@@ -240,13 +274,15 @@ def _resolve_params(dataset, profile: str | None, explicit: dict) -> dict:
     hp.update({k: v for k, v in explicit.items() if v is not None})
     for k in ("max_length", "epochs", "batch_size", "freeze_layers"):
         hp[k] = int(hp[k])
-    for k in ("lr", "warmup", "weight_decay"):
+    hp["head_lr"] = hp["head_lr"] or hp["lr"]
+    for k in ("lr", "head_lr", "warmup", "weight_decay"):
         hp[k] = float(hp[k])
     hp["freeze_embeddings"] = bool(hp["freeze_embeddings"])
     hp["train_max_length"] = int(hp["train_max_length"] or hp["max_length"])
     for k in ("train_size", "eval_size"):  # "all" overrides a preset's subset size
         hp[k] = None if hp[k] in (None, "all") else int(hp[k])
-    if min(hp["max_length"], hp["train_max_length"]) < 8 or hp["epochs"] < 1 or hp["batch_size"] < 1 or hp["lr"] <= 0:
+    if min(hp["max_length"], hp["train_max_length"]) < 8 or hp["epochs"] < 1 or hp["batch_size"] < 1 or \
+            min(hp["lr"], hp["head_lr"]) <= 0:
         raise ValueError(f"fine_tune: need max_length >= 8, epochs >= 1, batch_size >= 1, lr > 0; got "
                          f"{hp['max_length']}, {hp['epochs']}, {hp['batch_size']}, {hp['lr']}")
     if not 0 <= hp["warmup"] < 1:
@@ -313,17 +349,19 @@ def _model_id(model) -> str:
 
 
 def _model_label(model) -> str:
+    if isinstance(model, str) and model.startswith(PRESET_PREFIX):
+        return "from-" + model[len(PRESET_PREFIX):].replace("/", "-")
     if isinstance(model, (str, os.PathLike)):
         return Path(str(model)).name or str(model)
     return "custom"
 
 
-def _tokenizer_id(given, tok) -> str:
+def _tokenizer_id(given) -> str:
     if given is None:
         return "from-model"
     if isinstance(given, (str, os.PathLike)):
         return str(given)
-    return f"{tok.__class__.__name__}:{getattr(tok, 'name_or_path', '')}:{len(tok)}"
+    return f"{given.__class__.__name__}:{getattr(given, 'name_or_path', '')}:{len(given)}"
 
 
 def _resolve_tokenizer(model, tokenizer):
@@ -385,7 +423,7 @@ def _train_and_save_inner(run: _Run, *, force: bool, progress: bool) -> FineTune
     hp, seed, train_data, eval_data, tokenizer, final = run.hp, run.seed, run.train, run.eval, run.tokenizer, run.path
     seed_everything(seed)
     label_names = tuple(train_data.label_names)
-    model = _init_model(hp["model"], len(label_names), label_names).to(config.device())
+    model = _init_model(run.base, len(label_names), label_names).to(config.device())
     _freeze(model, hp["freeze_layers"], hp["freeze_embeddings"])
 
     enc = _encode(tokenizer, [e.text for e in train_data],
@@ -393,7 +431,7 @@ def _train_and_save_inner(run: _Run, *, force: bool, progress: bool) -> FineTune
     labels = torch.tensor(train_data.labels, dtype=torch.long)
     steps_per_epoch = math.ceil(len(train_data) / hp["batch_size"])
     total_steps = steps_per_epoch * hp["epochs"]
-    optimizer = _optimizer(model, hp["lr"], hp["weight_decay"])
+    optimizer = _optimizer(model, hp["lr"], hp["head_lr"], hp["weight_decay"])
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(hp["warmup"] * total_steps), total_steps)
@@ -405,7 +443,7 @@ def _train_and_save_inner(run: _Run, *, force: bool, progress: bool) -> FineTune
     elif cache.is_complete(resume_dir):
         start_epoch, clock = _load_resume(resume_dir, model, optimizer, scheduler)
         log.info("resuming %s from its epoch-%d state", final.name, start_epoch)
-    log.info("fine-tuning %s on %s/%s (%d examples, %d epochs, %d steps) -> %s", _model_label(hp["model"]),
+    log.info("fine-tuning %s on %s/%s (%d examples, %d epochs, %d steps) -> %s", _model_label(run.base),
              train_data.name, train_data.split, len(train_data), hp["epochs"], total_steps, final)
 
     pad_id = tokenizer.pad_token_id or 0
@@ -434,7 +472,7 @@ def _train_and_save_inner(run: _Run, *, force: bool, progress: bool) -> FineTune
 
     model.eval()
     metrics = {"dataset": train_data.name, "train_split": train_data.split, "n_train": len(train_data),
-               "model": _model_id(hp["model"]), "seed": seed, "hparams": {k: v for k, v in hp.items() if k != "model"},
+               "model": hp["model"], "seed": seed, "hparams": {k: v for k, v in hp.items() if k != "model"},
                "label_names": list(label_names), "train_seconds": round(clock["wall"], 1),
                "train_cpu_seconds": round(clock["cpu"], 1), "steps": total_steps,
                "final_running_loss": running, "torch_threads": torch.get_num_threads(), "trained": True,
@@ -470,13 +508,17 @@ def _train_step(model, batch: dict, optimizer, scheduler) -> float:
     return float(loss.detach())
 
 
-def _optimizer(model, lr: float, weight_decay: float):
-    """AdamW without weight decay on biases and LayerNorm weights (the BERT recipe)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
+def _optimizer(model, lr: float, head_lr: float, weight_decay: float):
+    """AdamW without weight decay on biases and LayerNorm weights (the BERT recipe); ``head_lr`` for the
+    parameters outside the encoder body (pooler, classifier)."""
+    base = model.base_model
+    body = {id(p) for name in ("embeddings", "encoder") for p in getattr(base, name, torch.nn.Module()).parameters()}
+    by_setting: dict[tuple[float, float], list] = {}
+    for p in model.parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            setting = (lr if id(p) in body else head_lr, 0.0 if p.ndim < 2 else weight_decay)
+            by_setting.setdefault(setting, []).append(p)
+    groups = [{"params": ps, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), ps in by_setting.items()]
     try:  # the fused kernel is ~10x faster than the per-tensor loop on CPU
         return torch.optim.AdamW(groups, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):

@@ -8,8 +8,9 @@ from the config, so the same code runs on `google/vit-base-patch16-224`.
     vit = train_vit("default")        # trains once (progress bar), then loads from cache_dir()/models/<key>
     vit.model, vit.metrics["test_accuracy"], vit.path
 
-Profiles: smoke (seconds: 32-px images, 2 tiny blocks), default (64-px images, 8x8 patches of 8 px, 4 blocks),
-paper (same images, 6 wider blocks, longer training).
+Profiles: smoke (seconds: 32-px images, 4x4 grid, 2 tiny blocks); default (48-px images, 8x8 grid of 6-px patches,
+4 blocks of width 96, 4 x 36,864 fresh images: 96 % test accuracy after ~12 min of one CPU core); paper (64-px
+images, 8x8 grid of 8-px patches, 6 blocks of width 192, longer training; not run here).
 """
 from __future__ import annotations
 
