@@ -77,8 +77,9 @@ ml.mask_table(runs, cfg)
 ml.relation_table(runs)
 
 # %% [markdown]
-# **Figure 5.** Top: syntactic margin max_k(α_k − max λ_k) per head; bottom: largest positional frequency max_i α_i.
-# Boxed cells are the heads the mask keeps (margin > ξ_synt, frequency > ξ_pos). Blocks count from the input (0).
+# **Figure 5.** Top: syntactic margin max_k(α_k − max λ_k) per head; bottom: largest positional frequency
+# max_i α_i. Boxed cells are the heads the mask keeps (margin > ξ_synt, frequency > ξ_pos). Blocks count from the
+# input (0).
 
 # %%
 fig5 = ml.head_heatmaps(runs, cfg)

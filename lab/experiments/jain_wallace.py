@@ -90,11 +90,11 @@ PAPER_TABLE2 = {  # (class) -> (τ_g BiLSTM mean, std, sig), (τ_g Average mean,
              1: ((0.42, 0.19, 0.57), (0.59, 0.18, 0.84), (0.43, 0.17, 0.59)),
              2: ((0.40, 0.20, 0.52), (0.53, 0.19, 0.75), (0.44, 0.17, 0.61))},
 }
-PAPER_FIG = {"fig3_loo_gap": 0.2, "fig4_grad_gap": 0.25, "fig5_average_minus_lstm_loo": 0.375}
 
 PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": dict(train_size=96, dev_size=32, test_size=48, epochs={}, default_epochs=1, hidden_scale=0.125,
-                  max_length=48, n_analysis=8, n_adversarial=6, adv_steps=20, n_transformer=4,
+    "smoke": dict(datasets=("sst_jw", "snli", "babi1"), train_size=96, dev_size=32, test_size=48, epochs={},
+                  default_epochs=1, hidden_scale=0.125, max_length=48, n_analysis=8, n_adversarial=6, adv_steps=20,
+                  n_transformer=4,
                   transformer_profile="smoke", batch_size=32),
     "default": dict(train_size=None, dev_size=None, test_size=None,
                     epochs={"sst_jw": 3, "imdb": 2, "agnews_binary": 4, "snli": 3, "babi1": 8}, default_epochs=4,
@@ -114,6 +114,7 @@ COMMON = dict(datasets=tuple(TASKS), encoders=ENCODERS, attention="tanh", embedd
 def settings(profile: str = "default", **overrides) -> dict:
     """The profile's sizes plus the shared protocol; per-dataset values are {dataset: v, None: default} dicts."""
     cfg = merge_settings(PROFILES, COMMON, profile, overrides)
+    cfg["datasets"], cfg["encoders"] = tuple(cfg["datasets"]), tuple(cfg["encoders"])
     bad = [d for d in cfg["datasets"] if d not in TASKS]
     if bad:
         raise ExperimentError(f"unknown dataset(s) {bad}; choose from {', '.join(TASKS)}")

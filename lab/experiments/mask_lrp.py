@@ -336,10 +336,11 @@ def head_heatmaps(runs: Mapping[str, DatasetRun], cfg: Mapping | None = None, xi
         pos = st.alpha_pos(include_self).max(-1)
         synt_mask = heads.syntactic_heads(st, xi_synt).any(-1)
         pos_mask = heads.positional_heads(st, xi_pos, include_self)
-        heatmap_matrix(margin, ax=axes[0, j], cmap="RdBu_r", vmin=-0.6, vmax=0.6, fmt=".2f", colorbar=j == len(names) - 1,
+        last = j == len(names) - 1
+        heatmap_matrix(margin, ax=axes[0, j], cmap="RdBu_r", vmin=-0.6, vmax=0.6, fmt=".2f", colorbar=last,
                        title=f"{DATASET_LABELS[name]}: syntactic margin ({int(synt_mask.sum())} > ξ={xi_synt:g})",
                        xlabel="head", ylabel="block")
-        heatmap_matrix(pos, ax=axes[1, j], cmap="viridis", vmin=0, vmax=1, fmt=".2f", colorbar=j == len(names) - 1,
+        heatmap_matrix(pos, ax=axes[1, j], cmap="viridis", vmin=0, vmax=1, fmt=".2f", colorbar=last,
                        title=f"positional max α_i ({int(pos_mask.sum())} > ξ={xi_pos:g})", xlabel="head",
                        ylabel="block")
         for ax, m in ((axes[0, j], synt_mask), (axes[1, j], pos_mask)):
@@ -524,8 +525,9 @@ def corruption_sweep(run: DatasetRun, cfg: Mapping) -> dict:
                 metrics["equals_chefer"] = True
             per_rate.setdefault(rate, []).append({**metrics, "seed": seed, "n_switched": int(round(rate * zeros))})
     summary = {r: _mean_std(v) for r, v in per_rate.items()}
-    return {"seconds": round(time.perf_counter() - t0, 1), "rates": rates, "per_rate": per_rate, "summary": summary, "chefer": chefer_metrics,
-            "mask_lrp": ours_metrics, "n_examples": n, "zeros": zeros, "equals_chefer_at_100": True}
+    return {"seconds": round(time.perf_counter() - t0, 1), "rates": rates, "per_rate": per_rate, "summary": summary,
+            "chefer": chefer_metrics, "mask_lrp": ours_metrics, "n_examples": n, "zeros": zeros,
+            "equals_chefer_at_100": True}
 
 
 def corruption_figure(sweep: Mapping) -> Figure:
@@ -589,6 +591,11 @@ def sentence_differences(run: DatasetRun, text: str, cfg: Mapping, baselines: Se
 # ---- results ----------------------------------------------------------------------------------------------------
 
 
+def _table1_seconds(evaluation: Mapping) -> float:
+    rows = [*evaluation["methods"].values(), *evaluation["random"]]
+    return round(sum(m.get("explain_s", 0) + m.get("score_s", 0) for m in rows), 1)
+
+
 def _best(evaluation: Mapping, col: str, methods: Sequence[str]) -> str:
     vals = {m: evaluation["methods"][m][col] for m in methods if m in evaluation["methods"]}
     return max(vals, key=vals.get) if col == "AOPC" else min(vals, key=vals.get)
@@ -612,9 +619,7 @@ def build_results(cfg: Mapping, runs: Mapping[str, DatasetRun], evals: Mapping[s
         "label": cfg["label"], "min_tokens": cfg["min_tokens"], "xi_synt": cfg["xi_synt"], "xi_pos": cfg["xi_pos"],
         "offset_zero_counts": cfg["include_self"], "mask_summaries": summaries,
         "head_statistics_texts": {d: r.stats.n_texts for d, r in runs.items()},
-        "timings": {d: {**r.timings, "table1_s": round(sum(m.get("explain_s", 0) + m.get("score_s", 0)
-                                                           for m in [*evals[d]["methods"].values(), *evals[d]["random"]]), 1)}
-                    for d, r in runs.items() if d in evals},
+        "timings": {d: {**r.timings, "table1_s": _table1_seconds(evals[d])} for d, r in runs.items() if d in evals},
         "corruption_sweep_s": None if sweep is None else sweep.get("seconds"), **(meta or {})})
 
     rows: dict[str, dict] = {}
