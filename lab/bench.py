@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import threading
 import time
@@ -152,13 +153,17 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-vision", action="store_true")
     parser.add_argument("--no-text", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: $LAB_NUM_THREADS, else all cores); 1 is steadier on a "
+                             "shared machine")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     methods = args.methods or [m for m in EXPLAINERS if m not in SKIP_BY_DEFAULT]
     unknown = [m for m in methods if m not in EXPLAINERS]
     if unknown:
         parser.error(f"unknown explainers {unknown}; available: {', '.join(EXPLAINERS)}")
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), psutil.cpu_count(logical=True) or 1)))
+    threads = args.threads or int(os.environ.get("LAB_NUM_THREADS", "0") or 0) or torch.get_num_threads()
+    torch.set_num_threads(max(1, min(threads, psutil.cpu_count(logical=True) or 1)))
     rows = []
     setups = ([] if args.no_text else [lambda: text_setup(args.batch, args.length)]) + \
              ([] if args.no_vision else [lambda: vision_setup(args.batch)])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import functools
 import logging
 import os
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from lab import config
 from lab.config import REPO_ROOT
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -166,6 +168,26 @@ def _kernel_manager_class():
     return CurrentInterpreterKernelManager
 
 
+@contextlib.contextmanager
+def _outputs_for(profile: str):
+    """Send results and figures of non-default profiles to `<dir>/<profile>/`, so that a smoke run never
+    overwrites the default-profile results/figures a researcher is reading (the kernel inherits os.environ)."""
+    if profile == "default":
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in ("LAB_RESULTS_DIR", "LAB_FIGURES_DIR")}
+    os.environ["LAB_RESULTS_DIR"] = str(config.results_dir() / profile)
+    os.environ["LAB_FIGURES_DIR"] = str(config.figures_dir() / profile)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _first_line(source: str) -> str:
     line = next((s.strip() for s in source.splitlines() if s.strip()), "")
     return line if len(line) <= 80 else line[:77] + "..."
@@ -207,10 +229,11 @@ def run_notebook(source: str | Path, profile: str = "default", overrides: Mappin
     nbformat.write(nb, output)  # papermill reads the prepared copy and overwrites it as cells complete
     logging.getLogger("papermill").setLevel(logging.ERROR)
     try:
-        papermill.execute_notebook(
-            str(output), str(output), parameters=parameters, kernel_name="python3", language="python",
-            progress_bar=False, cwd=str(source.parent), start_timeout=180,
-            execution_timeout=settings["cell_timeout_s"], kernel_manager_class=_kernel_manager_class())
+        with _outputs_for(profile):
+            papermill.execute_notebook(
+                str(output), str(output), parameters=parameters, kernel_name="python3", language="python",
+                progress_bar=False, cwd=str(source.parent), start_timeout=180,
+                execution_timeout=settings["cell_timeout_s"], kernel_manager_class=_kernel_manager_class())
     except PapermillExecutionError as e:
         return failed(f"{name} failed at In [{e.exec_count}] `{_first_line(e.source)}`: "
                       f"{e.ename}: {e.evalue} (executed copy: {output})")

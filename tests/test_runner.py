@@ -34,12 +34,13 @@ def test_reproduce_injects_profile_and_writes_outputs(tmp_path, lab_dirs, fixtur
     assert [(r.notebook, r.status) for r in records] == [("runner_ok", "ok")]
     assert "runner_ok" in capsys.readouterr().out  # one progress line per notebook
 
-    results = json.loads((lab_dirs["results"] / "fixture_runner.json").read_text())
+    assert not (lab_dirs["results"] / "fixture_runner.json").exists()  # smoke never overwrites default results
+    results = json.loads((lab_dirs["results"] / "smoke" / "fixture_runner.json").read_text())
     assert results["profile"] == "smoke"  # the injected profile reached the notebook
     assert results["claims"][0]["holds"] is True
     assert results["meta"]["n_points"] == 4  # overrides too
-    assert (lab_dirs["figures"] / "fixture_runner" / "curve.png").exists()
-    assert (lab_dirs["figures"] / "fixture_runner" / "curve.pdf").exists()
+    assert (lab_dirs["figures"] / "smoke" / "fixture_runner" / "curve.png").exists()
+    assert (lab_dirs["figures"] / "smoke" / "fixture_runner" / "curve.pdf").exists()
 
     executed = nbformat.read(records[0].output, as_version=4)
     assert records[0].output == (tmp_path / "executed" / "runner_ok.ipynb").resolve()
