@@ -4,6 +4,7 @@ Public surface: `explain`, `EXPLAINERS`, `Explanation`, `save_figure` (lazy), pl
 `lab.data`, `lab.models`, `lab.metrics`, `lab.viz`, `lab.widgets`, `lab.results`.
 """
 from lab import config  # noqa: F401  (sets the offline environment variables first)
+config.apply_num_threads()
 from lab.explainers import EXPLAINERS, Explanation, describe_explainers, explain, explain_text
 
 __all__ = ["EXPLAINERS", "Explanation", "describe_explainers", "explain", "explain_text", "save_figure"]

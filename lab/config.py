@@ -44,3 +44,22 @@ def results_dir() -> Path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def num_threads() -> int | None:
+    """$LAB_NUM_THREADS: torch intra-op threads for every lab process (unset: torch's default, all cores).
+    On a CPU shared with other jobs, 1 thread per process is much faster than oversubscribed cores."""
+    value = os.environ.get("LAB_NUM_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"LAB_NUM_THREADS must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def apply_num_threads() -> None:
+    n = num_threads()
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(n)

@@ -131,3 +131,15 @@ def test_atomic_write_bytes_replaces_content(tmp_path):
     cache.atomic_write_bytes(path, b"one")
     cache.atomic_write_bytes(path, b"two")
     assert path.read_bytes() == b"two"
+
+
+def test_num_threads_setting_is_validated(monkeypatch):
+    from lab import config
+
+    monkeypatch.setenv("LAB_NUM_THREADS", "1")
+    assert config.num_threads() == 1
+    monkeypatch.setenv("LAB_NUM_THREADS", "")
+    assert config.num_threads() is None
+    monkeypatch.setenv("LAB_NUM_THREADS", "two")
+    with pytest.raises(ValueError, match="LAB_NUM_THREADS must be a positive integer"):
+        config.num_threads()
