@@ -34,7 +34,7 @@
 
 # %% tags=["parameters"]
 profile = "default"  # smoke | default | paper (injected by `python -m lab reproduce`)
-model = "minilm"  # encoder fine-tuned on ERASER Movies train (alias, local path or Hugging Face name)
+model = None  # None: the preset's base (Movies: the SST-2 fine-tune); else an alias, local path or Hugging Face name
 checkpoint = None  # or a classifier already fine-tuned on the movie reviews (skips fine-tuning)
 n_examples = None  # test reviews for Figure 3 (None: the profile's number)
 methods = None  # None: the paper's six methods + GAE, saliency, grad×input, integrated gradients

@@ -73,7 +73,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "paper": dict(model_profile="default", max_length=512, n_test=None, n_examples=None, n_faithfulness=None,
                   n_class_support=None, n_ig=None, ig_steps=50, batch_size=4, perturb_batch=16),
 }
-COMMON = dict(dataset="movies", split="test", model="minilm", checkpoint=None, methods=PAPER_METHODS + EXTRA_METHODS,
+COMMON = dict(dataset="movies", split="test", model=None, checkpoint=None, methods=PAPER_METHODS + EXTRA_METHODS,
               pair_methods=PAIR_METHODS, ks=KS, bins=ERASER_BINS, seed=0, ig_batch_size=1, ig_internal_batch=8,
               overlap_below=0.5, mirror_below=-0.2, support_top=20, sep_majority=0.5, accuracy_target=0.85,
               use_cache=True, progress=True)

@@ -72,8 +72,10 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("sst2", "default"): {"train_split": "train", "eval_split": "dev", "train_size": 20000, "max_length": 64,
                           "epochs": 1, "lr": 1e-4, "batch_size": 32},
     ("sst2", "smoke"): {"train_split": "train", "eval_split": "dev", **_SMOKE},
-    ("movies", "default"): {"train_split": "train", "eval_split": "test", "max_length": 512, "epochs": 2,
-                            "lr": 5e-5, "batch_size": 8, "freeze_layers": 2},
+    # Movies: from the SST-2 fine-tune (intermediate-task transfer; from the raw encoder, 2 epochs with 3 frozen
+    # layers and 256-token training inputs reached only 72.9 %); the 4 frozen layers are computed once per document.
+    ("movies", "default"): {"train_split": "train", "eval_split": "test", "model": "preset:sst2/default",
+                            "max_length": 512, "epochs": 3, "lr": 1e-4, "batch_size": 8, "freeze_layers": 4},
     ("movies", "smoke"): {"train_split": "train", "eval_split": "test", **_SMOKE, "max_length": 64},
     ("imdb", "default"): {"train_split": "dev", "eval_split": "test", "max_length": 256, "epochs": 2,
                           "lr": 5e-5, "batch_size": 16},
