@@ -169,7 +169,7 @@ def _kernel_manager_class():
 
 
 @contextlib.contextmanager
-def _outputs_for(profile: str):
+def profile_outputs(profile: str):
     """Send results and figures of non-default profiles to `<dir>/<profile>/`, so that a smoke run never
     overwrites the default-profile results/figures a researcher is reading (the kernel inherits os.environ)."""
     if profile == "default":
@@ -229,7 +229,7 @@ def run_notebook(source: str | Path, profile: str = "default", overrides: Mappin
     nbformat.write(nb, output)  # papermill reads the prepared copy and overwrites it as cells complete
     logging.getLogger("papermill").setLevel(logging.ERROR)
     try:
-        with _outputs_for(profile):
+        with profile_outputs(profile):
             papermill.execute_notebook(
                 str(output), str(output), parameters=parameters, kernel_name="python3", language="python",
                 progress_bar=False, cwd=str(source.parent), start_timeout=180,

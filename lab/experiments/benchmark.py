@@ -1,0 +1,1141 @@
+"""One protocol for all: every registered explainer × every applicable metric, with its cost (notebook 07).
+
+None of the five papers compares all methods under one protocol: each picks its own replacement token, step grid,
+target class and model. This module runs every explainer on the same fine-tuned models and scores each with every
+metric that applies, under one documented protocol; the notebook `07_benchmark` and `python -m lab benchmark`
+call it in order:
+
+    cfg = settings("default")                        # profile -> tasks, subset sizes, protocol
+    tasks = load_tasks(cfg)                          # SST-2 and ERASER Movies classifiers, the ViT (cached)
+    runs = {t: explain_task(tasks[t], cfg) for t in tasks}        # scores/maps + cost columns per method
+    quality = {t: quality_table(tasks[t], runs[t], cfg) for t in tasks}   # method × metric
+    sweep = {t: token_sweep(tasks[t], runs[t], cfg) for t in text tasks}  # [PAD] vs [MASK] vs [UNK]
+    rand = {t: randomisation_check(tasks[t], runs[t], cfg) for t in tasks}  # re-initialised top layers
+    res = build_results(cfg, tasks, runs, quality, sweep, rand)  # results/07_benchmark.json
+
+The protocol (our choices, stated once):
+- Every method explains the model's **predicted** class of each example; perturbation metrics follow p(ŷ) (the
+  Wu & Ong deletion curve measures accuracy against the gold label, on the initially correct examples, as the paper).
+- Units are word pieces (text) — [CLS]/[SEP]/padding are never perturbed — and patches/pixels (images).
+- **Replacement token: [PAD]** (`token="pad"`): the top units are *replaced* by [PAD] with the attention mask
+  unchanged, for every text perturbation metric (AOPC/LOdds as the Mask-LRP code, AUC_rep as Kim et al.'s text;
+  ERASER and Wu & Ong delete tokens instead: `mode="delete"` reproduces that for comprehensiveness/sufficiency and
+  the deletion curve). The erasure explainer uses the same token. `token="mask"` / `"unk"` are the alternatives;
+  `token_sweep` recomputes the replacement metrics with each (explanations fixed) and reports how the rankings move.
+- Grids: AOPC/LOdds at 1/9..9/9 of the units (Mask-LRP code), comprehensiveness/sufficiency at ERASER's 1/5/10/20/50 %,
+  AUC_rep up to 20 % (normalised, Kim et al.), deletion accuracy at 0..`deletion_max` units removed (area = mean
+  accuracy), token-F1 of the top-k word pieces averaged over `ks` (Chefer Fig. 5; Movies only), Kendall τ of each
+  method's scores with leave-one-out per example (Jain & Wallace), images: positive/negative perturbation AUC with
+  the test-set mean colour and segmentation pixel accuracy / mAP / mIoU (Chefer Tables 1-2, `chefer_vit`).
+- Cost: seconds per example of the method on the benchmark's batches, the ratio to one forward+backward pass on the
+  same batches (`lab.bench.forward_backward`) and the peak resident-memory growth (`lab.bench.PeakMemory`).
+- Sanity checks: the `random` explainer is a row of every table; the model-randomisation check re-initialises the
+  top `randomise_layers` blocks and the classification head of a *copy* of the model and reports, per method, the
+  Spearman ρ between the explanations of the trained and the randomised model (≈1: the method ignores the weights).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+import lab
+from lab import bench
+from lab.experiments import ExperimentError, merge_settings
+from lab.experiments import chefer_bert as cb
+from lab.experiments import chefer_vit as cv
+from lab.metrics import images as mi
+from lab.metrics.agreement import kendall_tau, rank_correlation_matrix, spearman
+from lab.metrics.perturbation import (ERASER_BINS, MASK_LRP_FRACTIONS, aopc_lodds, auc_rep,
+                                      comprehensiveness_sufficiency, deletion_curve)
+from lab.metrics.rationales import token_f1_curve
+from lab.models.adapters import get_adapter
+
+NOTEBOOK = "07_benchmark"
+TASKS = ("sst2", "movies", "vit")
+TASK_LABELS = {"sst2": "SST-2 (MiniLM)", "movies": "ERASER Movies (MiniLM)", "vit": "procedural shapes (ViT)"}
+TOKENS = ("pad", "mask", "unk")
+TOKEN_LABELS = {"pad": "[PAD]", "mask": "[MASK]", "unk": "[UNK]"}
+MODES = ("replace", "delete")
+
+# metric -> (direction, where it comes from); "higher"/"lower" is better
+METRICS: dict[str, tuple[str, str]] = {
+    "aopc": ("higher", "Mask-LRP Eq. 12 (AOPC, top 1/9..9/9 replaced)"),
+    "lodds": ("lower", "Mask-LRP Eq. 13 (LOdds)"),
+    "comprehensiveness": ("higher", "ERASER comprehensiveness (AOPC over 1/5/10/20/50 %)"),
+    "sufficiency": ("lower", "ERASER sufficiency"),
+    "deletion_accuracy": ("lower", "Wu & Ong Fig. 1: mean accuracy as 0..k units are removed"),
+    "auc_rep": ("lower", "Kim et al. AUC_rep (p(ŷ) as units are replaced, up to 20 %)"),
+    "kendall_loo": ("higher", "Jain & Wallace: Kendall τ with leave-one-out"),
+    "token_f1": ("higher", "Chefer Fig. 5 / ERASER: token-F1 of the top-k vs rationales (mean over k)"),
+    "positive_auc": ("lower", "Chefer Table 1: accuracy AUC, most relevant pixels removed first"),
+    "negative_auc": ("higher", "Chefer Table 1: accuracy AUC, least relevant pixels removed first"),
+    "pixel_accuracy": ("higher", "Chefer Table 2: segmentation pixel accuracy"),
+    "mAP": ("higher", "Chefer Table 2: segmentation mAP"),
+    "mIoU": ("higher", "Chefer Table 2: segmentation mIoU"),
+}
+TEXT_METRICS = ("aopc", "lodds", "comprehensiveness", "sufficiency", "deletion_accuracy", "auc_rep", "kendall_loo",
+                "token_f1")
+IMAGE_METRICS = ("positive_auc", "negative_auc", "pixel_accuracy", "mAP", "mIoU", "kendall_loo")
+REPLACEMENT_METRICS = ("aopc", "lodds", "comprehensiveness", "sufficiency", "deletion_accuracy", "auc_rep")
+# which metric function computes which columns (text)
+_GROUPS = {"aopc": "aopc", "lodds": "aopc", "comprehensiveness": "eraser", "sufficiency": "eraser",
+           "deletion_accuracy": "deletion", "auc_rep": "auc_rep", "kendall_loo": "loo", "token_f1": "f1"}
+COST_COLUMNS = ("s_per_example", "ratio_fb", "peak_mb")
+MARGINALIZATION = "input_marginalization"  # needs a masked LM (lab.models.mlm) and ~|candidates| forwards per token
+SMOKE_METHODS = ("chefer", "rollout", "saliency", "leave_one_out", "erasure", "random")
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # n: examples explained per task; n_sweep: examples of the token sweep (a prefix); n_random: of the
+    # randomisation check (a prefix)
+    "smoke": dict(model_profile="smoke", methods=SMOKE_METHODS, n={"sst2": 2, "movies": 1, "vit": 8},
+                  n_sweep={"sst2": 1, "movies": 0, "vit": 0}, n_random={"sst2": 1, "movies": 1, "vit": 4},
+                  movies_max_length=32, ks=(5, 10), deletion_max=2, ig_steps=4, sweep_metrics=("aopc", "lodds"),
+                  marginalization=False),
+    # default: sized for <= ~20 min on 2 CPU cores with cached models (see the notebook for measured times)
+    "default": dict(model_profile="default", methods=None, n={"sst2": 24, "movies": 3, "vit": 64},
+                    n_sweep={"sst2": 12, "movies": 1, "vit": 0}, n_random={"sst2": 8, "movies": 1, "vit": 16},
+                    movies_max_length=128, ks=(5, 10, 20, 40), deletion_max=10, ig_steps=16,
+                    sweep_metrics=("aopc", "lodds"), marginalization=False),
+    "paper": dict(model_profile="default", methods=None, n={"sst2": 400, "movies": 40, "vit": 500},
+                  n_sweep={"sst2": 200, "movies": 20, "vit": 0}, n_random={"sst2": 100, "movies": 10, "vit": 100},
+                  movies_max_length=512, ks=tuple(range(10, 90, 10)), deletion_max=10, ig_steps=50,
+                  sweep_metrics=REPLACEMENT_METRICS, marginalization=True),
+}
+COMMON = dict(tasks=TASKS, token="pad", tokens=TOKENS, mode="replace", fractions=MASK_LRP_FRACTIONS,
+              bins=ERASER_BINS, auc_rep_stop=0.2, min_tokens=8, max_candidates=None, randomise_layers=2, fill="mean",
+              batch_size=8, ig_internal_batch=32, perturb_batch=64, seed=0, threads=None, train_missing=True, progress=True)
+
+
+def settings(profile: str = "default", **overrides) -> dict:
+    """The profile's sizes plus the shared protocol; `None` overrides keep the profile's value."""
+    cfg = merge_settings(PROFILES, COMMON, profile, overrides)
+    cfg["tasks"] = tuple(cfg["tasks"])
+    bad = [t for t in cfg["tasks"] if t not in TASKS]
+    if bad or not cfg["tasks"]:
+        raise ExperimentError(f"unknown or no task(s) {bad}; choose from {', '.join(TASKS)}")
+    if cfg["methods"] is None:
+        cfg["methods"] = tuple(lab.EXPLAINERS)
+    cfg["methods"] = tuple(cfg["methods"])
+    bad = [m for m in cfg["methods"] if m not in lab.EXPLAINERS]
+    if bad or not cfg["methods"]:
+        raise ExperimentError(f"unknown or no method(s) {bad}; registered: {', '.join(lab.EXPLAINERS)}")
+    for key in ("token",):
+        if cfg[key] not in TOKENS:
+            raise ExperimentError(f"token must be one of {', '.join(TOKENS)}, got {cfg[key]!r}")
+    cfg["tokens"] = tuple(cfg["tokens"])
+    bad = [t for t in cfg["tokens"] if t not in TOKENS]
+    if bad:
+        raise ExperimentError(f"unknown replacement token(s) {bad}; choose from {', '.join(TOKENS)}")
+    if cfg["mode"] not in MODES:
+        raise ExperimentError(f"mode must be 'replace' or 'delete', got {cfg['mode']!r}")
+    bad = [m for m in cfg["sweep_metrics"] if m not in REPLACEMENT_METRICS]
+    if bad:
+        raise ExperimentError(f"sweep_metrics {bad} do not replace tokens; choose from {', '.join(REPLACEMENT_METRICS)}")
+    for key in ("n", "n_sweep", "n_random"):  # a dict override may name some tasks only; an int names all
+        given = cfg[key]
+        sizes = {**PROFILES[profile][key], **({t: v for t, v in given.items() if v is not None}
+                                              if isinstance(given, Mapping) else {t: given for t in TASKS})}
+        for t, v in sizes.items():
+            if int(v) < (1 if key == "n" else 0):
+                raise ExperimentError(f"{key}[{t!r}] must be >= {1 if key == 'n' else 0}, got {v}")
+        cfg[key] = {t: int(v) for t, v in sizes.items()}
+    if int(cfg["randomise_layers"]) < 1:
+        raise ExperimentError(f"randomise_layers must be >= 1, got {cfg['randomise_layers']}")
+    return cfg
+
+
+def threads(cfg: Mapping) -> int | None:
+    """Intra-op threads for the heavy loops: `threads`, else $LAB_NUM_THREADS, else 1 when the machine is loaded
+    (load average >= cores: OpenMP threads then spin against other jobs; measured 25x slower with 2 threads at
+    load 10 on 2 cores), else torch's default."""
+    if cfg.get("threads"):
+        return int(cfg["threads"])
+    if os.environ.get("LAB_NUM_THREADS"):
+        return int(os.environ["LAB_NUM_THREADS"])
+    return 1 if os.getloadavg()[0] >= (os.cpu_count() or 1) else None
+
+
+# ---- tasks: model + examples ------------------------------------------------------------------------------
+
+
+@dataclass
+class Task:
+    """One model and the examples it is benchmarked on (text: padded token ids; vision: normalised images)."""
+
+    name: str
+    modality: str  # "text" | "vision"
+    model: torch.nn.Module
+    inputs: dict  # text: input_ids / attention_mask [/ token_type_ids] [N, S]; vision: pixel_values [N, C, H, W]
+    labels: torch.Tensor  # gold [N]
+    targets: torch.Tensor  # predicted classes [N] (the class every method explains)
+    label_names: tuple[str, ...] = ()
+    tokenizer: Any = None
+    special: torch.Tensor | None = None  # text [N, S]
+    valid: torch.Tensor | None = None  # text [N, S]
+    rationale: torch.Tensor | None = None  # text [N, S] (ERASER only)
+    vit: cv.Context | None = None  # vision: the chefer_vit context (masks, fill value)
+    head_mask: torch.Tensor | None = None  # Mask-LRP's M for this model, when its head statistics exist
+    mlm: Any = None  # the masked LM of input marginalisation, when a cached one exists
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        if self.modality == "vision":
+            return IMAGE_METRICS
+        return tuple(m for m in TEXT_METRICS if m != "token_f1" or self.rationale is not None)
+
+    def rows(self, idx) -> dict:
+        """Model inputs of examples `idx` (text: cut to their longest sequence)."""
+        if self.modality == "vision":
+            return {"pixel_values": self.inputs["pixel_values"][torch.as_tensor(idx, dtype=torch.long)]}
+        return cb.rows_of(self.inputs, idx)
+
+    @property
+    def content(self) -> torch.Tensor:
+        return self.valid & ~self.special
+
+
+def _predict(model, inputs: Mapping, batch_size: int = 64) -> torch.Tensor:
+    if "pixel_values" in inputs:
+        with torch.no_grad():
+            x = inputs["pixel_values"]
+            return torch.cat([model(pixel_values=x[s:s + batch_size]).logits.float()
+                              for s in range(0, x.shape[0], batch_size)])
+    return cb.predict_logits(model, inputs, batch_size)
+
+
+def text_task(name: str, model, inputs: Mapping, labels, tokenizer=None, rationale=None, label_names=(),
+              info: dict | None = None, head_mask=None) -> Task:
+    """A text task from a classifier and a padded batch (any BERT-family model; tests use tiny random ones)."""
+    model.eval()
+    inputs = {k: torch.as_tensor(v) for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    adapter = get_adapter(model)
+    prepared = adapter.prepare(inputs)
+    valid, special = adapter.valid_mask(prepared).cpu(), adapter.special_mask(prepared).cpu()
+    logits = _predict(model, inputs)
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    info = dict(info or {})
+    info.setdefault("accuracy_on_examples", float((logits.argmax(-1) == labels).double().mean()))
+    return Task(name, "text", model, inputs, labels, logits.argmax(-1), tuple(label_names), tokenizer, special, valid,
+                None if rationale is None else torch.as_tensor(rationale).bool(), head_mask=head_mask, info=info)
+
+
+def image_task(name: str, model, test, cfg: Mapping, info: dict | None = None) -> Task:
+    """A vision task from a ViT classifier and a `lab.data.images.ImageDataset` (masks for segmentation)."""
+    model.eval()
+    info = dict(info or {})
+    ctx = cv.Context(model, test, test, {"fill": cfg["fill"], "batch_size": cfg["batch_size"]}, info)
+    logits = _predict(model, {"pixel_values": test.images})
+    info.setdefault("accuracy_on_examples", float((logits.argmax(-1) == test.labels).double().mean()))
+    return Task(name, "vision", model, {"pixel_values": test.images}, test.labels, logits.argmax(-1),
+                tuple(test.class_names), vit=ctx, info=info)
+
+
+def _model_cached(task: str, cfg: Mapping) -> bool:
+    from lab import cache
+    from lab.models import vit as vit_models
+    from lab.models.training import checkpoint_path
+
+    if task == "vit":
+        path = vit_models.cache_path(vit_models.vit_settings(cfg["model_profile"]), cfg["seed"])
+    else:
+        path = checkpoint_path(task, profile=cfg["model_profile"], seed=cfg["seed"],
+                               **({"model": "minilm"} if task == "movies" else {}))
+    return cache.is_complete(path)
+
+
+def cached_mlm(cfg: Mapping):
+    """The masked LM of input marginalisation when it is wanted and already cached (never trained here), else None."""
+    if MARGINALIZATION not in cfg["methods"] or not cfg.get("marginalization"):
+        return None
+    try:
+        from lab import cache
+        from lab.models import mlm as mlm_models
+    except ImportError:
+        return None
+    profile = "smoke" if cfg["model_profile"] == "smoke" else "default"
+    if not cache.is_complete(mlm_models.mlm_path(profile, seed=cfg["seed"])):
+        return None
+    return mlm_models.mlm_preset(profile, seed=cfg["seed"], progress=False).model
+
+
+def sst2_task(cfg: Mapping) -> Task:
+    """The SST-2 classifier (`fine_tune_preset("sst2", model_profile)`, cached) on `n` dev sentences with at least
+    `min_tokens` tokens (notebook 03's evaluation set, seeded), and Mask-LRP's head mask from notebook 03's
+    cached head statistics."""
+    from lab.experiments import mask_lrp as ml
+    from lab.models.training import fine_tune_preset
+
+    ft = fine_tune_preset("sst2", cfg["model_profile"], seed=cfg["seed"], progress=cfg["progress"])
+    ecfg = {"n_eval": {"sst2": cfg["n"]["sst2"]}, "seed": cfg["seed"], "min_gold_prob": {},
+            "min_tokens": cfg["min_tokens"]}
+    ev = ml.evaluation_set(ft, "sst2", ecfg)
+    head_mask, info = None, {"checkpoint": str(ft.path), "eval_accuracy": ft.accuracy,
+                             "split": ft.metrics.get("eval_split")}
+    if "mask_lrp" in cfg["methods"]:
+        mcfg = ml.settings(cfg["model_profile"] if cfg["model_profile"] in ml.PROFILES else "default",
+                           progress=cfg["progress"])
+        head_mask = ml.masks_from(ml.model_statistics(ft, "sst2", mcfg), mcfg)["mask_lrp"]
+        info["mask_lrp_heads_kept"] = int(head_mask.sum())
+    task = text_task("sst2", ft.model, ev.inputs, ev.labels, ft.tokenizer, label_names=ft.label_names, info=info,
+                     head_mask=head_mask)
+    task.mlm = cached_mlm(cfg)
+    return task
+
+
+def movies_task(cfg: Mapping) -> Task:
+    """The ERASER Movies classifier (`chefer_bert.setup`: `fine_tune_preset("movies", model_profile)`) on `n` test
+    reviews truncated to `movies_max_length` word pieces, with their rationale masks."""
+    ccfg = cb.settings("smoke" if cfg["model_profile"] == "smoke" else "default", n_test=cfg["n"]["movies"],
+                       max_length=cfg["movies_max_length"], seed=cfg["seed"], progress=cfg["progress"],
+                       model_profile=cfg["model_profile"])
+    ctx = cb.setup(ccfg)
+    info = {k: ctx.model_info.get(k) for k in ("checkpoint", "eval_accuracy", "truncated_reviews",
+                                                 "reviews_without_visible_rationale")}
+    info["max_length"] = cfg["movies_max_length"]
+    task = text_task("movies", ctx.model, ctx.inputs, ctx.labels, ctx.tokenizer, rationale=ctx.rationale,
+                     label_names=ctx.label_names, info=info)
+    task.mlm = cached_mlm(cfg)
+    return task
+
+
+def vit_task(cfg: Mapping) -> Task:
+    """The ViT of notebook 01 (`chefer_vit.setup`, trained and cached by `lab.models.vit.train_vit`) on `n` test
+    images with their object masks."""
+    vcfg = cv.settings(cfg["model_profile"] if cfg["model_profile"] in cv.PROFILES else "default",
+                       n_examples=cfg["n"]["vit"], n_pairs=1, seed=cfg["seed"], fill=cfg["fill"],
+                       progress=cfg["progress"])
+    ctx = cv.setup(vcfg)
+    task = image_task("vit", ctx.model, ctx.test, cfg, info={k: ctx.model_info.get(k) for k in
+                                                             ("checkpoint", "test_accuracy", "grid", "num_layers")})
+    return task
+
+
+TASK_BUILDERS = {"sst2": sst2_task, "movies": movies_task, "vit": vit_task}
+
+
+def load_tasks(cfg: Mapping) -> tuple[dict[str, Task], dict[str, str]]:
+    """({task: Task}, {skipped task: reason}). With `train_missing=False` a task whose model is not cached is
+    skipped instead of trained."""
+    from lab.models.training import torch_threads
+
+    from lab.data.base import DatasetMissingError
+
+    tasks, skipped = {}, {}
+    for name in cfg["tasks"]:
+        start = time.perf_counter()
+        try:
+            if not cfg["train_missing"] and not _model_cached(name, cfg):
+                skipped[name] = f"no cached {cfg['model_profile']} model (train_missing=False)"
+                continue
+            with torch_threads(threads(cfg)):
+                tasks[name] = TASK_BUILDERS[name](cfg)
+        except DatasetMissingError as err:  # e.g. no ERASER data: benchmark the other models
+            skipped[name] = str(err).split(". ")[0]
+            continue
+        tasks[name].info["setup_s"] = round(time.perf_counter() - start, 1)
+    return tasks, skipped
+
+
+# ---- explanations and their cost ---------------------------------------------------------------------------
+
+
+class MethodSkipped(Exception):
+    """A method that cannot run on a task (the message is the reason)."""
+
+
+@dataclass
+class TaskRun:
+    """Explanations of every method on one task, the reference forward+backward time and the cost rows."""
+
+    scores: dict[str, torch.Tensor] = field(default_factory=dict)  # text [N, S]; vision native maps [N, h, w]
+    cost: dict[str, dict] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    fb_seconds: float = float("nan")  # one forward+backward over all examples
+    timings: dict[str, float] = field(default_factory=dict)  # seconds of each stage (explain, metrics, ...)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.scores)
+
+
+def method_params(task: Task, method: str, cfg: Mapping) -> dict:
+    """Explainer parameters under the protocol (registry defaults otherwise); MethodSkipped when it cannot run."""
+    spec = lab.EXPLAINERS[method]
+    if task.modality not in spec.modalities:
+        raise MethodSkipped(f"no {task.modality} support")
+    if method == MARGINALIZATION:
+        if not cfg.get("marginalization"):
+            raise MethodSkipped("off in this profile (marginalization=False): it runs the classifier on ~|candidates| "
+                                "copies per token (minutes per sentence here); see notebook 06")
+        if task.mlm is None:
+            raise MethodSkipped("no cached masked LM (lab.models.mlm.mlm_preset; notebook 06 trains it)")
+        return {"mlm": task.mlm, "max_candidates": cfg["max_candidates"]}
+    if method == "mask_lrp":
+        if task.head_mask is None:
+            raise MethodSkipped("no head statistics for this model (Mask-LRP's syntactic/positional heads come from "
+                                "dependency parses: notebook 03 computes them for SST-2)")
+        return {"head_mask": task.head_mask}
+    if method == "integrated_gradients":
+        return {"steps": int(cfg["ig_steps"]), "internal_batch_size": int(cfg["ig_internal_batch"])}
+    if method == "erasure" and task.modality == "text":
+        return {"token": cfg["token"]}
+    return {}
+
+
+def _vision_maps(model, images: torch.Tensor, method: str, targets: torch.Tensor, batch_size: int,
+                 progress: bool, **params) -> torch.Tensor:
+    """Native maps [N, h, w] (patch grid, or pixels for pixel-level methods) of `method` for class `targets`."""
+    maps = []
+    for start in cb._progress(range(0, images.shape[0], batch_size), progress, method):
+        e = lab.explain(model, images[start:start + batch_size], method, target=targets[start:start + batch_size],
+                        **params)
+        maps.append(e.patch_map().detach().float().cpu())
+    return torch.cat(maps)
+
+
+def explain_all(task: Task, method: str, cfg: Mapping, model=None, n: int | None = None,
+                progress: bool = False) -> torch.Tensor:
+    """Scores of `method` for the first n examples of the task (default all), explaining task.targets."""
+    model = task.model if model is None else model
+    n = len(task) if n is None else min(int(n), len(task))
+    params = method_params(task, method, cfg)
+    idx = torch.arange(n)
+    batch = 1 if method == "integrated_gradients" and task.modality == "text" else cfg["batch_size"]
+    if task.modality == "vision":
+        return _vision_maps(model, task.inputs["pixel_values"][:n], method, task.targets[:n], batch, progress, **params)
+    inputs = {k: v[idx] for k, v in task.inputs.items()}
+    return cb.explain_scores(model, inputs, method, task.targets[:n], batch, progress, desc=method, **params)
+
+
+def reference_seconds(task: Task, cfg: Mapping) -> float:
+    """Seconds of one forward+backward pass (`lab.bench.forward_backward`) over every example, in the same
+    batches as the explainers (median of 3 after a warm-up)."""
+    starts = range(0, len(task), cfg["batch_size"])
+
+    def once():
+        for s in starts:
+            idx = torch.arange(s, min(s + cfg["batch_size"], len(task)))
+            bench.forward_backward(task.model, task.rows(idx), task.targets[idx])
+
+    once()
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def explain_task(task: Task, cfg: Mapping) -> TaskRun:
+    """Every method's explanations of the task, with cost: s/example, ratio to forward+backward, peak MB."""
+    from lab.models.training import torch_threads
+
+    run = TaskRun()
+    started = time.perf_counter()
+    with torch_threads(threads(cfg)):
+        run.fb_seconds = reference_seconds(task, cfg)
+        bar = cb._progress(cfg["methods"], cfg["progress"], f"explain {task.name}", total=len(cfg["methods"]))
+        for method in bar:
+            try:
+                method_params(task, method, cfg)
+            except MethodSkipped as skip:
+                run.skipped[method] = str(skip)
+                continue
+            with bench.PeakMemory() as mem:
+                t0 = time.perf_counter()
+                scores = explain_all(task, method, cfg)
+                seconds = time.perf_counter() - t0
+            run.scores[method] = scores
+            run.cost[method] = {"s_per_example": seconds / len(task), "ratio_fb": seconds / run.fb_seconds,
+                                "peak_mb": mem.peak_mb}
+    run.timings["explain_s"] = round(time.perf_counter() - started, 1)
+    return run
+
+
+# ---- quality -------------------------------------------------------------------------------------------------
+
+
+def token_id(task: Task, token: str) -> int:
+    """Id of [PAD]/[MASK]/[UNK] for the task's model (tokenizer, else the config / known vocabulary)."""
+    from lab.explainers.perturbation import replacement_id
+
+    if token not in TOKENS:
+        raise ExperimentError(f"token must be one of {', '.join(TOKENS)}, got {token!r}")
+    tid = getattr(task.tokenizer, f"{token}_token_id", None) if task.tokenizer is not None else None
+    return int(tid) if tid is not None else replacement_id(get_adapter(task.model), token)
+
+
+def _subset(task: Task, scores: torch.Tensor, n: int | None):
+    n = min(len(task) if n is None else int(n), scores.shape[0])
+    idx = torch.arange(n)
+    rows = task.rows(idx)
+    width = rows["input_ids"].shape[1]
+    return idx, rows, scores[:n, :width].double(), task.special[:n, :width]
+
+
+def text_metrics(task: Task, scores: torch.Tensor, cfg: Mapping, token: str | None = None, n: int | None = None,
+                 metrics: Sequence[str] | None = None, reference: torch.Tensor | None = None,
+                 model=None) -> dict[str, float]:
+    """The text metrics of one method's scores [N, S] on the first n examples (default all).
+
+    token: the replacement token (default the protocol's); metrics: which columns (default all that apply);
+    reference: leave-one-out scores for `kendall_loo`.
+    """
+    model = task.model if model is None else model
+    token = cfg["token"] if token is None else token
+    metrics = [m for m in (metrics or task.metrics) if m in task.metrics]
+    groups = {_GROUPS[m] for m in metrics}
+    idx, rows, s, special = _subset(task, scores, n)
+    tid = token_id(task, token)
+    common = dict(special_mask=special, batch_size=cfg["perturb_batch"], progress=False)
+    out: dict[str, float] = {}
+    if "aopc" in groups:
+        r = aopc_lodds(model, rows, s, fractions=cfg["fractions"], token_id=tid, label="predicted", **common)
+        out.update(aopc=r["aopc_mean"], lodds=r["lodds_mean"])
+    if "eraser" in groups:
+        r = comprehensiveness_sufficiency(model, rows, s, bins=cfg["bins"], mode=cfg["mode"], token_id=tid,
+                                          pad_id=token_id(task, "pad"), **common)
+        out.update(comprehensiveness=r["comprehensiveness_mean"], sufficiency=r["sufficiency_mean"])
+    if "deletion" in groups:
+        with warnings.catch_warnings():  # no correctly classified example: the area is NaN (shown as missing)
+            warnings.simplefilter("ignore", UserWarning)
+            r = deletion_curve(model, rows, s, task.labels[idx], max_words=cfg["deletion_max"], mode=cfg["mode"],
+                               token_id=tid, pad_id=token_id(task, "pad"), **common)
+        out["deletion_accuracy"] = r["auc"]
+    if "auc_rep" in groups:
+        out["auc_rep"] = auc_rep(model, rows, s, stop=cfg["auc_rep_stop"], token_id=tid, **common)["auc_mean"]
+    content = task.content[idx][:, :s.shape[1]]
+    if "loo" in groups and reference is not None:
+        tau = kendall_tau(s, reference[idx][:, :s.shape[1]].double(), mask=content).statistic
+        out["kendall_loo"] = float(np.nanmean(tau)) if np.isfinite(tau).any() else float("nan")
+    if "f1" in groups and task.rationale is not None:
+        curve = token_f1_curve(s, task.rationale[idx][:, :s.shape[1]], task.valid[idx][:, :s.shape[1]],
+                               cfg["ks"], special_mask=special)
+        out["token_f1"] = float(np.mean(curve["macro_f1"]))
+    return {m: out[m] for m in metrics if m in out}
+
+
+def _patch_level(maps: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """[N, gh, gw]: maps at the patch grid (pixel-level maps are averaged per patch)."""
+    if tuple(maps.shape[-2:]) == tuple(grid):
+        return maps
+    return torch.nn.functional.adaptive_avg_pool2d(maps[:, None].float(), grid)[:, 0]
+
+
+def image_metrics(task: Task, maps: torch.Tensor, cfg: Mapping, n: int | None = None,
+                  metrics: Sequence[str] | None = None, reference: torch.Tensor | None = None) -> dict[str, float]:
+    """Chefer Tables 1-2 (positive/negative perturbation AUC, segmentation) and τ with leave-one-out, first n images."""
+    metrics = [m for m in (metrics or IMAGE_METRICS) if m in IMAGE_METRICS]
+    n = min(len(task) if n is None else int(n), maps.shape[0])
+    test = task.vit.test[:n]
+    pixel = mi.pixel_maps(maps[:n], tuple(test.images.shape[-2:]))
+    out: dict[str, float] = {}
+    fill = cv.fill_value(task.vit)
+    fractions = cv.COMMON["fractions"]
+    for direction in ("positive", "negative"):
+        if f"{direction}_auc" in metrics:
+            hits = mi.perturbation_hits(task.model, test.images, test.labels, pixel, direction, fractions, fill,
+                                        cfg["batch_size"] * len(fractions))
+            out[f"{direction}_auc"] = float(mi.perturbation_auc(fractions, hits).mean())
+    if {"pixel_accuracy", "mAP", "mIoU"} & set(metrics):
+        seg = mi.segmentation_scores(pixel, test.masks)
+        out.update({k: seg[k] for k in ("pixel_accuracy", "mAP", "mIoU")})
+    if "kendall_loo" in metrics and reference is not None:
+        grid = get_adapter(task.model).grid
+        a = _patch_level(maps[:n], grid).flatten(1).double()
+        b = _patch_level(reference[:n], grid).flatten(1).double()
+        tau = kendall_tau(a, b).statistic
+        out["kendall_loo"] = float(np.nanmean(tau)) if np.isfinite(tau).any() else float("nan")
+    return {m: out[m] for m in metrics if m in out}
+
+
+def method_metrics(task: Task, run: TaskRun, method: str, cfg: Mapping, token: str | None = None,
+                   n: int | None = None, metrics: Sequence[str] | None = None) -> dict[str, float]:
+    """All applicable metrics of one method (τ with leave-one-out is not defined for leave-one-out itself)."""
+    reference = run.scores.get("leave_one_out") if method != "leave_one_out" else None
+    if task.modality == "vision":
+        return image_metrics(task, run.scores[method], cfg, n, metrics, reference)
+    return text_metrics(task, run.scores[method], cfg, token, n, metrics, reference)
+
+
+def quality_table(task: Task, run: TaskRun, cfg: Mapping) -> dict[str, dict[str, float]]:
+    """{method: {metric: value}} for every explained method under the protocol (the task's `n` examples)."""
+    from lab.models.training import torch_threads
+
+    out = {}
+    started = time.perf_counter()
+    with torch_threads(threads(cfg)):
+        for method in cb._progress(run.methods, cfg["progress"], f"metrics {task.name}", total=len(run.methods)):
+            out[method] = method_metrics(task, run, method, cfg)
+    run.timings["metrics_s"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def directions(metrics: Sequence[str]) -> dict[str, str]:
+    return {m: METRICS[m][0] for m in metrics}
+
+
+def quality_frame(quality: Mapping[str, Mapping[str, float]]):
+    """Methods × metrics DataFrame (NaN where a metric does not apply)."""
+    import pandas as pd
+
+    return pd.DataFrame.from_dict({m: dict(r) for m, r in quality.items()}, orient="index").astype(float)
+
+
+def rank_frame(quality: Mapping[str, Mapping[str, float]]):
+    """Rank of every method on every metric (1 = best; ties share the mean rank) and the mean rank, sorted."""
+    frame = quality_frame(quality)
+    ranks = frame.copy()
+    for col in frame.columns:
+        ranks[col] = frame[col].rank(ascending=METRICS[col][0] == "lower", method="average")
+    ranks["mean_rank"] = ranks.mean(axis=1, skipna=True)
+    return ranks.sort_values("mean_rank")
+
+
+def ranked_table(quality: Mapping[str, Mapping[str, float]], metric: str):
+    """One metric's ranking: rank, method, value (best first)."""
+    import pandas as pd
+
+    if metric not in METRICS:
+        raise ExperimentError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    vals = {m: r[metric] for m, r in quality.items() if metric in r and np.isfinite(r[metric])}
+    if not vals:
+        raise ExperimentError(f"no method has a value for {metric!r} on this task")
+    order = sorted(vals, key=vals.get, reverse=METRICS[metric][0] == "higher")
+    frame = pd.DataFrame({"method": order, metric: [vals[m] for m in order]}, index=range(1, len(order) + 1))
+    frame.index.name = "rank"
+    return frame
+
+
+def cost_frame(run: TaskRun):
+    """Methods × cost columns (s/example, × forward+backward, peak MB)."""
+    import pandas as pd
+
+    return pd.DataFrame.from_dict(run.cost, orient="index").reindex(columns=list(COST_COLUMNS))
+
+
+def randomisation_frame(rand: Mapping[str, Mapping]):
+    """Methods × tasks: Spearman ρ between the explanations of the trained and the randomised model."""
+    import pandas as pd
+
+    return pd.DataFrame({t: {m: row["spearman"] for m, row in r["rows"].items()} for t, r in rand.items() if r})
+
+
+def machine_line(cfg: Mapping) -> str:
+    """Threads used and the machine's load (timings depend on both)."""
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return f"{threads(cfg) or torch.get_num_threads()} torch thread(s) on {os.cpu_count()} cores; load average {load}"
+
+
+def ranking_overview(quality: Mapping[str, Mapping[str, float]]):
+    """The ranked table of every metric side by side: rows = rank (1 = best), columns = metrics, cells = method."""
+    import pandas as pd
+
+    frame = quality_frame(quality)
+    cols = {}
+    for metric in frame.columns:
+        if not frame[metric].notna().any():  # e.g. deletion accuracy when no example is classified correctly
+            continue
+        ranked = ranked_table(quality, metric)
+        cols[metric] = pd.Series(list(ranked["method"]), index=ranked.index)
+    out = pd.DataFrame(cols)
+    out.index.name = "rank"
+    return out.fillna("")
+
+
+def metric_agreement(quality: Mapping[str, Mapping[str, float]], method: str = "kendall"):
+    """Metrics × metrics Kendall τ between the method rankings the metrics induce (+1: same ranking; "lower is
+    better" metrics are negated first)."""
+    frame = quality_frame(quality)
+    return rank_correlation_matrix(frame, method=method, directions=directions(list(frame.columns)))
+
+
+def mean_off_diagonal(matrix) -> float:
+    m = np.asarray(matrix, dtype=float)
+    off = m[~np.eye(m.shape[0], dtype=bool)]
+    off = off[np.isfinite(off)]
+    return float(off.mean()) if off.size else float("nan")
+
+
+# ---- replacement-token sweep ------------------------------------------------------------------------------
+
+
+def token_sweep(task: Task, run: TaskRun, cfg: Mapping, quality: Mapping | None = None) -> dict:
+    """The replacement metrics (`sweep_metrics`) recomputed with each token in `tokens` on the first `n_sweep`
+    examples (explanations fixed), and how the method rankings move.
+
+    Returns values {token: {method: {metric: v}}}, tau {metric: {"pad~mask": τ, ...}} (Kendall τ between the
+    rankings of the methods under two tokens), best {metric: {token: best method}}, n.
+    """
+    from lab.models.training import torch_threads
+
+    n = min(cfg["n_sweep"].get(task.name, 0), len(task))
+    if task.modality != "text" or n < 1 or len(cfg["tokens"]) < 2:
+        return {}
+    metrics = list(cfg["sweep_metrics"])
+    values: dict[str, dict] = {}
+    started = time.perf_counter()
+    steps = [(t, m) for t in cfg["tokens"] for m in run.methods]
+    with torch_threads(threads(cfg)):
+        for token, method in cb._progress(steps, cfg["progress"], f"token sweep {task.name}", total=len(steps)):
+            if quality is not None and token == cfg["token"] and n == len(task):
+                values.setdefault(token, {})[method] = {k: quality[method][k] for k in metrics}
+                continue
+            values.setdefault(token, {})[method] = text_metrics(task, run.scores[method], cfg, token, n, metrics)
+    tau, best = {}, {}
+    tokens = list(cfg["tokens"])
+    for metric in metrics:
+        higher = METRICS[metric][0] == "higher"
+        vecs = {t: np.array([values[t][m][metric] for m in run.methods]) for t in tokens}
+        best[metric] = {t: run.methods[int(np.argmax(v) if higher else np.argmin(v))] for t, v in vecs.items()}
+        tau[metric] = {f"{a}~{b}": float(kendall_tau(vecs[a], vecs[b]).statistic)
+                       for i, a in enumerate(tokens) for b in tokens[i + 1:]}
+    run.timings["sweep_s"] = round(time.perf_counter() - started, 1)
+    return {"values": values, "tau": tau, "best": best, "n": n, "token_ids": {t: token_id(task, t) for t in tokens}}
+
+
+def sweep_frame(sweep: Mapping):
+    """One row per swept metric: Kendall τ between the rankings under each pair of tokens, and the best method
+    under each token."""
+    import pandas as pd
+
+    rows = {}
+    for metric, taus in sweep["tau"].items():
+        row = {f"τ {' vs '.join(TOKEN_LABELS[t] for t in pair.split('~'))}": v for pair, v in taus.items()}
+        row.update({f"best {TOKEN_LABELS[t]}": m for t, m in sweep["best"][metric].items()})
+        rows[metric] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+# ---- model randomisation --------------------------------------------------------------------------------
+
+
+def randomised_copy(model: torch.nn.Module, n_layers: int = 2, seed: int = 0) -> torch.nn.Module:
+    """A deep copy of `model` with its top `n_layers` blocks and its classification head (pooler / final
+    LayerNorm included) re-initialised: Linear weights ~ N(0, initializer_range), biases 0, LayerNorm 1/0
+    (Adebayo et al. 2018's cascading randomisation, from the top). The original model is not touched."""
+    clone = copy.deepcopy(model).eval()
+    adapter = get_adapter(clone)
+    n_layers = max(1, min(int(n_layers), len(adapter.layers)))
+    std = float(getattr(clone.config, "initializer_range", 0.02))
+    gen = torch.Generator().manual_seed(int(seed))
+    heads = [clone.classifier, getattr(adapter.base, "pooler", None), getattr(adapter.base, "layernorm", None)]
+    with torch.no_grad():
+        for block in [*adapter.layers[-n_layers:], *[h for h in heads if h is not None]]:
+            for module in block.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.weight.copy_(torch.randn(module.weight.shape, generator=gen, dtype=module.weight.dtype) * std)
+                    if module.bias is not None:
+                        module.bias.zero_()
+                elif isinstance(module, torch.nn.LayerNorm):
+                    module.weight.fill_(1.0)
+                    module.bias.zero_()
+    return clone
+
+
+def _flat_units(task: Task, scores: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scores [n, units] and the mask of units to correlate (text: content tokens; vision: patches)."""
+    if task.modality == "vision":
+        return _patch_level(scores[:n], get_adapter(task.model).grid).flatten(1).double(), None
+    width = scores.shape[1]
+    return scores[:n].double(), task.content[:n, :width]
+
+
+def randomisation_check(task: Task, run: TaskRun, cfg: Mapping) -> dict:
+    """Explain the first `n_random` examples with a copy of the model whose top layers are re-initialised and
+    compare with the trained model's explanations (same target classes).
+
+    Returns rows {method: {"spearman": mean ρ, "changed": 1 - ρ}}, n, layers, the share of predictions the
+    randomised copy changes, and the check that the original weights are untouched.
+    """
+    from lab.models.training import torch_threads
+
+    n = min(cfg["n_random"].get(task.name, 0), len(task))
+    if n < 1:
+        return {}
+    started = time.perf_counter()
+    before = [p.detach().clone() for p in task.model.parameters()]
+    clone = randomised_copy(task.model, cfg["randomise_layers"], cfg["seed"])
+    with torch.no_grad():
+        logits = _predict(clone, {k: v[:n] for k, v in task.inputs.items()})
+    rows = {}
+    with torch_threads(threads(cfg)):
+        for method in cb._progress(run.methods, cfg["progress"], f"randomised {task.name}", total=len(run.methods)):
+            other = explain_all(task, method, cfg, model=clone, n=n)
+            a, mask = _flat_units(task, run.scores[method], n)
+            b, _ = _flat_units(task, other, n)
+            rho = spearman(a, b[:, :a.shape[1]], mask=mask).statistic
+            value = float(np.nanmean(rho)) if np.isfinite(rho).any() else float("nan")
+            rows[method] = {"spearman": value, "changed": 1.0 - value}
+    untouched = all(torch.equal(p, q) for p, q in zip(before, task.model.parameters()))
+    run.timings["randomisation_s"] = round(time.perf_counter() - started, 1)
+    return {"rows": rows, "n": n, "layers": int(cfg["randomise_layers"]), "original_untouched": untouched,
+            "prediction_changed": float((logits.argmax(-1) != task.targets[:n]).double().mean())}
+
+
+# ---- figures ----------------------------------------------------------------------------------------------
+
+
+def ranks_figure(quality: Mapping[str, Mapping[str, Mapping[str, float]]]):
+    """Per task: methods (rows, best mean rank first) × metrics (columns), cells = rank (1 = best)."""
+    from matplotlib.figure import Figure
+
+    names = list(quality)
+    frames = {t: rank_frame(quality[t]) for t in names}
+    height = max(len(f) for f in frames.values()) * 0.32 + 1.6
+    fig = Figure(figsize=(sum(0.55 * f.shape[1] + 2.4 for f in frames.values()), height), layout="constrained")
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    for ax, t in zip(axes, names):
+        f = frames[t]
+        lab.viz.heatmap_matrix(f.to_numpy(), list(f.index), list(f.columns), ax=ax, fmt=".1f", cmap="RdYlGn_r",
+                               colorbar=False, title=f"{TASK_LABELS.get(t, t)}: rank (1 = best)")
+    return fig
+
+
+def agreement_figure(quality: Mapping[str, Mapping[str, Mapping[str, float]]]):
+    """Per task: Kendall τ between the method rankings of each pair of metrics."""
+    from matplotlib.figure import Figure
+
+    names = list(quality)
+    mats = {t: metric_agreement(quality[t]) for t in names}
+    fig = Figure(figsize=(sum(0.5 * m.shape[1] + 2.2 for m in mats.values()), 0.45 * max(len(m) for m in
+                                                                                        mats.values()) + 1.8),
+                 layout="constrained")
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    for ax, t in zip(axes, names):
+        m = mats[t]
+        lab.viz.heatmap_matrix(m.to_numpy(), list(m.index), list(m.columns), ax=ax, cmap="RdBu_r", vmin=-1, vmax=1,
+                               colorbar=t == names[-1], title=f"{TASK_LABELS.get(t, t)}: τ between metrics")
+    return fig
+
+
+def cost_quality_figure(quality: Mapping, runs: Mapping[str, TaskRun]):
+    """Quality (mean rank over metrics, 1 = best, axis inverted) against cost (× one forward+backward), per task."""
+    from matplotlib.figure import Figure
+
+    names = list(quality)
+    fig = Figure(figsize=(4.6 * len(names), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    for ax, t in zip(axes, names):
+        ranks = rank_frame(quality[t])["mean_rank"]
+        points = {m: (max(runs[t].cost[m]["ratio_fb"], 1e-3), float(ranks[m])) for m in ranks.index}
+        lab.viz.scatter_cost_quality(points, ax=ax, xlabel="cost (× one forward+backward)",
+                                     ylabel="mean rank over metrics (1 = best)", title=TASK_LABELS.get(t, t))
+        ax.invert_yaxis()
+    return fig
+
+
+def randomisation_figure(rand: Mapping[str, Mapping]):
+    """Spearman ρ between explanations of the trained and the top-randomised model, per method and task."""
+    rows = {m: {t: r["rows"][m]["spearman"] for t, r in rand.items() if r and m in r["rows"]}
+            for t, r in rand.items() if r for m in r["rows"]}
+    fig = lab.viz.bar_table(rows, ylabel="Spearman ρ (trained vs randomised)",
+                            title="model randomisation: lower = the method depends on the weights")
+    ax = fig.axes[0]
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.legend(fontsize=6, ncol=3)
+    return fig
+
+
+def metric_bars(values: Mapping[str, float], metric: str, title: str | None = None):
+    """Horizontal bars of one metric per method, best on top."""
+    from matplotlib.figure import Figure
+
+    higher = METRICS[metric][0] == "higher"
+    order = sorted((m for m in values if np.isfinite(values[m])), key=values.get, reverse=not higher)
+    fig = Figure(figsize=(5.5, 0.28 * len(order) + 1.2), layout="constrained")
+    ax = fig.subplots()
+    colours = ["tab:grey" if m == "random" else "tab:blue" for m in order]
+    ax.barh(order, [values[m] for m in order], color=colours)
+    ax.set_xlabel(f"{metric} ({'higher' if higher else 'lower'} is better)")
+    ax.set_title(title or METRICS[metric][1], fontsize=9)
+    return fig
+
+
+# ---- results --------------------------------------------------------------------------------------------
+
+
+def _claim_gate(cfg, holds):
+    return None if cfg["profile"] == "smoke" else holds
+
+
+def build_results(cfg: Mapping, tasks: Mapping[str, Task], runs: Mapping[str, TaskRun], quality: Mapping,
+                  sweep: Mapping, rand: Mapping, skipped_tasks: Mapping[str, str] | None = None,
+                  meta: Mapping | None = None):
+    """results/07_benchmark.json: per task the quality, rank, cost, metric-agreement, token-sweep and
+    randomisation tables (no paper values: no paper runs this comparison), and the claims checked on ours."""
+    from lab.results import Results
+
+    res = Results(NOTEBOOK, cfg["profile"], meta={
+        "protocol": {"target": "predicted class", "token": cfg["token"], "mode": cfg["mode"],
+                     "fractions": [round(f, 4) for f in cfg["fractions"]], "bins": list(cfg["bins"]),
+                     "auc_rep_stop": cfg["auc_rep_stop"], "deletion_max": cfg["deletion_max"], "ks": list(cfg["ks"]),
+                     "ig_steps": cfg["ig_steps"], "fill": cfg["fill"], "randomise_layers": cfg["randomise_layers"]},
+        "tasks": {t: {"n": len(task), **task.info} for t, task in tasks.items()},
+        "token_ids": {t: {tok: token_id(task, tok) for tok in cfg["tokens"]} for t, task in tasks.items()
+                      if task.modality == "text"},
+        "skipped_tasks": dict(skipped_tasks or {}), "skipped_methods": {t: r.skipped for t, r in runs.items()},
+        "forward_backward_s_per_example": {t: r.fb_seconds / len(tasks[t]) for t, r in runs.items()},
+        "timings": {t: {"setup_s": tasks[t].info.get("setup_s"), **r.timings} for t, r in runs.items()},
+        "total_s": round(sum(float(v or 0) for t, r in runs.items()
+                             for v in [tasks[t].info.get("setup_s"), *r.timings.values()]), 1),
+        "metrics": {m: {"direction": d, "source": s} for m, (d, s) in METRICS.items()},
+        "seed": cfg["seed"], "load_average": list(os.getloadavg()), "cpu_count": os.cpu_count(),
+        "torch_threads": threads(cfg) or torch.get_num_threads(), **(meta or {})})
+    for t, q in quality.items():
+        cols = list(quality_frame(q).columns)
+        res.add_table(f"{t}_quality", f"{TASK_LABELS[t]}: every method × every applicable metric under one protocol "
+                      f"({len(tasks[t])} examples; token {TOKEN_LABELS[cfg['token']]}); no paper reports these",
+                      {m: {c: (None, v) for c, v in r.items()} for m, r in q.items()}, directions(cols))
+        ranks = rank_frame(q)
+        res.add_table(f"{t}_ranks", f"{TASK_LABELS[t]}: rank per metric (1 = best) and mean rank",
+                      {m: {c: (None, float(v)) for c, v in row.items()} for m, row in ranks.iterrows()},
+                      {c: "lower" for c in ranks.columns})
+        res.add_table(f"{t}_cost", f"{TASK_LABELS[t]}: seconds per example, ratio to one forward+backward on the "
+                      "same batches, peak resident-memory growth (MB); measured on a shared, loaded machine",
+                      {m: {c: (None, v) for c, v in r.items()} for m, r in runs[t].cost.items()},
+                      {c: "lower" for c in COST_COLUMNS})
+        agree = metric_agreement(q)
+        res.add_table(f"{t}_metric_agreement", f"{TASK_LABELS[t]}: Kendall τ between the method rankings of two "
+                      "metrics (+1 = same ranking)",
+                      {a: {b: (None, float(agree.loc[a, b])) for b in agree.columns} for a in agree.index})
+    for t, s in sweep.items():
+        if not s:
+            continue
+        res.add_table(f"{t}_token_sweep", f"{TASK_LABELS[t]}: Kendall τ between method rankings under two "
+                      f"replacement tokens ({s['n']} examples, explanations fixed)",
+                      {m: {pair: (None, v) for pair, v in taus.items()} for m, taus in s["tau"].items()},
+                      {pair: "higher" for pair in next(iter(s["tau"].values()))})
+        for token, vals in s["values"].items():
+            res.add_table(f"{t}_token_{token}", f"{TASK_LABELS[t]}: replacement metrics with "
+                          f"{TOKEN_LABELS[token]} (id {s['token_ids'][token]}), {s['n']} examples",
+                          {m: {c: (None, v) for c, v in r.items()} for m, r in vals.items()},
+                          directions(list(cfg["sweep_metrics"])))
+    for t, r in rand.items():
+        if not r:
+            continue
+        res.add_table(f"{t}_randomisation", f"{TASK_LABELS[t]}: Spearman ρ between explanations of the trained model "
+                      f"and of a copy with its top {r['layers']} blocks + head re-initialised ({r['n']} examples; "
+                      f"the copy changes {100 * r['prediction_changed']:.0f}% of the predictions)",
+                      {m: {c: (None, v) for c, v in row.items()} for m, row in r["rows"].items()},
+                      {"spearman": "lower", "changed": "higher"})
+    _claims(res, cfg, quality, sweep, rand)
+    return res
+
+
+def _claims(res, cfg, quality, sweep, rand):
+    gate = lambda holds: _claim_gate(cfg, holds)  # noqa: E731
+    for t, q in quality.items():
+        ranks = rank_frame(q).drop(columns="mean_rank")
+        always_best = [m for m in ranks.index if (ranks.loc[m].dropna() == 1).all()]
+        res.add_claim(f"{t}: no single method is best on every metric", gate(not always_best),
+                      detail="best per metric: " + ", ".join(f"{c}={ranks[c].idxmin()}" for c in ranks.columns
+                                                              if ranks[c].notna().any()))
+        tau = mean_off_diagonal(metric_agreement(q))
+        res.add_claim(f"{t}: the metrics agree on the ranking of methods (mean pairwise Kendall τ ≥ 0.5)",
+                      gate(bool(tau >= 0.5)) if np.isfinite(tau) else None, detail=f"mean τ between metrics {tau:.2f}")
+        if "random" in q:
+            frame = quality_frame(q)
+            beaten = {}
+            for c in frame.columns:
+                if not np.isfinite(frame.loc["random", c]):
+                    continue
+                better = frame[c] > frame.loc["random", c] if METRICS[c][0] == "higher" else \
+                    frame[c] < frame.loc["random", c]
+                for m in frame.index:
+                    if m != "random" and np.isfinite(frame.loc[m, c]):
+                        beaten.setdefault(m, []).append(bool(better[m]))
+            losers = [m for m, wins in beaten.items() if sum(wins) <= len(wins) / 2]
+            res.add_claim(f"{t}: every method beats the random explainer on a majority of metrics", gate(not losers),
+                          detail="not: " + (", ".join(losers) or "none"))
+    for t, s in sweep.items():
+        if not s:
+            continue
+        worst = min(v for taus in s["tau"].values() for v in taus.values())
+        res.add_claim(f"{t}: method rankings do not depend on the replacement token (Kendall τ ≥ 0.8 between "
+                      f"{'/'.join(TOKEN_LABELS[x] for x in cfg['tokens'])} on every swept metric)",
+                      gate(bool(worst >= 0.8)), detail=f"lowest τ {worst:.2f} on {s['n']} examples")
+    for t, r in rand.items():
+        if not r:
+            continue
+        model_free = ("random",)
+        stuck = [m for m, row in r["rows"].items() if m not in model_free and not row["spearman"] < 0.5]
+        res.add_claim(f"{t}: re-initialising the top {r['layers']} blocks changes every model-dependent method's "
+                      "explanations (mean Spearman ρ < 0.5)", gate(not stuck),
+                      detail="ρ ≥ 0.5: " + (", ".join(f"{m} ({r['rows'][m]['spearman']:.2f})" for m in stuck) or
+                                           "none"))
+        res.add_claim(f"{t}: the original model is left untouched by the randomisation check",
+                      bool(r["original_untouched"]), detail="torch.equal on every parameter")
+
+
+def summary_markdown(quality: Mapping, runs: Mapping[str, TaskRun], sweep: Mapping, rand: Mapping) -> str:
+    """A data-driven summary per task: the best mean rank and its cost, the cheapest method among the top three,
+    the best method per metric, how much the metrics agree, what the token sweep and the randomisation check show."""
+    lines = []
+    for t, q in quality.items():
+        ranks = rank_frame(q)
+        cost = {m: runs[t].cost[m]["ratio_fb"] for m in ranks.index}
+        top = list(ranks.index[:3])
+        cheap = min(top, key=cost.get)
+        best = {c: ranks[c].idxmin() for c in ranks.columns if c != "mean_rank" and ranks[c].notna().any()}
+        tau = mean_off_diagonal(metric_agreement(q))
+        text = (f"- **{TASK_LABELS[t]}**: best mean rank **{top[0]}** ({ranks['mean_rank'].iloc[0]:.1f}, "
+                f"{cost[top[0]]:.1f}× forward+backward); cheapest of the top three: {cheap} ({cost[cheap]:.1f}×). "
+                f"Best per metric: " + ", ".join(f"{c} → {m}" for c, m in best.items()) +
+                f". Mean Kendall τ between the metrics' rankings: {tau:.2f}.")
+        if "random" in ranks.index:
+            text += f" The random explainer's mean rank: {ranks.loc['random', 'mean_rank']:.1f} of {len(ranks)}."
+        s = sweep.get(t)
+        if s:
+            worst = min(((m, p, v) for m, taus in s["tau"].items() for p, v in taus.items()), key=lambda x: x[2])
+            moved = [m for m, b in s["best"].items() if len(set(b.values())) > 1]
+            text += (f" Token sweep ({s['n']} examples): lowest τ {worst[2]:.2f} ({worst[0]}, "
+                     f"{' vs '.join(TOKEN_LABELS[x] for x in worst[1].split('~'))}); the best method changes with "
+                     f"the token on: {', '.join(moved) or 'no metric'}.")
+        r = rand.get(t)
+        if r:
+            rho = sorted(r["rows"].items(), key=lambda kv: -kv[1]["spearman"])
+            text += (" Randomisation: highest ρ (least sensitive) " +
+                     ", ".join(f"{m} {row['spearman']:.2f}" for m, row in rho[:4]) + "; lowest " +
+                     ", ".join(f"{m} {row['spearman']:.2f}" for m, row in rho[-3:]) + ".")
+        lines.append(text)
+    return "\n".join(lines)
+
+
+# ---- widget -----------------------------------------------------------------------------------------------
+
+
+def widget_renderer(tasks: Mapping[str, Task], runs: Mapping[str, TaskRun], cfg: Mapping):
+    """render(task, metric, n, token) -> Figure: one metric for every method on the first n examples, recomputed
+    with the chosen replacement token (text; images ignore it)."""
+
+    def render(task: str, metric: str, n: int, token: str):
+        if task not in tasks:
+            raise ExperimentError(f"task {task!r} was not run; choose from {', '.join(tasks)}")
+        t = tasks[task]
+        if metric not in t.metrics:
+            raise ExperimentError(f"{metric} does not apply to {task}; choose from {', '.join(t.metrics)}")
+        n = max(1, min(int(n), len(t)))
+        values = {m: method_metrics(t, runs[task], m, cfg, token=token, n=n, metrics=[metric]).get(metric, np.nan)
+                  for m in runs[task].methods}
+        tok = f", token {TOKEN_LABELS[token]}" if t.modality == "text" and metric in REPLACEMENT_METRICS else ""
+        return metric_bars(values, metric, f"{TASK_LABELS[task]}: {metric} on {n} examples{tok}")
+
+    return render
+
+
+# ---- one call, and the CLI --------------------------------------------------------------------------------
+
+
+def run(cfg: Mapping) -> dict:
+    """Everything, in order: tasks, explanations + cost, quality, token sweep, randomisation, results."""
+    started = time.perf_counter()
+    tasks, skipped = load_tasks(cfg)
+    if not tasks:
+        raise ExperimentError("no task to run: " + "; ".join(f"{t}: {r}" for t, r in skipped.items()))
+    runs, quality, sweep, rand = {}, {}, {}, {}
+    for t, task in tasks.items():
+        runs[t] = explain_task(task, cfg)
+        quality[t] = quality_table(task, runs[t], cfg)
+        sweep[t] = token_sweep(task, runs[t], cfg, quality[t])
+        rand[t] = randomisation_check(task, runs[t], cfg)
+    res = build_results(cfg, tasks, runs, quality, sweep, rand, skipped,
+                        meta={"elapsed_s": round(time.perf_counter() - started, 1)})
+    return {"tasks": tasks, "skipped_tasks": skipped, "runs": runs, "quality": quality, "sweep": sweep,
+            "randomisation": rand, "results": res}
+
+
+def export_tables(out: Mapping, directory=None) -> list:
+    """CSV of every quality, rank, cost, agreement and sweep table under results/07_benchmark/."""
+    from pathlib import Path
+
+    from lab.config import results_dir
+
+    folder = Path(directory) if directory is not None else results_dir() / NOTEBOOK
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def save(frame, name):
+        path = folder / f"{name}.csv"
+        tmp = path.with_suffix(".csv.tmp")
+        frame.to_csv(tmp)
+        os.replace(tmp, path)
+        written.append(path)
+
+    import pandas as pd
+
+    for t, q in out["quality"].items():
+        save(quality_frame(q), f"{t}_quality")
+        save(rank_frame(q), f"{t}_ranks")
+        save(cost_frame(out["runs"][t]), f"{t}_cost")
+        save(metric_agreement(q), f"{t}_metric_agreement")
+        if out["sweep"].get(t):
+            save(sweep_frame(out["sweep"][t]), f"{t}_token_sweep")
+        if out["randomisation"].get(t):
+            save(pd.DataFrame.from_dict(out["randomisation"][t]["rows"], orient="index"), f"{t}_randomisation")
+
+    return written
+
+
+def _print_summary(out: Mapping) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
+        for t, q in out["quality"].items():
+            print(f"\n== {TASK_LABELS[t]} ==")
+            frame = quality_frame(q).join(pd.DataFrame.from_dict(out["runs"][t].cost, orient="index"))
+            print(frame.loc[rank_frame(q).index].to_string())
+            if out["runs"][t].skipped:
+                print("skipped: " + "; ".join(f"{m} ({r})" for m, r in out["runs"][t].skipped.items()))
+            if out["sweep"].get(t):
+                print(sweep_frame(out["sweep"][t]).to_string())
+        for t, r in out["skipped_tasks"].items():
+            print(f"task {t} skipped: {r}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab benchmark",
+                                     description="every explainer x every metric on the fine-tuned models (notebook 07)")
+    parser.add_argument("--profile", default="default", choices=list(PROFILES))
+    parser.add_argument("--tasks", nargs="*", default=None, help=f"subset of {', '.join(TASKS)}")
+    parser.add_argument("--methods", nargs="*", default=None, help="explainers (default: every registered one)")
+    parser.add_argument("--token", default=None, choices=TOKENS, help="replacement token of the protocol")
+    parser.add_argument("--mode", default=None, choices=MODES, help="replace (protocol) or delete (ERASER, Wu & Ong)")
+    parser.add_argument("--n", type=int, default=None, help="examples per task (default: the profile's)")
+    parser.add_argument("--no-train", action="store_true", help="skip tasks whose model is not cached")
+    parser.add_argument("--no-figures", action="store_true")
+    args = parser.parse_args(argv)
+    from lab.runner import profile_outputs  # non-default profiles write under results/<profile>/, as notebooks do
+
+    try:
+        cfg = settings(args.profile, tasks=args.tasks, methods=args.methods, token=args.token, mode=args.mode,
+                       n=None if args.n is None else {t: args.n for t in TASKS},
+                       train_missing=False if args.no_train else None)
+        with profile_outputs(args.profile):
+            out = run(cfg)
+            path = out["results"].save()
+            tables = export_tables(out)
+            if not args.no_figures:
+                for name, fig in (("ranks", ranks_figure(out["quality"])),
+                                  ("metric_agreement", agreement_figure(out["quality"])),
+                                  ("cost_quality", cost_quality_figure(out["quality"], out["runs"]))):
+                    lab.save_figure(fig, NOTEBOOK, name)
+    except (ExperimentError, lab.metrics.MetricInputError) as err:
+        print(f"python -m lab benchmark: {err}", file=sys.stderr)
+        return 2
+    _print_summary(out)
+    print(f"\nresults: {path}; tables: {tables[0].parent if tables else '-'}")
+    return 0
