@@ -24,15 +24,6 @@ GRADIENT_METHODS = sorted(n for n in METHODS if EXPLAINERS[n].fn.__module__ == "
 TARGETS = [0, 1, 2]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run ~10x faster on one thread when the (shared) cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def bert():
     return tiny_bert()

@@ -18,14 +18,6 @@ from tests.test_explainers import assert_same, sdpa_bert_in_train_mode, snapshot
 EXCLUDED = [PAD_ID, CLS_ID, SEP_ID, MASK_ID]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_mlm(seed: int = 1):
     from transformers import BertConfig, BertForMaskedLM
 
