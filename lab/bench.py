@@ -126,9 +126,13 @@ def bench_model(label, model, inputs, methods, repeat: int, ig_steps: int = 50) 
         if name == "integrated_gradients":
             params.update(steps=ig_steps, internal_batch_size=batch * 10)
         reps = 1 if name in ("leave_one_out", "erasure", "integrated_gradients") else repeat
+        # the reference is re-timed right before each method: on a shared machine the load drifts over a
+        # run, and a ratio is only meaningful between timings taken under the same load
+        ref_fb, _ = _timed(lambda: forward_backward(model, inputs, target), repeat)
+        ref_f, _ = _timed(lambda: forward_only(model, inputs), repeat)
         seconds, peak = _timed(lambda: explain(model, inputs, name, target=target, **params), reps)
         rows.append(dict(model=label, method=name, s_per_example=seconds / batch, ratio_fb=seconds / ref_fb,
-                         ratio_forward=seconds / ref_f, peak_mb=peak))
+                         ratio_forward=seconds / ref_f, peak_mb=peak, reference_s_per_example=ref_fb / batch))
         if name == "integrated_gradients" and modality == "text":
             cap, cap_peak = _timed(lambda: captum_ig(model, inputs, target, ig_steps, batch * 10), 1)
             rows.append(dict(model=label, method="captum IntegratedGradients", s_per_example=cap / batch,
