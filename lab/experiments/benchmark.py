@@ -251,8 +251,7 @@ def _model_cached(task: str, cfg: Mapping) -> bool:
     if task == "vit":
         path = vit_models.cache_path(vit_models.vit_settings(cfg["model_profile"]), cfg["seed"])
     else:
-        path = checkpoint_path(task, profile=cfg["model_profile"], seed=cfg["seed"],
-                               **({"model": "minilm"} if task == "movies" else {}))
+        path = checkpoint_path(task, profile=cfg["model_profile"], seed=cfg["seed"])
     return cache.is_complete(path)
 
 
