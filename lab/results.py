@@ -33,6 +33,8 @@ from lab import config
 DIRECTIONS = ("higher", "lower")
 VERSIONED_PACKAGES = ("torch", "transformers", "captum", "numpy", "datasets")
 
+_SESSION_STARTED = time.perf_counter()  # first import of lab.results: the notebook's import cell
+
 
 def versions() -> dict[str, str | None]:
     """Installed versions of the packages a result depends on (None when not installed)."""
@@ -106,7 +108,8 @@ class Results:
         self.meta: dict[str, Any] = dict(meta or {})
         self.tables: dict[str, dict[str, Any]] = {}
         self.claims: list[dict[str, Any]] = []
-        self._started = time.perf_counter()
+        # elapsed_s counts from the notebook's first `lab` import, not from this object (often built last)
+        self._started = _SESSION_STARTED
 
     def add_table(self, name: str, caption: str, rows: Mapping[str, Mapping[str, Any]],
                   direction: Mapping[str, str] | None = None) -> "Results":
