@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from lab import cache
+from lab.models.profiles import profile_settings
 
 CAUSAL_LM_VERSION = 1
 PROFILES = {
@@ -115,12 +116,7 @@ def evaluate_lm(lm, tokenizer, texts, max_length: int = 64, batch_size: int = 64
 
 
 def settings(profile: str = "default", **overrides) -> dict:
-    if profile not in PROFILES:
-        raise CausalLMError(f"unknown causal-LM profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    unknown = set(overrides) - set(PROFILES[profile])
-    if unknown:
-        raise CausalLMError(f"unknown causal-LM setting(s) {sorted(unknown)}; known: {', '.join(PROFILES[profile])}")
-    return {**PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
+    return profile_settings(PROFILES, profile, overrides, CausalLMError, "causal-LM")
 
 
 def causal_lm_preset(profile: str = "default", seed: int = 0, force: bool = False, progress: bool = True,

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from lab import cache
+from lab.models.profiles import profile_settings
 
 MLM_VERSION = 1
 MASK_RATE = 0.15
@@ -342,12 +343,7 @@ def _layer_out(out):
 
 
 def settings(profile: str = "default", **overrides) -> dict:
-    if profile not in PROFILES:
-        raise MLMError(f"unknown MLM profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    unknown = set(overrides) - set(PROFILES[profile])
-    if unknown:
-        raise MLMError(f"unknown MLM setting(s) {sorted(unknown)}; known: {', '.join(PROFILES[profile])}")
-    return {**PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
+    return profile_settings(PROFILES, profile, overrides, MLMError, "MLM")
 
 
 def mlm_path(profile: str = "default", encoder: str = "minilm", seed: int = 0, **overrides) -> Path:
