@@ -2,11 +2,14 @@
 
 Text: the MiniLM classifier (the fine-tuned SST-2 checkpoint when cached, else the pretrained encoder with a fresh
 head: timing does not depend on the weights) on a fixed batch of 16 x 128 tokens. Vision: a small ViT.
-Peak memory is the peak resident-set growth while the method runs (sampled), so it is approximate.
+Peak memory is the peak resident-set growth over one extra call (sampled every 5 ms, glibc set to return freed
+memory at once; see `rss_tracks_live_memory`), so it is approximate.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import os
 import threading
@@ -19,6 +22,30 @@ from lab.explainers.base import EXPLAINERS, explain
 from lab.models.adapters import get_adapter
 
 SKIP_BY_DEFAULT = ("input_marginalization",)  # needs an MLM; benchmarked in its own notebook
+
+
+@contextlib.contextmanager
+def rss_tracks_live_memory():
+    """Make RSS track live tensors while measuring peak memory: glibc otherwise keeps freed large blocks (its mmap
+    threshold grows after each free), so the RSS growth of a repeated call reads ~0. Small fixed mmap and trim
+    thresholds turn that off; they slow allocation (fresh pages each time), so timing runs outside this block
+    with thresholds near glibc's settled defaults. Linux/glibc only; elsewhere peak memory is a lower bound."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # pragma: no cover - not glibc
+        yield
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+    libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+    libc.malloc_trim(0)  # hand back what earlier runs left free, so this run starts from live memory
+    try:
+        yield
+    finally:
+        libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)  # glibc's dynamic threshold ceiling on 64-bit
+        libc.mallopt(M_TRIM_THRESHOLD, 64 * 2**20)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 
 
 class PeakMemory:
@@ -45,16 +72,29 @@ class PeakMemory:
         self.peak_mb = (self.peak - self.start) / 2**20
 
 
-def _timed(fn, repeat: int) -> tuple[float, float]:
-    fn()  # warm-up
-    times, peaks = [], []
+def _timed(fn, repeat: int, warmup: bool = True) -> tuple[float, float]:
+    """(min seconds over `repeat` calls after a warm-up, peak RSS growth in MiB of one more call)."""
+    return _timed_interleaved([fn], repeat, warmup)[0]
+
+
+def _timed_interleaved(fns, repeat: int, warmup: bool = True) -> list[tuple[float, float]]:
+    """`_timed` for several functions, their calls interleaved (a, b, a, b, ...) so that load drifting on a shared
+    machine affects each the same; the min of the repeats is the run least disturbed (timeit's advice)."""
+    if warmup:
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
     for _ in range(repeat):
-        with PeakMemory() as mem:
+        for fn, spent in zip(fns, times):
             start = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - start)
+            spent.append(time.perf_counter() - start)
+    peaks = []
+    for fn in fns:
+        with rss_tracks_live_memory(), PeakMemory() as mem:
+            fn()
         peaks.append(mem.peak_mb)
-    return min(times), max(peaks)  # min of the repeats: the run least disturbed by other processes (timeit)
+    return [(min(spent), peak) for spent, peak in zip(times, peaks)]
 
 
 def forward_backward(model, inputs, target) -> None:
@@ -99,17 +139,24 @@ def method_params(name: str, model) -> dict:
 
 
 def captum_ig(model, inputs, target, steps: int, internal_batch_size: int | None):
+    """captum's IntegratedGradients used the plain way (model weights left trainable), from the same [PAD]
+    baseline; masks and token types go through additional_forward_args, which captum repeats per step."""
     from captum.attr import IntegratedGradients
 
     adapter = get_adapter(model)
     prepared = adapter.prepare(inputs)
+    extra_keys = [k for k in prepared if k not in ("input_ids", "pixel_values")]
+
+    def forward(embeds, *extra):
+        return adapter.forward(dict(zip(extra_keys, extra)), embeds=embeds).logits
+
     embeds = adapter.embed(prepared).detach()
-    ig = IntegratedGradients(lambda e: adapter.forward(prepared, embeds=e).logits)
-    ig.attribute(embeds, baselines=adapter.baseline_embed(prepared), target=target, n_steps=steps,
-                 internal_batch_size=internal_batch_size)
+    IntegratedGradients(forward).attribute(
+        embeds, baselines=adapter.baseline_embed(prepared), target=target, n_steps=steps,
+        additional_forward_args=tuple(prepared[k] for k in extra_keys) or None, internal_batch_size=internal_batch_size)
 
 
-def bench_model(label, model, inputs, methods, repeat: int, ig_steps: int = 50) -> list[dict]:
+def bench_model(label, model, inputs, methods, repeat: int, ig_steps: int = 20) -> list[dict]:
     batch = next(iter(inputs.values())).shape[0]
     with torch.no_grad():
         target = get_adapter(model).forward(get_adapter(model).prepare(inputs)).logits.argmax(-1)
@@ -125,18 +172,21 @@ def bench_model(label, model, inputs, methods, repeat: int, ig_steps: int = 50) 
         params = method_params(name, model)
         if name == "integrated_gradients":
             params.update(steps=ig_steps, internal_batch_size=batch * 10)
-        reps = 1 if name in ("leave_one_out", "erasure", "integrated_gradients") else repeat
+        slow = name in ("leave_one_out", "erasure", "integrated_gradients", "input_marginalization")
+        reps = 2 if slow else repeat  # slow methods: seconds per call, so no warm-up is needed
         # the reference is re-timed right before each method: on a shared machine the load drifts over a
         # run, and a ratio is only meaningful between timings taken under the same load
         ref_fb, _ = _timed(lambda: forward_backward(model, inputs, target), repeat)
         ref_f, _ = _timed(lambda: forward_only(model, inputs), repeat)
-        seconds, peak = _timed(lambda: explain(model, inputs, name, target=target, **params), reps)
-        rows.append(dict(model=label, method=name, s_per_example=seconds / batch, ratio_fb=seconds / ref_fb,
-                         ratio_forward=seconds / ref_f, peak_mb=peak, reference_s_per_example=ref_fb / batch))
-        if name == "integrated_gradients" and modality == "text":
-            cap, cap_peak = _timed(lambda: captum_ig(model, inputs, target, ig_steps, batch * 10), 1)
-            rows.append(dict(model=label, method="captum IntegratedGradients", s_per_example=cap / batch,
-                             ratio_fb=cap / ref_fb, ratio_forward=cap / ref_f, peak_mb=cap_peak))
+        fns = [lambda: explain(model, inputs, name, target=target, **params)]
+        labels = [name]
+        if name == "integrated_gradients" and modality == "text":  # ours and captum's, interleaved
+            fns.append(lambda: captum_ig(model, inputs, target, ig_steps, batch * 10))
+            labels.append("captum IntegratedGradients")
+            reps = max(reps, 3)
+        for label_, (seconds, peak) in zip(labels, _timed_interleaved(fns, reps, warmup=not slow)):
+            rows.append(dict(model=label, method=label_, s_per_example=seconds / batch, ratio_fb=seconds / ref_fb,
+                             ratio_forward=seconds / ref_f, peak_mb=peak, reference_s_per_example=ref_fb / batch))
     return rows
 
 
@@ -154,6 +204,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--ig-steps", type=int, default=20, help="integrated-gradients steps (ours and captum's)")
     parser.add_argument("--no-vision", action="store_true")
     parser.add_argument("--no-text", action="store_true")
     parser.add_argument("--threads", type=int, default=None,
@@ -172,7 +223,7 @@ def main(argv=None) -> int:
              ([] if args.no_vision else [lambda: vision_setup(args.batch)])
     for setup in setups:
         label, model, inputs = setup()
-        rows += bench_model(label, model, inputs, methods, args.repeat)
+        rows += bench_model(label, model, inputs, methods, args.repeat, ig_steps=args.ig_steps)
         print(format_rows([r for r in rows if r["model"] == label]), flush=True)
     if args.json:
         with open(args.json, "w") as fh:

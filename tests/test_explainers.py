@@ -72,6 +72,22 @@ def test_all_methods_registered_with_description_and_reference():
     assert not EXPLAINERS["rollout"].class_specific and EXPLAINERS["attn_gradcam"].class_specific
 
 
+@pytest.mark.parametrize("method", sorted(n for n, spec in EXPLAINERS.items() if spec.own_forward))
+def test_own_forward_explainers_report_the_models_logits_and_prediction(method, bert, batch):
+    """Explainers that run the model themselves save explain() its extra forward; the logits they hand back must be
+    the model's, and target=None must mean the model's predicted class."""
+    import lab.explainers.relevance  # noqa: F401  (the LRP family is own_forward too)
+
+    params = {"head_mask": torch.ones(2, 4)} if method == "mask_lrp" else {}
+    with torch.no_grad():
+        expected = bert(**batch).logits
+    exp = explain(bert, batch, method, **params)
+    torch.testing.assert_close(exp.logits, expected, atol=1e-10, rtol=1e-8)
+    assert exp.target.tolist() == expected.argmax(-1).tolist()
+    given = explain(bert, batch, method, target=TARGETS, **params)
+    assert given.target.tolist() == TARGETS
+
+
 # ---- batched == one by one -----------------------------------------------------------------------------------
 
 
@@ -154,8 +170,9 @@ class Boom(RuntimeError):
 
 
 def sabotage(monkeypatch, model, method):
-    """Make the explainer fail midway: inside the second forward of the classifier head (inside the eager-attention
-    switch for attention methods), or in torch.autograd.grad for gradient methods."""
+    """Make the explainer fail midway: inside the explainer's own forward of the classifier head (the first forward
+    for explainers that run the model themselves, else the second; inside the eager-attention switch for attention
+    methods), or in torch.autograd.grad for gradient methods."""
     if method in GRADIENT_METHODS:
         def grad(*args, **kwargs):
             raise Boom("autograd.grad failed")
@@ -171,11 +188,12 @@ def sabotage(monkeypatch, model, method):
     head = model.classifier
     original = type(head).forward
     calls = []
+    failing_call = 1 if EXPLAINERS[method].own_forward else 2
 
     def forward(self, *args, **kwargs):
         if self is head:
             calls.append(1)
-            if len(calls) == 2:
+            if len(calls) == failing_call:
                 assert method not in ("raw_attention", "rollout", "lat") or model.config._attn_implementation == "eager"
                 raise Boom("classifier failed")
         return original(self, *args, **kwargs)

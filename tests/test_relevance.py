@@ -76,6 +76,33 @@ def test_attention_gradients_from_hf_match_the_relevance_graph(kind):
         assert torch.allclose(hf.gradients[b], trace.attention_relevance[b], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("kind", ["bert", "vit"])
+@pytest.mark.parametrize("method", RELEVANCE_METHODS + ["mask_lrp"])
+def test_cls_only_last_block_changes_no_result(kind, method):
+    """The relevance forward computes only the [CLS] row of the last block; the full computation must give the
+    same scores, deltas, and attention relevances/gradients (the other rows are exactly zero)."""
+    model, batch = _model_and_batch(kind)
+    model = _lively(model)
+    adapter = get_adapter(model)
+    params = {"head_mask": torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 1.0, 1.0, 0.0]])[:, :adapter.num_heads]} \
+        if method == "mask_lrp" else {}
+    target = torch.tensor([0, 1, 2])
+    fast = lab.explain(model, batch, method, target=target, **params)
+    full_adapter = get_adapter(model)
+    full_adapter.cls_only_last_block = False
+    inputs = full_adapter.prepare(batch)
+    slow = lab.EXPLAINERS[method].fn(full_adapter, inputs, target, **params)
+    torch.testing.assert_close(fast.scores, slow["scores"].masked_fill(~fast.valid, 0.0) if slow["scores"].shape ==
+                               fast.valid.shape else slow["scores"], atol=1e-10, rtol=1e-9)
+    torch.testing.assert_close(fast.delta, slow["delta"], atol=1e-10, rtol=1e-9)
+    ops_fast = relevance_trace(adapter, adapter.prepare(batch), target, CHEFER, gradients=True)
+    ops_slow = relevance_trace(full_adapter, inputs, target, CHEFER, gradients=True)
+    for b in range(adapter.num_layers):
+        torch.testing.assert_close(ops_fast.attention_relevance[b], ops_slow.attention_relevance[b], atol=1e-10, rtol=1e-9)
+        torch.testing.assert_close(ops_fast.attention_gradients[b], ops_slow.attention_gradients[b], atol=1e-10, rtol=1e-9)
+    assert ops_slow.attention_relevance[-1][:, :, 1:].abs().max() == 0
+
+
 @pytest.mark.parametrize("kind", ["bert", "roberta", "vit"])
 @pytest.mark.parametrize("matmul", ["normalized", "halve"])
 def test_chefer_rules_conserve_relevance_in_every_block(kind, matmul):

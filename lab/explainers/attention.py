@@ -14,9 +14,10 @@ LAT_HEADS = ("split", "sum")
 LAT_STARTS = ("cls", "uniform")
 
 
-def attention_maps(adapter, inputs) -> list[torch.Tensor]:
-    """Attention probabilities A^(b) [B, H, S, S] of every block, from the model's own eager forward."""
-    return attention_gradients(adapter, inputs, target=None, gradients=False).attentions
+def attention_maps(adapter, inputs) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """(attention probabilities A^(b) [B, H, S, S] of every block, logits), from the model's own eager forward."""
+    ag = attention_gradients(adapter, inputs, target=None, gradients=False)
+    return ag.attentions, ag.logits
 
 
 def check_start_layer(adapter, start_layer: int) -> int:
@@ -27,14 +28,14 @@ def check_start_layer(adapter, start_layer: int) -> int:
 
 @register("raw_attention", "attention of the last block, mean over heads, [CLS] row",
           "Chefer et al. 2021 Sec. 4 baselines (raw attention, code: head mean); Mask-LRP RawAtt",
-          class_specific=False)
+          class_specific=False, own_forward=True)
 def raw_attention(adapter, inputs, target):
-    last = attention_maps(adapter, inputs)[-1]
-    return {"scores": cls_row(head_mean(last)), "params": {}}
+    maps, logits = attention_maps(adapter, inputs)
+    return {"scores": cls_row(head_mean(maps[-1])), "params": {}, "logits": logits}
 
 
 @register("rollout", "attention rollout: product over blocks of I + mean_h A (optionally row-normalised), [CLS] row",
-          "Abnar & Zuidema 2020; Chefer et al. 2021 Eqs. 17-18", class_specific=False)
+          "Abnar & Zuidema 2020; Chefer et al. 2021 Eqs. 17-18", class_specific=False, own_forward=True)
 def rollout(adapter, inputs, target, start_layer: int = 0, rollout_normalize: bool = False):
     """Â^(b) = I + E_h A^(b) (Chefer Eq. 17), rollout = Â^(1)···Â^(B) taken from the input side (Eq. 18).
 
@@ -42,14 +43,15 @@ def rollout(adapter, inputs, target, start_layer: int = 0, rollout_normalize: bo
     the default follows Eq. 17 as printed (no normalisation). The [CLS] row is the token score.
     """
     start_layer = check_start_layer(adapter, start_layer)
-    maps = [with_identity(head_mean(a)) for a in attention_maps(adapter, inputs)]
-    joint = rollout_product(maps, start_layer=start_layer, normalize=bool(rollout_normalize))
-    return {"scores": cls_row(joint),
+    maps, logits = attention_maps(adapter, inputs)
+    joint = rollout_product([with_identity(head_mean(a)) for a in maps], start_layer=start_layer,
+                            normalize=bool(rollout_normalize))
+    return {"scores": cls_row(joint), "logits": logits,
             "params": {"start_layer": start_layer, "rollout_normalize": bool(rollout_normalize)}}
 
 
 @register("lat", "layerwise attention tracing: unit relevance at [CLS] redistributed by attention only (no residual)",
-          "Wu & Ong 2021 Eq. 10 (after Abnar & Zuidema 2020)", class_specific=False)
+          "Wu & Ong 2021 Eq. 10 (after Abnar & Zuidema 2020)", class_specific=False, own_forward=True)
 def lat(adapter, inputs, target, heads: str = "split", start: str = "cls"):
     """R^(i<-j) = Σ_h A_h R^(j(h)) (Wu & Ong Eq. 10), applied from the last block down to the input.
 
@@ -64,7 +66,7 @@ def lat(adapter, inputs, target, heads: str = "split", start: str = "cls"):
         raise ExplainInputError(f"heads must be one of {LAT_HEADS}, got {heads!r}")
     if start not in LAT_STARTS:
         raise ExplainInputError(f"start must be one of {LAT_STARTS}, got {start!r}")
-    maps = attention_maps(adapter, inputs)
+    maps, logits = attention_maps(adapter, inputs)
     valid = adapter.valid_mask(inputs).to(maps[0].dtype)  # [B, S]
     if start == "cls":
         relevance = torch.zeros_like(valid)
@@ -74,4 +76,4 @@ def lat(adapter, inputs, target, heads: str = "split", start: str = "cls"):
     for a in reversed(maps):
         mixed = a.sum(1) if heads == "sum" else head_mean(a)  # [B, S, S], rows = receiving (query) tokens
         relevance = torch.einsum("bi,bij->bj", relevance * valid, mixed)
-    return {"scores": relevance, "params": {"heads": heads, "start": start}}
+    return {"scores": relevance, "params": {"heads": heads, "start": start}, "logits": logits}

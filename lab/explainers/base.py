@@ -78,18 +78,24 @@ class ExplainerSpec:
     reference: str
     modalities: tuple[str, ...] = ("text", "vision")
     class_specific: bool = True
+    # own_forward: the explainer runs the model itself, returns its "logits", and takes target=None as "the
+    # predicted class" (common.resolve_target), so explain() needs no extra forward pass to find the target
+    own_forward: bool = False
 
 
 EXPLAINERS: dict[str, ExplainerSpec] = {}
 
 
-def register(name: str, description: str, reference: str, modalities=("text", "vision"), class_specific=True):
-    """Decorator: fn(adapter, inputs, target, **params) -> dict(scores=..., [delta=...], [unit=...], [extras=...])."""
+def register(name: str, description: str, reference: str, modalities=("text", "vision"), class_specific=True,
+             own_forward=False):
+    """Decorator: fn(adapter, inputs, target, **params) -> dict(scores=..., [delta=...], [unit=...], [extras=...],
+    [logits=...]); own_forward=True: fn accepts target=None (the predicted class) and returns "logits"."""
 
     def wrap(fn):
         if name in EXPLAINERS:
             raise ValueError(f"explainer {name!r} registered twice")
-        EXPLAINERS[name] = ExplainerSpec(name, fn, description, reference, tuple(modalities), class_specific)
+        EXPLAINERS[name] = ExplainerSpec(name, fn, description, reference, tuple(modalities), class_specific,
+                                         own_forward)
         return fn
 
     return wrap
@@ -155,11 +161,11 @@ def model_guard(model: nn.Module):
 # ---- explain() ----------------------------------------------------------------------------------------
 
 
-def _resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
-    batch, n_classes = logits.shape
+def _check_target(target, batch: int, n_classes: int) -> torch.Tensor | None:
+    """The given target as a [batch] long tensor (None stays None: the predicted class)."""
     if target is None:
-        return logits.argmax(-1)
-    target = torch.as_tensor(target, device=logits.device).long().reshape(-1)
+        return None
+    target = torch.as_tensor(target).long().reshape(-1)
     if target.numel() == 1 and batch > 1:
         target = target.expand(batch)
     if target.numel() != batch:
@@ -197,20 +203,28 @@ def explain(model: nn.Module, inputs, method: str, target=None, *, tokenizer=Non
             prepared = adapter.prepare(adapter.truncate({k: torch.as_tensor(v) for k, v in inputs.items()}))
         else:
             raise
+    valid, special = adapter.valid_mask(prepared), adapter.special_mask(prepared)
+    tgt = _check_target(target, valid.shape[0], adapter.num_labels)
+    if tgt is not None:
+        tgt = tgt.to(adapter.device)
     with model_guard(model):
-        with torch.no_grad():
-            logits = adapter.forward(prepared).logits
-        tgt = _resolve_target(target, logits)
+        logits = None
+        if not spec.own_forward:  # the explainer needs the target before its own passes
+            with torch.no_grad():
+                logits = adapter.forward(prepared).logits
+            tgt = logits.argmax(-1) if tgt is None else tgt
         try:
             out = spec.fn(adapter, prepared, tgt, **params)
         except NonFiniteError as exc:
             raise ExplainerError(f"explainer {method!r} produced NaN/inf in {exc}; check the model's weights and "
                                  "inputs, or run in float64") from None
+        if logits is None:  # logits of the explainer's own forward; target=None resolved from them the same way
+            logits = out["logits"].detach()
+            tgt = logits.argmax(-1) if tgt is None else tgt
     scores = out["scores"]
     if not torch.isfinite(scores).all():
         where = out.get("where", "the final scores")
         raise ExplainerError(f"explainer {method!r} produced NaN/inf in {where}; try float64 or another parameter")
-    valid, special = adapter.valid_mask(prepared), adapter.special_mask(prepared)
     if scores.shape == valid.shape:
         scores = scores.masked_fill(~valid, 0.0)
     unit = out.get("unit", "patch" if isinstance(adapter, ViTAdapter) else "token")

@@ -17,8 +17,15 @@ class NonFiniteError(ArithmeticError):
     """NaN/inf met inside an explainer; the message says where (explain() adds the method name)."""
 
 
-def target_output(logits: torch.Tensor, target: torch.Tensor, of: str = "logit") -> torch.Tensor:
-    """Sum over the batch of each example's target output (so one backward gives per-example gradients)."""
+def resolve_target(target: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
+    """The target class per example; None means the predicted class (argmax of these logits)."""
+    return logits.detach().argmax(-1) if target is None else target
+
+
+def target_output(logits: torch.Tensor, target: torch.Tensor | None, of: str = "logit") -> torch.Tensor:
+    """Sum over the batch of each example's target output (so one backward gives per-example gradients);
+    target None: the predicted class."""
+    target = resolve_target(target, logits)
     if of == "logit":
         out = logits
     elif of == "probability":
@@ -90,10 +97,10 @@ def relevance_trace(adapter: Adapter, inputs, target, composite: Composite, head
             ops.mode.relevance = False
             torch.autograd.grad(target_output(logits, target, gradient_of), leaf, retain_graph=True)
             ops.mode.relevance = True
-            grads = [ops.attention_gradients[b] for b in range(adapter.num_layers)]
-        seed = F.one_hot(target, logits.shape[-1]).to(logits.dtype)
+            grads = [_full_rows(ops.attention_gradients[b]) for b in range(adapter.num_layers)]
+        seed = F.one_hot(resolve_target(target, logits), logits.shape[-1]).to(logits.dtype)
         rel = torch.autograd.grad(logits, wrt, grad_outputs=seed)
-    attn = [ops.attention_relevance[b] for b in range(adapter.num_layers)]
+    attn = [_full_rows(ops.attention_relevance[b]) for b in range(adapter.num_layers)]
     for b in reversed(range(adapter.num_layers)):  # the backward pass meets the last block first
         if not torch.isfinite(attn[b]).all():
             raise NonFiniteError(f"the relevance of block {b}'s attention map (blocks counted from the input)")
@@ -101,6 +108,17 @@ def relevance_trace(adapter: Adapter, inputs, target, composite: Composite, head
         raise NonFiniteError("the input relevance")
     return RelevanceTrace(rel[0].detach(), attn, ops.block_totals, logits.detach(),
                           rel[1].detach() if pixels else None, grads)
+
+
+def _full_rows(attention: torch.Tensor) -> torch.Tensor:
+    """[B, H, Q, S] -> [B, H, S, S]: the relevance forward computes only the [CLS] query row (Q=1) of the last
+    block, whose other rows get zero relevance and zero gradient; give them back as zeros."""
+    rows, seq = attention.shape[-2:]
+    if rows == seq:
+        return attention
+    full = attention.new_zeros(*attention.shape[:-2], seq, seq)
+    full[..., :rows, :] = attention
+    return full
 
 
 def rollout(matrices: list[torch.Tensor], start_layer: int = 0, normalize: bool = False) -> torch.Tensor:

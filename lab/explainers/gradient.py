@@ -41,14 +41,14 @@ def frozen_parameters(model):
             p.requires_grad_(flag)
 
 
-def input_gradient(adapter, inputs, target, gradient_of: str = "logit") -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, ∂y_t/∂x) for the adapter's input embedding x (word embeddings [B, S, D] or pixels [B, C, H, W])."""
+def input_gradient(adapter, inputs, target, gradient_of: str = "logit") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x, ∂y_t/∂x, logits) for the adapter's input embedding x (word embeddings [B, S, D] or pixels [B, C, H, W])."""
     _choice("gradient_of", gradient_of, GRADIENT_OF)
     with frozen_parameters(adapter.model), torch.enable_grad():
         x = adapter.embed(inputs).detach().clone().requires_grad_(True)
         logits = adapter.forward(inputs, embeds=x).logits
         (grad,) = torch.autograd.grad(target_output(logits, target, gradient_of), x)
-    return x.detach(), grad
+    return x.detach(), grad, logits.detach()
 
 
 def _reduce_dims(t: torch.Tensor, adapter, how: str) -> tuple[torch.Tensor, str]:
@@ -64,22 +64,23 @@ def _reduce_dims(t: torch.Tensor, adapter, how: str) -> tuple[torch.Tensor, str]
 
 
 @register("saliency", "gradient sensitivity: L2 norm over embedding dims (pixels: over channels) of d y_t / d e_t",
-          "Wu & Ong 2021 Eq. 1 (GS, Li et al. 2016) with footnote 1's L2 aggregation")
+          "Wu & Ong 2021 Eq. 1 (GS, Li et al. 2016) with footnote 1's L2 aggregation", own_forward=True)
 def saliency(adapter, inputs, target, gradient_of: str = "logit"):
-    _, grad = input_gradient(adapter, inputs, target, gradient_of)
+    _, grad, logits = input_gradient(adapter, inputs, target, gradient_of)
     scores, unit = _reduce_dims(grad, adapter, "l2")
-    return {"scores": scores, "unit": unit, "params": {"gradient_of": gradient_of}}
+    return {"scores": scores, "unit": unit, "params": {"gradient_of": gradient_of}, "logits": logits}
 
 
 @register("grad_x_input", "gradient x input e_t ⊙ d y_t/d e_t, reduced per token: l2 | signed_sum | abs_sum",
-          "Wu & Ong 2021 Eq. 2 (GI, l2); Jain & Wallace 2019 g_t (abs_sum); AttCAT-style signed sum")
+          "Wu & Ong 2021 Eq. 2 (GI, l2); Jain & Wallace 2019 g_t (abs_sum); AttCAT-style signed sum", own_forward=True)
 def grad_x_input(adapter, inputs, target, variant: str = "l2", gradient_of: str = "logit"):
     """variant "l2": ||e_t ⊙ g_t||_2 (Wu & Ong); "signed_sum": Σ_d e_td g_td; "abs_sum": |Σ_d e_td g_td| (Jain &
     Wallace's g_t — their RNN models also detach the attention, which has no counterpart here)."""
     _choice("variant", variant, GXI_VARIANTS)
-    x, grad = input_gradient(adapter, inputs, target, gradient_of)
+    x, grad, logits = input_gradient(adapter, inputs, target, gradient_of)
     scores, unit = _reduce_dims(x * grad, adapter, variant)
-    return {"scores": scores, "unit": unit, "params": {"variant": variant, "gradient_of": gradient_of}}
+    return {"scores": scores, "unit": unit, "params": {"variant": variant, "gradient_of": gradient_of},
+            "logits": logits}
 
 
 def _output_fn(gradient_of: str):
@@ -152,7 +153,8 @@ def _mean_over(x: torch.Tensor, mask: torch.Tensor, dims) -> torch.Tensor:
 
 @register("attn_gradcam",
           "GradCAM on the last attention map: heads as channels, per-head mean gradient of the [CLS] row as weight, "
-          "ReLU(Σ_h w_h A_h[CLS])", "Chefer et al. 2021 Supplement B (GradCAM baseline, Selvaraju 2017)")
+          "ReLU(Σ_h w_h A_h[CLS])", "Chefer et al. 2021 Supplement B (GradCAM baseline, Selvaraju 2017)",
+          own_forward=True)
 def attn_gradcam(adapter, inputs, target, head_reduce: str = "mean", weight_from: str = "cls_row",
                  gradient_of: str = "logit"):
     """weight_from="cls_row": w_h = mean of ∂y/∂A_h over the [CLS] row's tokens except [CLS] (Chefer's ViT code);
@@ -174,25 +176,27 @@ def attn_gradcam(adapter, inputs, target, head_reduce: str = "mean", weight_from
     cam = weights[..., None] * att[:, :, 0, :]  # [B, H, S]
     cam = cam.mean(1) if head_reduce == "mean" else cam.sum(1)
     params = dict(head_reduce=head_reduce, weight_from=weight_from, gradient_of=gradient_of)
-    return {"scores": cam.clamp(min=0), "params": params}
+    return {"scores": cam.clamp(min=0), "params": params, "logits": ag.logits}
 
 
 @register("cam", "final-layer gradient: d y_t / d A of the last block's [CLS] row, head mean, positive part [choice]",
-          "Mask-LRP (Song et al.) Sec. 5.2 baseline 'CAM' (Zhou et al. 2016); formula not in the text, see docstring")
+          "Mask-LRP (Song et al.) Sec. 5.2 baseline 'CAM' (Zhou et al. 2016); formula not in the text, see docstring",
+          own_forward=True)
 def cam(adapter, inputs, target, clamp: str = "after_mean", gradient_of: str = "logit"):
     """Mask-LRP only says CAM uses "the final layer gradient". Chosen reading (REPRODUCTION_SPEC X.1 item 6): the
     gradient of y_t with respect to the last block's attention probabilities, [CLS] row, mean over heads, positive
     part (clamp="after_mean"; "before_mean" clamps each head first)."""
     _choice("clamp", clamp, CLAMPS)
     _choice("gradient_of", gradient_of, GRADIENT_OF)
-    grad = attention_gradients(adapter, inputs, target, gradient_of=gradient_of).gradients[-1][:, :, 0, :]
+    ag = attention_gradients(adapter, inputs, target, gradient_of=gradient_of)
+    grad = ag.gradients[-1][:, :, 0, :]
     scores = grad.mean(1).clamp(min=0) if clamp == "after_mean" else grad.clamp(min=0).mean(1)
-    return {"scores": scores, "params": {"clamp": clamp, "gradient_of": gradient_of}}
+    return {"scores": scores, "params": {"clamp": clamp, "gradient_of": gradient_of}, "logits": ag.logits}
 
 
 @register("attcat",
           "AttCAT: Σ_blocks [Σ_d (d y_t/d h_b ⊙ h_b)] x attention to the token (mean over heads and queries)",
-          "Qiang et al. 2022 (AttCAT), as a Mask-LRP baseline")
+          "Qiang et al. 2022 (AttCAT), as a Mask-LRP baseline", own_forward=True)
 def attcat(adapter, inputs, target, gradient_of: str = "logit"):
     """h_b is the output of block b. The attention weight of token j in block b is A^(b) averaged over heads and over
     the (non-padding) query rows, i.e. the attention token j receives. Scores are signed."""
@@ -204,11 +208,12 @@ def attcat(adapter, inputs, target, gradient_of: str = "logit"):
         cat = (g * h).sum(-1)  # [B, S]: class activation token (gradient × hidden state)
         received = _mean_over(head_mean(att)[:, None], rows, -2)[:, 0]  # [B, S]
         scores = scores + cat * received
-    return {"scores": scores, "params": {"gradient_of": gradient_of}}
+    return {"scores": scores, "params": {"gradient_of": gradient_of}, "logits": ag.logits}
 
 
 @register("gae", "generic attention explainability: rollout of I + E_h (∇A ⊙ A)+ over blocks, [CLS] row",
-          "Chefer, Gur & Wolf 2021b (Generic Attention-model Explainability), self-attention update R += Ā R")
+          "Chefer, Gur & Wolf 2021b (Generic Attention-model Explainability), self-attention update R += Ā R",
+          own_forward=True)
 def gae(adapter, inputs, target, clamp: str = "before_mean", start_layer: int = 0, rollout_normalize: bool = False,
         gradient_of: str = "logit"):
     """Ā^(b) = I + E_h[(∇A^(b) ⊙ A^(b))+]; R ← R + Ā R, i.e. the product of (I + Ā) from the input side, [CLS] row.
@@ -226,4 +231,4 @@ def gae(adapter, inputs, target, clamp: str = "before_mean", start_layer: int = 
     joint = rollout([with_identity(m) for m in maps], start_layer=int(start_layer), normalize=bool(rollout_normalize))
     params = dict(clamp=clamp, start_layer=int(start_layer), rollout_normalize=bool(rollout_normalize),
                   gradient_of=gradient_of)
-    return {"scores": cls_row(joint), "params": params}
+    return {"scores": cls_row(joint), "params": params, "logits": ag.logits}

@@ -37,40 +37,43 @@ def _input_scores(adapter, inputs, target, composite, reduce, pixels):
         rel = trace.pixel_relevance
         scores = rel.sum(1) if reduce == "sum" else rel.abs().sum(1)
         delta = per_example_sum(rel).reshape(-1) - 1.0
-        return scores, delta, "pixel"
-    return _token_scores(trace.input_relevance, reduce), _conservation_delta(trace), None
+        return scores, delta, "pixel", trace.logits
+    return _token_scores(trace.input_relevance, reduce), _conservation_delta(trace), None, trace.logits
 
 
 @register("lrp", "full LRP with the standard rule (Eq. 4) propagated to the input; token score = sum over dims",
-          "Bach et al. 2015; Chefer et al. 2021 Eq. 4")
+          "Bach et al. 2015; Chefer et al. 2021 Eq. 4", own_forward=True)
 def lrp(adapter, inputs, target, linear: str = "eq4", score: str = "sum", pixels: bool = True, epsilon: float = 1e-6):
     composite = LRP_EQ4.with_(linear=linear, epsilon=epsilon)
-    scores, delta, unit = _input_scores(adapter, inputs, target, composite, score, pixels)
-    out = {"scores": scores, "delta": delta, "params": dict(linear=linear, score=score, pixels=pixels, epsilon=epsilon)}
+    scores, delta, unit, logits = _input_scores(adapter, inputs, target, composite, score, pixels)
+    out = {"scores": scores, "delta": delta, "logits": logits,
+           "params": dict(linear=linear, score=score, pixels=pixels, epsilon=epsilon)}
     if unit:
         out["unit"] = unit
     return out
 
 
 @register("lrp_alpha_beta", "LRP-alpha-beta to the input; token score = sum_d |R| (Wu & Ong)",
-          "Bach et al. 2015; Wu & Ong 2021 Sec. 3")
+          "Bach et al. 2015; Wu & Ong 2021 Sec. 3", own_forward=True)
 def lrp_alpha_beta(adapter, inputs, target, alpha: float = 1.0, beta: float = 0.0, score: str = "abs_sum",
                    pixels: bool = True):
     if abs(alpha - beta - 1.0) > 1e-9:
         raise ExplainInputError(f"LRP-alpha-beta needs alpha - beta = 1, got alpha={alpha}, beta={beta}")
-    scores, delta, unit = _input_scores(adapter, inputs, target, ALPHA_BETA.with_(alpha=alpha, beta=beta), score, pixels)
-    out = {"scores": scores, "delta": delta, "params": dict(alpha=alpha, beta=beta, score=score, pixels=pixels)}
+    scores, delta, unit, logits = _input_scores(adapter, inputs, target, ALPHA_BETA.with_(alpha=alpha, beta=beta),
+                                                score, pixels)
+    out = {"scores": scores, "delta": delta, "logits": logits,
+           "params": dict(alpha=alpha, beta=beta, score=score, pixels=pixels)}
     if unit:
         out["unit"] = unit
     return out
 
 
 @register("partial_lrp", "relevance of the last block's attention map (Eq. 6 rules), positive part, head mean, [CLS] row",
-          "Voita et al. 2019; Chefer et al. 2021 Sec. 4")
+          "Voita et al. 2019; Chefer et al. 2021 Sec. 4", own_forward=True)
 def partial_lrp(adapter, inputs, target, absolute: str = "sum_abs", matmul: str = "normalized"):
     trace = relevance_trace(adapter, inputs, target, CHEFER.with_(absolute=absolute, matmul=matmul))
     scores = cls_row(head_mean(trace.attention_relevance[-1].clamp(min=0)))
-    return {"scores": scores, "delta": _conservation_delta(trace),
+    return {"scores": scores, "delta": _conservation_delta(trace), "logits": trace.logits,
             "params": dict(absolute=absolute, matmul=matmul)}
 
 
@@ -106,7 +109,7 @@ def _chefer_scores(adapter, inputs, target, composite, start_layer, clamp, rollo
 
 
 @register("chefer", "Chefer et al.: Eq. 6 LRP + add/matmul normalisation, rollout of I + E_h(grad A ⊙ R_A)+, [CLS] row",
-          "Chefer, Gur & Wolf 2021 Eqs. 6, 13-16")
+          "Chefer, Gur & Wolf 2021 Eqs. 6, 13-16", own_forward=True)
 def chefer(adapter, inputs, target, start_layer: int = 0, clamp: str = "before_mean", rollout_normalize: bool = False,
            absolute: str = "sum_abs", matmul: str = "normalized", gradient_of: str = "logit", ablation=None):
     composite = CHEFER.with_(absolute=absolute, matmul=matmul)
@@ -114,11 +117,11 @@ def chefer(adapter, inputs, target, start_layer: int = 0, clamp: str = "before_m
                                    gradient_of, ablation)
     params = dict(start_layer=start_layer, clamp=clamp, rollout_normalize=rollout_normalize, absolute=absolute,
                   matmul=matmul, gradient_of=gradient_of, ablation=ablation)
-    return {"scores": scores, "delta": _conservation_delta(trace), "params": params}
+    return {"scores": scores, "delta": _conservation_delta(trace), "params": params, "logits": trace.logits}
 
 
 @register("mask_lrp", "Mask-LRP: chefer with per-head relevance masked to syntactic/positional heads and renormalised",
-          "Song et al. Eqs. 5-11")
+          "Song et al. Eqs. 5-11", own_forward=True)
 def mask_lrp(adapter, inputs, target, head_mask=None, mask_recorded: bool = False, start_layer: int = 0,
              clamp: str = "before_mean", rollout_normalize: bool = False, absolute: str = "sum_abs",
              matmul: str = "normalized", gradient_of: str = "logit"):
@@ -135,7 +138,7 @@ def mask_lrp(adapter, inputs, target, head_mask=None, mask_recorded: bool = Fals
                                    gradient_of, None, head_masks=mask, mask_recorded=mask_recorded)
     params = dict(head_mask=mask.tolist(), mask_recorded=mask_recorded, start_layer=start_layer, clamp=clamp,
                   rollout_normalize=rollout_normalize, absolute=absolute, matmul=matmul, gradient_of=gradient_of)
-    return {"scores": scores, "delta": _conservation_delta(trace), "params": params}
+    return {"scores": scores, "delta": _conservation_delta(trace), "params": params, "logits": trace.logits}
 
 
 def composite_for(name: str) -> Composite:

@@ -56,6 +56,8 @@ class AttentionModules:
 
 class Adapter:
     modality: str = "text"
+    # relevance forward: compute only the [CLS] row of the last block (exact, cheaper; False for checks)
+    cls_only_last_block: bool = True
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -78,13 +80,15 @@ class Adapter:
         return self.config.num_labels
 
     # ---- shared pieces of the relevance forward ----
-    def _self_attention(self, ops: RelevanceOps, x, mods: AttentionModules, additive_mask, block: int):
+    def _self_attention(self, ops: RelevanceOps, x, mods: AttentionModules, additive_mask, block: int,
+                        cls_only: bool = False):
+        """Self-attention with `ops`; cls_only: only the [CLS] query row (keys and values from every token)."""
         batch, seq, _ = x.shape
 
         def heads(t):
-            return t.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
+            return t.view(batch, t.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
-        q = heads(ops.linear(x, mods.query.weight, mods.query.bias))
+        q = heads(ops.linear(x[:, :1] if cls_only else x, mods.query.weight, mods.query.bias))
         k = heads(ops.linear(x, mods.key.weight, mods.key.bias))
         v = heads(ops.linear(x, mods.value.weight, mods.value.bias))
         scores = ops.matmul(q, k.transpose(2, 3))
@@ -95,7 +99,7 @@ class Adapter:
             scores = ops.nonlinear(lambda s: s * scale + additive_mask, scores)
         probs = ops.nonlinear(lambda s: torch.softmax(s, dim=-1), scores)
         context = ops.matmul(probs, v, attention_block=block)  # Chefer Eq. 14: O = A V
-        context = context.transpose(1, 2).reshape(batch, seq, -1)
+        context = context.transpose(1, 2).reshape(batch, q.shape[2], -1)
         return ops.linear(context, mods.output.weight, mods.output.bias)
 
 
@@ -178,17 +182,21 @@ class BertAdapter(Adapter):
         leaf = hidden
         mask = inputs["attention_mask"].to(hidden.dtype)
         additive = ((1.0 - mask) * torch.finfo(hidden.dtype).min)[:, None, None, :]
+        last = self.num_layers - 1 if self.cls_only_last_block else None
         for b, layer in enumerate(self.layers):
             hidden = ops.probe(hidden, f"block{b}.input")
-            hidden = self._layer(ops, layer, hidden, additive, b)
+            hidden = self._layer(ops, layer, hidden, additive, b, cls_only=b == last)
         hidden = ops.probe(hidden, "encoder.output")
         return leaf, self._head(ops, hidden)
 
-    def _layer(self, ops, layer, x, additive, b):
+    def _layer(self, ops, layer, x, additive, b, cls_only=False):
+        """One block; cls_only (the last block): only the [CLS] row, the one the classifier reads. The other rows
+        of the last block receive neither gradient nor relevance, so this changes no result and saves about a
+        block of work (the attention relevance/gradient of the last block has only its [CLS] row)."""
         att = layer.attention
         mods = AttentionModules(att.self.query, att.self.key, att.self.value, att.output.dense)
-        a = self._self_attention(ops, x, mods, additive, b)
-        a = ops.nonlinear(att.output.LayerNorm, ops.add(a, x))
+        a = self._self_attention(ops, x, mods, additive, b, cls_only=cls_only)
+        a = ops.nonlinear(att.output.LayerNorm, ops.add(a, x[:, :1] if cls_only else x))
         h = ops.nonlinear(layer.intermediate.intermediate_act_fn, ops.linear(a, layer.intermediate.dense.weight,
                                                                                layer.intermediate.dense.bias))
         h = ops.linear(h, layer.output.dense.weight, layer.output.dense.bias)
@@ -270,22 +278,24 @@ class ViTAdapter(Adapter):
         hidden = torch.cat([cls, tokens], dim=1)
         hidden = ops.add(hidden, emb.position_embeddings.expand_as(hidden).to(hidden.dtype))
         leaf = hidden
+        last = self.num_layers - 1 if self.cls_only_last_block else None
         for b, layer in enumerate(self.layers):
             hidden = ops.probe(hidden, f"block{b}.input")
-            hidden = self._layer(ops, layer, hidden, b)
+            hidden = self._layer(ops, layer, hidden, b, cls_only=b == last)
         hidden = ops.probe(hidden, "encoder.output")
         hidden = ops.nonlinear(self.base.layernorm, hidden)
         logits = ops.linear(hidden[:, 0], self.model.classifier.weight, self.model.classifier.bias)
         return (leaf, pixels, logits) if return_pixels else (leaf, logits)
 
-    def _layer(self, ops, layer, x, b):
+    def _layer(self, ops, layer, x, b, cls_only=False):
+        """One pre-LN block; cls_only as in BertAdapter._layer."""
         att = layer.attention
         if hasattr(att, "q_proj"):
             mods = AttentionModules(att.q_proj, att.k_proj, att.v_proj, att.o_proj)
         else:  # transformers 4 layout
             mods = AttentionModules(att.attention.query, att.attention.key, att.attention.value, att.output.dense)
         h = ops.nonlinear(layer.layernorm_before, x)
-        x = ops.add(self._self_attention(ops, h, mods, None, b), x)
+        x = ops.add(self._self_attention(ops, h, mods, None, b, cls_only=cls_only), x[:, :1] if cls_only else x)
         h = ops.nonlinear(layer.layernorm_after, x)
         mlp = getattr(layer, "mlp", None)
         if mlp is not None:

@@ -13,9 +13,11 @@ STABILIZER = 1e-12
 
 
 def safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
-    """numerator / (denominator + sign * 1e-12), and 0 where the denominator is exactly 0 (authors' code)."""
-    stabilised = torch.where(denominator >= 0, denominator + STABILIZER, denominator - STABILIZER)
-    return (numerator / stabilised).masked_fill_(denominator == 0, 0.0)
+    """numerator / (denominator + sign * 1e-12), and 0 where the denominator is exactly 0 (authors' code).
+
+    (|d| + 1e-12) carrying d's sign equals d ± 1e-12; written in place to spare passes over large tensors."""
+    stabilised = denominator.abs().add_(STABILIZER).copysign_(denominator)
+    return torch.div(numerator, stabilised).masked_fill_(denominator == 0, 0.0)
 
 
 def per_example_sum(t: torch.Tensor) -> torch.Tensor:
@@ -51,10 +53,10 @@ def rule_alpha_beta(x, weight, relevance, alpha: float = 1.0, beta: float = 0.0,
     z = F.linear(x, weight) if z is None else z
     z_abs = F.linear(abs_x, abs_w)
 
-    def share(sign):
-        s = safe_divide(relevance, z.add(z_abs, alpha=sign).mul_(0.5))
+    def share(sign):  # the two halves cancel: (xw ± |x||w|)/2 over (z ± z_abs)/2
+        s = safe_divide(relevance, z.add(z_abs, alpha=sign))
         out = F.linear(s, weight.t()).mul_(x)
-        return out.add_(F.linear(s, abs_w.t()).mul_(abs_x), alpha=sign).mul_(0.5)
+        return out.add_(F.linear(s, abs_w.t()).mul_(abs_x), alpha=sign)
 
     out = share(1.0) if alpha == 1 else share(1.0).mul_(alpha)
     if beta:
