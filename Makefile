@@ -34,10 +34,10 @@ unit: $(INSTALLED)
 	$(PYTHON) -m pytest -q -m "not notebooks"
 
 reproduce: $(INSTALLED)
-	$(PYTHON) -m lab reproduce --profile default
+	$(PYTHON) -m lab reproduce --profile default --if-changed
 
 paper: $(INSTALLED)
-	$(PYTHON) -m lab reproduce --profile paper
+	$(PYTHON) -m lab reproduce --profile paper --if-changed
 
 lab: $(INSTALLED)
 	$(VENV)/bin/jupyter lab notebooks/

@@ -12,6 +12,8 @@ import argparse
 import ast
 import contextlib
 import functools
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -58,13 +60,13 @@ class RunRecord:
     source: Path
     output: Path
     profile: str
-    status: str  # "ok" | "failed"
+    status: str  # "ok" | "failed" | "up-to-date" (skipped: same inputs as its last successful run)
     seconds: float
     error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status in ("ok", "up-to-date")
 
 
 class NotebookError(RuntimeError):
@@ -188,14 +190,73 @@ def profile_outputs(profile: str):
                 os.environ[k] = v
 
 
+# --- skipping notebooks whose inputs have not changed (like make) -----------------------------------------
+
+STAMP_SUFFIX = ".stamp.json"
+FINGERPRINT_PACKAGES = ("torch", "transformers", "captum", "numpy", "scipy", "scikit-learn", "spacy")
+
+
+def input_fingerprint(source: Path, profile: str, overrides: Mapping[str, Any] | None) -> str:
+    """Hash of everything a notebook's outputs depend on: its source, profile and overrides, the `lab` package
+    source, the data directory (file names, sizes, mtimes) and the versions of the numeric packages. Trained
+    models are not hashed: they are a deterministic function of these (seeded training, keyed cache)."""
+    from importlib import metadata
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"profile": profile, "overrides": dict(overrides or {})}, sort_keys=True,
+                             default=repr).encode())
+    digest.update(Path(source).read_bytes())
+    package = REPO_ROOT / "lab"
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    data = config.data_dir()
+    if data.is_dir():
+        for path in sorted(data.rglob("*")):
+            if path.is_file():
+                st = path.stat()
+                digest.update(f"{path.relative_to(data)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for package_name in FINGERPRINT_PACKAGES:
+        try:
+            digest.update(f"{package_name}=={metadata.version(package_name)}".encode())
+        except metadata.PackageNotFoundError:
+            pass
+    return digest.hexdigest()
+
+
+def _stamp_path(output: Path, profile: str) -> Path:
+    return output.with_name(f"{output.stem}.{profile}{STAMP_SUFFIX}")
+
+
+def _up_to_date(output: Path, profile: str, fingerprint: str) -> dict | None:
+    """The stamp of the last successful run when it had the same inputs and its executed copy is still there."""
+    stamp = _stamp_path(output, profile)
+    try:
+        record = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("fingerprint") != fingerprint or not output.exists():
+        return None
+    return record
+
+
+def _write_stamp(output: Path, profile: str, fingerprint: str, seconds: float) -> None:
+    from lab.cache import atomic_write_json
+
+    atomic_write_json(_stamp_path(output, profile), {"fingerprint": fingerprint, "seconds": round(seconds, 1),
+                                                     "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
 def _first_line(source: str) -> str:
     line = next((s.strip() for s in source.splitlines() if s.strip()), "")
     return line if len(line) <= 80 else line[:77] + "..."
 
 
 def run_notebook(source: str | Path, profile: str = "default", overrides: Mapping[str, Any] | None = None,
-                 output_dir: str | Path | None = None) -> RunRecord:
-    """Execute one notebook with ``profile`` (and ``overrides``) injected; never raises for notebook errors."""
+                 output_dir: str | Path | None = None, force: bool = True) -> RunRecord:
+    """Execute one notebook with ``profile`` (and ``overrides``) injected; never raises for notebook errors.
+
+    force=False skips a notebook whose last successful run had the same inputs (`input_fingerprint`); its
+    results, figures and executed copy are then those of that run."""
     import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -212,6 +273,12 @@ def run_notebook(source: str | Path, profile: str = "default", overrides: Mappin
     def failed(error: str) -> RunRecord:
         return RunRecord(name, source, output, profile, "failed", time.perf_counter() - started, error)
 
+    fingerprint = input_fingerprint(source, profile, overrides)
+    if not force:
+        stamp = _up_to_date(output, profile, fingerprint)
+        if stamp is not None:
+            return RunRecord(name, source, output, profile, "up-to-date", time.perf_counter() - started,
+                             f"inputs unchanged since its run of {stamp['seconds']} s on {stamp['finished']}")
     paired = source.with_suffix(".ipynb")
     if source.suffix == ".py" and paired.exists() and paired.stat().st_mtime > source.stat().st_mtime + 2:
         print(f"warning: {paired.name} is newer than {source.name}, which is what runs; "
@@ -239,13 +306,17 @@ def run_notebook(source: str | Path, profile: str = "default", overrides: Mappin
                       f"{e.ename}: {e.evalue} (executed copy: {output})")
     except Exception as e:  # kernel died, cell timeout, unreadable notebook ...
         return failed(f"{name} failed: {type(e).__name__}: {_first_line(str(e))} (executed copy: {output})")
-    return RunRecord(name, source, output, profile, "ok", time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    _write_stamp(output, profile, fingerprint, seconds)
+    return RunRecord(name, source, output, profile, "ok", seconds)
 
 
 def reproduce(notebooks: Sequence[str | Path] | None = None, profile: str = "default",
               overrides: Mapping[str, Any] | None = None, output_dir: str | Path | None = None,
-              notebooks_dir: str | Path | None = None, stop_on_error: bool = False) -> list[RunRecord]:
+              notebooks_dir: str | Path | None = None, stop_on_error: bool = False,
+              force: bool = True) -> list[RunRecord]:
     """Execute ``notebooks`` (default: all of ``notebooks/``) under ``profile``; one progress line each.
+    force=False skips notebooks whose inputs are unchanged since their last successful run (see `run_notebook`).
 
     Raises NotebookError naming every failed notebook and its failing cell once all have run (or at the
     first failure with ``stop_on_error``); the error's ``records`` lists every run.
@@ -258,9 +329,10 @@ def reproduce(notebooks: Sequence[str | Path] | None = None, profile: str = "def
     width = max(len(s.stem) for s in sources)
     for i, source in enumerate(sources, 1):
         print(f"[{i}/{len(sources)}] {source.stem:<{width}}  profile={profile}  ", end="", flush=True)
-        record = run_notebook(source, profile, overrides, output_dir)
+        record = run_notebook(source, profile, overrides, output_dir, force=force)
         records.append(record)
-        print(f"{record.status:<6} {record.seconds:7.1f} s", flush=True)
+        note = f"  ({record.error})" if record.status == "up-to-date" else ""
+        print(f"{record.status:<6} {record.seconds:7.1f} s{note}", flush=True)
         if not record.ok and stop_on_error:
             break
     failures = [r for r in records if not r.ok]
@@ -294,6 +366,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--output-dir", default=None, help="where executed notebooks go "
                         "(default: notebooks/_executed)")
     parser.add_argument("--stop-on-error", action="store_true", help="stop at the first failing notebook")
+    parser.add_argument("--if-changed", action="store_true",
+                        help="skip notebooks whose inputs (notebook, profile, overrides, lab code, data, package "
+                             "versions) are unchanged since their last successful run, like make")
     parser.add_argument("--list", action="store_true", help="list notebooks and profiles, run nothing")
     return parser
 
@@ -311,7 +386,7 @@ def main_reproduce(argv: Sequence[str] | None = None) -> int:
         overrides = dict(_parse_override(o) for o in args.overrides)
         started = time.perf_counter()
         records = reproduce(args.notebooks, args.profile, overrides, args.output_dir,
-                            stop_on_error=args.stop_on_error)
+                            stop_on_error=args.stop_on_error, force=not args.if_changed)
     except NotebookError as e:
         print(f"reproduce: {e}", file=sys.stderr)
         return 1

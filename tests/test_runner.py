@@ -83,3 +83,43 @@ def test_parameter_names_reads_the_tagged_cell(fixtures_dir):
 
     assert parameter_names(load_source(fixtures_dir / "runner_ok.py")) == {"profile", "n_points"}
     assert parameter_names(load_source(fixtures_dir / "runner_fails.ipynb")) == {"profile"}
+
+
+@pytest.mark.slow
+def test_if_changed_skips_a_notebook_whose_inputs_are_unchanged(tmp_path, lab_dirs, fixtures_dir):
+    out = tmp_path / "executed"
+    first = reproduce([fixtures_dir / "runner_ok.py"], profile="smoke", overrides={"n_points": 4}, output_dir=out)
+    assert first[0].status == "ok"
+    results = lab_dirs["results"] / "smoke" / "fixture_runner.json"
+    written = results.stat().st_mtime_ns
+    again = reproduce([fixtures_dir / "runner_ok.py"], profile="smoke", overrides={"n_points": 4}, output_dir=out,
+                      force=False)
+    assert again[0].status == "up-to-date" and again[0].ok and "inputs unchanged" in again[0].error
+    assert results.stat().st_mtime_ns == written  # nothing was executed
+    changed = reproduce([fixtures_dir / "runner_ok.py"], profile="smoke", overrides={"n_points": 5}, output_dir=out,
+                        force=False)
+    assert changed[0].status == "ok"  # another override is another input
+    assert json.loads(results.read_text())["meta"]["n_points"] == 5
+    forced = reproduce([fixtures_dir / "runner_ok.py"], profile="smoke", overrides={"n_points": 5}, output_dir=out)
+    assert forced[0].status == "ok"  # force (the default) always executes
+
+
+def test_fingerprint_covers_source_profile_overrides_and_lab_code(tmp_path, fixtures_dir, monkeypatch):
+    from lab import runner
+
+    source = tmp_path / "01_x.py"
+    source.write_text("# %% tags=['parameters']\nprofile = 'default'\n")
+    base = runner.input_fingerprint(source, "smoke", {})
+    assert runner.input_fingerprint(source, "smoke", {}) == base
+    assert runner.input_fingerprint(source, "default", {}) != base
+    assert runner.input_fingerprint(source, "smoke", {"n": 1}) != base
+    source.write_text("# %% tags=['parameters']\nprofile = 'smoke'\n")
+    assert runner.input_fingerprint(source, "smoke", {}) != base
+    changed_source = runner.input_fingerprint(source, "smoke", {})
+    fake_repo = tmp_path / "repo"
+    (fake_repo / "lab").mkdir(parents=True)
+    (fake_repo / "lab" / "x.py").write_text("a = 1\n")
+    monkeypatch.setattr(runner, "REPO_ROOT", fake_repo)
+    code_a = runner.input_fingerprint(source, "smoke", {})
+    (fake_repo / "lab" / "x.py").write_text("a = 2\n")
+    assert code_a != runner.input_fingerprint(source, "smoke", {}) != changed_source
