@@ -1,5 +1,6 @@
 """The relevance engine on tiny random BERT / RoBERTa / ViT models (fp64): the adapter's relevance forward
 reproduces the HF model, relevance is conserved per block, and the LRP-family explainers behave as the papers say."""
+import contextlib
 import copy
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 
 import lab
 from lab.explainers.common import attention_gradients, relevance_trace
-from lab.models.adapters import get_adapter
+from lab.models.adapters import ExplainInputError, get_adapter
 from lab.relevance import CHEFER, GRADIENT, LRP_EQ4, RelevanceOps
 from tests.models import text_batch, tiny_bert, tiny_roberta, tiny_vit
 
@@ -119,6 +120,23 @@ def test_chefer_rules_conserve_relevance_in_every_block(kind, matmul):
     # each block's attention-map relevance is within [0, total] (Lemma 2 bound on the normalised operands)
     for rel in trace.attention_relevance:
         assert (rel.sum((1, 2, 3)) <= 1 + 1e-9).all()
+
+
+@pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (2.0, 1.0)])
+def test_lrp_alpha_beta_conserves_with_normalised_add_and_matmul(alpha, beta):
+    """With Sec. 3.2's add/matmul normalisation, alpha-beta LRP conserves relevance (biases zeroed) on a model whose
+    weights make the default Eq. 8 add / naive matmul drift far from 1."""
+    model = _zero_biases(_lively(tiny_bert()))
+    batch = text_batch()
+    target = torch.tensor([0, 1, 2])
+    drifting = lab.explain(model, batch, "lrp_alpha_beta", target=target, alpha=alpha, beta=beta)
+    conserving = lab.explain(model, batch, "lrp_alpha_beta", target=target, alpha=alpha, beta=beta,
+                             add="normalized", matmul="normalized")
+    assert drifting.delta.abs().max() > 1e-2
+    assert conserving.delta.abs().max() < 1e-5
+    assert conserving.params["add"] == "normalized" and conserving.params["matmul"] == "normalized"
+    with pytest.raises(ExplainInputError, match="matmul must be"):
+        lab.explain(model, batch, "lrp_alpha_beta", matmul="double")
 
 
 def test_eq4_lrp_does_not_conserve_on_the_model():
@@ -277,3 +295,37 @@ def test_non_finite_relevance_names_the_method_and_block():
         model.bert.encoder.layer[1].attention.self.value.weight[0, 0] = float("inf")
     with pytest.raises(lab.explainers.ExplainerError, match=r"'chefer'.*block 1"):
         lab.explain(model, text_batch(), "chefer", target=0)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_cls_only_last_layer_gives_the_same_logits_loss_and_gradients(kind, attn):
+    from lab.models.adapters import cls_only_last_layer
+
+    model = _lively(tiny_bert() if kind == "bert" else tiny_roberta())
+    model.set_attn_implementation(attn)
+    batch, labels = text_batch(lengths=(7, 4, 5)), torch.tensor([0, 1, 2])
+
+    def loss_and_grads(context):
+        model.zero_grad()
+        with context:
+            out = model(**batch, labels=labels)
+        out.loss.backward()
+        return out.logits.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    logits, grads = loss_and_grads(contextlib.nullcontext())
+    fast_logits, fast_grads = loss_and_grads(cls_only_last_layer(model))
+    torch.testing.assert_close(fast_logits, logits, atol=1e-12, rtol=1e-10)
+    assert len(fast_grads) == len(grads)
+    for a, b in zip(fast_grads, grads):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    last = model.base_model.encoder.layer[-1]
+    assert "forward" not in last.__dict__
+    with pytest.raises(RuntimeError, match="boom"):
+        with cls_only_last_layer(model):
+            assert "forward" in last.__dict__
+            raise RuntimeError("boom")
+    assert "forward" not in last.__dict__  # restored after an error too
+    vit = tiny_vit()
+    with cls_only_last_layer(vit):  # not a BERT-family classifier: left alone
+        assert not any("forward" in m.__dict__ for m in vit.modules())

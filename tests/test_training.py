@@ -189,7 +189,7 @@ def test_checkpoint_path_depends_on_every_hyper_parameter(tokenizer):
                "warmup": 0.0,
                "weight_decay": 0.1, "train_size": 30, "eval_size": 10, "freeze_layers": 1, "freeze_embeddings": True,
                "model": BertConfig(**{**TINY.to_dict(), "hidden_size": 16}), "eval_split": _dataset(24, 2, "dev"),
-               "pair": False}
+               "pair": False, "cls_only_last_layer": True}
     assert set(changes) | {"train_split"} == set(training.DEFAULTS)  # a new hyper-parameter needs a line here
     base = training.checkpoint_path(TRAIN, tokenizer=tokenizer, **ARGS)
     assert base == training.checkpoint_path(TRAIN, tokenizer=tokenizer, **ARGS)
@@ -198,6 +198,8 @@ def test_checkpoint_path_depends_on_every_hyper_parameter(tokenizer):
         assert (path != base) == (name != "pair"), name  # pair=False is what None resolves to on this data
     assert training.checkpoint_path(TRAIN, tokenizer=tokenizer, seed=1, **ARGS) != base
     assert training.checkpoint_path(_dataset(40, 3), tokenizer=tokenizer, **ARGS) != base  # other examples
+    # a knob at its neutral default keeps the keys of checkpoints cached before it existed
+    assert training.checkpoint_path(TRAIN, tokenizer=tokenizer, cls_only_last_layer=False, **ARGS) == base
     assert training.checkpoint_path(TRAIN, **ARGS) != base  # tokenizer given by object vs by the model's name
 
 
@@ -219,8 +221,10 @@ def test_preset_reference_as_base_model_is_keyed_by_the_upstream_checkpoint(monk
 def test_presets_resolve_and_all_overrides_a_subset():
     hp = training._resolve_params("sst2", None, {})
     assert hp == training._resolve_params("sst2", "default", {})
-    assert hp["train_size"] == PRESETS[("sst2", "default")]["train_size"]
-    assert training._resolve_params("sst2", None, {"train_size": "all"})["train_size"] is None
+    assert hp["train_size"] is None and hp["lr"] == PRESETS[("sst2", "default")]["lr"]  # the whole train split
+    yelp = training._resolve_params("yelp", None, {})
+    assert yelp["train_size"] == PRESETS[("yelp", "default")]["train_size"] == 8000
+    assert training._resolve_params("yelp", None, {"train_size": "all"})["train_size"] is None
     movies = training._resolve_params("movies", "default", {})
     assert movies["max_length"] == 512 and movies["train_max_length"] <= 512
 
@@ -343,3 +347,16 @@ def test_presets_name_real_splits_and_smoke_is_small():
     assert {d for d, _ in PRESETS} >= {"sst2", "movies", "imdb", "yelp", "sst5", "snli"}
     assert all((d, p) in PRESETS for d, _ in PRESETS for p in ("default", "smoke"))
     assert PRESETS[("snli", "default")]["pair"] and PRESETS[("movies", "default")]["max_length"] == 512
+
+
+def test_cls_only_last_layer_trains_the_same_model(tmp_path, tokenizer, monkeypatch):
+    """Without dropout the [CLS]-only last block gives the same loss and gradients, hence the same weights; with
+    frozen layers it combines with the cached prefix."""
+    args = {**ARGS, "freeze_layers": 1, "epochs": 2}
+    full = fine_tune(TRAIN, tokenizer=tokenizer, **args)
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "cls"))
+    cls_only = fine_tune(TRAIN, tokenizer=tokenizer, cls_only_last_layer=True, **args)
+    assert cls_only.path != full.path
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), cls_only.model.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-5), name
+    assert "forward" not in cls_only.model.bert.encoder.layer[-1].__dict__

@@ -56,13 +56,20 @@ def lrp(adapter, inputs, target, linear: str = "eq4", score: str = "sum", pixels
 @register("lrp_alpha_beta", "LRP-alpha-beta to the input; token score = sum_d |R| (Wu & Ong)",
           "Bach et al. 2015; Wu & Ong 2021 Sec. 3", own_forward=True)
 def lrp_alpha_beta(adapter, inputs, target, alpha: float = 1.0, beta: float = 0.0, score: str = "abs_sum",
-                   pixels: bool = True):
+                   pixels: bool = True, add: str = "z", matmul: str = "naive"):
+    """Linear layers: alpha-beta. Residual adds and matrix products: add="z" / matmul="naive" split relevance by
+    contribution (Eq. 8; Wu & Ong do not say more), which lets the total drift (matmul doubles it, Lemma 1);
+    add="normalized" / matmul="normalized" (or "halve") apply Chefer Sec. 3.2 so that relevance is conserved."""
     if abs(alpha - beta - 1.0) > 1e-9:
         raise ExplainInputError(f"LRP-alpha-beta needs alpha - beta = 1, got alpha={alpha}, beta={beta}")
-    scores, delta, unit, logits = _input_scores(adapter, inputs, target, ALPHA_BETA.with_(alpha=alpha, beta=beta),
-                                                score, pixels)
+    if add not in ("z", "normalized"):
+        raise ExplainInputError(f"add must be 'z' or 'normalized', got {add!r}")
+    if matmul not in ("naive", "halve", "normalized"):
+        raise ExplainInputError(f"matmul must be 'naive', 'halve' or 'normalized', got {matmul!r}")
+    composite = ALPHA_BETA.with_(alpha=alpha, beta=beta, add=add, matmul=matmul)
+    scores, delta, unit, logits = _input_scores(adapter, inputs, target, composite, score, pixels)
     out = {"scores": scores, "delta": delta, "logits": logits,
-           "params": dict(alpha=alpha, beta=beta, score=score, pixels=pixels)}
+           "params": dict(alpha=alpha, beta=beta, score=score, pixels=pixels, add=add, matmul=matmul)}
     if unit:
         out["unit"] = unit
     return out

@@ -307,6 +307,56 @@ class ViTAdapter(Adapter):
         return ops.add(h, x)
 
 
+# ---- training: only what the classification loss reads ---------------------------------------------------
+
+
+def _reads_only_cls(model: nn.Module) -> bool:
+    """BERT/RoBERTa sequence classifiers: the head reads the last block's [CLS] row and nothing else."""
+    return type(model).__name__ in ("BertForSequenceClassification", "RobertaForSequenceClassification") and \
+        hasattr(model.base_model.encoder.layer[-1].attention, "self")
+
+
+def _cls_only_layer_forward(layer: nn.Module):
+    """The forward of a post-LN BERT block computing only its [CLS] output row: keys and values from every
+    token, the query, attention output and feed-forward for [CLS] only, with the block's own modules (and their
+    dropout in train mode). Same function as the block's forward restricted to row 0."""
+    attention = layer.attention.self
+
+    def forward(hidden_states, attention_mask=None, *args, **kwargs):
+        batch = hidden_states.shape[0]
+        shape = (batch, -1, attention.num_attention_heads, attention.attention_head_size)
+        query = attention.query(hidden_states[:, :1]).view(shape).transpose(1, 2)
+        key = attention.key(hidden_states).view(shape).transpose(1, 2)
+        value = attention.value(hidden_states).view(shape).transpose(1, 2)
+        if attention_mask is not None and attention_mask.dim() == 4:
+            attention_mask = attention_mask[:, :, :1, :]
+        context = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, scale=attention.scaling,
+            dropout_p=attention.dropout.p if attention.training else 0.0)
+        context = context.transpose(1, 2).reshape(batch, 1, -1)
+        attended = layer.attention.output(context, hidden_states[:, :1])
+        return layer.output(layer.intermediate(attended), attended)
+
+    return forward
+
+
+@contextlib.contextmanager
+def cls_only_last_layer(model: nn.Module):
+    """While active, the last encoder block of a BERT/RoBERTa classifier computes only its [CLS] row, the only
+    one the classification head reads: the same logits, loss and gradients for about one block less work (the
+    encoder's last_hidden_state then has one position). Instance-scoped and undone on exit, also on error;
+    a no-op for other models."""
+    if not _reads_only_cls(model):
+        yield model
+        return
+    layer = model.base_model.encoder.layer[-1]
+    layer.forward = _cls_only_layer_forward(layer)
+    try:
+        yield model
+    finally:
+        del layer.forward
+
+
 def get_adapter(model: nn.Module) -> Adapter:
     """The adapter for a supported model, or one clear error."""
     base = getattr(model, "base_model", None)
