@@ -24,6 +24,9 @@ from lab.models.adapters import get_adapter
 SKIP_BY_DEFAULT = ("input_marginalization",)  # needs an MLM; benchmarked in its own notebook
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
 @contextlib.contextmanager
 def rss_tracks_live_memory():
     """Make RSS track live tensors while measuring peak memory: glibc otherwise keeps freed large blocks (its mmap
@@ -43,9 +46,6 @@ def rss_tracks_live_memory():
     finally:
         libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)  # glibc's dynamic threshold ceiling on 64-bit
         libc.mallopt(M_TRIM_THRESHOLD, 64 * 2**20)
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 
 
 class PeakMemory:

@@ -83,7 +83,7 @@ class Adapter:
     def _self_attention(self, ops: RelevanceOps, x, mods: AttentionModules, additive_mask, block: int,
                         cls_only: bool = False):
         """Self-attention with `ops`; cls_only: only the [CLS] query row (keys and values from every token)."""
-        batch, seq, _ = x.shape
+        batch = x.shape[0]
 
         def heads(t):
             return t.view(batch, t.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
