@@ -165,3 +165,97 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> 
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+# ---- memoised computations -----------------------------------------------------------------------------------
+
+# Modules whose code cannot change a computed number (plots, widgets, result files, the notebook runner).
+_PRESENTATION_CODE = ("viz", "widgets.py", "results.py", "runner.py", "cli.py", "__main__.py")
+MEMO_STATS = {"hits": 0, "misses": 0}
+
+
+def digest(value: Any) -> str:
+    """16 hex digits of sha256 over a value's content: tensors and arrays by dtype, shape and bytes, modules by
+    their state dict, mappings and sequences element by element, anything else by its JSON form."""
+    h = hashlib.sha256()
+    _feed(h, value)
+    return h.hexdigest()[:16]
+
+
+def _feed(h, value: Any) -> None:
+    import numpy as np
+    import torch
+
+    if isinstance(value, torch.nn.Module):
+        h.update(b"module")
+        _feed(h, dict(value.state_dict()))
+    elif isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(f"tensor{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(value, np.ndarray):
+        h.update(f"array{value.dtype}{value.shape}".encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, (dict, list, tuple)) and _plain(value):
+        h.update(b"json" + json.dumps(value, sort_keys=True).encode())
+    elif isinstance(value, dict):
+        h.update(b"{")
+        for k in sorted(value, key=str):
+            h.update(str(k).encode() + b":")
+            _feed(h, value[k])
+        h.update(b"}")
+    elif isinstance(value, (list, tuple)):
+        h.update(b"[")
+        for v in value:
+            _feed(h, v)
+        h.update(b"]")
+    else:
+        h.update(json.dumps(_canonical(value), sort_keys=True).encode())
+
+
+def _plain(value: Any) -> bool:
+    """True for nested lists/dicts of JSON scalars with string keys (hashed in one json.dumps call)."""
+    try:
+        json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def code_digest() -> str:
+    """Hash of every `lab` source file that computes numbers (all but plots, widgets, result files and the runner):
+    a memoised value is recomputed as soon as any of them changes."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] in _PRESENTATION_CODE:
+            continue
+        h.update(str(rel).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def memoize(kind: str, prefix: str, compute, *, enabled: bool = True, **key: Any) -> Any:
+    """``compute()``, stored under ``cache_dir()/kind/<prefix>-<hash of key and code_digest()>`` and loaded from
+    there next time (torch.save format, written atomically). `key` must name everything the value depends on
+    besides the code (use :func:`digest` for tensors and models). ``enabled=False`` just calls ``compute()``.
+    Hits and misses are counted in ``MEMO_STATS`` so a notebook can report what it reused."""
+    if not enabled:
+        return compute()
+    import torch
+
+    path = cached_dir(kind, cache_key(prefix, code=code_digest(), **key))
+    if is_complete(path):
+        try:
+            value = torch.load(path / "value.pt", weights_only=False)
+        except Exception:  # unreadable (e.g. written by another torch version): recompute and overwrite
+            pass
+        else:
+            MEMO_STATS["hits"] += 1
+            return value
+    value = compute()
+    with atomic_dir(path) as tmp:
+        torch.save(value, tmp / "value.pt")
+    MEMO_STATS["misses"] += 1
+    return value

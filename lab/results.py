@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
-from lab import config
+from lab import cache, config
 
 DIRECTIONS = ("higher", "lower")
 VERSIONED_PACKAGES = ("torch", "transformers", "captum", "numpy", "datasets")
@@ -138,6 +138,8 @@ class Results:
         meta.setdefault("seed", config.default_seed())
         meta.setdefault("elapsed_s", round(time.perf_counter() - self._started, 1))
         meta.setdefault("versions", versions())
+        if cache.MEMO_STATS["hits"] or cache.MEMO_STATS["misses"]:  # values reused from LAB_CACHE_DIR, not recomputed
+            meta.setdefault("memoized", dict(cache.MEMO_STATS))
         return to_jsonable({"notebook": self.notebook, "profile": self.profile, "meta": meta,
                             "tables": self.tables, "claims": self.claims})
 

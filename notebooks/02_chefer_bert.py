@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -39,6 +41,7 @@ checkpoint = None  # or a classifier already fine-tuned on the movie reviews (sk
 n_examples = None  # test reviews for Figure 3 (None: the profile's number)
 methods = None  # None: the paper's six methods + GAE, saliency, grad×input, integrated gradients
 seed = 0
+use_cache = None  # False: recompute the cached maps and metrics (None: the profile's: on)
 
 # %%
 import lab
@@ -46,7 +49,8 @@ from lab.experiments import chefer_bert as cb
 from lab.results import claims_markdown, table_frame
 from lab.widgets import controls
 
-cfg = cb.settings(profile, model=model, checkpoint=checkpoint, n_examples=n_examples, methods=methods, seed=seed)
+cfg = cb.settings(profile, model=model, checkpoint=checkpoint, n_examples=n_examples, methods=methods, seed=seed,
+                  use_cache=use_cache)
 ctx = cb.setup(cfg)
 print({k: ctx.model_info.get(k) for k in ("checkpoint", "test_accuracy", "n_test", "truncated_reviews",
                                            "reviews_without_visible_rationale", "num_layers", "hidden_size")})

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -49,6 +51,7 @@ xi_pos = 0.8  # ξ_pos of Eq. 8 (paper: 0.8)
 include_self = True  # Eq. 8: does relative offset 0 (a head attending to itself) count? (authors' code: yes)
 seeds = None  # random-mask and corruption seeds (None: the profile's, 5 outside smoke)
 seed = 0
+use_cache = None  # False: recompute the memoised explanations and metrics (None: the profile's; smoke off)
 
 # %%
 import lab
@@ -57,7 +60,7 @@ from lab.results import claims_markdown, table_frame
 from lab.widgets import controls
 
 cfg = ml.settings(profile, datasets=datasets, xi_synt=xi_synt, xi_pos=xi_pos, include_self=include_self,
-                  seeds=seeds, seed=seed)
+                  seeds=seeds, seed=seed, use_cache=use_cache)
 runs = {d: ml.prepare_dataset(d, cfg) for d in cfg["datasets"]}
 for d, run in runs.items():
     print(f"{d:5s} accuracy {run.fine_tuned.accuracy:.3f} on {run.fine_tuned.metrics.get('n_eval')} "

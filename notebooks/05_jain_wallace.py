@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -51,6 +53,7 @@ n_permutations = 100  # random permutations of the attention per instance (Alg. 
 k = 5  # adversarial attention distributions optimised together per instance (Alg. 3)
 transformer = True  # also analyse the fine-tuned MiniLM SST-2 classifier (beyond the paper)
 seed = 0
+use_cache = None  # False: recompute the memoised explanations and metrics (None: the profile's; smoke off)
 
 # %%
 import lab
@@ -59,7 +62,7 @@ from lab.results import claims_markdown, table_frame
 from lab.widgets import controls
 
 cfg = jw.settings(profile, datasets=datasets, encoders=encoders, attention=attention,
-                  n_permutations=n_permutations, k=k, seed=seed)
+                  n_permutations=n_permutations, k=k, seed=seed, use_cache=use_cache)
 tasks = jw.load_tasks(cfg)
 jw.task_overview(tasks)
 

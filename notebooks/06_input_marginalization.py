@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -56,6 +58,7 @@ n_auc_bert = None  # ... for the MiniLM classifier (None = the profile's: defaul
 max_candidates = None  # cost cap on candidates per position (None = the profile's: default 20, smoke 4)
 auc_stop = 0.2  # AUC_rep: replace up to this fraction of the content tokens (the authors' code: 0.2)
 seed = 0
+use_cache = None  # False: recompute the memoised explanations and metrics (None: the profile's; smoke off)
 
 # %%
 import lab
@@ -64,7 +67,7 @@ from lab.results import claims_markdown, table_frame
 from lab.widgets import controls
 
 cfg = im.settings(profile, sigma=sigma, renormalize=renormalize, n_auc=n_auc, n_auc_bert=n_auc_bert,
-                  max_candidates=max_candidates, auc_stop=auc_stop, seed=seed)
+                  max_candidates=max_candidates, auc_stop=auc_stop, seed=seed, use_cache=use_cache)
 cfg
 
 # %% [markdown]

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -57,6 +59,7 @@ n_vit = None  # test images (None: the profile's size)
 randomise_layers = 2  # top blocks (+ head) re-initialised by the model-randomisation check
 train_missing = True  # False: skip a task whose model is not cached instead of training it
 seed = 0
+use_cache = None  # False: recompute the memoised explanations and metrics (None: the profile's; smoke off)
 
 # %%
 import lab
@@ -67,7 +70,7 @@ from lab.widgets import controls
 
 cfg = B.settings(profile, tasks=tasks, methods=methods, token=token, tokens=tokens, mode=mode,
                  n={"sst2": n_sst2, "movies": n_movies, "vit": n_vit}, randomise_layers=randomise_layers,
-                 train_missing=train_missing, seed=seed)
+                 train_missing=train_missing, seed=seed, use_cache=use_cache)
 bench_tasks, skipped_tasks = B.load_tasks(cfg)
 for name, task in bench_tasks.items():
     print(f"{B.TASK_LABELS[name]}: {len(task)} examples, accuracy on them {task.info['accuracy_on_examples']:.3f}, "

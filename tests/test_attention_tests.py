@@ -272,3 +272,24 @@ def test_rnn_analysis_tables_and_figures_fit_together():
         jw.instance_renderer(analyses)("sst_jw", "lstm", 12)
     with pytest.raises(jw.ExperimentError, match="no analysis for imdb/lstm"):
         jw.instance_renderer(analyses)("imdb", "lstm", 0)
+
+
+def test_rnn_analysis_is_memoised_per_model_and_instances(lab_dirs, monkeypatch):
+    from lab.experiments import jain_wallace as jw
+
+    task = toy_task()
+    cfg = jw.settings("smoke", progress=False, adv_steps=5, chunk=5, adv_chunk=3, use_cache=True)
+    model = rnn.AttentionClassifier(rnn.RNNConfig(vocab_size=20, num_classes=2, embed_dim=6, hidden=4)).eval()
+    trained = rnn.TrainedRNN(model, task.vocab, {"train_seconds": 1.0})
+    first = jw.analyse_rnn(task, trained, cfg)
+    calls = []
+    real = jw._analyse_rnn
+    monkeypatch.setattr(jw, "_analyse_rnn", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = jw.analyse_rnn(task, trained, cfg)
+    assert calls == [] and np.array_equal(again.tau["attn_grad"].statistic, first.tau["attn_grad"].statistic)
+    assert np.array_equal(again.adv_eps_max_jsd, first.adv_eps_max_jsd)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.1)
+    jw.analyse_rnn(task, trained, cfg)  # other weights: recomputed
+    jw.analyse_rnn(task, trained, {**cfg, "n_permutations": 7})  # another protocol: recomputed
+    assert calls == [1, 1]

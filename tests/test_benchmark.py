@@ -266,3 +266,31 @@ def test_missing_dataset_skips_the_task(tmp_path, monkeypatch):
     cfg = B.settings("smoke", tasks=["movies"], train_missing=False, progress=False)
     tasks, skipped = B.load_tasks(cfg)
     assert tasks == {} and "movies" in skipped["movies"] and "missing" in skipped["movies"]
+
+
+def test_memoised_stages_reuse_values_and_follow_their_inputs(text_setup, lab_dirs, monkeypatch):
+    task, _, _ = text_setup
+    cfg = _cfg(["saliency", "leave_one_out", "random"], n={"movies": 4}, n_sweep={"movies": 2},
+               n_random={"movies": 2}, ks=(2, 3), use_cache=True)
+    run = B.explain_task(task, cfg)
+    quality, sweep = B.quality_table(task, run, cfg), B.token_sweep(task, run, cfg)
+    rand = B.randomisation_check(task, run, cfg)
+    stored = sorted(p.name.split("-")[0] for p in (lab_dirs["cache"] / "benchmark").iterdir())
+    assert stored.count("explain") == 3 and stored.count("metrics") == 3 and stored.count("randomised") == 3
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("a memoised value was recomputed")
+
+    for name in ("explain_all", "method_metrics", "text_metrics"):
+        monkeypatch.setattr(B, name, recomputed)
+    again = B.explain_task(task, cfg)
+    assert all(torch.equal(again.scores[m], run.scores[m]) for m in run.scores)
+    assert again.cost == run.cost  # the cost of the run that measured it
+    assert B.quality_table(task, again, cfg) == quality and B.token_sweep(task, again, cfg)["values"] == sweep["values"]
+    assert B.randomisation_check(task, again, cfg)["rows"] == rand["rows"]
+    # other scores (or a changed protocol setting) are computed, not looked up
+    again.scores["saliency"] = again.scores["saliency"] * 2
+    with pytest.raises(AssertionError, match="recomputed"):
+        B.quality_table(task, again, cfg)
+    with pytest.raises(AssertionError, match="recomputed"):
+        B.explain_task(task, {**cfg, "token": "unk"})

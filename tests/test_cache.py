@@ -143,3 +143,72 @@ def test_num_threads_setting_is_validated(monkeypatch):
     monkeypatch.setenv("LAB_NUM_THREADS", "two")
     with pytest.raises(ValueError, match="LAB_NUM_THREADS must be a positive integer"):
         config.num_threads()
+
+
+# ---------------------------------------------------------------- memoize / digest
+def test_digest_follows_content_not_identity():
+    import torch
+
+    a = {"x": torch.arange(6.0).reshape(2, 3), "y": [1, "b", None]}
+    same = {"y": [1, "b", None], "x": torch.arange(6.0).reshape(2, 3)}
+    assert cache.digest(a) == cache.digest(same)
+    assert cache.digest(a) != cache.digest({**a, "x": torch.arange(6.0).reshape(3, 2)})  # shape
+    assert cache.digest(a) != cache.digest({**a, "x": torch.arange(6).reshape(2, 3)})  # dtype
+    changed = torch.arange(6.0).reshape(2, 3)
+    changed[1, 2] += 1e-6
+    assert cache.digest(a) != cache.digest({**a, "x": changed})  # one value
+    lin = torch.nn.Linear(3, 2)
+    copy = torch.nn.Linear(3, 2)
+    copy.load_state_dict(lin.state_dict())
+    assert cache.digest(lin) == cache.digest(copy)
+    with torch.no_grad():
+        copy.bias += 1
+    assert cache.digest(lin) != cache.digest(copy)
+
+
+def test_memoize_computes_once_per_key(monkeypatch):
+    calls = []
+
+    def compute(value):
+        calls.append(value)
+        return {"value": value}
+
+    before = dict(cache.MEMO_STATS)
+    assert cache.memoize("memo", "t", lambda: compute(1), k=1) == {"value": 1}
+    assert cache.memoize("memo", "t", lambda: compute(99), k=1) == {"value": 1}  # a hit never calls compute
+    assert cache.memoize("memo", "t", lambda: compute(2), k=2) == {"value": 2}
+    assert calls == [1, 2]
+    assert cache.MEMO_STATS["hits"] - before["hits"] == 1 and cache.MEMO_STATS["misses"] - before["misses"] == 2
+    assert cache.memoize("memo", "t", lambda: compute(3), enabled=False, k=1) == {"value": 3}
+    # any change to the computing code invalidates every memoised value
+    monkeypatch.setattr(cache, "code_digest", lambda: "edited")
+    assert cache.memoize("memo", "t", lambda: compute(4), k=1) == {"value": 4}
+    assert calls == [1, 2, 3, 4]
+
+
+def test_memoize_stores_nothing_when_compute_fails_and_recovers_from_a_corrupt_file():
+    def boom():
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        cache.memoize("memo", "t", boom, k="x")
+    assert not any(cache.is_complete(p) for p in (cache.cached_dir("memo", "x").parent).glob("*"))
+    assert cache.memoize("memo", "t", lambda: 5, k="x") == 5
+    (stored,) = [p for p in cache.cached_dir("memo", "x").parent.glob("t-*") if cache.is_complete(p)]
+    (stored / "value.pt").write_bytes(b"not a pickle")
+    assert cache.memoize("memo", "t", lambda: 6, k="x") == 6  # recomputed and rewritten
+    assert cache.memoize("memo", "t", lambda: 7, k="x") == 6
+
+
+def test_code_digest_ignores_presentation_code_only(tmp_path, monkeypatch):
+    root = tmp_path / "lab"
+    for rel in ("cache.py", "viz/plots.py", "widgets.py", "explainers/relevance.py"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x = 1\n")
+    monkeypatch.setattr(cache, "__file__", str(root / "cache.py"))
+    base = cache.code_digest()
+    (root / "viz/plots.py").write_text("x = 2\n")
+    (root / "widgets.py").write_text("x = 2\n")
+    assert cache.code_digest() == base
+    (root / "explainers/relevance.py").write_text("x = 2\n")
+    assert cache.code_digest() != base

@@ -233,3 +233,15 @@ def test_maps_are_cached_per_review_and_reused(ctx, monkeypatch):
     assert torch.allclose(again["scores"][:3], first["scores"][[2, 0, 1]])
     other = cb.explain_reviews(ctx, "chefer", [0], "counterfactual")  # another class: not the cached map
     assert calls == [1, 1] and not torch.allclose(other["scores"][0], first["scores"][0])
+
+
+def test_faithfulness_is_memoised_per_map(ctx, monkeypatch):
+    ctx.cfg["use_cache"], ctx.model_id = True, "tiny-test-model"
+    maps = cb.compute_maps(ctx, ["chefer", "random"])
+    first = cb.faithfulness_results(ctx, maps)
+    calls = []
+    real = cb.comprehensiveness_sufficiency
+    monkeypatch.setattr(cb, "comprehensiveness_sufficiency", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert cb.faithfulness_results(ctx, maps) == first and calls == []
+    changed = {"chefer": -maps["chefer"]}  # another map of the same reviews is computed, not looked up
+    assert cb.faithfulness_results(ctx, changed)["rows"]["chefer"] != first["rows"]["chefer"] and calls == [1]

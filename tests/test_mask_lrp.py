@@ -156,3 +156,23 @@ def test_sentence_figure_and_widgets_with_a_real_tokenizer():
     with pytest.raises(ml.ExperimentError):
         render("sst2", "  ", "mask_lrp", "rollout", 0.1, 0.8, True)
     assert len(ml.heads_renderer({"sst2": run}, cfg)(0.0, 0.5, True).axes) >= 2
+
+
+def test_table_rows_are_memoised_per_mask_and_model(lab_dirs, monkeypatch):
+    run, cfg = _run()
+    cfg = {**cfg, "use_cache": True}
+    first = ml.evaluate_dataset(run, cfg)
+    calls = []
+    real = ml.explain_set
+    monkeypatch.setattr(ml, "explain_set", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    again = ml.evaluate_dataset(run, cfg)
+    assert calls == []
+    for key in ("AOPC", "LOdds", "aopc_curve"):
+        assert again["methods"]["mask_lrp"][key] == first["methods"]["mask_lrp"][key]
+    assert torch.equal(again["scores"]["chefer"], first["scores"]["chefer"])
+    # another head mask, or other weights, is computed and not looked up
+    ml._run_method(run, "mask_lrp", cfg, mask=torch.ones_like(run.mask))
+    assert calls == ["mask_lrp"]
+    other, _ = _run(model=tiny_bert(seed=5))
+    ml._run_method(other, "chefer", cfg)
+    assert calls == ["mask_lrp", "chefer"]

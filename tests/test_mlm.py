@@ -2,6 +2,9 @@
 of notebook 06, on tiny random models (seconds)."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -106,3 +109,25 @@ def test_causal_lm_sequence_probability_is_the_chain_rule():
     torch.testing.assert_close(two.exp().sum(-1), torch.ones(2, dtype=torch.float64))
     with pytest.raises(C.CausalLMError, match="seq >= 2"):
         C.sequence_log_prob(lm, torch.tensor([[2]]))
+
+
+@pytest.mark.skipif(not (Path(os.environ.get("LAB_DATA_DIR", "/work/shared/data")) / "sst2").exists(),
+                    reason="needs the offline GLUE SST-2 dev split (LAB_DATA_DIR)")
+def test_notebook06_studies_are_memoised(lab_dirs, monkeypatch):
+    from types import SimpleNamespace
+
+    from lab.experiments import input_marginalization as im
+    from lab.models.cnn import TextConfig, build_text_classifier
+
+    torch.manual_seed(0)
+    models = {arch: SimpleNamespace(model=build_text_classifier(TextConfig(30522, 2, arch, embed_dim=4, filters=2,
+                                                                           hidden=3)).eval()) for arch in ("cnn", "lstm")}
+    mlm = im.CachedMLM(tiny_bert_mlm(), vocab=8)
+    cfg = im.settings("smoke", use_cache=True, n_mc_sentences=1, mc_sizes=[2], mc_max_words=3)
+    first = im.mc_study(models, mlm, cfg, sigmas=(1e-2,), seeds=(0,), progress=False)
+    calls = []
+    real = im.attribute
+    monkeypatch.setattr(im, "attribute", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert im.mc_study(models, mlm, cfg, sigmas=(1e-2,), seeds=(0,), progress=False) == first and calls == []
+    im.mc_study(models, mlm, cfg, model="lstm", sigmas=(1e-2,), seeds=(0,), progress=False)  # another model
+    assert len(calls) == 3  # exact reference, one σ, one MC draw

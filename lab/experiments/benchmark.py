@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import sys
 import time
@@ -48,7 +49,7 @@ import numpy as np
 import torch
 
 import lab
-from lab import bench
+from lab import bench, cache
 from lab.experiments import ExperimentError, merge_settings
 from lab.experiments import chefer_bert as cb
 from lab.experiments import chefer_vit as cv
@@ -99,7 +100,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": dict(model_profile="smoke", methods=SMOKE_METHODS, n={"sst2": 2, "movies": 1, "vit": 8},
                   n_sweep={"sst2": 1, "movies": 0, "vit": 0}, n_random={"sst2": 1, "movies": 1, "vit": 4},
                   movies_max_length=32, ks=(5, 10), deletion_max=2, ig_steps=4, sweep_metrics=("aopc", "lodds"),
-                  marginalization=False),
+                  marginalization=False, use_cache=False),
     # default: sized for <= ~20 min on 2 CPU cores with cached models (see the notebook for measured times)
     "default": dict(model_profile="default", methods=None, n={"sst2": 24, "movies": 3, "vit": 64},
                     n_sweep={"sst2": 12, "movies": 1, "vit": 0}, n_random={"sst2": 8, "movies": 1, "vit": 16},
@@ -112,7 +113,10 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 COMMON = dict(tasks=TASKS, token="pad", tokens=TOKENS, mode="replace", fractions=MASK_LRP_FRACTIONS,
               bins=ERASER_BINS, auc_rep_stop=0.2, min_tokens=8, max_candidates=None, randomise_layers=2, fill="mean",
-              batch_size=8, ig_internal_batch=32, perturb_batch=64, seed=0, threads=None, train_missing=True, progress=True)
+              batch_size=8, ig_internal_batch=32, perturb_batch=64, seed=0, threads=None, train_missing=True, progress=True,
+              use_cache=True)
+# Settings that cannot change a computed value (sizes of the other stages are covered by the keys' digests).
+_NOT_PROTOCOL = ("progress", "threads", "train_missing", "use_cache", "methods", "tasks", "n", "n_sweep", "n_random")
 
 
 def settings(profile: str = "default", **overrides) -> dict:
@@ -205,6 +209,13 @@ class Task:
     @property
     def content(self) -> torch.Tensor:
         return self.valid & ~self.special
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Digest of the model weights, examples, targets and masks: the key of this task's memoised values."""
+        masks = None if self.vit is None else self.vit.test.masks
+        return cache.digest([self.name, self.modality, self.model, self.inputs, self.labels, self.targets,
+                             self.rationale, self.head_mask, masks])
 
 
 def _predict(model, inputs: Mapping, batch_size: int = 64) -> torch.Tensor:
@@ -438,8 +449,25 @@ def reference_seconds(task: Task, cfg: Mapping) -> float:
     return float(np.median(times))
 
 
+def _memo(cfg: Mapping, prefix: str, compute, **key):
+    """compute(), memoised in LAB_CACHE_DIR under `key`, the protocol settings and the code (`use_cache`)."""
+    protocol = {k: v for k, v in cfg.items() if k not in _NOT_PROTOCOL}
+    return cache.memoize("benchmark", prefix, compute, enabled=bool(cfg.get("use_cache")), protocol=protocol, **key)
+
+
+def _timed_explain(task: Task, method: str, cfg: Mapping, fb_seconds: float) -> dict:
+    """Scores of `method` on the task, the seconds and peak MB they took, and the forward+backward reference
+    measured in the same run (a memoised cost keeps the ratio of the run that measured it)."""
+    with bench.PeakMemory() as mem:
+        t0 = time.perf_counter()
+        scores = explain_all(task, method, cfg)
+        seconds = time.perf_counter() - t0
+    return {"scores": scores, "seconds": seconds, "peak_mb": mem.peak_mb, "fb_seconds": fb_seconds}
+
+
 def explain_task(task: Task, cfg: Mapping) -> TaskRun:
-    """Every method's explanations of the task, with cost: s/example, ratio to forward+backward, peak MB."""
+    """Every method's explanations of the task, with cost: s/example, ratio to forward+backward, peak MB.
+    With `use_cache` each method's scores and cost are memoised (model, examples, parameters, code)."""
     from lab.models.training import torch_threads
 
     run = TaskRun()
@@ -449,17 +477,16 @@ def explain_task(task: Task, cfg: Mapping) -> TaskRun:
         bar = cb._progress(cfg["methods"], cfg["progress"], f"explain {task.name}", total=len(cfg["methods"]))
         for method in bar:
             try:
-                method_params(task, method, cfg)
+                params = method_params(task, method, cfg)
             except MethodSkipped as skip:
                 run.skipped[method] = str(skip)
                 continue
-            with bench.PeakMemory() as mem:
-                t0 = time.perf_counter()
-                scores = explain_all(task, method, cfg)
-                seconds = time.perf_counter() - t0
-            run.scores[method] = scores
-            run.cost[method] = {"s_per_example": seconds / len(task), "ratio_fb": seconds / run.fb_seconds,
-                                "peak_mb": mem.peak_mb}
+            got = _memo(cfg, f"explain-{task.name}-{method}", functools.partial(_timed_explain, task, method, cfg,
+                                                                              run.fb_seconds),
+                        task=task.fingerprint, method=method, params=cache.digest(params))
+            run.scores[method] = got["scores"]
+            run.cost[method] = {"s_per_example": got["seconds"] / len(task),
+                                "ratio_fb": got["seconds"] / got["fb_seconds"], "peak_mb": got["peak_mb"]}
     run.timings["explain_s"] = round(time.perf_counter() - started, 1)
     return run
 
@@ -578,7 +605,11 @@ def quality_table(task: Task, run: TaskRun, cfg: Mapping) -> dict[str, dict[str,
     started = time.perf_counter()
     with torch_threads(threads(cfg)):
         for method in cb._progress(run.methods, cfg["progress"], f"metrics {task.name}", total=len(run.methods)):
-            out[method] = method_metrics(task, run, method, cfg)
+            reference = run.scores.get("leave_one_out") if method != "leave_one_out" else None
+            out[method] = _memo(cfg, f"metrics-{task.name}-{method}",
+                                functools.partial(method_metrics, task, run, method, cfg), task=task.fingerprint,
+                                method=method, scores=cache.digest(run.scores[method]),
+                                reference=None if reference is None else cache.digest(reference))
     run.timings["metrics_s"] = round(time.perf_counter() - started, 1)
     return out
 
@@ -693,7 +724,10 @@ def token_sweep(task: Task, run: TaskRun, cfg: Mapping, quality: Mapping | None 
             if quality is not None and token == cfg["token"] and n == len(task):
                 values.setdefault(token, {})[method] = {k: quality[method][k] for k in metrics}
                 continue
-            values.setdefault(token, {})[method] = text_metrics(task, run.scores[method], cfg, token, n, metrics)
+            values.setdefault(token, {})[method] = _memo(
+                cfg, f"sweep-{task.name}-{method}-{token}",
+                functools.partial(text_metrics, task, run.scores[method], cfg, token, n, metrics),
+                task=task.fingerprint, scores=cache.digest(run.scores[method]), token=token, n=n, metrics=metrics)
     tau, best = {}, {}
     tokens = list(cfg["tokens"])
     for metric in metrics:
@@ -770,10 +804,13 @@ def randomisation_check(task: Task, run: TaskRun, cfg: Mapping) -> dict:
     clone = randomised_copy(task.model, cfg["randomise_layers"], cfg["seed"])
     with torch.no_grad():
         logits = _predict(clone, {k: v[:n] for k, v in task.inputs.items()})
-    rows = {}
+    rows, clone_digest = {}, cache.digest(clone) if cfg.get("use_cache") else None
     with torch_threads(threads(cfg)):
         for method in cb._progress(run.methods, cfg["progress"], f"randomised {task.name}", total=len(run.methods)):
-            other = explain_all(task, method, cfg, model=clone, n=n)
+            other = _memo(cfg, f"randomised-{task.name}-{method}",
+                          functools.partial(explain_all, task, method, cfg, model=clone, n=n), task=task.fingerprint,
+                          clone=clone_digest, method=method, n=n,
+                          params=cache.digest(method_params(task, method, cfg)))
             a, mask = _flat_units(task, run.scores[method], n)
             b, _ = _flat_units(task, other, n)
             rho = spearman(a, b[:, :a.shape[1]], mask=mask).statistic

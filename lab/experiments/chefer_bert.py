@@ -469,13 +469,23 @@ def faithfulness_results(ctx: Context, maps: Mapping[str, torch.Tensor]) -> dict
     for method, scores in maps.items():
         m = min(n, scores.shape[0])
         idx = _rows_for(ctx, scores)[:m]
-        t0 = time.perf_counter()
-        with torch_threads():
-            r = comprehensiveness_sufficiency(ctx.model, rows_of(ctx.inputs, idx), scores[:m, :_width(ctx, idx)],
-                                              bins=ctx.cfg["bins"], label="gold", labels=ctx.labels[idx],
-                                              special_mask=ctx.special[idx][:, :_width(ctx, idx)], mode="delete",
-                                              batch_size=ctx.cfg["perturb_batch"], progress=ctx.cfg["progress"])
-        ctx.timings[f"faithfulness_{method}_s_per_review"] = round((time.perf_counter() - t0) / m, 2)
+        width = _width(ctx, idx)
+
+        def compute(idx=idx, s=scores[:m, :width], width=width):
+            t0 = time.perf_counter()
+            with torch_threads():
+                r = comprehensiveness_sufficiency(ctx.model, rows_of(ctx.inputs, idx), s, bins=ctx.cfg["bins"],
+                                                  label="gold", labels=ctx.labels[idx],
+                                                  special_mask=ctx.special[idx][:, :width], mode="delete",
+                                                  batch_size=ctx.cfg["perturb_batch"], progress=ctx.cfg["progress"])
+            return {**r, "seconds": time.perf_counter() - t0}
+
+        # memoised per classifier, reviews and map (the seconds are those of the run that computed it)
+        r = cache.memoize(CACHE_KIND, f"faithfulness-{method}", compute,
+                          enabled=bool(ctx.cfg.get("use_cache")) and ctx.model_id is not None, model=ctx.model_id,
+                          reviews=_digest([ctx.examples[int(i)].uid for i in idx]), scores=cache.digest(scores[:m, :width]),
+                          bins=[float(b) for b in ctx.cfg["bins"]], max_length=ctx.cfg["max_length"])
+        ctx.timings[f"faithfulness_{method}_s_per_review"] = round(r["seconds"] / m, 2)
         rows[method] = {"comprehensiveness": r["comprehensiveness_mean"], "sufficiency": r["sufficiency_mean"],
                         "n": m}
         curves[method] = {"comprehensiveness": r["comp_curve"].tolist(), "sufficiency": r["suff_curve"].tolist()}

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import torch
 
+from lab import cache
 from lab.experiments import ExperimentError, merge_settings
 
 NOTEBOOK = "06_input_marginalization"
@@ -13,19 +14,30 @@ NOTEBOOK = "06_input_marginalization"
 PROFILES = {
     "smoke": {"sst_train_size": 600, "snli_train_size": 300, "cnn_epochs": 1, "lstm_epochs": 1, "snli_epochs": 1,
               "n_test": 48, "n_auc": 2, "n_auc_bert": 1, "auc_max_words": 8, "n_figure": 2, "n_mc_sentences": 1,
-              "mc_sizes": [4, 16], "mc_vocab": 50, "max_candidates": 4, "mc_max_words": 3},
+              "mc_sizes": [4, 16], "mc_vocab": 50, "max_candidates": 4, "mc_max_words": 3, "use_cache": False},
     "default": {"sst_train_size": 30000, "snli_train_size": None, "cnn_epochs": 2, "lstm_epochs": 2, "snli_epochs": 2,
                 "n_test": None, "n_auc": 100, "n_auc_bert": 16, "auc_max_words": None, "n_figure": 2,
                 "n_mc_sentences": 2, "mc_sizes": [10, 30, 100, 300], "mc_vocab": 1000, "max_candidates": 20,
                 "mc_max_words": 8},
 }
 COMMON = {"sigma": 1e-4, "renormalize": True, "max_length": 64, "auc_stop": 0.2, "seed": 0, "lstm_train_cap": 15000,
-          "n_samples": 100, "threads": 1}
+          "n_samples": 100, "threads": 1, "use_cache": True}
 
 
 def settings(profile: str = "default", **overrides) -> dict:
     """Sizes of a profile plus the shared protocol (σ, renormalisation, AUC_rep stopping fraction)."""
     return merge_settings(PROFILES, COMMON, profile, overrides)
+
+
+def _memo(cfg: dict, prefix: str, compute, **key):
+    """compute(), memoised in LAB_CACHE_DIR under `key`, the settings and the code (`use_cache`)."""
+    settings_key = {k: v for k, v in cfg.items() if k not in ("profile", "threads", "use_cache")}
+    return cache.memoize("input_marginalization", prefix, compute, enabled=bool(cfg.get("use_cache")),
+                         settings=settings_key, **key)
+
+
+def _mlm_digest(mlm) -> str:
+    return cache.digest([getattr(mlm, "model", mlm), getattr(mlm, "vocab", None)])
 
 
 # ---------------------------------------------------------------- Table 1: target models
@@ -264,7 +276,7 @@ def auc_rep_study(models: dict, mlm, cfg: dict, methods=("zero", "unk", "marg"),
     """{model: {method: auc_rep result}} on cfg['n_auc'] SST-2 test sentences (BERT: cfg['n_auc_bert'])."""
     from lab.metrics.perturbation import auc_rep
 
-    out = {}
+    out, mlm_id = {}, _mlm_digest(mlm) if cfg.get("use_cache") else None
     for name in ("cnn", "lstm", "bert"):
         n = cfg["n_auc_bert"] if name == "bert" else cfg["n_auc"]
         examples = sst_test_sentences(n, cfg["seed"], cfg["auc_max_words"])
@@ -272,12 +284,18 @@ def auc_rep_study(models: dict, mlm, cfg: dict, methods=("zero", "unk", "marg"),
         model = _classifier(models[name])
         out[name] = {}
         for method in methods:
-            att = attribute(model, inputs, method, mlm, cfg, progress=progress)
-            curve = auc_rep(predictor(model), inputs, att["scores"], stop=cfg["auc_stop"], token_id=PAD_ID,
-                            special_mask=special_mask(inputs), progress=False)
-            curve["seconds_per_sentence"] = att["seconds"] / len(examples)
-            curve["classifier_rows"] = att.get("cost", {}).get("classifier_rows")
-            out[name][method] = curve
+            def compute(model=model, inputs=inputs, method=method, n_examples=len(examples)):
+                att = attribute(model, inputs, method, mlm, cfg, progress=progress)
+                curve = auc_rep(predictor(model), inputs, att["scores"], stop=cfg["auc_stop"], token_id=PAD_ID,
+                                special_mask=special_mask(inputs), progress=False)
+                curve["seconds_per_sentence"] = att["seconds"] / n_examples
+                curve["classifier_rows"] = att.get("cost", {}).get("classifier_rows")
+                return curve
+
+            # memoised per model, sentences, method and masked LM (seconds: those of the computing run)
+            out[name][method] = _memo(cfg, f"auc-{name}-{method}", compute, model=cache.digest(model),
+                                      inputs=cache.digest(inputs), method=method,
+                                      mlm=mlm_id if method_params(method, cfg)["candidates"] != "token" else None)
     return out
 
 
@@ -401,7 +419,13 @@ def mc_study(models: dict, mlm, cfg: dict, model: str = "cnn", sigmas=(1e-2, 1e-
              progress: bool = True) -> dict:
     """Error of MC (n draws) and σ-truncation against the exact marginalisation, with their costs (classifier
     rows), on cfg['n_mc_sentences'] short SST-2 sentences. To afford the exact sum on a CPU, p_MLM is restricted to
-    its cfg['mc_vocab'] most likely words (renormalised) for every estimator alike."""
+    its cfg['mc_vocab'] most likely words (renormalised) for every estimator alike. Memoised with `use_cache`."""
+    return _memo(cfg, f"mc-{model}", lambda: _mc_study(models, mlm, cfg, model, sigmas, seeds, progress),
+                 model=cache.digest(_classifier(models[model])), mlm=_mlm_digest(mlm), sigmas=list(sigmas),
+                 seeds=list(seeds))
+
+
+def _mc_study(models: dict, mlm, cfg: dict, model: str, sigmas, seeds, progress: bool) -> dict:
     examples = sst_test_sentences(cfg["n_mc_sentences"], cfg["seed"] + 2, max_words=cfg["mc_max_words"])
     inputs = tokenize([e.text for e in examples], max_length=cfg["max_length"])
     clf = _classifier(models[model])

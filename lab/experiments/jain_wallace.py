@@ -32,7 +32,7 @@ Protocol (REPRODUCTION_SPEC 003) and the choices forced or left open:
 """
 from __future__ import annotations
 
-from lab.experiments import ExperimentError, merge_settings
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -44,6 +44,8 @@ from matplotlib.figure import Figure
 
 import lab
 from lab import attention_tests as at
+from lab import cache
+from lab.experiments import ExperimentError, merge_settings
 from lab.data import load
 from lab.models import rnn
 from lab.results import Results
@@ -95,7 +97,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": dict(datasets=("sst_jw", "snli", "babi1"), train_size=96, dev_size=32, test_size=48, epochs={},
                   default_epochs=1, hidden_scale=0.125, max_length=48, n_analysis=8, n_adversarial=6, adv_steps=20,
                   n_transformer=4,
-                  transformer_profile="smoke", batch_size=32),
+                  transformer_profile="smoke", batch_size=32, use_cache=False),
     "default": dict(train_size=None, dev_size=None, test_size=None,
                     epochs={"sst_jw": 3, "imdb": 2, "agnews_binary": 4, "snli": 3, "babi1": 8}, default_epochs=4,
                     hidden_scale=1.0, max_length={"imdb": 200, None: 128},
@@ -108,7 +110,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 COMMON = dict(datasets=tuple(TASKS), encoders=ENCODERS, attention="tanh", embedding_std=0.33, n_permutations=100,
               k=5, lam=500.0, adv_lr=0.01, level=0.05, lr=1e-3, weight_decay=1e-5, seed=0, chunk=64,
-              adv_chunk=256, progress=True)
+              adv_chunk=256, use_cache=True, progress=True)
 
 
 def settings(profile: str = "default", **overrides) -> dict:
@@ -299,11 +301,35 @@ def _chunks(rows: Sequence[int], lengths: Sequence[int], size: int) -> list[list
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
+_PROTOCOL = ("chunk", "adv_chunk", "n_permutations", "k", "lam", "adv_steps", "adv_lr")
+
+
+def _memo(cfg: Mapping, prefix: str, compute, **key):
+    """compute(), memoised in LAB_CACHE_DIR under `key`, the analysis protocol and the code (`use_cache`)."""
+    return cache.memoize("jain_wallace", prefix, compute, enabled=bool(cfg.get("use_cache")),
+                         protocol={k: cfg[k] for k in _PROTOCOL}, **key)
+
+
+def _instances(task: Task) -> str:
+    """Digest of the analysed test instances (token ids, queries, labels), the vocabulary and the adversary count."""
+    data, rows = task.test, task.analysis_rows
+    queries = [data.query_ids[r] for r in rows] if data.pair else None
+    return cache.digest([task.vocab.digest(), [data.ids[r] for r in rows], queries,
+                         [int(data.labels[r]) for r in rows], task.n_adversarial, task.epsilon])
+
+
 def analyse_rnn(task: Task, trained: rnn.TrainedRNN, cfg: Mapping, seed: int | None = None) -> Analysis:
     """Algorithms 1–3 on the task's analysed test instances for one trained model: importance, τ and permutations
     in length-sorted chunks of `chunk` instances; adversaries for the first `n_adversarial` in chunks of
-    `adv_chunk` (one optimisation per chunk: every instance and all k adversaries together)."""
+    `adv_chunk` (one optimisation per chunk: every instance and all k adversaries together). With `use_cache` the
+    analysis is memoised per model weights, instances, protocol and code (timings: those of the computing run)."""
     seed = cfg["seed"] if seed is None else seed
+    return _memo(cfg, f"rnn-{task.name}-{trained.config.encoder}", functools.partial(_analyse_rnn, task, trained,
+                                                                                    cfg, seed),
+                 model=cache.digest(trained.model), instances=_instances(task), seed=seed)
+
+
+def _analyse_rnn(task: Task, trained: rnn.TrainedRNN, cfg: Mapping, seed: int) -> Analysis:
     model, data = trained.model, task.test
     rows = task.analysis_rows
     lengths = [len(s) for s in data.ids]
@@ -404,6 +430,12 @@ def analyse_transformer(task: Task, cfg: Mapping, fine_tuned=None) -> Analysis:
         from lab.models.training import fine_tune_preset
 
         fine_tuned = fine_tune_preset("sst2", cfg["transformer_profile"], seed=cfg["seed"])
+    return _memo(cfg, f"transformer-{task.name}", functools.partial(_analyse_transformer, task, cfg, fine_tuned),
+                 model=cache.digest(fine_tuned.model), instances=_instances(task), n=cfg["n_transformer"],
+                 test_size=cfg["test_size"], seed=cfg["seed"])
+
+
+def _analyse_transformer(task: Task, cfg: Mapping, fine_tuned) -> Analysis:
     model, tok = fine_tuned.model, fine_tuned.tokenizer
     dataset = load(task.spec.data, task.spec.test).subset(cfg["test_size"], seed=cfg["seed"])
     rows = [task.test.index[r] for r in task.analysis_rows[:cfg["n_transformer"]]]

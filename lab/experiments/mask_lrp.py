@@ -28,7 +28,7 @@ Protocol (REPRODUCTION_SPEC 001.3; the authors' `evaluate_explanability.py` wher
 """
 from __future__ import annotations
 
-from lab.experiments import ExperimentError, merge_settings
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -38,7 +38,8 @@ import torch
 from matplotlib.figure import Figure
 
 import lab
-from lab import heads
+from lab import cache, heads
+from lab.experiments import ExperimentError, merge_settings
 from lab.data import load as load_data
 from lab.metrics.perturbation import MASK_LRP_FRACTIONS, aopc_lodds
 from lab.models.adapters import get_adapter
@@ -99,7 +100,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": dict(datasets=("sst2", "snli"), model_profile="smoke",
                   n_eval={"sst2": 4, "imdb": 3, "yelp": 4, "snli": 3},
                   n_stats={"sst2": 24, "imdb": 8, "yelp": 24, "snli": 16},
-                  ablation_datasets=("sst2",), corruption_n=3, corruption_rates=(0.5, 1.0), seeds=2, batch_size=8),
+                  ablation_datasets=("sst2",), corruption_n=3, corruption_rates=(0.5, 1.0), seeds=2, batch_size=8,
+                  use_cache=False),
     "default": dict(datasets=DATASETS, model_profile="default",
                     n_eval={"sst2": 120, "imdb": 16, "yelp": 80, "snli": 80},
                     n_stats={"sst2": 2000, "imdb": 300, "yelp": 2000, "snli": 1500},
@@ -113,7 +115,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 COMMON = dict(seed=0, xi_synt=heads.XI_SYNT, xi_pos=heads.XI_POS, include_self=True, min_tokens=20,
               min_gold_prob={"snli": 0.34}, fractions=MASK_LRP_FRACTIONS, token_id=None, label="gold",
-              rollout_normalize=False, mask_recorded=False, progress=True)
+              rollout_normalize=False, mask_recorded=False, use_cache=True, progress=True)
 
 
 def settings(profile: str = "default", **overrides) -> dict:
@@ -166,6 +168,12 @@ class DatasetRun:
     @property
     def model(self):
         return self.fine_tuned.model
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Digest of the model weights and the evaluation set: the key of this dataset's memoised scores."""
+        ev = self.evalset
+        return cache.digest([self.name, self.model, ev.inputs, ev.labels, ev.special])
 
     @property
     def tokenizer(self):
@@ -410,13 +418,22 @@ def score_set(run: DatasetRun, scores: torch.Tensor, cfg: Mapping) -> dict:
 
 
 def _run_method(run, method, cfg, mask=None, limit=None) -> tuple[torch.Tensor, dict]:
+    """(scores, AOPC/LOdds metrics) of one Table 1 row; with `use_cache` memoised per model, evaluation set,
+    explainer parameters (the head mask included), protocol and code (explain_s/score_s: the computing run's)."""
     explainer, params = method_params(run, method, cfg, mask)
-    t0 = time.perf_counter()
-    scores = explain_set(run, explainer, params, cfg["batch_size"], limit)
-    t1 = time.perf_counter()
-    metrics = score_set(run, scores, cfg)
-    metrics.update(explain_s=round(t1 - t0, 2), score_s=round(time.perf_counter() - t1, 2))
-    return scores, metrics
+
+    def compute():
+        t0 = time.perf_counter()
+        scores = explain_set(run, explainer, params, cfg["batch_size"], limit)
+        t1 = time.perf_counter()
+        metrics = score_set(run, scores, cfg)
+        metrics.update(explain_s=round(t1 - t0, 2), score_s=round(time.perf_counter() - t1, 2))
+        return scores, metrics
+
+    protocol = {k: cfg[k] for k in ("fractions", "token_id", "label", "batch_size")}
+    return cache.memoize("mask_lrp", f"{run.name}-{method}", compute, enabled=bool(cfg.get("use_cache")),
+                         run=run.fingerprint, explainer=explainer, params=cache.digest(params), limit=limit,
+                         protocol=protocol)
 
 
 def evaluate_dataset(run: DatasetRun, cfg: Mapping) -> dict:
