@@ -196,8 +196,8 @@ def _feed(h, value: Any) -> None:
     elif isinstance(value, np.ndarray):
         h.update(f"array{value.dtype}{value.shape}".encode())
         h.update(np.ascontiguousarray(value).tobytes())
-    elif isinstance(value, (dict, list, tuple)) and _plain(value):
-        h.update(b"json" + json.dumps(value, sort_keys=True).encode())
+    elif isinstance(value, (dict, list, tuple)) and (blob := _json_or_none(value)) is not None:
+        h.update(b"json" + blob.encode())
     elif isinstance(value, dict):
         h.update(b"{")
         for k in sorted(value, key=str):
@@ -213,13 +213,12 @@ def _feed(h, value: Any) -> None:
         h.update(json.dumps(_canonical(value), sort_keys=True).encode())
 
 
-def _plain(value: Any) -> bool:
-    """True for nested lists/dicts of JSON scalars with string keys (hashed in one json.dumps call)."""
+def _json_or_none(value: Any) -> str | None:
+    """The JSON text of nested lists/dicts of JSON scalars (hashed in one call), None for anything else."""
     try:
-        json.dumps(value, sort_keys=True)
+        return json.dumps(value, sort_keys=True)
     except (TypeError, ValueError):
-        return False
-    return True
+        return None
 
 
 def code_digest() -> str:

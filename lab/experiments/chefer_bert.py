@@ -328,19 +328,11 @@ def explain_scores(model, inputs: Mapping[str, torch.Tensor], method: str, targe
     return out
 
 
-def _cached(ctx: Context, kind: str, key_params: dict, compute, force: bool = False) -> dict:
-    """compute() -> dict of tensors/numbers, stored under the cache when the classifier has a stable id."""
-    if not ctx.cfg.get("use_cache") or ctx.model_id is None:
-        return compute()
-    uids = _digest([e.uid for e in ctx.examples])
-    key = cache.cache_key(f"{kind}", model=ctx.model_id, code=_code_digest(), reviews=uids, **key_params)
-    path = cache.cached_dir(CACHE_KIND, key)
-    if cache.is_complete(path) and not force:
-        return torch.load(path / "data.pt", weights_only=False)
-    out = compute()
-    with cache.atomic_dir(path) as tmp:
-        torch.save(out, tmp / "data.pt")
-    return out
+def _cached(ctx: Context, kind: str, key_params: dict, compute):
+    """compute(), memoised (`lab.cache.memoize`) per classifier, reviews and `key_params` when the classifier has a
+    stable id and `use_cache` is on."""
+    return cache.memoize(CACHE_KIND, kind, compute, enabled=bool(ctx.cfg.get("use_cache")) and ctx.model_id is not None,
+                         model=ctx.model_id, reviews=_digest([e.uid for e in ctx.examples]), **key_params)
 
 
 def _review_path(ctx: Context, method: str, params: dict, i: int, cls: int) -> Path | None:
@@ -481,10 +473,9 @@ def faithfulness_results(ctx: Context, maps: Mapping[str, torch.Tensor]) -> dict
             return {**r, "seconds": time.perf_counter() - t0}
 
         # memoised per classifier, reviews and map (the seconds are those of the run that computed it)
-        r = cache.memoize(CACHE_KIND, f"faithfulness-{method}", compute,
-                          enabled=bool(ctx.cfg.get("use_cache")) and ctx.model_id is not None, model=ctx.model_id,
-                          reviews=_digest([ctx.examples[int(i)].uid for i in idx]), scores=cache.digest(scores[:m, :width]),
-                          bins=[float(b) for b in ctx.cfg["bins"]], max_length=ctx.cfg["max_length"])
+        r = _cached(ctx, f"faithfulness-{method}", {"rows": idx.tolist(), "scores": cache.digest(scores[:m, :width]),
+                                                    "bins": [float(b) for b in ctx.cfg["bins"]],
+                                                    "max_length": ctx.cfg["max_length"]}, compute)
         ctx.timings[f"faithfulness_{method}_s_per_review"] = round(r["seconds"] / m, 2)
         rows[method] = {"comprehensiveness": r["comprehensiveness_mean"], "sufficiency": r["sufficiency_mean"],
                         "n": m}
