@@ -4,6 +4,8 @@ LAB_DATA_DIR   directory holding the datasets (default: <repo>/data; the Makefil
 LAB_CACHE_DIR  where trained models and statistics are cached (default: $XDG_CACHE_HOME/lab or ~/.cache/lab)
 LAB_DEVICE     torch device for training and explaining (default: cpu)
 LAB_SEED       default random seed (default: 0)
+LAB_PROFILE    the profile whose output folders are used when a process has not called set_profile (default: default)
+LAB_RESULTS_DIR, LAB_FIGURES_DIR, LAB_EXECUTED_DIR   output folders of the default profile (others: <dir>/<profile>)
 """
 from __future__ import annotations
 
@@ -32,12 +34,55 @@ def default_seed() -> int:
     return int(os.environ.get("LAB_SEED", "0"))
 
 
-def figures_dir() -> Path:
-    return Path(os.environ.get("LAB_FIGURES_DIR", REPO_ROOT / "figures"))
+# --- profiles and where each profile's outputs live -------------------------------------------------------
+# A notebook's `profile` parameter decides where its outputs go, whoever executes it (the runner or JupyterLab):
+# `default` writes results/, figures/ and notebooks/_executed/; any other profile writes <dir>/<profile>/, so
+# nothing of one profile ever lands in another's files.
+PROFILES = ("smoke", "default", "paper")
+DEFAULT_PROFILE = "default"
+_current_profile: str | None = None
 
 
-def results_dir() -> Path:
-    return Path(os.environ.get("LAB_RESULTS_DIR", REPO_ROOT / "results"))
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    return profile
+
+
+def set_profile(profile: str) -> str:
+    """Make ``profile`` this process's profile (a notebook calls it right after its parameters cell): results,
+    figures and executed copies then go to that profile's folders. Exported to ``LAB_PROFILE`` for child processes."""
+    global _current_profile
+    _current_profile = check_profile(profile)
+    os.environ["LAB_PROFILE"] = profile
+    return profile
+
+
+def current_profile() -> str:
+    """The profile set by :func:`set_profile`, else ``$LAB_PROFILE``, else ``default``."""
+    return check_profile(_current_profile or os.environ.get("LAB_PROFILE") or DEFAULT_PROFILE)
+
+
+def _profile_subdir(base: Path, profile: str | None) -> Path:
+    profile = check_profile(profile) if profile is not None else current_profile()
+    return base if profile == DEFAULT_PROFILE else base / profile
+
+
+def figures_dir(profile: str | None = None) -> Path:
+    """Figures of ``profile`` (default: the current one): $LAB_FIGURES_DIR (or figures/), plus /<profile>."""
+    return _profile_subdir(Path(os.environ.get("LAB_FIGURES_DIR", REPO_ROOT / "figures")), profile)
+
+
+def results_dir(profile: str | None = None) -> Path:
+    """Results of ``profile`` (default: the current one): $LAB_RESULTS_DIR (or results/), plus /<profile>."""
+    return _profile_subdir(Path(os.environ.get("LAB_RESULTS_DIR", REPO_ROOT / "results")), profile)
+
+
+def executed_dir(profile: str | None = None) -> Path:
+    """Executed notebooks (and their stamps) of ``profile``: $LAB_EXECUTED_DIR (or notebooks/_executed), plus
+    /<profile>."""
+    base = Path(os.environ.get("LAB_EXECUTED_DIR", REPO_ROOT / "notebooks" / "_executed"))
+    return _profile_subdir(base, profile)
 
 
 # No hub access here: make every Hugging Face call fail fast instead of hanging.

@@ -155,7 +155,7 @@ class Results:
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write atomically (temp file + os.replace) to ``path`` or ``results_dir()/<notebook>.json``."""
-        path = Path(path) if path is not None else config.results_dir() / f"{self.notebook}.json"
+        path = Path(path) if path is not None else config.results_dir(self.profile) / f"{self.notebook}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -173,11 +173,11 @@ class Results:
                 f"claims={len(self.claims)})")
 
 
-def load_results(notebook: str | Path) -> Results:
-    """Read ``results_dir()/<notebook>.json`` (or an explicit path to a results file)."""
+def load_results(notebook: str | Path, profile: str | None = None) -> Results:
+    """Read ``results_dir(profile)/<notebook>.json`` (default: the current profile's), or an explicit path."""
     path = Path(notebook)
     if path.suffix != ".json":
-        path = config.results_dir() / f"{notebook}.json"
+        path = config.results_dir(profile) / f"{notebook}.json"
     if not path.exists():
         raise FileNotFoundError(f"no results file {path}; run the notebook first (make reproduce)")
     try:

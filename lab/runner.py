@@ -172,22 +172,17 @@ def _kernel_manager_class():
 
 @contextlib.contextmanager
 def profile_outputs(profile: str):
-    """Send results and figures of non-default profiles to `<dir>/<profile>/`, so that a smoke run never
-    overwrites the default-profile results/figures a researcher is reading (the kernel inherits os.environ)."""
-    if profile == "default":
-        yield
-        return
-    saved = {k: os.environ.get(k) for k in ("LAB_RESULTS_DIR", "LAB_FIGURES_DIR")}
-    os.environ["LAB_RESULTS_DIR"] = str(config.results_dir() / profile)
-    os.environ["LAB_FIGURES_DIR"] = str(config.figures_dir() / profile)
+    """Run with ``LAB_PROFILE=profile`` (the kernel inherits os.environ), so that outputs of a non-default profile
+    go to `<dir>/<profile>/` (`lab.config.results_dir`) even before the notebook calls `lab.config.set_profile`."""
+    saved = os.environ.get("LAB_PROFILE")
+    os.environ["LAB_PROFILE"] = profile
     try:
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        if saved is None:
+            os.environ.pop("LAB_PROFILE", None)
+        else:
+            os.environ["LAB_PROFILE"] = saved
 
 
 # --- skipping notebooks whose inputs have not changed (like make) -----------------------------------------

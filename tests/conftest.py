@@ -32,6 +32,15 @@ def lab_dirs(tmp_path, monkeypatch):
     return dirs
 
 
+@pytest.fixture(autouse=True)
+def _default_profile(monkeypatch):
+    """Every test starts under the default profile (set_profile changes a module global and LAB_PROFILE)."""
+    from lab import config
+
+    monkeypatch.delenv("LAB_PROFILE", raising=False)
+    monkeypatch.setattr(config, "_current_profile", None)
+
+
 def pytest_configure(config):
     """Tiny models run ~10x faster single-threaded on the shared 2-core machines."""
     import torch

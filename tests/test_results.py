@@ -22,8 +22,10 @@ def make_results():
 
 def test_round_trip_keeps_tables_claims_and_meta(lab_dirs):
     path = make_results().save()
-    assert path == lab_dirs["results"] / "01_demo.json"
-    loaded = load_results("01_demo")
+    assert path == lab_dirs["results"] / "smoke" / "01_demo.json"  # a smoke run never lands in the default slot
+    with pytest.raises(FileNotFoundError):
+        load_results("01_demo")
+    loaded = load_results("01_demo", profile="smoke")
     data = loaded.to_dict()
     assert data["notebook"] == "01_demo" and data["profile"] == "smoke"
     assert data["meta"]["n_examples"] == 8 and isinstance(data["meta"]["n_examples"], int)
