@@ -167,6 +167,26 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
 
+# ---- checkpoints this process loaded or trained (provenance of a results file) ----------------------------------
+
+_CHECKPOINTS: dict[str, str] = {}
+
+
+def record_checkpoint(path: str | os.PathLike, checksum: str) -> None:
+    """Note that this process used the cached checkpoint at ``path`` whose content checksum is ``checksum``."""
+    path = Path(path)
+    try:
+        name = str(path.resolve().relative_to(config.cache_dir().resolve()))
+    except ValueError:
+        name = str(path)
+    _CHECKPOINTS[name] = checksum
+
+
+def loaded_checkpoints() -> dict[str, str]:
+    """{checkpoint directory (relative to the cache dir): content checksum} for every checkpoint used so far."""
+    return dict(sorted(_CHECKPOINTS.items()))
+
+
 # ---- memoised computations -----------------------------------------------------------------------------------
 
 # Modules whose code cannot change a computed number (plots, widgets, result files, the notebook runner).
