@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
-from lab import cache, config
+from lab import cache, config, stats
 
 DIRECTIONS = ("higher", "lower")
 VERSIONED_PACKAGES = ("torch", "transformers", "captum", "numpy", "datasets")
@@ -128,9 +128,37 @@ class Results:
         }
         return self
 
-    def add_claim(self, claim: str, holds: bool | None, detail: str = "") -> "Results":
-        """Record whether a claim of the paper holds here (None: could not be tested)."""
-        self.claims.append({"claim": claim, "holds": _as_holds(claim, holds), "detail": detail})
+    def add_claim(self, claim: str, holds: bool | None = None, detail: str = "", *,
+                  interval: "stats.Interval | None" = None, margin: float | None = None, kind: str | None = None,
+                  verdict: str | None = None, exact: bool = False) -> "Results":
+        """Record a claim of the paper and whether it holds here.
+
+        Decided by an interval: pass ``interval`` (a `lab.stats.Interval`), ``margin`` and ``kind`` ("greater" |
+        "less" | "within"), and the verdict is `lab.stats.decide`'s; or pass ``verdict`` ("holds" | "fails" |
+        "inconclusive") decided elsewhere (e.g. `lab.stats.combine` over parts). A bare ``holds`` (True / False /
+        None) is a claim decided without an interval. Under the smoke profile every claim is "not evaluated"
+        (samples that small decide nothing; this is the only place that rule lives), except ``exact=True`` ones:
+        checks that involve no sampling (the model is left untouched, relevance is conserved)."""
+        entry: dict[str, Any] = {"claim": claim, "detail": detail}
+        if interval is not None:
+            if margin is None or kind is None:
+                raise ValueError(f"claim {claim!r}: an interval needs a margin and a kind ({', '.join(stats.KINDS)})")
+            decided = stats.decide(interval, margin, kind)
+            if verdict is not None and verdict != decided:
+                raise ValueError(f"claim {claim!r}: verdict {verdict!r} contradicts its interval ({decided})")
+            verdict = decided
+            entry["interval"] = {**interval.to_dict(), "margin": margin, "kind": kind}
+        if verdict is not None:
+            if verdict not in stats.VERDICTS:
+                raise ValueError(f"claim {claim!r}: verdict must be one of {stats.VERDICTS}, got {verdict!r}")
+            holds = {"holds": True, "fails": False}.get(verdict)
+        else:
+            holds = _as_holds(claim, holds)
+            verdict = {True: "holds", False: "fails", None: "not evaluated"}[holds]
+        if self.profile == "smoke" and not exact:
+            holds, verdict = None, "not evaluated"
+        entry.update(holds=holds, verdict=verdict, exact=bool(exact))
+        self.claims.append(entry)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -215,20 +243,32 @@ def table_frame(results: Results | Mapping[str, Any], table: str, arrows: bool =
     return frame
 
 
+def _verdict(claim: Mapping[str, Any]) -> str:
+    """A claim's verdict; files written before verdicts existed carry only ``holds``."""
+    return claim.get("verdict") or {True: "holds", False: "fails", None: "not evaluated"}[claim.get("holds")]
+
+
 def claims_markdown(results: Results | Mapping[str, Any]) -> str:
-    """Markdown stating which of the paper's claims hold here, which do not, and which were not tested."""
+    """Markdown stating which of the paper's claims hold here, which do not, which the intervals leave open and
+    which were not evaluated, each with its interval when it has one."""
     claims = _as_dict(results)["claims"]
     if not claims:
         return "_No claims were checked._"
-    groups = [(True, "hold"), (False, "do not hold"), (None, "could not be tested")]
-    lines = [f"**{sum(c['holds'] is True for c in claims)} of {len(claims)} claims hold.**"]
-    for value, heading in groups:
-        chosen = [c for c in claims if c["holds"] is value]
+    groups = [("holds", "hold", "✅"), ("fails", "do not hold", "❌"),
+              ("inconclusive", "are inconclusive (the 95 % interval straddles the margin)", "❔"),
+              ("not evaluated", "were not evaluated", "➖")]
+    counts = {v: sum(_verdict(c) == v for c in claims) for v, _, _ in groups}
+    lines = [f"**{counts['holds']} of {len(claims)} claims hold, {counts['fails']} fail, "
+             f"{counts['inconclusive']} inconclusive, {counts['not evaluated']} not evaluated.**"]
+    for value, heading, mark in groups:
+        chosen = [c for c in claims if _verdict(c) == value]
         if not chosen:
             continue
         lines += ["", f"Claims that {heading}:"]
-        mark = {True: "✅", False: "❌", None: "➖"}[value]
         for c in chosen:
+            iv = c.get("interval")
+            ci = (f" [{iv['estimate']:.4g}, 95 % CI {iv['low']:.4g} to {iv['high']:.4g}, n={iv['n']}, "
+                  f"{iv['kind']} {iv['margin']:g}]" if iv else "")
             detail = f" — {c['detail']}" if c.get("detail") else ""
-            lines.append(f"- {mark} {c['claim']}{detail}")
+            lines.append(f"- {mark} {c['claim']}{ci}{detail}")
     return "\n".join(lines)

@@ -8,8 +8,8 @@ import torch
 from lab.results import Results, claims_markdown, load_results, table_frame, to_jsonable, versions
 
 
-def make_results():
-    res = Results("01_demo", "smoke", meta={"model": "tiny", "n_examples": np.int64(8), "seed": 0})
+def make_results(profile="smoke"):
+    res = Results("01_demo", profile, meta={"model": "tiny", "n_examples": np.int64(8), "seed": 0})
     res.add_table("table1", "Perturbation AUC",
                   {"chefer": {"neg": (54.16, np.float32(61.25)), "pos": {"paper": 17.03, "ours": float("nan")}},
                    "rollout": {"neg": (53.1, 50.0), "pos": 20.5}},
@@ -35,7 +35,9 @@ def test_round_trip_keeps_tables_claims_and_meta(lab_dirs):
     cell = data["tables"]["table1"]["rows"]["chefer"]["neg"]
     assert cell["paper"] == 54.16 and cell["ours"] == pytest.approx(61.25)
     assert data["tables"]["table1"]["rows"]["rollout"]["pos"] == {"paper": None, "ours": 20.5}
-    assert [c["holds"] for c in data["claims"]] == [True, False, None]
+    assert [c["holds"] for c in data["claims"]] == [None, None, None]  # smoke decides nothing
+    assert {c["verdict"] for c in data["claims"]} == {"not evaluated"}
+    assert [c["holds"] for c in make_results("default").to_dict()["claims"]] == [True, False, None]
     assert load_results(path).to_dict()["tables"] == data["tables"]  # explicit path works too
 
 
@@ -68,9 +70,9 @@ def test_table_frame_side_by_side():
 
 
 def test_claims_markdown_says_which_hold():
-    md = claims_markdown(make_results())
-    assert md.startswith("**1 of 3 claims hold.**")
-    hold, fail, untested = md.index("Claims that hold"), md.index("do not hold"), md.index("could not be tested")
+    md = claims_markdown(make_results("default"))
+    assert md.startswith("**1 of 3 claims hold, 1 fail, 0 inconclusive, 1 not evaluated.**")
+    hold, fail, untested = md.index("Claims that hold"), md.index("do not hold"), md.index("were not evaluated")
     assert hold < md.index("chefer best on negative") < fail < md.index("chefer best on positive") < untested
     assert "61.2 vs 50.0" in md
     assert claims_markdown(Results("x")) == "_No claims were checked._"
@@ -89,3 +91,34 @@ def test_bad_input_gives_clear_errors(lab_dirs):
     with pytest.raises(FileNotFoundError, match="make reproduce"):
         load_results("missing")
     assert versions()["python"].count(".") == 2
+
+
+def test_claims_decided_by_intervals_store_the_interval_and_verdict():
+    from lab.stats import Interval
+
+    res = Results("x", "default")
+    res.add_claim("A beats B", interval=Interval(0.3, 0.1, 0.5, 40), margin=0.0, kind="greater")
+    res.add_claim("A beats C", interval=Interval(0.1, -0.1, 0.3, 40), margin=0.0, kind="greater")
+    res.add_claim("A equals D", interval=Interval(0.5, 0.3, 0.7, 40), margin=0.05, kind="within")
+    res.add_claim("every dataset", verdict="inconclusive")
+    got = [(c["verdict"], c["holds"]) for c in res.to_dict()["claims"]]
+    assert got == [("holds", True), ("inconclusive", None), ("fails", False), ("inconclusive", None)]
+    assert res.claims[0]["interval"] == {"estimate": 0.3, "low": 0.1, "high": 0.5, "n": 40, "level": 0.95,
+                                         "margin": 0.0, "kind": "greater"}
+    md = claims_markdown(res)
+    assert "2 inconclusive" in md and "95 % CI 0.1 to 0.5" in md
+    with pytest.raises(ValueError, match="margin"):
+        res.add_claim("no margin", interval=Interval(0.3, 0.1, 0.5, 40))
+    with pytest.raises(ValueError, match="contradicts"):
+        res.add_claim("bad", interval=Interval(0.3, 0.1, 0.5, 40), margin=0.0, kind="greater", verdict="fails")
+    with pytest.raises(ValueError, match="verdict"):
+        res.add_claim("bad", verdict="maybe")
+
+
+def test_smoke_marks_sampled_claims_not_evaluated_but_keeps_exact_checks():
+    from lab.stats import Interval
+
+    res = Results("x", "smoke")
+    res.add_claim("sampled", interval=Interval(0.3, 0.1, 0.5, 4), margin=0.0, kind="greater")
+    res.add_claim("model untouched", True, exact=True)
+    assert [(c["verdict"], c["holds"]) for c in res.claims] == [("not evaluated", None), ("holds", True)]
