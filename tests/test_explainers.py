@@ -280,7 +280,7 @@ def test_integrated_gradients_completeness(bert, batch):
 def hf_attention_and_gradients(model, batch, hidden=False):
     out = model(**batch, output_attentions=True, output_hidden_states=hidden)
     y = out.logits[range(len(TARGETS)), TARGETS].sum()
-    states = list(out.hidden_states[1:]) if hidden else []
+    states = list(out.hidden_states[:-1]) if hidden else []  # block inputs (AttCAT, Mask-LRP authors' code)
     grads = torch.autograd.grad(y, list(out.attentions) + states)
     n = len(out.attentions)
     return list(out.attentions), list(grads[:n]), states, list(grads[n:])

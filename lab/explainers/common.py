@@ -41,7 +41,7 @@ def target_output(logits: torch.Tensor, target: torch.Tensor | None, of: str = "
 class AttentionGradients:
     attentions: list[torch.Tensor]  # per block [B, H, S, S]
     gradients: list[torch.Tensor] | None  # d y_t / d A per block, or None
-    hidden_states: list[torch.Tensor] | None = None
+    hidden_states: list[torch.Tensor] | None = None  # every level: embedding output, then each block's output
     hidden_gradients: list[torch.Tensor] | None = None
     logits: torch.Tensor | None = None
 
@@ -49,13 +49,14 @@ class AttentionGradients:
 def attention_gradients(adapter: Adapter, inputs, target, gradient_of="logit", gradients=True,
                         hidden=False) -> AttentionGradients:
     """Attention probabilities of every block from the model's own (eager) forward, and optionally the gradient of
-    the target output with respect to them (and to the block outputs, for AttCAT)."""
+    the target output with respect to them (and, with ``hidden``, to every hidden level: the embedding output, then
+    each block's output; block b's input is level b)."""
     with torch.set_grad_enabled(gradients):
         # forward from input embeddings that require grad, so frozen models (requires_grad=False) work too
         embeds = adapter.embed(inputs).detach().requires_grad_(gradients)
         out = adapter.forward(inputs, embeds=embeds, attentions=True, hidden_states=hidden)
         attentions = list(out.attentions)
-        states = list(out.hidden_states[1:]) if hidden else None
+        states = list(out.hidden_states) if hidden else None
         grads = hidden_grads = None
         if gradients:
             wrt = attentions + (states or [])

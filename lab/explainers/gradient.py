@@ -195,16 +195,18 @@ def cam(adapter, inputs, target, clamp: str = "after_mean", gradient_of: str = "
 
 
 @register("attcat",
-          "AttCAT: Σ_blocks [Σ_d (d y_t/d h_b ⊙ h_b)] x attention to the token (mean over heads and queries)",
+          "AttCAT: Σ_blocks [Σ_d (d y_t/d h_b ⊙ h_b)] x attention to the token (h_b: input of block b)",
           "Qiang et al. 2022 (AttCAT), as a Mask-LRP baseline", own_forward=True)
 def attcat(adapter, inputs, target, gradient_of: str = "logit"):
-    """h_b is the output of block b. The attention weight of token j in block b is A^(b) averaged over heads and over
-    the (non-padding) query rows, i.e. the attention token j receives. Scores are signed."""
+    """h_b is the input of block b (``hidden_states[b]``, the embedding output for b = 0), as in the Mask-LRP authors'
+    code; the last block's output would carry a gradient at [CLS] only. The attention weight of token j in block b
+    is A^(b) averaged over heads and over the (non-padding) query rows, i.e. the attention token j receives. Scores
+    are signed."""
     _choice("gradient_of", gradient_of, GRADIENT_OF)
     ag = attention_gradients(adapter, inputs, target, gradient_of=gradient_of, hidden=True)
     rows = adapter.valid_mask(inputs)[:, None, :, None]  # query rows i that are real tokens
     scores = 0.0
-    for att, h, g in zip(ag.attentions, ag.hidden_states, ag.hidden_gradients):
+    for att, h, g in zip(ag.attentions, ag.hidden_states[:-1], ag.hidden_gradients[:-1]):
         cat = (g * h).sum(-1)  # [B, S]: class activation token (gradient × hidden state)
         received = _mean_over(head_mean(att)[:, None], rows, -2)[:, 0]  # [B, S]
         scores = scores + cat * received
