@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import lab
-from lab import heads
+from lab import heads, stats
 from lab.experiments import mask_lrp as ml
 from lab.models.adapters import get_adapter
 from lab.models.training import FineTuned
@@ -114,17 +114,91 @@ def test_build_results_smoke_leaves_sample_claims_untested(lab_dirs):
     exact = [c for c in holds if "reproduces GAE" in c]
     assert exact and holds[exact[0]] is True
     assert all(v is None for c, v in holds.items() if c not in exact)
+    assert {c["verdict"] for c in res.claims if c["claim"] not in exact} == {"not evaluated"}
+    paired = res.tables["table1_paired"]["rows"]["Mask-LRP (ours) − GAE (chefer) (sst2)"]
+    assert paired["ΔAOPC_low"]["ours"] <= paired["ΔAOPC"]["ours"] <= paired["ΔAOPC_high"]["ours"]
+    assert paired["n"]["ours"] == len(run.evalset)
 
 
-def test_default_profile_claims_are_evaluated(lab_dirs):
+def test_default_profile_claims_are_decided_by_paired_intervals(lab_dirs):
     run, cfg = _run()
     cfg = {**cfg, "profile": "default"}
     ev = ml.evaluate_dataset(run, cfg)
     res = ml.build_results(cfg, {"sst2": run}, {"sst2": ev})
     beats = [c for c in res.claims if "beats the random" in c["claim"]][0]
-    m = ev["methods"]
-    expected = m["mask_lrp"]["AOPC"] > m["random_mask"]["AOPC"] and m["mask_lrp"]["LOdds"] < m["random_mask"]["LOdds"]
-    assert beats["holds"] is expected
+    expected = stats.combine([stats.decide(ml.paired(ev, "mask_lrp", "random_mask", "AOPC"), 0, "greater"),
+                                  stats.decide(ml.paired(ev, "mask_lrp", "random_mask", "LOdds"), 0, "less")])
+    assert beats["verdict"] == expected and "[" in beats["detail"]
+    assert all(c["verdict"] in ("holds", "fails", "inconclusive", "not evaluated") for c in res.claims)
+
+
+def _synthetic(diff_aopc, diff_lodds, n=60, noise=0.05, seed=0):
+    """An evaluation dict: GAE (chefer) per-example values, Mask-LRP = GAE + diff + noise, random masks (3 seeds)
+    at GAE's level."""
+    rng = np.random.default_rng(seed)
+    base_a, base_l = rng.uniform(0.2, 0.6, n), rng.uniform(-2, -1, n)
+
+    def row(da, dl):
+        return {"aopc": base_a + da + noise * rng.standard_normal(n),
+                "lodds": base_l + dl + noise * rng.standard_normal(n)}
+
+    return {"methods": {"chefer": row(0, 0), "mask_lrp": row(diff_aopc, diff_lodds),
+                        "mask_lrp_no_pos": row(diff_aopc, diff_lodds), "mask_lrp_no_synt": row(diff_aopc + 0.2, 0)},
+            "random": [{**row(0, 0), "seed": s} for s in range(3)]}
+
+
+@pytest.mark.parametrize("diff, verdict", [((0.1, -0.3), "holds"), ((-0.1, -0.3), "fails"), ((0.0, 0.0), None)])
+def test_comparison_verdicts_on_synthetic_examples(diff, verdict):
+    ev = _synthetic(*diff)
+    got, detail = ml.comparison(ev, "mask_lrp", "chefer")
+    if verdict is None:  # no true difference, noise only: never "holds"
+        assert got in ("inconclusive", "fails")
+    else:
+        assert got == verdict
+    assert "ΔAOPC" in detail and "ΔLOdds" in detail
+    against_random = ml.comparison(ev, "mask_lrp", "random_mask")[0]
+    assert against_random == verdict if verdict else against_random != "holds"
+
+
+def test_random_mask_side_is_paired_seed_by_seed_with_seed_clusters():
+    ev = _synthetic(0.1, -0.3, n=10)
+    iv = ml.paired(ev, "mask_lrp", "random_mask", "AOPC")
+    assert iv.n == 30 and iv.clusters == 3
+    expected = np.mean([ev["methods"]["mask_lrp"]["aopc"] - r["aopc"] for r in ev["random"]])
+    assert iv.estimate == pytest.approx(expected)
+    assert ml.paired(ev, "random_mask", "mask_lrp", "AOPC").estimate == pytest.approx(-expected)
+
+
+def test_best_ablation_and_corruption_claims_on_synthetic_examples():
+    good, bad = _synthetic(0.1, -0.3), _synthetic(-0.1, -0.3)
+    assert ml.best_of_all({"sst2": good}, "AOPC", ["chefer", "random_mask", "mask_lrp"])[0] == "holds"
+    verdict, detail = ml.best_of_all({"sst2": good, "snli": bad}, "AOPC", ["chefer", "mask_lrp"])
+    assert verdict == "fails" and "snli: vs GAE (chefer)" in detail
+    # M_synt removed moves AOPC by 0.2 >> 0.005: the ablation claim fails; identical rows hold
+    assert ml.ablation_claim(good)[0] == "fails"
+    same = {"methods": {m: {"aopc": np.full(5, 0.3)} for m in ("mask_lrp", *ml.ABLATIONS)}}
+    assert ml.ablation_claim(same)[0] == "holds"
+    n = 40
+    falling = {"rates": [0.5, 1.0], "mask_lrp": {"aopc": np.full(n, 0.5) + np.linspace(0, .1, n)},
+               "per_rate": {0.5: [{"aopc": np.full(n, 0.4)}], 1.0: [{"aopc": np.full(n, 0.3)}]}}
+    assert ml.corruption_claim(falling)[0] == "holds"
+    flat = {**falling, "per_rate": {0.5: [{"aopc": np.full(n, 0.6)}], 1.0: [{"aopc": np.full(n, 0.7)}]}}
+    assert ml.corruption_claim(flat)[0] == "fails"
+
+
+@pytest.mark.parametrize("pos_block, synt_block, n, verdict", [(0, 1, 4, "holds"), (1, 0, 4, "fails"),
+                                                                (0, 1, 1, "inconclusive")])
+def test_depth_interval_over_heads(monkeypatch, pos_block, synt_block, n, verdict):
+    run, cfg = _run()
+    pos, synt = np.zeros((2, 4), bool), np.zeros((2, 4, 3), bool)
+    pos[pos_block, :n] = True
+    synt[synt_block, :n, 1] = True
+    monkeypatch.setattr(ml.heads, "positional_heads", lambda *a, **k: pos)
+    monkeypatch.setattr(ml.heads, "syntactic_heads", lambda *a, **k: synt)
+    iv = ml.depth_interval(run, cfg)
+    assert iv.estimate == pos_block - synt_block and stats.decide(iv, 0.0, "less") == verdict
+    pos[:] = False
+    assert ml.depth_interval(run, cfg) is None
 
 
 def test_figures_have_the_expected_panels():

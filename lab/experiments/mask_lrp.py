@@ -38,7 +38,7 @@ import torch
 from matplotlib.figure import Figure
 
 import lab
-from lab import cache, heads
+from lab import cache, heads, stats
 from lab.experiments import ExperimentError, merge_settings
 from lab.data import load as load_data
 from lab.metrics.perturbation import MASK_LRP_FRACTIONS, aopc_lodds
@@ -620,8 +620,7 @@ def _best(evaluation: Mapping, col: str, methods: Sequence[str]) -> str:
 
 def build_results(cfg: Mapping, runs: Mapping[str, DatasetRun], evals: Mapping[str, dict],
                   sweep: Mapping | None = None, meta: Mapping | None = None) -> Results:
-    """Tables 1 and 3 beside the paper's numbers, and the paper's claims checked on ours."""
-    smoke = cfg["profile"] == "smoke"
+    """Tables 1 and 3 beside the paper's numbers, their paired intervals, and the paper's claims checked on ours."""
     models = {d: {"path": str(r.fine_tuned.path), "accuracy": r.fine_tuned.accuracy,
                   "n_train": r.fine_tuned.metrics.get("n_train"), "eval_split": r.fine_tuned.metrics.get("eval_split"),
                   "n_eval_accuracy": r.fine_tuned.metrics.get("n_eval"),
@@ -667,65 +666,163 @@ def build_results(cfg: Mapping, runs: Mapping[str, DatasetRun], evals: Mapping[s
                       "M_synt (positional heads only). Paper columns exist for SST-2 only (its second dataset is "
                       "QQP: 0.451/-6.001, 0.450/-6.001, 0.449/-5.998).", t3,
                       direction={c: "higher" if c.endswith("AOPC") else "lower" for r in t3.values() for c in r})
+    n_eval = ", ".join(f"{d} n={len(runs[d].evalset)}" for d in evals)
+    res.add_table("table1_paired", "Paired differences A − B on the same examples (AOPC: > 0 favours A; LOdds: < 0 "
+                  "favours A), mean and percentile-bootstrap 95 % interval over examples; a Random-mask side pairs "
+                  f"every seed's value with the other method's and resamples seeds, then examples ({n_eval})",
+                  paired_table(evals))
     if sweep is not None:
         res.add_table("figure4_corruption", f"Mask-LRP with a corrupted mask on {sweep['n_examples']} SST-2 sentences "
                       "(mean over seeds); rate 0 = Mask-LRP, rate 1 = all ones = GAE (chefer)",
                       {f"rate {r:g}": {"AOPC": (None, s["AOPC"]), "LOdds": (None, s["LOdds"])}
                        for r, s in [(0.0, sweep["mask_lrp"]), *sweep["summary"].items()]},
                       direction={"AOPC": "higher", "LOdds": "lower"})
-    _claims(res, cfg, runs, evals, sweep, summaries, smoke)
+    _claims(res, cfg, runs, evals, sweep)
     return res
 
 
-def _claims(res, cfg, runs, evals, sweep, summaries, smoke):
-    def sample(holds):
-        return None if smoke else holds
+# ---- claims: paired bootstrap intervals over examples (and random-mask seeds) --------------------------------------
+BETTER = {"AOPC": "greater", "LOdds": "less"}  # the direction in which a difference A − B favours A
 
-    table_methods = [*BASELINES, "random_mask", "mask_lrp"]
-    for col in ("AOPC", "LOdds"):
-        best = {d: _best(ev, col, table_methods) for d, ev in evals.items()}
-        res.add_claim(f"Mask-LRP has the best {col} of all methods on every dataset (Table 1; the paper's exception: "
-                      "AttCAT's LOdds on Yelp)", sample(all(b == "mask_lrp" for b in best.values())),
-                      detail="best: " + ", ".join(f"{d}={LABELS[b]}" for d, b in best.items()))
+
+def per_example(evaluation: Mapping, method: str, col: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(values, clusters) of `col` ("AOPC" | "LOdds") per evaluation example for `method`; for "random_mask" the
+    rows of every seed stacked, with the seed as cluster (None for a single explainer)."""
+    key = col.lower()
+    if method == "random_mask":
+        rows = evaluation["random"]
+        values = np.concatenate([np.asarray(r[key], dtype=float) for r in rows])
+        return values, np.repeat([r["seed"] for r in rows], [len(r[key]) for r in rows])
+    return np.asarray(evaluation["methods"][method][key], dtype=float), None
+
+
+def paired(evaluation: Mapping, a: str, b: str, col: str) -> stats.Interval:
+    """Interval of mean(col_a − col_b) over the same examples; a random-mask side is paired seed by seed with the
+    other method's value on the same example, and seeds are resampled before examples (clustered bootstrap)."""
+    va, ca = per_example(evaluation, a, col)
+    vb, cb = per_example(evaluation, b, col)
+    if ca is not None and cb is not None:
+        raise ExperimentError("paired: at most one side can be the random mask")
+    clusters = ca if ca is not None else cb
+    if clusters is not None:  # repeat the single explainer's values once per seed
+        va, vb = (va, np.tile(vb, len(va) // len(vb))) if ca is not None else (np.tile(va, len(vb) // len(va)), vb)
+    return stats.paired_difference(va, vb, clusters=clusters)
+
+
+def comparison(evaluation: Mapping, a: str, b: str) -> tuple[str, str]:
+    """(verdict, detail) of "a beats b on both AOPC (higher) and LOdds (lower)"."""
+    parts = {col: paired(evaluation, a, b, col) for col in BETTER}
+    verdicts = {col: stats.decide(iv, 0.0, BETTER[col]) for col, iv in parts.items()}
+    detail = "; ".join(f"Δ{col} ({LABELS[a]} − {LABELS[b]}) {iv} → {verdicts[col]}" for col, iv in parts.items())
+    return stats.combine(verdicts.values()), detail
+
+
+def best_of_all(evals: Mapping[str, dict], col: str, methods: Sequence[str]) -> tuple[str, str]:
+    """(verdict, detail) of "Mask-LRP has the best `col` of `methods` on every dataset": every paired difference
+    Mask-LRP − other must favour Mask-LRP; the detail names, per dataset, the parts that do not hold (or the
+    closest competitor when all hold)."""
+    verdicts, notes = [], []
     for d, ev in evals.items():
-        ours, rnd, gae = ev["methods"]["mask_lrp"], ev["methods"]["random_mask"], ev["methods"]["chefer"]
-        beats = ours["AOPC"] > rnd["AOPC"] and ours["LOdds"] < rnd["LOdds"]
-        res.add_claim(f"{d}: Mask-LRP beats the random same-rate mask on both AOPC and LOdds", sample(beats),
-                      detail=f"AOPC {ours['AOPC']:.4f} vs {rnd['AOPC']:.4f}±{rnd['AOPC_std']:.4f}, LOdds "
-                             f"{ours['LOdds']:.4f} vs {rnd['LOdds']:.4f}±{rnd['LOdds_std']:.4f}; mask rate "
-                             f"{summaries[d]['mask_rate']:.3f} ({summaries[d]['n_kept']} heads)")
-        res.add_claim(f"{d}: Mask-LRP beats GAE (chefer) on both AOPC and LOdds",
-                      sample(ours["AOPC"] > gae["AOPC"] and ours["LOdds"] < gae["LOdds"]),
-                      detail=f"AOPC {ours['AOPC']:.4f} vs {gae['AOPC']:.4f}, LOdds {ours['LOdds']:.4f} vs "
-                             f"{gae['LOdds']:.4f}")
-        res.add_claim(f"{d}: even the random-mask variant beats GAE (chefer) (Sec. 5.4)",
-                      sample(rnd["AOPC"] > gae["AOPC"] and rnd["LOdds"] < gae["LOdds"]),
-                      detail=f"AOPC {rnd['AOPC']:.4f} vs {gae['AOPC']:.4f}, LOdds {rnd['LOdds']:.4f} vs "
-                             f"{gae['LOdds']:.4f}")
+        parts = {m: paired(ev, "mask_lrp", m, col) for m in methods if m != "mask_lrp" and m in ev["methods"]}
+        vs = {m: stats.decide(iv, 0.0, BETTER[col]) for m, iv in parts.items()}
+        verdicts.append(stats.combine(vs.values()))
+        open_parts = [m for m in parts if vs[m] != "holds"]
+        if open_parts:
+            notes.append(f"{d}: " + ", ".join(f"vs {LABELS[m]} {parts[m]} {vs[m]}" for m in open_parts))
+        else:
+            closest = min(parts, key=lambda m: abs(parts[m].estimate))
+            notes.append(f"{d}: all {len(parts)} hold (closest {LABELS[closest]} {parts[closest]})")
+    return stats.combine(verdicts), "; ".join(notes)
+
+
+def ablation_claim(evaluation: Mapping, margin: float = 0.005) -> tuple[str, str]:
+    """(verdict, detail) of "removing either mask type changes AOPC by at most `margin`" (Table 3)."""
+    parts = {a: paired(evaluation, a, "mask_lrp", "AOPC") for a in ABLATIONS}
+    vs = {a: stats.decide(iv, margin, "within") for a, iv in parts.items()}
+    return stats.combine(vs.values()), "; ".join(f"ΔAOPC {LABELS[a]} − Mask-LRP {iv} → {vs[a]}"
+                                                 for a, iv in parts.items())
+
+
+def corruption_claim(sweep: Mapping) -> tuple[str, str]:
+    """(verdict, detail) of "AOPC falls as the mask is corrupted": Spearman(rate, mean AOPC) < 0 and AOPC at 0 %
+    minus AOPC at 100 % > 0, both bootstrapped over the sweep's examples (per-example AOPC averaged over seeds)."""
+    rates = [0.0] + list(sweep["rates"])
+    columns = [np.asarray(sweep["mask_lrp"]["aopc"], dtype=float)]
+    columns += [np.mean([np.asarray(m["aopc"], dtype=float) for m in sweep["per_rate"][r]], axis=0)
+                for r in sweep["rates"]]
+    table = np.stack(columns, axis=1)  # [n examples, rates]
+    rho = stats.bootstrap(table, lambda t: _spearman(rates, t.mean(0)))
+    drop = stats.paired_difference(table[:, 0], table[:, -1])
+    vs = [stats.decide(rho, 0.0, "less"), stats.decide(drop, 0.0, "greater")]
+    return stats.combine(vs), f"Spearman(rate, AOPC) {rho} → {vs[0]}; AOPC at 0 % − at 100 % {drop} → {vs[1]}"
+
+
+def depth_interval(run: DatasetRun, cfg: Mapping) -> stats.Interval | None:
+    """Interval of (mean block of positional heads − mean block of syntactic heads), resampling the classified heads;
+    a resample lacking either kind scores 0 (no ordering), which can only pull the interval towards inconclusive.
+    None when the model has no head of one kind."""
+    synt = heads.syntactic_heads(run.stats, cfg["xi_synt"]).any(-1)
+    pos = heads.positional_heads(run.stats, cfg["xi_pos"], cfg["include_self"])
+    if not pos.any() or not synt.any():
+        return None
+    block = np.arange(synt.shape[0])[:, None] * np.ones(synt.shape)
+    rows = np.concatenate([np.stack([block[pos], np.ones(pos.sum())], 1),
+                           np.stack([block[synt], np.zeros(synt.sum())], 1)])
+
+    def gap(t):
+        p, s = t[t[:, 1] == 1, 0], t[t[:, 1] == 0, 0]
+        return float(p.mean() - s.mean()) if len(p) and len(s) else 0.0
+
+    return stats.bootstrap(rows, gap)
+
+
+def paired_table(evals: Mapping[str, dict]) -> dict:
+    """Rows "<A> − <B> (<dataset>)": mean paired difference of AOPC and LOdds with its 95 % interval and n."""
+    pairs = [("mask_lrp", m) for m in [*BASELINES, "random_mask"]] + [("random_mask", "chefer")]
+    rows = {}
+    for d, ev in evals.items():
+        for a, b in pairs:
+            row = {}
+            for col in BETTER:
+                iv = paired(ev, a, b, col)
+                row.update({f"Δ{col}": iv.estimate, f"Δ{col}_low": iv.low, f"Δ{col}_high": iv.high})
+            rows[f"{LABELS[a]} − {LABELS[b]} ({d})"] = {**row, "n": iv.n}
+    return rows
+
+
+def _claims(res, cfg, runs, evals, sweep):
+    table_methods = [*BASELINES, "random_mask", "mask_lrp"]
+    for col in BETTER:
+        verdict, detail = best_of_all(evals, col, table_methods)
+        res.add_claim(f"Mask-LRP has the best {col} of all methods on every dataset (Table 1; the paper's exception: "
+                      "AttCAT's LOdds on Yelp)", verdict=verdict, detail=detail)
+    for d, ev in evals.items():
+        for a, b, text in (("mask_lrp", "random_mask", "Mask-LRP beats the random same-rate mask on both AOPC and "
+                                                       "LOdds"),
+                           ("mask_lrp", "chefer", "Mask-LRP beats GAE (chefer) on both AOPC and LOdds"),
+                           ("random_mask", "chefer", "even the random-mask variant beats GAE (chefer) (Sec. 5.4)")):
+            verdict, detail = comparison(ev, a, b)
+            res.add_claim(f"{d}: {text}", verdict=verdict, detail=detail)
     for d in cfg["ablation_datasets"]:
-        if d not in evals:
-            continue
-        m = evals[d]["methods"]
-        gaps = [abs(m[a]["AOPC"] - m["mask_lrp"]["AOPC"]) for a in ABLATIONS]
-        res.add_claim(f"{d}: removing either mask type barely changes AOPC (|Δ| ≤ 0.005, Table 3)",
-                      sample(max(gaps) <= 0.005), detail=f"|Δ AOPC| w/o M_pos {gaps[0]:.4f}, w/o M_synt {gaps[1]:.4f}")
+        if d in evals:
+            verdict, detail = ablation_claim(evals[d])
+            res.add_claim(f"{d}: removing either mask type barely changes AOPC (|Δ| ≤ 0.005, Table 3)",
+                          verdict=verdict, detail=detail)
     if sweep is not None:
         res.add_claim("a 100 % corrupted (all-ones) mask reproduces GAE (chefer) exactly (Fig. 4)",
-                      bool(sweep["equals_chefer_at_100"]), detail="torch.equal on the scores of every example")
-        rates = [0.0] + list(sweep["rates"])
-        aopc = [sweep["mask_lrp"]["AOPC"]] + [sweep["summary"][r]["AOPC"] for r in sweep["rates"]]
-        rho = _spearman(rates, aopc)
+                      bool(sweep["equals_chefer_at_100"]), detail="torch.equal on the scores of every example",
+                      exact=True)
+        verdict, detail = corruption_claim(sweep)
         res.add_claim("explanation quality drops as the mask is corrupted (AOPC falls with the rate; Fig. 4)",
-                      sample(rho < 0 and aopc[0] > aopc[-1]),
-                      detail=f"Spearman(rate, AOPC) = {rho:.2f}; AOPC at 0 % {aopc[0]:.4f}, at 100 % {aopc[-1]:.4f}")
-    depth = head_depth(runs, cfg)
-    tested = {d: v for d, v in depth.items() if v["positional_mean_block"] is not None
-              and v["syntactic_mean_block"] is not None}
-    holds = all(v["positional_mean_block"] < v["syntactic_mean_block"] for v in tested.values()) if tested else None
-    res.add_claim("positional heads sit in earlier blocks than syntactic heads (Fig. 5)", sample(holds),
-                  detail="; ".join(f"{d}: positional mean block {v['positional_mean_block']}, syntactic "
-                                   f"{v['syntactic_mean_block']} ({v['n_positional']} / {v['n_syntactic']} heads)"
-                                   for d, v in depth.items()) + ("" if tested else "; no dataset has both kinds"))
+                      verdict=verdict, detail=f"{detail} ({sweep['n_examples']} sentences, {cfg['seeds']} seeds)")
+    depth = {d: depth_interval(r, cfg) for d, r in runs.items()}
+    tested = {d: iv for d, iv in depth.items() if iv is not None}
+    verdicts = [stats.decide(iv, 0.0, "less") for iv in tested.values()]
+    res.add_claim("positional heads sit in earlier blocks than syntactic heads (Fig. 5)",
+                  verdict=stats.combine(verdicts) if tested else None,
+                  detail="; ".join(f"{d}: mean block positional − syntactic {iv} (over heads) → {v}"
+                                   for (d, iv), v in zip(tested.items(), verdicts))
+                  + ("" if tested else "no dataset has both kinds"))
 
 
 def _spearman(x, y) -> float:
