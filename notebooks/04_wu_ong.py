@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -119,6 +121,14 @@ table_frame(results, "table3_accuracy")
 # %%
 table_frame(results, "fig1_deletion", arrows=True).T
 
+# %% [markdown]
+# The deletion claims are decided on these paired differences: per initially-correct example, the method's mean
+# accuracy over 0..max_words removed words minus Random's on the same example, with a bootstrap 95 % interval
+# (n per dataset in the caption).
+
+# %%
+table_frame(results, "fig1_deletion_paired")
+
 # %%
 table_frame(results, "table1_seed_pearson")
 
@@ -150,33 +160,21 @@ pd.concat({d: wo.word_table(vocab[d], cfg["min_count"]) for d in cfg["datasets"]
 
 # %% [markdown]
 # ## Discussion
-# Claims are evaluated from our numbers (thresholds are stated in each claim); in the smoke profile the sample
-# sizes are meaningless and every claim is left untested.
+# Each claim is decided on a bootstrap 95 % interval: deletion claims on paired per-example differences, Table 1 on
+# the per-example seed-to-seed r (IMDb against the other datasets: two independent samples), Fig. 3 by resampling
+# the shared words. *Holds* / *fails* when the whole interval is on one side of the claim's margin, *inconclusive*
+# when it straddles it; in the smoke profile no claim is evaluated.
 
 # %%
 print(claims_markdown(results))
 
 # %% [markdown]
 # **Reading the results.** The paper's scale (BERT-base, full training sets, phrase-level SST-5, SemEval tweets,
-# 5-class Yelp reviews) is out of reach offline, so the comparison is about orderings, not values. What our
-# default-profile run (60 deletion / 60 seed examples per sentence dataset, 30 for IMDB, 600 SST-5 vocabulary
-# sentences instead of the paper's 2,000; the `paper` profile uses 2,000) showed, as recorded in
-# `results/04_wu_ong.json`:
-# - **Deletion (Fig. 1).** GS and GI drop accuracy faster than random deletion on all four datasets (mean accuracy
-#   over 0–10 removed words 0.08–0.14 below random); **LRP does not**: it is within 0.03 of random or worse, so
-#   "GS ≈ GI ≈ LRP" does not reproduce. LAT tracks random (within 0.04 of it), as the paper says.
-# - **LRP-αβ.** The workbook's `lrp_alpha_beta` (α = 1, β = 0, residual sums and attention products split by their
-#   contributions, no renormalisation) violates conservation by orders of magnitude on these models (see the
-#   `lrp_conservation` table), its scores are nearly uncorrelated between seeds (r ≈ 0.0–0.3) and across datasets;
-#   our LRP numbers therefore say more about this rule set than about LRP as the paper ran it.
-# - **Seeds (Table 1).** GS and GI agree at r ≈ 0.87–0.95 and are lowest on IMDB, matching the paper's "lower on long
-#   texts" for the gradient methods; LAT is almost seed-independent (r ≈ 0.997, above the paper's 0.73–0.85):
-#   attention tracing from [CLS] mostly reflects the pretrained attention, which fine-tuning barely moves.
-# - **Across datasets (Fig. 3).** Only LAT correlates strongly (r ≈ 0.82–0.92); GS/GI/LRP do not (mean r < 0.1) on
-#   the ~85 shared words, so "high cross-dataset correlation for all methods" does not reproduce at this size.
-# - **Words (Table 2).** GS/GI's SST-5 top words are sentiment words (clever, acted, fun, cute, great), like the
-#   paper's; LAT's and LRP's lists are dominated by function words. On Yelp the most confident positive words get
-#   the *lowest* gradient norms: the probability saturates, so its gradient vanishes.
+# 5-class Yelp reviews) is out of reach offline, so the comparison is about orderings, not values. This run's
+# numbers, from the results file:
+
+# %%
+print(wo.reading_markdown(results))
 
 # %% [markdown]
 # ## Explore

@@ -117,6 +117,7 @@ def test_seed_correlation():
     b = _rel([(["a", "b", "c", "d"], [8.0, 6.0, 4.0, 2.0]), (["x", "y", "z"], [30.0, 10.0, 20.0])])
     r = wo.seed_correlation(a, b)
     assert r["mean"] == pytest.approx(0.0)  # -1 and +1
+    assert r["per_example"] == pytest.approx([-1.0, 1.0])
     assert -1 < r["pooled"] < 1
     c = _rel([(["a", "b", "c", "e"], [1.0, 2.0, 3.0, 4.0]), (["x", "y", "z"], [3.0, 1.0, 2.0])])
     with pytest.raises(wo.WuOngInputError, match="tokenise"):
@@ -149,6 +150,22 @@ def test_deletion_curve_and_perturbed_example(ft, tok, lab_dirs):
     summary = wo.deletion_summary(ds)
     assert set(summary) == {*wo.METHODS, wo.RANDOM}
     assert summary["GS"]["auc"] == pytest.approx(float(ds.curves["GS"]["accuracy"].mean()))
+    per = wo.per_example_auc(ds)
+    assert set(per) == set(summary) and len(per["GS"]) == len(texts)
+    assert per["GS"].mean() == pytest.approx(summary["GS"]["auc"])  # the table's auc is the mean of these
+    # the results file: paired deletion intervals and every claim decided (the default profile)
+    vocab = {d: {m: wo.word_statistics(rel[m]) for m in wo.METHODS} for d in ("sst5", "sst2")}
+    shared, matrices = wo.cross_dataset(vocab, 1)
+    seeds = {"sst5": {m: wo.seed_correlation(rel[m], rel[m]) for m in wo.METHODS}}
+    res = wo.build_results("default", wo.settings("smoke"), {"sst5": ft}, {"sst5": ds}, seeds, vocab, matrices,
+                           shared)
+    row = res.tables["fig1_deletion_paired"]["rows"]["GS (sst5)"]
+    assert row["Δauc"]["ours"] == pytest.approx(summary["GS"]["auc"] - summary[wo.RANDOM]["auc"])
+    assert row["Δauc_low"]["ours"] <= row["Δauc"]["ours"] <= row["Δauc_high"]["ours"] and row["n"]["ours"] == 6
+    assert len(res.claims) == 5 and all(c["verdict"] != "not evaluated" for c in res.claims), res.claims
+    text = wo.reading_markdown(res)
+    gs = row["Δauc"]["ours"]
+    assert f"sst5 {gs:+.3f}" in text and "Seeds, GS" in text and "Across datasets" in text
     p = wo.perturbed_example(ds, "GS", 0, 2)
     words, scores = rel["GS"].words(0)
     top2 = set(np.argsort(-scores, kind="stable")[:2])
@@ -164,33 +181,68 @@ def test_deletion_curve_and_perturbed_example(ft, tok, lab_dirs):
         wo.perturbed_example(ds, "GS", 99, 1)
 
 
-def _fake_inputs():
-    def summary(gs, lat, rnd):
-        return {"GS": {"auc": gs}, "GI": {"auc": gs}, "LRP": {"auc": gs + 0.01}, "LAT": {"auc": lat},
-                wo.RANDOM: {"auc": rnd}}
+def _fake_inputs(n=50, seed=0):
+    """Per-example deletion AUCs (GS/GI/LRP 0.3 below Random, LAT at Random), seed r's near 0.9 / 0.8 (IMDb lower),
+    and per-word means that agree across two datasets."""
+    rng = np.random.default_rng(seed)
 
-    summaries = {"sst5": summary(0.3, 0.7, 0.72), "imdb": summary(0.4, 0.8, 0.78)}
-    seeds = {"sst5": {m: {"mean": 0.9, "pooled": 0.9} for m in wo.METHODS},
-             "imdb": {m: {"mean": 0.8, "pooled": 0.8} for m in wo.METHODS}}
-    matrices = {m: np.array([[1.0, 0.7], [0.7, 1.0]]) for m in wo.METHODS}
-    return summaries, seeds, matrices
+    def noisy(level, size=n, sd=0.02):
+        return level + sd * rng.standard_normal(size)
+
+    def aucs(rnd):
+        return {"GS": noisy(rnd - 0.3), "GI": noisy(rnd - 0.3), "LRP": noisy(rnd - 0.3), "LAT": noisy(rnd),
+                wo.RANDOM: noisy(rnd)}
+
+    deletion = {"sst5": aucs(0.7), "imdb": aucs(0.8)}
+    seeds = {"sst5": {m: {"per_example": list(noisy(0.9, sd=0.01))} for m in wo.METHODS},
+             "imdb": {m: {"per_example": list(noisy(0.8, sd=0.01))} for m in wo.METHODS}}
+    words = rng.standard_normal(100)
+    vectors = {m: np.stack([words, words + 0.3 * rng.standard_normal(100)], 1) for m in wo.METHODS}
+    return deletion, seeds, vectors
 
 
 @pytest.mark.parametrize("smoke", [False, True])
-def test_claims(smoke):
-    summaries, seeds, matrices = _fake_inputs()
+def test_claims_hold_on_synthetic_examples(smoke):
+    deletion, seeds, vectors = _fake_inputs()
     res = wo.Results(wo.NOTEBOOK, "smoke" if smoke else "default")
-    wo._claims(res, smoke, summaries, seeds, matrices)
-    holds = [c["holds"] for c in res.claims]
-    assert len(holds) == 6
-    if smoke:
-        assert all(h is None for h in holds)
-    else:
-        assert all(h is True for h in holds), res.claims
-    seeds["imdb"]["GS"]["mean"] = 0.95  # IMDb no longer the least consistent for GS
-    res2 = wo.Results(wo.NOTEBOOK, "default")
-    wo._claims(res2, False, summaries, seeds, matrices)
-    assert [c["holds"] for c in res2.claims if "long texts" in c["claim"]] == [False]
+    wo._claims(res, deletion, seeds, vectors)
+    verdicts = [c["verdict"] for c in res.claims]
+    assert len(verdicts) == 6
+    assert set(verdicts) == ({"not evaluated"} if smoke else {"holds"}), res.claims
+    assert all("[" in c["detail"] for c in res.claims)
+
+
+def test_claims_fail_or_stay_open_on_synthetic_examples():
+    deletion, seeds, vectors = _fake_inputs()
+    deletion["imdb"]["LRP"] = deletion["imdb"][wo.RANDOM] + 0.01  # LRP no faster than random on IMDb
+    fast, spread, lat = wo.deletion_claims(deletion)
+    assert fast[1] == "fails" and "imdb auc_LRP − auc_random" in fast[2] and spread[1] == "fails"
+    assert lat[1] == "holds"
+    seeds["imdb"] = {m: dict(v) for m, v in seeds["sst5"].items()}  # IMDb as consistent as SST-5: not lower
+    seeds["imdb"]["GS"] = {"per_example": list(np.array(seeds["sst5"]["GS"]["per_example"])[::-1])}
+    band, lower = wo.seed_claims(seeds)
+    assert band[1] == "holds" and lower[1] in ("inconclusive", "fails")
+    rng = np.random.default_rng(1)
+    unrelated = {"GS": rng.standard_normal((200, 3))}
+    assert wo.cross_claims(unrelated)[0][1] == "fails"
+    # two words only: the interval over words is as wide as it gets
+    assert wo.cross_claims({"GS": np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 1.9]])})[0][1] == "inconclusive"
+
+
+def test_claim_parts_without_values_are_not_evaluated():
+    deletion, seeds, vectors = _fake_inputs()
+    deletion["sst5"] = {m: np.zeros(0) for m in deletion["sst5"]}  # no example classified correctly
+    fast = wo.deletion_claims(deletion)[0]
+    assert fast[1] == "not evaluated" and "no values" in fast[2]
+    seeds["imdb"]["GS"]["per_example"] = []
+    assert wo.seed_claims(seeds)[1][1] == "not evaluated"
+
+
+def test_unpaired_difference():
+    iv = wo.unpaired_difference(np.full(30, 0.8) + np.linspace(0, 0.01, 30), np.full(20, 0.9))
+    assert iv.estimate == pytest.approx(0.805 - 0.9) and iv.high < 0 and iv.n == 50
+    with pytest.raises(wo.StatsInputError):
+        wo.unpaired_difference([], [1.0])
 
 
 def test_paper_values_are_complete():

@@ -40,6 +40,7 @@ import lab
 from lab import cache
 from lab.metrics.perturbation import deletion_curve, merge_wordpieces, replace_top_k, word_groups
 from lab.results import Results
+from lab.stats import Interval, StatsInputError, bootstrap, combine, decide, paired_difference
 
 NOTEBOOK = "04_wu_ong"
 DATASETS = ("sst5", "sst2", "yelp", "imdb")
@@ -428,6 +429,12 @@ def deletion_summary(ds: DeletionSet) -> dict:
     return out
 
 
+def per_example_auc(ds: DeletionSet) -> dict[str, np.ndarray]:
+    """{method: [M] each initially-correct example's mean correctness over 0..max_words}; the examples are the same
+    for every method (those the model classifies correctly before deletion), so methods pair row by row."""
+    return {m: c["correct"].double().mean(1).numpy() for m, c in ds.curves.items()}
+
+
 def deletion_figure(sets: Mapping[str, DeletionSet]):
     """Fig. 1: one panel per dataset, accuracy vs #words removed, one line per method."""
     import matplotlib.pyplot as plt
@@ -460,7 +467,7 @@ def seed_correlation(rel_a: Relevance, rel_b: Relevance, min_words: int = 3) -> 
     """Pearson correlation of the word scores of two models on the same examples.
 
     Returns {"mean": mean over examples (with >= min_words words) of the per-example r, "pooled": r over all
-    (example, word) pairs, "n": examples used}.
+    (example, word) pairs, "n": examples used, "per_example": those examples' r}.
     """
     if len(rel_a.tokens) != len(rel_b.tokens):
         raise WuOngInputError(f"the two relevance sets have {len(rel_a.tokens)} and {len(rel_b.tokens)} examples")
@@ -477,7 +484,8 @@ def seed_correlation(rel_a: Relevance, rel_b: Relevance, min_words: int = 3) -> 
             if math.isfinite(r):
                 per.append(r)
     pooled = _pearson(np.concatenate(all_a), np.concatenate(all_b)) if all_a else float("nan")
-    return {"mean": float(np.mean(per)) if per else float("nan"), "pooled": pooled, "n": len(per)}
+    return {"mean": float(np.mean(per)) if per else float("nan"), "pooled": pooled, "n": len(per),
+            "per_example": per}
 
 
 def seed_table(dataset: str, cfg: Mapping, models: Sequence | None = None, seed: int = 0) -> dict:
@@ -547,16 +555,22 @@ def shared_vocabulary(per_dataset: Mapping[str, Mapping[str, tuple[float, int]]]
     return sorted(set.intersection(*sets)) if sets else []
 
 
+def word_vectors(per_dataset: Mapping[str, Mapping[str, tuple[float, int]]], vocabulary: Sequence[str]) -> np.ndarray:
+    """[W, D]: the per-word mean relevance of every `vocabulary` word (rows) in each dataset (columns)."""
+    return np.array([[per_dataset[d][w][0] for d in per_dataset] for w in vocabulary], dtype=float).reshape(
+        len(vocabulary), len(per_dataset))
+
+
+def correlation_matrix(vectors: np.ndarray) -> np.ndarray:
+    """[D, D] Pearson r between the columns of `vectors` [W, D] (NaN where a column is constant)."""
+    d = vectors.shape[1]
+    return np.array([[_pearson(vectors[:, i], vectors[:, j]) for j in range(d)] for i in range(d)]).reshape(d, d)
+
+
 def cross_dataset_matrix(per_dataset: Mapping[str, Mapping[str, tuple[float, int]]],
                          vocabulary: Sequence[str]) -> np.ndarray:
     """Fig. 3: Pearson correlation between datasets of the per-word mean relevance on `vocabulary` [D, D]."""
-    names = list(per_dataset)
-    vectors = [np.array([per_dataset[d][w][0] for w in vocabulary]) for d in names]
-    m = np.full((len(names), len(names)), np.nan)
-    for i in range(len(names)):
-        for j in range(len(names)):
-            m[i, j] = _pearson(vectors[i], vectors[j])
-    return m
+    return correlation_matrix(word_vectors(per_dataset, vocabulary))
 
 
 def cross_dataset(vocab: Mapping[str, Mapping[str, Mapping]], min_count: int = 3) -> tuple[list[str], dict]:
@@ -618,8 +632,7 @@ def build_results(profile: str, cfg: Mapping, main_models: Mapping, deletion: Ma
                   seeds: Mapping[str, dict], vocab: Mapping[str, dict], matrices: Mapping[str, np.ndarray],
                   shared: Sequence[str], meta: Mapping | None = None,
                   conservation: Mapping[str, dict] | None = None) -> Results:
-    """The results file of notebook 04: tables with paper values side by side and the paper's claims."""
-    smoke = profile == "smoke"
+    """The results file of notebook 04: tables with paper values side by side, intervals and the paper's claims."""
     res = Results(NOTEBOOK, profile, meta={
         "models": {d: model_info(ft) for d, ft in main_models.items()},
         "seed_models": {d: row.get("_models") for d, row in seeds.items()},
@@ -671,52 +684,167 @@ def build_results(profile: str, cfg: Mapping, main_models: Mapping, deletion: Ma
                       f"between datasets on {len(shared)} shared words (paper: no numbers)",
                       {a: {b: (None, _round(m[i, j])) for j, b in enumerate(names)} for i, a in enumerate(names)})
 
-    _claims(res, smoke, summaries, seeds, matrices)
+    aucs = {d: per_example_auc(ds) for d, ds in deletion.items()}
+    res.add_table("fig1_deletion_paired", "Fig. 1: auc(method) − auc(Random) per initially-correct example (paired), "
+                  "mean and bootstrap 95 % interval; n per dataset: " + ", ".join(
+                      f"{d} {len(a[RANDOM])}" for d, a in aucs.items()), _deletion_intervals(aucs),
+                  direction={c: "lower" for c in ("Δauc", "Δauc_low", "Δauc_high")})
+    vectors = {m: word_vectors({d: vocab[d][m] for d in names}, shared) for m in matrices}
+    _claims(res, aucs, seeds, vectors)
     return res
 
 
-def _claims(res: Results, smoke: bool, summaries: Mapping, seeds: Mapping, matrices: Mapping) -> None:
-    def holds(value: bool) -> bool | None:
-        return None if smoke else bool(value)
+def _deletion_intervals(aucs: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
+    rows = {}
+    for d, a in aucs.items():
+        for m in METHODS:
+            iv, _ = _part(lambda m=m, a=a: paired_difference(a[m], a[RANDOM]), 0.0, "less")
+            rows[f"{m} ({d})"] = {"Δauc": None if iv is None else iv.estimate,
+                                  "Δauc_low": None if iv is None else iv.low,
+                                  "Δauc_high": None if iv is None else iv.high, "n": len(a[RANDOM])}
+    return rows
 
-    if summaries:
-        steep = {d: all(s[m]["auc"] < s[RANDOM]["auc"] - 0.05 for m in ("GS", "GI", "LRP"))
-                 for d, s in summaries.items()}
-        res.add_claim("GS, GI and LRP drop accuracy faster than random deletion on every dataset (auc at least 0.05 "
-                      "below random)", holds(all(steep.values())),
-                      "; ".join(f"{d}: " + ", ".join(f"{m} {s[m]['auc']:.3f}" for m in [*METHODS, RANDOM])
-                                for d, s in summaries.items()))
-        similar = {d: max(s[m]["auc"] for m in ("GS", "GI", "LRP")) - min(s[m]["auc"] for m in ("GS", "GI", "LRP"))
-                   for d, s in summaries.items()}
-        res.add_claim("GS, GI and LRP drop similarly (auc spread <= 0.05 on every dataset)",
-                      holds(all(v <= 0.05 for v in similar.values())),
-                      ", ".join(f"{d}: spread {v:.3f}" for d, v in similar.items()))
-        lat = {d: s["LAT"]["auc"] - s[RANDOM]["auc"] for d, s in summaries.items()}
-        res.add_claim("LAT is no better than random deletion (|auc_LAT - auc_random| <= 0.05 on every dataset)",
-                      holds(all(abs(v) <= 0.05 for v in lat.values())),
-                      ", ".join(f"{d}: LAT - random = {v:+.3f}" for d, v in lat.items()))
-    if seeds:
-        cells = {(d, m): row[m]["mean"] for d, row in seeds.items() for m in METHODS}
-        inside = [v for v in cells.values() if 0.75 <= v <= 0.95]
-        res.add_claim("seed-to-seed correlation is about 0.8-0.9 (every cell of Table 1 within 0.75-0.95)",
-                      holds(len(inside) == len(cells)),
-                      f"{len(inside)}/{len(cells)} cells in range; range {min(cells.values()):.3f}-"
-                      f"{max(cells.values()):.3f}")
-        if "imdb" in seeds and len(seeds) > 1:
-            short = [d for d in seeds if d != "imdb"]
-            lower = {m: seeds["imdb"][m]["mean"] < min(seeds[d][m]["mean"] for d in short) for m in METHODS}
-            res.add_claim("correlation is lower on long texts (IMDb below every sentence-level dataset, per method)",
-                          holds(all(lower.values())),
-                          ", ".join(f"{m}: imdb {seeds['imdb'][m]['mean']:.3f} vs min other "
-                                    f"{min(seeds[d][m]['mean'] for d in short):.3f}" for m in METHODS))
-    if matrices:
+
+# ---- claims: bootstrap intervals over examples (deletion, seeds) and over shared words (Fig. 3) ---------------------
+SPEEDUP_MARGIN, SPREAD_MARGIN, LAT_MARGIN = 0.05, 0.05, 0.05  # auc differences the claims need (accuracy units)
+SEED_BAND = (0.75, 0.95)  # "about 0.8-0.9"
+CROSS_MIN_R = 0.5
+
+
+def _part(make: Any, margin: float, kind: str) -> tuple[Interval | None, str]:
+    """(interval, verdict) of one part of a claim; 'not evaluated' when there are no values to resample."""
+    try:
+        iv = make()
+    except StatsInputError:
+        return None, "not evaluated"
+    return iv, decide(iv, margin, kind)
+
+
+def _say(label: str, iv: Interval | None, verdict: str) -> str:
+    return f"{label} {iv if iv is not None else 'no values'} → {verdict}"
+
+
+def unpaired_difference(a, b) -> Interval:
+    """Interval of mean(a) − mean(b) for two independent samples (rows of both resampled together; a resample
+    lacking either sample scores 0, which can only widen the interval)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) == 0 or len(b) == 0:
+        raise StatsInputError(f"unpaired_difference: samples of {len(a)} and {len(b)} values")
+    rows = np.concatenate([np.stack([a, np.ones(len(a))], 1), np.stack([b, np.zeros(len(b))], 1)])
+
+    def gap(t):
+        x, y = t[t[:, 1] == 1, 0], t[t[:, 1] == 0, 0]
+        return float(x.mean() - y.mean()) if len(x) and len(y) else 0.0
+
+    return bootstrap(rows, gap)
+
+
+def deletion_claims(aucs: Mapping[str, Mapping[str, np.ndarray]]) -> list[tuple[str, str, str]]:
+    """(claim, verdict, detail) of the Fig. 1 claims from per-example deletion AUCs {dataset: {method: [M]}}."""
+    fast, spread, lat = {}, {}, {}
+    for d, a in aucs.items():
+        for m in ("GS", "GI", "LRP"):
+            fast[(d, m)] = _part(lambda m=m, a=a: paired_difference(a[m], a[RANDOM]), -SPEEDUP_MARGIN, "less")
+        three = np.stack([a[m] for m in ("GS", "GI", "LRP")], 1)
+        spread[d] = _part(lambda t=three: bootstrap(t, lambda x: float(np.ptp(x.mean(0)))), SPREAD_MARGIN, "less")
+        lat[d] = _part(lambda a=a: paired_difference(a["LAT"], a[RANDOM]), LAT_MARGIN, "within")
+    return [
+        (f"GS, GI and LRP drop accuracy faster than random deletion on every dataset (auc at least {SPEEDUP_MARGIN} "
+         "below random)", combine(v for _, v in fast.values()),
+         "; ".join(_say(f"{d} auc_{m} − auc_random", *p) for (d, m), p in fast.items())),
+        (f"GS, GI and LRP drop similarly (auc spread <= {SPREAD_MARGIN} on every dataset)",
+         combine(v for _, v in spread.values()), "; ".join(_say(f"{d} spread", *p) for d, p in spread.items())),
+        (f"LAT is no better than random deletion (|auc_LAT - auc_random| <= {LAT_MARGIN} on every dataset)",
+         combine(v for _, v in lat.values()),
+         "; ".join(_say(f"{d} auc_LAT − auc_random", *p) for d, p in lat.items())),
+    ]
+
+
+def seed_claims(seeds: Mapping[str, Mapping]) -> list[tuple[str, str, str]]:
+    """(claim, verdict, detail) of the Table 1 claims from the per-example seed-to-seed r of every cell."""
+    lo, hi = SEED_BAND
+    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    cells = {(d, m): _part(lambda r=row[m]["per_example"]: bootstrap(np.asarray(r, dtype=float) - mid), half,
+                           "within") for d, row in seeds.items() for m in METHODS}
+    def show(iv):  # back from r − mid to r
+        return "no values" if iv is None else f"{iv.estimate + mid:.3f} [{iv.low + mid:.3f}, {iv.high + mid:.3f}]"
+
+    out = [(f"seed-to-seed correlation is about 0.8-0.9 (every cell of Table 1 within {lo}-{hi})",
+            combine(v for _, v in cells.values()),
+            "; ".join(f"{d} {m} r {show(iv)} (n={len(seeds[d][m]['per_example'])}) → {v}"
+                      for (d, m), (iv, v) in cells.items()))]
+    if "imdb" in seeds and len(seeds) > 1:
+        parts = {(m, d): _part(lambda m=m, d=d: unpaired_difference(seeds["imdb"][m]["per_example"],
+                                                                    seeds[d][m]["per_example"]), 0.0, "less")
+                 for m in METHODS for d in seeds if d != "imdb"}
+        out.append(("correlation is lower on long texts (IMDb below every sentence-level dataset, per method)",
+                    combine(v for _, v in parts.values()),
+                    "; ".join(_say(f"{m} r_imdb − r_{d}", *p) for (m, d), p in parts.items())))
+    return out
+
+
+def cross_claims(vectors: Mapping[str, np.ndarray]) -> list[tuple[str, str, str]]:
+    """(claim, verdict, detail) of the Fig. 3 claim from {method: [W, D] per-word means}, resampling the words."""
+    def mean_off_diagonal(v):
+        m = correlation_matrix(v)
+        off = m[~np.eye(len(m), dtype=bool)]
+        return float(np.nanmean(off)) if np.isfinite(off).any() else 0.0
+
+    parts = {m: _part(lambda v=v: bootstrap(v, mean_off_diagonal), CROSS_MIN_R, "greater")
+             for m, v in vectors.items()}
+    return [(f"relevance is consistent across datasets (mean off-diagonal Pearson r >= {CROSS_MIN_R} for every "
+             "method)", combine(v for _, v in parts.values()),
+             "; ".join(_say(f"{m} mean r over words", *p) for m, p in parts.items()))]
+
+
+def _claims(res: Results, aucs: Mapping, seeds: Mapping, vectors: Mapping) -> None:
+    rows = (deletion_claims(aucs) if aucs else []) + (seed_claims(seeds) if seeds else []) + \
+        (cross_claims(vectors) if vectors else [])
+    for claim, verdict, detail in rows:
+        res.add_claim(claim, verdict=verdict, detail=detail)
+
+
+def reading_markdown(results: Results) -> str:
+    """The notebook's "reading the results" bullets, generated from the results file (no hard-coded numbers)."""
+    t, meta = results.tables, results.meta
+    sizes = meta.get("settings", {})
+    lines = [f"Sizes of this run: deletion examples {sizes.get('n_deletion')}, seed-pair examples "
+             f"{sizes.get('n_seed')}, vocabulary examples {sizes.get('n_words')}."]
+    if "fig1_deletion_paired" in t:
+        rows = t["fig1_deletion_paired"]["rows"]
+        for m in METHODS:
+            cells = [(r.split(" (")[1][:-1], c) for r, c in rows.items() if r.startswith(f"{m} (")]
+            lines.append(f"- **Deletion, {m}** − Random (mean accuracy over 0..{sizes.get('max_words')} words; < 0 = "
+                         "steeper than random): " + ", ".join(
+                             f"{d} {c['Δauc']['ours']:+.3f} [{c['Δauc_low']['ours']:+.3f}, "
+                             f"{c['Δauc_high']['ours']:+.3f}]" if c["Δauc"]["ours"] is not None else f"{d} no values"
+                             for d, c in cells) + ".")
+    if "lrp_conservation" in t:
+        med = {d: c["median_abs_delta"]["ours"] for d, c in t["lrp_conservation"]["rows"].items()}
+        lines.append("- **LRP-αβ conservation**, median |ΣR − 1| per dataset: " +
+                     ", ".join(f"{d} {v:.3g}" for d, v in med.items()) + " (0 = conserved).")
+    if "table1_seed_pearson" in t:
+        cols = t["table1_seed_pearson"]["rows"]
+        for m in METHODS:
+            vals = {d: c[m]["ours"] for d, c in cols.items() if c[m]["ours"] is not None}
+            if vals:
+                paper = ", ".join(f"{d} {cols[d][m]['paper']}" for d in vals)
+                lines.append(f"- **Seeds, {m}**: r " + ", ".join(f"{d} {v:.3f}" for d, v in vals.items()) +
+                             f" (paper: {paper}).")
+    cross = {m: t[f"fig3_cross_dataset_{m}"]["rows"] for m in METHODS if f"fig3_cross_dataset_{m}" in t}
+    if cross:
         means = {}
-        for method, m in matrices.items():
-            off = m[~np.eye(len(m), dtype=bool)]
-            means[method] = float(np.nanmean(off)) if np.isfinite(off).any() else float("nan")
-        res.add_claim("relevance is consistent across datasets (mean off-diagonal Pearson r >= 0.5 for every method)",
-                      holds(all(math.isfinite(v) and v >= 0.5 for v in means.values())),
-                      ", ".join(f"{m}: {v:.3f}" for m, v in means.items()))
+        for m, rows in cross.items():
+            off = [c["ours"] for a, r in rows.items() for b, c in r.items() if a != b and c["ours"] is not None]
+            means[m] = f"{np.mean(off):.3f}" if off else "n/a"
+        lines.append(f"- **Across datasets** ({meta.get('n_shared_words')} shared words), mean off-diagonal r: " +
+                     ", ".join(f"{m} {v}" for m, v in means.items()) + ".")
+    tables = meta.get("word_tables") or {}
+    if tables:
+        d = next(iter(tables))
+        lines.append(f"- **Words ({d})**, top 5: " + "; ".join(f"{m}: {', '.join(v['top'])}"
+                                                                for m, v in tables[d].items()) + ".")
+    return "\n".join(lines)
 
 
 # ---- example figure and widget -----------------------------------------------------------------------------
