@@ -142,6 +142,7 @@ def test_special_token_mass_finds_sep(ctx):
     scores = ctx.valid[idx].float() * 0.1 + sep.float() * 5 + cls.float() * 10
     r = cb.special_token_mass(ctx, {"peaked": scores})["rows"]["peaked"]
     assert r["sep_top_fraction"] == 1.0
+    assert cb.special_token_mass(ctx, {"peaked": scores})["sep_top"]["peaked"].all()
     n = ctx.valid[idx].sum(1).double()
     expected = (5.1 / (10.1 + 5.1 + 0.1 * (n - 2))).mean()
     assert np.isclose(r["sep_share"], float(expected), atol=1e-5)
@@ -159,28 +160,71 @@ def test_pick_reviews_one_per_category(ctx):
     assert [i for _, i in cb.review_choices(ctx, "NEG correct")] == [1, 4]
 
 
-def _fig3(values: dict[str, list[float]]):
-    return {"ks": [10, 20, 30], "macro": values, "micro": values, "n": {m: 10 for m in values}}
+def _fig3(levels: dict[str, list[float]], n=30, noise=0.02, seed=0):
+    """Per-review token-F1 [n, 3] around the given per-k levels."""
+    rng = np.random.default_rng(seed)
+    per_doc = {m: np.asarray(v) + noise * rng.standard_normal((n, len(v))) for m, v in levels.items()}
+    return {"ks": [10, 20, 30], "per_doc": per_doc, "macro": {m: list(v.mean(0)) for m, v in per_doc.items()},
+            "n": {m: n for m in levels}}
 
 
-def test_claims_follow_the_numbers(ctx):
+def _agreement(overlap, rho, n=30, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"overlap": np.clip(overlap + 0.05 * rng.standard_normal(n), 0, 1),
+            "rho": np.clip(rho + 0.05 * rng.standard_normal(n), -1, 1), "cf_constant": np.zeros(n, dtype=bool)}
+
+
+def _claim_inputs(ctx):
     ctx.cfg["profile"] = "default"
-    ctx.model_info.update(test_accuracy=0.9, n_test=6)
-    support = {"rows": {"chefer": {"median_rho": 0.1, "top_overlap": 0.3, "verdict": "both classes"},
-                        "lrp": {"median_rho": 0.99, "top_overlap": 1.0, "verdict": "same map"},
-                        "attn_gradcam": {"median_rho": -0.6, "top_overlap": 0.0, "verdict": "sign reversal"}}}
-    special = {"rows": {"rollout": {"sep_top_fraction": 0.8, "sep_share_without_cls": 0.3, "uniform_share": 0.01,
-                                    "cls_share": 0.5}}}
+    ctx.logits = torch.nn.functional.one_hot(ctx.labels, 2).double()  # every review classified correctly
+    ctx.model_info.update(n_test=6)
+    support = {"per_review": {"chefer": _agreement(0.3, 0.1), "lrp": _agreement(0.95, 0.9),
+                              "attn_gradcam": _agreement(0.05, -0.6)}}
+    special = {"rows": {"rollout": {"sep_share_without_cls": 0.3, "uniform_share": 0.01, "cls_share": 0.5}},
+               "sep_top": {"rollout": np.arange(30) % 5 != 0}}  # [SEP] on top in 80 % of reviews
+    return support, special
+
+
+def _verdicts(ctx, fig3, support, special):
+    from lab.results import Results
+
+    res = Results(cb.NOTEBOOK, ctx.cfg["profile"])
+    for c in cb.claims(ctx, fig3, support, special):
+        res.add_claim(**c)
+    return {c["claim"]: c["verdict"] for c in res.claims}
+
+
+def test_claims_follow_the_paired_intervals(ctx):
+    support, special = _claim_inputs(ctx)
     good = _fig3({"chefer": [0.2, 0.3, 0.4], "rollout": [0.1, 0.2, 0.3]})
-    verdicts = {c: h for c, h, _ in cb.claims(ctx, good, support, special)}
-    assert all(h is True for h in verdicts.values()), verdicts
+    verdicts = _verdicts(ctx, good, support, special)
+    assert len(verdicts) == 7 and set(verdicts.values()) == {"holds"}, verdicts
     bad = _fig3({"chefer": [0.2, 0.3, 0.25], "rollout": [0.1, 0.35, 0.3]})
-    verdicts = {c: h for c, h, _ in cb.claims(ctx, bad, support, special)}
-    assert verdicts[next(c for c in verdicts if "highest token-F1" in c)] is False
-    assert verdicts[next(c for c in verdicts if "rises with k" in c)] is False
-    assert sum(h is False for h in verdicts.values()) == 2
+    verdicts = _verdicts(ctx, bad, support, special)
+    assert verdicts[next(c for c in verdicts if "highest token-F1" in c)] == "fails"
+    assert verdicts[next(c for c in verdicts if "rises with k" in c)] == "fails"
+    assert list(verdicts.values()).count("fails") == 2
+    tied = _fig3({"chefer": [0.2, 0.3, 0.4], "rollout": [0.2, 0.3, 0.4]})  # equal up to noise: undecided
+    assert _verdicts(ctx, tied, support, special)[next(c for c in verdicts if "highest token-F1" in c)] \
+        == "inconclusive"
     ctx.cfg["profile"] = "smoke"
-    assert all(h is None for _, h, _ in cb.claims(ctx, good, support, special))
+    assert set(_verdicts(ctx, good, support, special).values()) == {"not evaluated"}
+
+
+def test_support_claims_three_ways(ctx):
+    support, _ = _claim_inputs(ctx)
+    cfg = ctx.cfg
+    assert cb.support_criteria(support["per_review"]["lrp"], cfg)["same"] == "holds"
+    # LRP also "both classes" → "only Chefer" fails; a 2-review chefer pair decides nothing about the overlap
+    support["per_review"]["lrp"] = _agreement(0.1, 0.3, seed=1)
+    claims = {c["claim"]: c["verdict"] for c in cb.support_claims(support, cfg)}
+    assert claims[next(c for c in claims if "only Chefer" in c)] == "fails"
+    two = {"overlap": np.array([0.2, 0.8]), "rho": np.array([0.1, np.nan]), "cf_constant": np.array([False, False])}
+    crit = cb.support_criteria(two, cfg)
+    assert crit["distinct"] == "inconclusive" and crit["not_mirror"] == "holds"
+    none = {"overlap": np.zeros(3), "rho": np.full(3, np.nan), "cf_constant": np.ones(3, dtype=bool)}
+    crit = cb.support_criteria(none, cfg)
+    assert crit["live"] == "fails" and crit["mirror"] == crit["not_mirror"] == "fails"
 
 
 def test_settings_reject_unknown_values():
@@ -210,7 +254,12 @@ def test_pipeline_end_to_end(ctx, lab_dirs):
     assert row["k=2"]["paper"] is None and 0 <= row["k=2"]["ours"] <= 1
     assert {"comprehensiveness", "sufficiency", "comp@1%", "suff@50%"} <= set(
         data["tables"]["eraser_faithfulness"]["rows"]["lrp"])
-    assert all(c["holds"] is None for c in data["claims"])  # smoke profile
+    assert all(c["holds"] is None and c["verdict"] == "not evaluated" for c in data["claims"])  # smoke profile
+    assert fig3["per_doc"]["chefer"].shape == (6, 3) and support["per_review"]["lrp"]["overlap"].shape == (4,)
+    assert np.allclose(fig3["per_doc"]["chefer"].mean(0), fig3["macro"]["chefer"])
+    row = data["tables"]["figure3_chefer_paired"]["rows"]["chefer − lrp (k=4)"]
+    assert row["ΔF1"]["ours"] == pytest.approx(fig3["macro"]["chefer"][1] - fig3["macro"]["lrp"][1])
+    assert row["n"]["ours"] == 6
     assert res.save().exists()
     assert cb.figure3_frame(fig3).shape == (5, 5)  # n, k=2, k=4, k=8, max_se
     fig = cb.review_panels(ctx, 0, pair_methods=("chefer",), single_methods=("rollout",))
