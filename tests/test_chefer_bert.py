@@ -58,14 +58,15 @@ def ctx(model, tok, lab_dirs):
 
 
 def test_encode_reviews_flags_every_word_piece_of_rationale_words(tok):
-    inputs, rationale, kept = cb.encode_reviews([EXAMPLES[3], EXAMPLES[4]], tok, max_length=16)
+    inputs, rationale, kept, words = cb.encode_reviews([EXAMPLES[3], EXAMPLES[4]], tok, max_length=16)
     tokens = tok.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
     assert tokens[:6] == ["[CLS]", "film", "##s", "was", "fun", "[SEP]"]
     assert rationale[0, :6].tolist() == [False, True, True, True, False, False]  # "films" -> two rationale pieces
     assert rationale[1, :6].tolist() == [False, False, True, True, False, False]
     assert not rationale[inputs["attention_mask"] == 0].any()  # padding is never rationale
     assert kept.tolist() == [3, 4]
-    short, r_short, kept_short = cb.encode_reviews([EXAMPLES[0]], tok, max_length=5)  # [CLS] + 3 pieces + [SEP]
+    assert words[0, :6].tolist() == [-1, 0, 0, 1, 2, -1] and (words[inputs["attention_mask"] == 0] == -1).all()
+    short, r_short, kept_short, _ = cb.encode_reviews([EXAMPLES[0]], tok, max_length=5)  # [CLS] + 3 pieces + [SEP]
     assert short["input_ids"].shape == (1, 5) and kept_short.tolist() == [3]
     assert r_short[0].tolist() == [False, False, False, False, False]  # "great fun" was cut off
 
@@ -77,7 +78,7 @@ def test_encode_reviews_rejects_examples_without_rationale(tok):
 
 @pytest.mark.parametrize("method", ["chefer", "rollout", "attn_gradcam"])
 def test_explain_scores_batching_matches_one_review_at_a_time(model, tok, method):
-    inputs, _, _ = cb.encode_reviews(EXAMPLES, tok, 16)
+    inputs, _, _, _ = cb.encode_reviews(EXAMPLES, tok, 16)
     targets = torch.tensor([e.label for e in EXAMPLES])
     batched = cb.explain_scores(model, inputs, method, targets, batch_size=4)
     single = cb.explain_scores(model, inputs, method, targets, batch_size=1)
@@ -110,6 +111,34 @@ def test_figure3_oracle_scores_are_exact_and_reversed_scores_score_zero(ctx):
     # k = 30 takes every content token: R = 1, P = |rationale| / |content|, for any scores
     p = sizes / content.sum(1).double()
     assert np.isclose(f["macro"]["reversed"][1], float((2 * p / (1 + p)).mean()))
+
+
+def test_word_level_takes_the_max_over_pieces():
+    scores = torch.tensor([[9.0, 1.0, 5.0, 2.0, 7.0, 0.0], [9.0, 3.0, 0.0, 0.0, 0.0, 0.0]])
+    words = torch.tensor([[-1, 0, 0, 1, 2, -1], [-1, 0, -1, -1, -1, -1]])
+    rationale = torch.tensor([[0, 0, 1, 0, 0, 0], [0, 1, 0, 0, 0, 0]]).bool()
+    ws, wr, wv = cb.word_level(scores, words, rationale)
+    assert ws.tolist() == [[5.0, 2.0, 7.0], [3.0, 0.0, 0.0]]
+    assert wr.tolist() == [[True, False, False], [True, False, False]]
+    assert wv.tolist() == [[True, True, True], [True, False, False]]
+
+
+def test_figure3_word_unit_ranks_words_not_pieces(ctx):
+    idx = ctx.subset("examples")
+    content = (ctx.valid[idx] & ~ctx.special[idx]).float()
+    oracle = ctx.rationale[idx].float() * content + 0.01 * torch.rand(content.shape) * content
+    ctx.cfg["ks"] = (2,)
+    pieces = cb.figure3_results(ctx, {"oracle": oracle})
+    ctx.cfg["f1_unit"] = "word"
+    words = cb.figure3_results(ctx, {"oracle": oracle})
+    n_words = torch.tensor([sum(EXAMPLES[i].rationale) for i in idx.tolist()], dtype=torch.float64)
+    recall = 2 / n_words  # every review has >= 2 rationale words: the top-2 words are rationale words
+    assert np.allclose(words["per_doc"]["oracle"][:, 0], (2 * recall / (1 + recall)).numpy())
+    r3 = idx.tolist().index(3)  # "films was fun": the two rationale words are three pieces
+    assert words["per_doc"]["oracle"][r3, 0] == 1.0 and np.isclose(pieces["per_doc"]["oracle"][r3, 0], 0.8)
+    assert words["unit"] == "word"
+    with pytest.raises(cb.ExperimentError, match="f1_unit"):
+        cb.settings("smoke", f1_unit="sentence")
 
 
 def test_pair_agreement_distinguishes_same_reversed_and_different_maps():
@@ -248,8 +277,12 @@ def test_pipeline_end_to_end(ctx, lab_dirs):
     support = cb.class_support(ctx, maps, ("chefer", "lrp"))
     assert set(support["rows"]) == {"chefer", "lrp"} and support["maps"]["chefer"].shape[0] == 4
     special = cb.special_token_mass(ctx, maps)
-    res = cb.build_results(ctx, fig3, faith, support, special)
+    words = cb.figure3_results(ctx, maps, unit="word")
+    with pytest.raises(cb.ExperimentError, match="unit"):
+        cb.figure3_results(ctx, maps, unit="sentence")
+    res = cb.build_results(ctx, fig3, faith, support, special, words)
     data = res.to_dict()
+    assert data["tables"]["figure3_token_f1_macro_word"]["rows"]["chefer"]["k=2"]["ours"] == words["macro"]["chefer"][0]
     row = data["tables"]["figure3_token_f1_macro"]["rows"]["chefer"]
     assert row["k=2"]["paper"] is None and 0 <= row["k=2"]["ours"] <= 1
     assert {"comprehensiveness", "sufficiency", "comp@1%", "suff@50%"} <= set(

@@ -45,7 +45,7 @@ import lab.viz
 from lab import cache, stats
 from lab.data import align_rationale, encode_words
 from lab.metrics.agreement import spearman
-from lab.metrics.perturbation import ERASER_BINS, comprehensiveness_sufficiency, top_k_mask
+from lab.metrics.perturbation import ERASER_BINS, comprehensiveness_sufficiency, groups_from_word_ids, top_k_mask
 from lab.metrics.rationales import token_f1_at_k, token_f1_curve
 
 NOTEBOOK = "02_chefer_bert"
@@ -61,6 +61,9 @@ LABELS = {"chefer": "Ours (Chefer)", "partial_lrp": "partial LRP", "raw_attentio
 METHOD_PARAMS: dict[str, dict] = {"attn_gradcam": {"weight_from": "matrix"}}
 CATEGORIES = (("NEG", True), ("NEG", False), ("POS", True), ("POS", False))
 TARGETS = ("ground truth", "counterfactual", "predicted")
+# Fig. 3 unit: "word_piece" ranks word pieces; "word" (the authors' pipeline) scores each ERASER word by the max over
+# its pieces and ranks words against the word rationale.
+F1_UNITS = ("word_piece", "word")
 
 PROFILES: dict[str, dict[str, Any]] = {
     # n_test: test reviews encoded and predicted (None: all 199; accuracy and the figure reviews come from them);
@@ -76,7 +79,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 COMMON = dict(dataset="movies", split="test", model=None, checkpoint=None, methods=PAPER_METHODS + EXTRA_METHODS,
               pair_methods=PAIR_METHODS, ks=KS, bins=ERASER_BINS, seed=0, ig_batch_size=1, ig_internal_batch=8,
               overlap_below=0.5, mirror_below=-0.2, support_top=20, sep_majority=0.5, accuracy_target=0.85,
-              f1_step_tolerance=0.01, use_cache=True, progress=True)
+              f1_step_tolerance=0.01, f1_unit="word_piece", use_cache=True, progress=True)
 CACHE_KIND = "chefer_bert"
 CACHE_VERSION = 1
 
@@ -89,6 +92,8 @@ def settings(profile: str = "default", **overrides) -> dict:
     bad = [m for m in cfg["methods"] + cfg["pair_methods"] if m not in lab.EXPLAINERS]
     if bad:
         raise ExperimentError(f"unknown method(s) {bad}; registered: {', '.join(lab.EXPLAINERS)}")
+    if cfg["f1_unit"] not in F1_UNITS:
+        raise ExperimentError(f"f1_unit must be one of {', '.join(F1_UNITS)}, got {cfg['f1_unit']!r}")
     if not cfg["methods"]:
         raise ExperimentError("methods is empty; pick at least one of " + ", ".join(lab.EXPLAINERS))
     for key in ("n_test", "n_examples", "n_faithfulness", "n_class_support", "n_ig"):
@@ -121,6 +126,7 @@ class Context:
     model_info: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+    words: torch.Tensor | None = None  # [N, S] word index of each token, -1 for special tokens and padding
 
     @property
     def labels(self) -> torch.Tensor:
@@ -149,9 +155,11 @@ class Context:
         return logits.argmax(-1)
 
 
-def encode_reviews(examples: Sequence, tokenizer, max_length: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """Model inputs [N, S] (right-padded), the per-token rationale mask [N, S] and the number of leading words that
-    made it into the input [N] (fewer than the review's words when truncated) of ERASER examples.
+def encode_reviews(examples: Sequence, tokenizer, max_length: int
+                   ) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Model inputs [N, S] (right-padded), the per-token rationale mask [N, S], the number of leading words that
+    made it into the input [N] (fewer than the review's words when truncated) and each token's word index [N, S]
+    (-1: special or padding) of ERASER examples.
 
     Each review is encoded from its words with `encode_words` (truncated to max_length), and its word rationale is
     mapped to word pieces with `align_rationale` on that same encoding.
@@ -178,7 +186,10 @@ def encode_reviews(examples: Sequence, tokenizer, max_length: int) -> tuple[dict
         rationale[i, :n] = torch.tensor(align_rationale(e.words, e.rationale, tokenizer, max_length, encoding=enc),
                                         dtype=torch.bool)
         kept[i] = 1 + max((w for w in enc.word_ids() if w is not None), default=-1)
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, rationale, kept
+    groups = groups_from_word_ids([enc.word_ids() for enc in encodings])
+    words = torch.full_like(ids, -1)
+    words[:, :groups.shape[1]] = groups
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, rationale, kept, words
 
 
 def rows_of(inputs: Mapping[str, torch.Tensor], idx, trim: bool = True) -> dict:
@@ -274,13 +285,13 @@ def setup(cfg: Mapping, classifier=None, examples: Sequence | None = None) -> Co
         data = load(cfg["dataset"], cfg["split"]).subset(cfg["n_test"], seed=int(cfg["seed"]))
         examples, names = list(data.examples), tuple(data.label_names)
     examples = list(examples)
-    inputs, rationale, kept = encode_reviews(examples, tok, cfg["max_length"])
+    inputs, rationale, kept, words = encode_reviews(examples, tok, cfg["max_length"])
     adapter = lab.explainers.base.get_adapter(model)
     prepared = adapter.prepare(inputs)
     valid, special = adapter.valid_mask(prepared).cpu(), adapter.special_mask(prepared).cpu()
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(int(cfg["seed"])))
     ctx = Context(model, tok, names, dict(cfg), examples, inputs, rationale, valid, special,
-                  torch.zeros(len(examples), len(names)), order, model_id, info, started=start)
+                  torch.zeros(len(examples), len(names)), order, model_id, info, started=start, words=words)
     t0 = time.perf_counter()
     with torch_threads():
         predicted = _cached(ctx, "predict", {"max_length": cfg["max_length"]},
@@ -406,18 +417,42 @@ def _rows_for(ctx: Context, scores: torch.Tensor) -> torch.Tensor:
 # ---- Figure 3: token-F1 at k -------------------------------------------------------------------------------
 
 
-def figure3_results(ctx: Context, maps: Mapping[str, torch.Tensor]) -> dict:
-    """Token-F1 of each method's top-k word pieces vs the human rationale, k in cfg["ks"] (Fig. 3).
+def word_level(scores: torch.Tensor, words: torch.Tensor, rationale: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(word scores, word rationale, word valid) [N, W] from token scores [N, S]: a word's score is the max over its
+    pieces, it is rationale when any piece is; tokens with word index -1 are ignored."""
+    n_words = int(words.max()) + 1 if words.numel() else 0
+    keep = words >= 0
+    idx = words.clamp(min=0)
+    out = torch.full((len(scores), max(n_words, 1)), -float("inf"), dtype=torch.float64)
+    out = out.scatter_reduce(1, idx, scores.double().masked_fill(~keep, -float("inf")), "amax")
+    rat = torch.zeros_like(out, dtype=torch.long).scatter_reduce(1, idx, (rationale & keep).long(), "amax").bool()
+    valid = torch.zeros_like(out, dtype=torch.long).scatter_reduce(1, idx, keep.long(), "amax").bool()
+    return out.masked_fill(~valid, 0.0), rat, valid
+
+
+def figure3_results(ctx: Context, maps: Mapping[str, torch.Tensor], unit: str | None = None) -> dict:
+    """Token-F1 of each method's top-k units vs the human rationale, k in cfg["ks"] (Fig. 3); the unit is
+    `unit` (default cfg["f1_unit"]): word pieces, or ERASER words scored by the max over their pieces
+    (`word_level`).
 
     Returns ks, macro {method: [K]} (per-document mean, reported), se {method: [K]} (its standard error over
     documents), micro {method: [K]} (pooled), precision / recall {method: [K]} (macro), n {method: reviews} and
     per_doc {method: [n, K]} (each review's F1; rows follow the review order, so methods pair on their prefixes).
     """
-    ks = [int(k) for k in ctx.cfg["ks"]]
-    out = {"ks": ks, "macro": {}, "se": {}, "micro": {}, "precision": {}, "recall": {}, "n": {}, "per_doc": {}}
+    ks, unit = [int(k) for k in ctx.cfg["ks"]], unit or ctx.cfg["f1_unit"]
+    if unit not in F1_UNITS:
+        raise ExperimentError(f"unit must be one of {', '.join(F1_UNITS)}, got {unit!r}")
+    out = {"ks": ks, "unit": unit, "macro": {}, "se": {}, "micro": {}, "precision": {}, "recall": {}, "n": {},
+           "per_doc": {}}
     for method, scores in maps.items():
         idx = _rows_for(ctx, scores)
-        curve = token_f1_curve(scores, ctx.rationale[idx], ctx.valid[idx], ks, special_mask=ctx.special[idx])
+        if unit == "word":
+            w_scores, w_rationale, w_valid = word_level(scores, ctx.words[idx][:, :scores.shape[1]],
+                                                        ctx.rationale[idx][:, :scores.shape[1]])
+            curve = token_f1_curve(w_scores, w_rationale, w_valid, ks)
+        else:
+            curve = token_f1_curve(scores, ctx.rationale[idx], ctx.valid[idx], ks, special_mask=ctx.special[idx])
         out["macro"][method] = curve["macro_f1"].tolist()
         out["micro"][method] = curve["micro_f1"].tolist()
         docs = [curve["per_k"][k]["f1"].double() for k in ks]
@@ -721,9 +756,11 @@ def claims(ctx: Context, fig3: Mapping, support: Mapping, special: Mapping) -> l
     return out
 
 
-def build_results(ctx: Context, fig3: Mapping, faith: Mapping, support: Mapping, special: Mapping):
-    """The `lab.results.Results` of the notebook: Figure 3 series (paper values null: the paper gives none),
-    faithfulness, class support, special-token mass, accuracy, claims."""
+def build_results(ctx: Context, fig3: Mapping, faith: Mapping, support: Mapping, special: Mapping,
+                  fig3_other: Mapping | None = None):
+    """The `lab.results.Results` of the notebook: Figure 3 series (paper values null: the paper gives none; the
+    claims use `fig3`, `fig3_other` is the other F1 unit shown beside it), faithfulness, class support,
+    special-token mass, accuracy, claims."""
     from lab.results import Results
 
     meta = {"model": ctx.model_info.get("model") or ctx.model_info.get("checkpoint"),
@@ -733,14 +770,16 @@ def build_results(ctx: Context, fig3: Mapping, faith: Mapping, support: Mapping,
             "n_class_support": len(ctx.subset("class_support")), "n_ig": len(ctx.subset("ig")),
             "ig_steps": ctx.cfg["ig_steps"], "max_length": ctx.cfg["max_length"], "seed": ctx.cfg["seed"],
             "method_params": {m: method_params(ctx.cfg, m) for m in ctx.cfg["methods"]},
-            "f1": "ERASER token-level F1 of the top-k content word pieces vs the rationale word pieces; macro = "
-                  "per-document F1 averaged over documents (reported, ERASER instance_macro), micro = pooled counts",
+            "f1": f"ERASER token-level F1 of the top-k content units ({fig3.get('unit', 'word_piece')}s; a word scores "
+                  "the max over its pieces) vs the rationale; macro = per-document F1 averaged over documents "
+                  "(reported, ERASER instance_macro), micro = pooled counts",
             "elapsed_s": round(time.perf_counter() - ctx.started, 1),
             "target_class": "ground-truth label", "faithfulness": "ERASER AOPC over bins 1/5/10/20/50 %, word pieces "
             "deleted, probability of the ground-truth class", "timings": ctx.timings}
     res = Results(NOTEBOOK, ctx.cfg["profile"], meta=meta)
     cols = _k_cols(fig3["ks"])
-    for kind, caption in (("macro", "Fig. 3: token-F1 of the top-k word pieces vs the human rationale, per-document "
+    unit = fig3.get("unit", "word_piece")
+    for kind, caption in (("macro", f"Fig. 3: token-F1 of the top-k {unit}s vs the human rationale, per-document "
                                     "mean (ERASER macro); the paper plots these curves without numbers"),
                           ("micro", "Fig. 3 (pooled counts, ERASER micro)")):
         rows = {m: {**{c: (None, v) for c, v in zip(cols, ys)}, "n": (None, fig3["n"][m])}
@@ -749,6 +788,11 @@ def build_results(ctx: Context, fig3: Mapping, faith: Mapping, support: Mapping,
             for m in rows:
                 rows[m]["max_se"] = (None, max(fig3["se"][m]) if fig3["se"].get(m) else None)
         res.add_table(f"figure3_token_f1_{kind}", caption, rows, {c: "higher" for c in cols})
+    if fig3_other is not None:
+        res.add_table(f"figure3_token_f1_macro_{fig3_other['unit']}", f"Fig. 3 with F1 over {fig3_other['unit']}s "
+                      f"(beside the reported {fig3['unit']}s), per-document mean",
+                      {m: {**{c: (None, v) for c, v in zip(cols, ys)}, "n": (None, fig3_other["n"][m])}
+                       for m, ys in fig3_other["macro"].items()}, {c: "higher" for c in cols})
     paired, others = {}, [m for m in fig3["per_doc"] if m != "chefer"]
     for m in others if "chefer" in fig3["per_doc"] else []:
         for k, (iv, _) in _paired_parts(fig3["per_doc"], "chefer", m, fig3["ks"]).items():
