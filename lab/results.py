@@ -211,7 +211,8 @@ def load_results(notebook: str | Path, profile: str | None = None) -> Results:
 
 
 def _as_dict(results: Results | Mapping[str, Any]) -> Mapping[str, Any]:
-    return results.to_dict() if isinstance(results, Results) else results
+    """Tables and claims of a `Results` (without computing its run metadata and provenance) or a results dict."""
+    return {"tables": results.tables, "claims": results.claims} if isinstance(results, Results) else results
 
 
 _ARROWS = {"higher": " ↑", "lower": " ↓"}

@@ -193,3 +193,11 @@ def test_loaded_results_keep_their_own_run_metadata(tmp_path):
     path = tmp_path / "01_demo.json"
     path.write_text(json.dumps(old))
     assert load_results(path).to_dict()["meta"] == {"seed": 3}  # no versions or provenance of this process
+
+
+def test_markdown_and_frames_do_not_compute_provenance(monkeypatch):
+    from lab import provenance
+
+    monkeypatch.setattr(provenance, "provenance", lambda profile=None: pytest.fail("provenance computed"))
+    res = make_results("default")
+    assert claims_markdown(res).startswith("**1 of 3") and table_frame(res, "table1").shape == (2, 4)
