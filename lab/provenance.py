@@ -62,14 +62,14 @@ def data_fingerprint(root: str | os.PathLike | None = None) -> dict[str, Any]:
     files = size = 0
     for folder, dirs, names in os.walk(root):
         dirs.sort()
+        rel = os.path.relpath(folder, root)
         for name in sorted(names):
-            path = Path(folder, name)
             try:
-                st = path.stat()
+                st = os.stat(os.path.join(folder, name))
             except OSError:
                 continue
             files, size = files + 1, size + st.st_size
-            h.update(f"{path.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            h.update(f"{os.path.normpath(os.path.join(rel, name))}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return {"dir": str(root), "scope": "whole directory", "files": files, "bytes": size,
             "digest": h.hexdigest()[:16] if files else None}
 

@@ -36,6 +36,19 @@ class Entry:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+def _well_formed(tables: Any) -> bool:
+    """Every table has rows[method][column] = a {"paper", "ours"} dict."""
+    if not isinstance(tables, dict):
+        return False
+    for table in tables.values():
+        rows = table.get("rows") if isinstance(table, dict) else None
+        if not isinstance(rows, dict):
+            return False
+        if not all(isinstance(row, dict) and all(isinstance(c, dict) for c in row.values()) for row in rows.values()):
+            return False
+    return True
+
+
 def _problem(data: Any, profile: str) -> str | None:
     """Why ``data`` cannot be reported as a results file of ``profile`` (None: it can)."""
     if not isinstance(data, dict):
@@ -45,6 +58,8 @@ def _problem(data: Any, profile: str) -> str | None:
         return f"is not a results file (lacks {', '.join(missing)})"
     if data.get("profile", "default") != profile:
         return f"holds profile {data.get('profile')!r} results, not {profile!r}: left out of this report"
+    if not isinstance(data.get("meta", {}), dict) or not _well_formed(data["tables"]):
+        return 'has a malformed meta or table (tables: rows[method][column] = {"paper": ..., "ours": ...})'
     try:
         bad = [c.get("claim") for c in data["claims"] if _verdict(c) not in VERDICTS]
     except (AttributeError, KeyError, TypeError):

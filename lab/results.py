@@ -305,8 +305,9 @@ def claims_markdown(results: Results | Mapping[str, Any]) -> str:
         lines += ["", f"Claims that {heading}:"]
         for c in chosen:
             iv = c.get("interval")
-            ci = (f" [{iv['estimate']:.4g}, {100 * iv.get('level', 0.95):g} % CI {iv['low']:.4g} to {iv['high']:.4g}, "
-                  f"n={iv['n']}, {iv.get('kind', 'margin')} {iv['margin']:g}]" if iv else "")
+            ci = (f" [{_md_cell(iv.get('estimate'))}, {100 * iv.get('level', 0.95):g} % CI {_md_cell(iv.get('low'))} "
+                  f"to {_md_cell(iv.get('high'))}, n={iv.get('n')}, {iv.get('kind', 'margin')} "
+                  f"{_md_cell(iv.get('margin'))}]" if iv else "")
             detail = f" — {c['detail']}" if c.get("detail") else ""
             lines.append(f"- {mark} {c['claim']}{ci}{detail}")
     return "\n".join(lines)

@@ -168,3 +168,18 @@ def test_report_and_provenance_code_do_not_change_the_code_digest(tmp_path, monk
     assert cache.code_digest() == base  # memoised numbers stay valid when only the scorecard changes
     (root / "metrics/x.py").write_text("x = 2\n")
     assert cache.code_digest() != base
+
+
+def test_malformed_files_are_error_lines_and_missing_interval_values_render(lab_dirs):
+    def write(name, **fields):
+        data = {"notebook": name, "profile": "default", "meta": {}, "tables": {}, "claims": [], **fields}
+        (lab_dirs["results"] / f"{name}.json").write_text(json.dumps(data))
+
+    write("01_demo", claims=[{"claim": "c", "verdict": "maybe"}])
+    write("02_demo", tables={"t": {"caption": "c", "rows": [1, 2]}})
+    write("03_demo", claims=[{"claim": "nan estimate", "verdict": "inconclusive", "holds": None,
+                              "interval": {"estimate": None, "low": None, "high": 0.2, "n": 0, "margin": 0.0}}])
+    lines = {s.split()[0]: s for s in summary_lines()[1:]}
+    assert "unknown verdict: ['c']" in lines["01_demo"] and "malformed meta or table" in lines["02_demo"]
+    assert "ERROR" not in lines["03_demo"]
+    assert "nan estimate [—, 95 % CI — to 0.2, n=0, margin 0]" in write_report().read_text()
