@@ -251,7 +251,7 @@ def _md_cell(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
-        return f"{value:.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+        return f"{value:.0f}" if 1e4 <= abs(value) < 1e6 else f"{value:.4g}"  # 12345, not 1.234e+04
     return str(value).replace("|", "\\|")
 
 

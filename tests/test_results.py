@@ -201,3 +201,13 @@ def test_markdown_and_frames_do_not_compute_provenance(monkeypatch):
     monkeypatch.setattr(provenance, "provenance", lambda profile=None: pytest.fail("provenance computed"))
     res = make_results("default")
     assert claims_markdown(res).startswith("**1 of 3") and table_frame(res, "table1").shape == (2, 4)
+
+
+def test_table_markdown_formats_numbers_and_text():
+    from lab.results import table_markdown
+
+    res = Results("x").add_table("t", "c", {"m": {"a": (54.16, 12345.6), "b": 9.05e9, "ref": "Bach | 2015"}},
+                                 direction={"a": "higher"})
+    assert table_markdown(res, "t").split("\n") == ["| method | a ↑ paper | a ↑ ours | b ours | ref ours |",
+                                                    "| --- | ---: | ---: | ---: | ---: |",
+                                                    "| m | 54.16 | 12346 | 9.05e+09 | Bach \\| 2015 |"]
