@@ -190,7 +190,8 @@ def loaded_checkpoints() -> dict[str, str]:
 # ---- memoised computations -----------------------------------------------------------------------------------
 
 # Modules whose code cannot change a computed number (plots, widgets, result files, the notebook runner).
-_PRESENTATION_CODE = ("viz", "widgets.py", "results.py", "runner.py", "cli.py", "__main__.py")
+_PRESENTATION_CODE = ("viz", "widgets.py", "results.py", "runner.py", "cli.py", "__main__.py", "provenance.py",
+                      "report.py")
 MEMO_STATS = {"hits": 0, "misses": 0}
 
 

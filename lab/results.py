@@ -4,7 +4,8 @@ Format (paper values are copied from the paper texts; ``null`` where the paper g
 
     {"notebook": "01_chefer_vit", "profile": "default",
      "meta": {"model": ..., "n_examples": ..., "seed": 0, "elapsed_s": ...,
-              "versions": {"torch": ..., "transformers": ..., "captum": ..., "python": ...}},
+              "versions": {"torch": ..., "transformers": ..., "captum": ..., "python": ...},
+              "provenance": {"commit": ..., "dirty": ..., "code_digest": ..., ...}},  # see lab.provenance
      "tables": {"table1": {"caption": ..., "direction": {"col": "higher" | "lower"},
                            "rows": {"method": {"col": {"paper": 54.16, "ours": 61.2}}}}},
      "claims": [{"claim": "...", "holds": true | false | null, "detail": "..."}]}
@@ -20,20 +21,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
-from lab import cache, config, stats
+from lab import cache, config, provenance, stats
 
 DIRECTIONS = ("higher", "lower")
 VERSIONED_PACKAGES = ("torch", "transformers", "captum", "numpy", "datasets")
-
-_SESSION_STARTED = time.perf_counter()  # first import of lab.results: the notebook's import cell
 
 
 def versions() -> dict[str, str | None]:
@@ -108,8 +105,9 @@ class Results:
         self.meta: dict[str, Any] = dict(meta or {})
         self.tables: dict[str, dict[str, Any]] = {}
         self.claims: list[dict[str, Any]] = []
-        # elapsed_s counts from the notebook's first `lab` import, not from this object (often built last)
-        self._started = _SESSION_STARTED
+        # elapsed_s counts from the notebook's import cell (see lab.provenance), not from this object (often built last)
+        self._started = provenance.STARTED
+        self._loaded = False  # read from a file: its run metadata is the file's, never this process's
 
     def add_table(self, name: str, caption: str, rows: Mapping[str, Mapping[str, Any]],
                   direction: Mapping[str, str] | None = None) -> "Results":
@@ -162,12 +160,16 @@ class Results:
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """The results file's content; a run's metadata (seed, elapsed time, versions, provenance) is filled in
+        unless given in ``meta`` or read from a file."""
         meta = dict(self.meta)
-        meta.setdefault("seed", config.default_seed())
-        meta.setdefault("elapsed_s", round(time.perf_counter() - self._started, 1))
-        meta.setdefault("versions", versions())
-        if cache.MEMO_STATS["hits"] or cache.MEMO_STATS["misses"]:  # values reused from LAB_CACHE_DIR, not recomputed
-            meta.setdefault("memoized", dict(cache.MEMO_STATS))
+        if not self._loaded:
+            meta.setdefault("seed", config.default_seed())
+            meta.setdefault("elapsed_s", round(time.perf_counter() - self._started, 1))
+            meta.setdefault("versions", versions())
+            if cache.MEMO_STATS["hits"] or cache.MEMO_STATS["misses"]:  # values reused from LAB_CACHE_DIR
+                meta.setdefault("memoized", dict(cache.MEMO_STATS))
+            meta.setdefault("provenance", provenance.provenance(self.profile))
         return to_jsonable({"notebook": self.notebook, "profile": self.profile, "meta": meta,
                             "tables": self.tables, "claims": self.claims})
 
@@ -179,22 +181,15 @@ class Results:
         res = cls(data["notebook"], data.get("profile", "default"), data.get("meta"))
         res.tables = {k: dict(v) for k, v in data["tables"].items()}
         res.claims = [dict(c) for c in data["claims"]]
+        res._loaded = True
         return res
 
     def save(self, path: str | Path | None = None) -> Path:
-        """Write atomically (temp file + os.replace) to ``path`` or ``results_dir()/<notebook>.json``."""
+        """Write atomically (`lab.cache.atomic_write_bytes`) to ``path`` or ``results_dir(profile)/<notebook>.json``;
+        keys keep their order (tables list rows as the notebook added them)."""
         path = Path(path) if path is not None else config.results_dir(self.profile) / f"{self.notebook}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return cache.atomic_write_bytes(path, (text + "\n").encode())
 
     def __repr__(self) -> str:
         return (f"Results({self.notebook!r}, profile={self.profile!r}, tables={list(self.tables)}, "
@@ -216,7 +211,23 @@ def load_results(notebook: str | Path, profile: str | None = None) -> Results:
 
 
 def _as_dict(results: Results | Mapping[str, Any]) -> Mapping[str, Any]:
-    return results.to_dict() if isinstance(results, Results) else results
+    """Tables and claims of a `Results` (without computing its run metadata and provenance) or a results dict."""
+    return {"tables": results.tables, "claims": results.claims} if isinstance(results, Results) else results
+
+
+_ARROWS = {"higher": " ↑", "lower": " ↓"}
+
+
+def _table(results: Results | Mapping[str, Any], table: str) -> tuple[Mapping[str, Any], list[str]]:
+    """The table's dict and its columns in first-seen order."""
+    tables = _as_dict(results)["tables"]
+    if table not in tables:
+        raise KeyError(f"no table {table!r}; available: {sorted(tables)}")
+    t = tables[table]
+    cols: list[str] = []
+    for row in t["rows"].values():
+        cols += [c for c in row if c not in cols]
+    return t, cols
 
 
 def table_frame(results: Results | Mapping[str, Any], table: str, arrows: bool = False):
@@ -226,15 +237,8 @@ def table_frame(results: Results | Mapping[str, Any], table: str, arrows: bool =
     """
     import pandas as pd
 
-    tables = _as_dict(results)["tables"]
-    if table not in tables:
-        raise KeyError(f"no table {table!r}; available: {sorted(tables)}")
-    t = tables[table]
-    cols: list[str] = []
-    for row in t["rows"].values():
-        cols += [c for c in row if c not in cols]
-    marks = {"higher": " ↑", "lower": " ↓"}
-    label = {c: c + (marks.get(t.get("direction", {}).get(c), "") if arrows else "") for c in cols}
+    t, cols = _table(results, table)
+    label = {c: c + (_ARROWS.get(t.get("direction", {}).get(c), "") if arrows else "") for c in cols}
     data = {(label[c], which): [t["rows"][r].get(c, {}).get(which) for r in t["rows"]]
             for c in cols for which in ("paper", "ours")}
     frame = pd.DataFrame(data, index=list(t["rows"]), dtype=float)
@@ -243,9 +247,43 @@ def table_frame(results: Results | Mapping[str, Any], table: str, arrows: bool =
     return frame
 
 
+def _md_cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.0f}" if 1e4 <= abs(value) < 1e6 else f"{value:.4g}"  # 12345, not 1.234e+04
+    return str(value).replace("|", "\\|")
+
+
+def table_markdown(results: Results | Mapping[str, Any], table: str) -> str:
+    """The table as a markdown table: per column the paper's value beside ours (the paper column left out where
+    the paper gives no value), ↑ / ↓ for higher / lower is better, — for a missing value."""
+    t, cols = _table(results, table)
+    rows = t["rows"]
+    with_paper = {c: any(rows[r].get(c, {}).get("paper") is not None for r in rows) for c in cols}
+    head = ["method"]
+    for c in cols:
+        label = _md_cell(c) + _ARROWS.get(t.get("direction", {}).get(c), "")
+        head += [f"{label} paper", f"{label} ours"] if with_paper[c] else [f"{label} ours"]
+    lines = [head, ["---"] + ["---:"] * (len(head) - 1)]
+    for r, row in rows.items():
+        cells = [_md_cell(r)]
+        for c in cols:
+            cell = row.get(c, {})
+            cells += ([_md_cell(cell.get("paper"))] if with_paper[c] else []) + [_md_cell(cell.get("ours"))]
+        lines.append(cells)
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
 def _verdict(claim: Mapping[str, Any]) -> str:
     """A claim's verdict; files written before verdicts existed carry only ``holds``."""
     return claim.get("verdict") or {True: "holds", False: "fails", None: "not evaluated"}[claim.get("holds")]
+
+
+def verdict_counts(claims: list[Mapping[str, Any]]) -> dict[str, int]:
+    """How many claims have each verdict, in `lab.stats.VERDICTS` order."""
+    verdicts = [_verdict(c) for c in claims]
+    return {v: verdicts.count(v) for v in stats.VERDICTS}
 
 
 def claims_markdown(results: Results | Mapping[str, Any]) -> str:
@@ -257,7 +295,7 @@ def claims_markdown(results: Results | Mapping[str, Any]) -> str:
     groups = [("holds", "hold", "✅"), ("fails", "do not hold", "❌"),
               ("inconclusive", "are inconclusive (the 95 % interval straddles the margin)", "❔"),
               ("not evaluated", "were not evaluated", "➖")]
-    counts = {v: sum(_verdict(c) == v for c in claims) for v, _, _ in groups}
+    counts = verdict_counts(claims)
     lines = [f"**{counts['holds']} of {len(claims)} claims hold, {counts['fails']} fail, "
              f"{counts['inconclusive']} inconclusive, {counts['not evaluated']} not evaluated.**"]
     for value, heading, mark in groups:
@@ -267,8 +305,9 @@ def claims_markdown(results: Results | Mapping[str, Any]) -> str:
         lines += ["", f"Claims that {heading}:"]
         for c in chosen:
             iv = c.get("interval")
-            ci = (f" [{iv['estimate']:.4g}, 95 % CI {iv['low']:.4g} to {iv['high']:.4g}, n={iv['n']}, "
-                  f"{iv['kind']} {iv['margin']:g}]" if iv else "")
+            ci = (f" [{_md_cell(iv.get('estimate'))}, {100 * iv.get('level', 0.95):g} % CI {_md_cell(iv.get('low'))} "
+                  f"to {_md_cell(iv.get('high'))}, n={iv.get('n')}, {iv.get('kind', 'margin')} "
+                  f"{_md_cell(iv.get('margin'))}]" if iv else "")
             detail = f" — {c['detail']}" if c.get("detail") else ""
             lines.append(f"- {mark} {c['claim']}{ci}{detail}")
     return "\n".join(lines)

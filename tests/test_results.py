@@ -1,5 +1,8 @@
 import json
 import math
+import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -122,3 +125,89 @@ def test_smoke_marks_sampled_claims_not_evaluated_but_keeps_exact_checks():
     res.add_claim("sampled", interval=Interval(0.3, 0.1, 0.5, 4), margin=0.0, kind="greater")
     res.add_claim("model untouched", True, exact=True)
     assert [(c["verdict"], c["holds"]) for c in res.claims] == [("not evaluated", None), ("holds", True)]
+
+
+def test_results_file_records_provenance(lab_dirs, monkeypatch):
+    from lab import cache
+
+    monkeypatch.setenv("LAB_OVERRIDES", '{"n_examples": 50, "methods": ["chefer"]}')
+    monkeypatch.setattr(cache, "_CHECKPOINTS", {"models/sst2-abc": "0123abcd"})
+    prov = json.loads(make_results().save().read_text())["meta"]["provenance"]
+    assert prov["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", prov["commit"])
+    assert prov["dirty"] in (None, True, False) and (prov["dirty"] is None) == (prov["commit"] is None)
+    assert prov["code_digest"] == cache.code_digest()
+    assert prov["profile"] == "smoke"
+    assert prov["overrides"] == {"n_examples": 50, "methods": ["chefer"]}
+    assert prov["checkpoints"] == {"models/sst2-abc": "0123abcd"}
+    assert set(prov["data"]) >= {"dir", "scope", "files", "bytes", "digest"} and isinstance(prov["data"]["files"], int)
+    iso = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+    assert re.fullmatch(iso, prov["started"]) and re.fullmatch(iso, prov["finished"])
+    assert prov["started"] <= prov["finished"]
+    assert isinstance(prov["machine"]["hostname"], str) and isinstance(prov["machine"]["cpu"], str)
+    assert prov["machine"]["cores"] >= 1 and prov["threads"] == torch.get_num_threads()
+    assert all(v is None or isinstance(v, float) for v in prov["load"].values()) and set(prov["load"]) == {"start",
+                                                                                                          "end"}
+    monkeypatch.setenv("LAB_OVERRIDES", "not json")  # recorded as given, never an exception at the end of a run
+    assert make_results().to_dict()["meta"]["provenance"]["overrides"] == "not json"
+
+
+def test_data_fingerprint_follows_names_sizes_and_mtimes(tmp_path):
+    from lab.provenance import data_fingerprint
+
+    (tmp_path / "sst2").mkdir()
+    (tmp_path / "sst2" / "dev.tsv").write_text("a\t1\n")
+    first = data_fingerprint(tmp_path)
+    assert (first["files"], first["bytes"]) == (1, 4) and first["digest"] == data_fingerprint(tmp_path)["digest"]
+    (tmp_path / "sst2" / "dev.tsv").write_text("ab\t1\n")
+    assert data_fingerprint(tmp_path)["digest"] != first["digest"]
+    assert data_fingerprint(tmp_path / "missing")["digest"] is None
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_dirty_flag_follows_a_modified_tracked_file(tmp_path, monkeypatch):
+    from lab.provenance import git_state
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True)
+
+    assert git_state(tmp_path) == (None, None)  # not a checkout
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("commit", "-q", "-m", "one")
+    commit, dirty = git_state(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{40}", commit) and dirty is False
+    (tmp_path / "notes.txt").write_text("untracked files do not count\n")
+    assert git_state(tmp_path) == (commit, False)
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert git_state(tmp_path) == (commit, True)
+    (tmp_path / "sub").mkdir()
+    assert git_state(tmp_path / "sub") == (None, None)  # inside a checkout but not its top: not lab's repository
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    assert git_state(tmp_path) == (None, None)  # git missing
+
+
+def test_loaded_results_keep_their_own_run_metadata(tmp_path):
+    old = {"notebook": "01_demo", "profile": "default", "meta": {"seed": 3}, "tables": {}, "claims": []}
+    path = tmp_path / "01_demo.json"
+    path.write_text(json.dumps(old))
+    assert load_results(path).to_dict()["meta"] == {"seed": 3}  # no versions or provenance of this process
+
+
+def test_markdown_and_frames_do_not_compute_provenance(monkeypatch):
+    from lab import provenance
+
+    monkeypatch.setattr(provenance, "provenance", lambda profile=None: pytest.fail("provenance computed"))
+    res = make_results("default")
+    assert claims_markdown(res).startswith("**1 of 3") and table_frame(res, "table1").shape == (2, 4)
+
+
+def test_table_markdown_formats_numbers_and_text():
+    from lab.results import table_markdown
+
+    res = Results("x").add_table("t", "c", {"m": {"a": (54.16, 12345.6), "b": 9.05e9, "ref": "Bach | 2015"}},
+                                 direction={"a": "higher"})
+    assert table_markdown(res, "t").split("\n") == ["| method | a ↑ paper | a ↑ ours | b ours | ref ours |",
+                                                    "| --- | ---: | ---: | ---: | ---: |",
+                                                    "| m | 54.16 | 12346 | 9.05e+09 | Bach \\| 2015 |"]
