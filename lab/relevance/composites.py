@@ -17,6 +17,8 @@ class Composite:
     matmul: str = "normalized"  # normalized | halve | naive | gradient
     absolute: str = "sum_abs"  # normalisation: paper's sum|R| ("sum_abs") or the code's |sum R| ("abs_sum")
     nonlinear: str = "passthrough"  # passthrough | gradient
+    softmax: str = "passthrough"  # passthrough (as nonlinear) | taylor (AttnLRP Prop. 3.1)
+    norm: str = "passthrough"  # passthrough (as nonlinear) | epsilon (normaliser constant, epsilon rule)
     first_linear: str | None = None  # rule for the pixel/patch projection (e.g. "zb"); None = same as linear
 
     def with_(self, **changes) -> "Composite":
@@ -31,3 +33,9 @@ LRP_EQ4 = Composite(linear="eq4", add="z", matmul="naive")
 ALPHA_BETA = Composite(linear="alpha_beta", add="z", matmul="naive")
 # Plain gradient through the same graph: backward of the relevance graph == autograd gradient.
 GRADIENT = Composite(linear="gradient", add="gradient", matmul="gradient", nonlinear="gradient")
+# AttnLRP (Achtibat et al. 2024): epsilon rule on linears, LayerNorm/residual adds and normalisations (Sec. 3.3.3),
+# the softmax rule (Prop. 3.1), the uniform rule on both attention matmuls (Eq. 7), identity on element-wise
+# non-linearities (Eq. 9).
+ATTNLRP = Composite(linear="epsilon", add="z", matmul="halve", softmax="taylor", norm="epsilon")
+# CP-LRP (Ali et al. 2022): the same, except that attention weights are constants (all relevance to the values).
+CP_LRP = ATTNLRP.with_(matmul="first_constant")
