@@ -162,7 +162,7 @@ def _from_logit(adapter, inputs, target, composite, score):
 
 
 @register("attnlrp", "AttnLRP: epsilon-LRP, softmax rule, uniform rule on attention matmuls, norms' scale constant; "
-          "R^(0) = target logit; token score = sum over dims", "Achtibat et al. 2024 Eqs. 7, 9, 13, 16",
+          "R^(0) = target logit; token score = sum over dims", "Achtibat et al. 2024 Eqs. 7-9, Props. 3.1, 3.3, 3.4",
           own_forward=True)
 def attnlrp(adapter, inputs, target, epsilon: float = 1e-6, score: str = "sum"):
     out = _from_logit(adapter, inputs, target, ATTNLRP.with_(epsilon=epsilon), score)
@@ -170,7 +170,7 @@ def attnlrp(adapter, inputs, target, epsilon: float = 1e-6, score: str = "sum"):
 
 
 @register("cp_lrp", "CP-LRP: attention weights and norms' scale constant, epsilon-LRP elsewhere; R^(0) = target "
-          "logit; token score = sum over dims", "Ali et al. 2022 Sec. 3.2", own_forward=True)
+          "logit; token score = sum over dims", "Ali et al. 2022 (AH- and LN-rules)", own_forward=True)
 def cp_lrp(adapter, inputs, target, epsilon: float = 1e-6, score: str = "sum"):
     out = _from_logit(adapter, inputs, target, CP_LRP.with_(epsilon=epsilon), score)
     return dict(out, params=dict(epsilon=epsilon, score=score))

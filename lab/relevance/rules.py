@@ -162,12 +162,12 @@ def add_relevance(u, v, relevance, rule: str, absolute: str = "sum_abs"):
 
 def matmul_relevance(a, b, relevance, rule: str, absolute: str = "sum_abs", z=None):
     """Matrix product a @ b. 'naive': Eq. 8 for each operand (total doubles, Lemma 1); 'halve': the
-    authors' code (each /2), which is also AttnLRP's uniform rule (Achtibat et al. Eq. 7, N=2); 'normalized':
-    Sec. 3.2 normalisation; 'first_constant': `a` held constant, all relevance to `b` (CP-LRP)."""
+    authors' code (each /2), also AttnLRP's epsilon + uniform rule (Achtibat et al. Prop. 3.3, Eq. 7, N=2);
+    'normalized': Sec. 3.2 normalisation; 'first_constant': `a` held constant, all relevance to `b` (CP-LRP)."""
     if rule == "gradient":
         return relevance @ b.transpose(-1, -2), a.transpose(-1, -2) @ relevance
     s = safe_divide(relevance, a @ b if z is None else z)  # z: the forward output, when saved
-    if rule == "first_constant":  # CP-LRP (Ali et al. Sec. 3.2): `a` (the attention map) is a constant
+    if rule == "first_constant":  # CP-LRP (Ali et al. AH-rule): `a` (the attention map) is a constant
         return torch.zeros_like(a), b * (a.transpose(-1, -2) @ s)
     r_a = a * (s @ b.transpose(-1, -2))
     r_b = b * (a.transpose(-1, -2) @ s)
@@ -279,7 +279,7 @@ class Probe(torch.autograd.Function):
 
 
 def softmax_relevance(x, s, relevance):
-    """AttnLRP Prop. 3.1 (Eq. 13): R_i = x_i (R_i' - s_i sum_j R_j'), x the softmax input, s its output.
+    """AttnLRP Prop. 3.1: R_i = x_i (R_i' - s_i sum_j R_j'), x the softmax input, s its output.
 
     Equals gradient x input through the softmax; not conserving: sum_j R_j' (1 - x_j + <s, x>) goes to the
     Taylor bias (`softmax_absorbed`). Masked positions (x = dtype min, s = 0, R' = 0) get 0."""
@@ -313,7 +313,7 @@ class SoftmaxRelevance(torch.autograd.Function):
 
 
 def norm_relevance(x, norm, relevance, epsilon: float = 1e-6, absorb=None):
-    """LayerNorm / RMSNorm with the normaliser treated as a constant (AttnLRP Sec. 3.3.3, Eq. 16; CP-LRP Sec. 3.2):
+    """LayerNorm / RMSNorm with the normaliser treated as a constant (AttnLRP Prop. 3.4; CP-LRP's LN-rule):
     y = w * (x - mean x) / sigma + b is then linear in x and takes the epsilon rule, R_x = x * J^T (R / (y + eps)).
     The bias b absorbs its share, as in any epsilon rule (reported to `absorb`, per example, if given).
     `norm`: the module (LayerNorm, or an RMSNorm with `variance_epsilon` as in Hugging Face models)."""
