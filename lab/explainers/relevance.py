@@ -1,4 +1,4 @@
-"""LRP-family explainers: full LRP, LRP-alpha-beta, partial LRP, Chefer et al. 2021, Mask-LRP.
+"""LRP-family explainers: full LRP, LRP-alpha-beta, partial LRP, Chefer et al. 2021, Mask-LRP, AttnLRP, CP-LRP.
 
 They differ only in the composite (lab.relevance.composites) and in how the recorded relevances are read out.
 """
@@ -7,11 +7,11 @@ from __future__ import annotations
 import torch
 
 from lab.models.adapters import ExplainInputError, ViTAdapter
-from lab.relevance.composites import ALPHA_BETA, CHEFER, LRP_EQ4, Composite
+from lab.relevance.composites import ALPHA_BETA, ATTNLRP, CHEFER, CP_LRP, LRP_EQ4, Composite
 from lab.relevance.rules import per_example_sum
 
 from .base import register
-from .common import cls_row, head_mean, relevance_trace, rollout, with_identity
+from .common import cls_row, head_mean, relevance_trace, resolve_target, rollout, with_identity
 
 CLAMPS = ("before_mean", "after_mean")
 ABLATIONS = (None, "no_gradient", "last_block", "second_block")
@@ -148,5 +148,33 @@ def mask_lrp(adapter, inputs, target, head_mask=None, mask_recorded: bool = Fals
     return {"scores": scores, "delta": _conservation_delta(trace), "params": params, "logits": trace.logits}
 
 
+def _from_logit(adapter, inputs, target, composite, score):
+    """Input relevance when R^(0) is the target logit f_t(x) (AttnLRP Sec. 3, as LXT): one pass from the one-hot
+    start, scaled by f_t (every rule is linear in the incoming relevance). delta = sum R_input - f_t(x): what the
+    biases and the softmax rule absorb (both methods pass relevance through biases, as the papers do)."""
+    if score not in ("sum", "abs_sum"):
+        raise ExplainInputError(f"score must be 'sum' or 'abs_sum', got {score!r}")
+    trace = relevance_trace(adapter, inputs, target, composite)
+    logit = trace.logits.gather(1, resolve_target(target, trace.logits)[:, None])
+    relevance = trace.input_relevance * logit[..., None]
+    delta = per_example_sum(relevance).reshape(-1) - logit.reshape(-1)
+    return {"scores": _token_scores(relevance, score), "delta": delta, "logits": trace.logits}
+
+
+@register("attnlrp", "AttnLRP: epsilon-LRP, softmax rule, uniform rule on attention matmuls, norms' scale constant; "
+          "R^(0) = target logit; token score = sum over dims", "Achtibat et al. 2024 Eqs. 7-9, Props. 3.1, 3.3, 3.4",
+          own_forward=True)
+def attnlrp(adapter, inputs, target, epsilon: float = 1e-6, score: str = "sum"):
+    out = _from_logit(adapter, inputs, target, ATTNLRP.with_(epsilon=epsilon), score)
+    return dict(out, params=dict(epsilon=epsilon, score=score))
+
+
+@register("cp_lrp", "CP-LRP: attention weights and norms' scale constant, epsilon-LRP elsewhere; R^(0) = target "
+          "logit; token score = sum over dims", "Ali et al. 2022 (AH- and LN-rules)", own_forward=True)
+def cp_lrp(adapter, inputs, target, epsilon: float = 1e-6, score: str = "sum"):
+    out = _from_logit(adapter, inputs, target, CP_LRP.with_(epsilon=epsilon), score)
+    return dict(out, params=dict(epsilon=epsilon, score=score))
+
+
 def composite_for(name: str) -> Composite:
-    return {"chefer": CHEFER, "lrp": LRP_EQ4, "lrp_alpha_beta": ALPHA_BETA}[name]
+    return {"chefer": CHEFER, "lrp": LRP_EQ4, "lrp_alpha_beta": ALPHA_BETA, "attnlrp": ATTNLRP, "cp_lrp": CP_LRP}[name]

@@ -97,7 +97,7 @@ class Adapter:
             scores = ops.nonlinear(lambda s: s * scale, scores)
         else:
             scores = ops.nonlinear(lambda s: s * scale + additive_mask, scores)
-        probs = ops.nonlinear(lambda s: torch.softmax(s, dim=-1), scores)
+        probs = ops.softmax(scores)
         context = ops.matmul(probs, v, attention_block=block)  # Chefer Eq. 14: O = A V
         context = context.transpose(1, 2).reshape(batch, q.shape[2], -1)
         return ops.linear(context, mods.output.weight, mods.output.bias)

@@ -1,5 +1,5 @@
 """Relevance propagation: rules (one autograd function each), composites (methods as data), ops."""
-from .composites import ALPHA_BETA, CHEFER, GRADIENT, LRP_EQ4, Composite
+from .composites import ALPHA_BETA, ATTNLRP, CHEFER, CP_LRP, GRADIENT, LRP_EQ4, Composite
 from .propagate import RelevanceOps
 
-__all__ = ["ALPHA_BETA", "CHEFER", "GRADIENT", "LRP_EQ4", "Composite", "RelevanceOps"]
+__all__ = ["ALPHA_BETA", "ATTNLRP", "CHEFER", "CP_LRP", "GRADIENT", "LRP_EQ4", "Composite", "RelevanceOps"]

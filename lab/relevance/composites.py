@@ -17,6 +17,8 @@ class Composite:
     matmul: str = "normalized"  # normalized | halve | naive | gradient
     absolute: str = "sum_abs"  # normalisation: paper's sum|R| ("sum_abs") or the code's |sum R| ("abs_sum")
     nonlinear: str = "passthrough"  # passthrough | gradient
+    softmax: str = "passthrough"  # passthrough (as nonlinear) | taylor (AttnLRP Prop. 3.1)
+    norm: str = "passthrough"  # passthrough (as nonlinear) | epsilon (normaliser constant, epsilon rule)
     first_linear: str | None = None  # rule for the pixel/patch projection (e.g. "zb"); None = same as linear
 
     def with_(self, **changes) -> "Composite":
@@ -31,3 +33,10 @@ LRP_EQ4 = Composite(linear="eq4", add="z", matmul="naive")
 ALPHA_BETA = Composite(linear="alpha_beta", add="z", matmul="naive")
 # Plain gradient through the same graph: backward of the relevance graph == autograd gradient.
 GRADIENT = Composite(linear="gradient", add="gradient", matmul="gradient", nonlinear="gradient")
+# AttnLRP (Achtibat et al. 2024): epsilon rule on linears and residual adds (Eq. 8), the softmax rule (Prop. 3.1),
+# epsilon + uniform rule on both attention matmuls (Prop. 3.3, Eq. 7), identity on the normaliser of LayerNorm /
+# RMSNorm (Prop. 3.4) and on element-wise non-linearities (Eq. 9).
+ATTNLRP = Composite(linear="epsilon", add="z", matmul="halve", softmax="taylor", norm="epsilon")
+# CP-LRP (Ali et al. 2022, AH- and LN-rules): the same, except that attention weights are constants, so all
+# relevance goes to the values and none through the softmax.
+CP_LRP = ATTNLRP.with_(matmul="first_constant")

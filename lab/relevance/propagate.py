@@ -1,7 +1,8 @@
 """The operations an adapter's relevance forward is written in; each applies its composite's rule.
 
 `RelevanceOps` records, during the backward pass, the relevance of every attention map (R^(n_b) in
-Chefer Eq. 15) and the relevance total entering each block (for conservation checks).
+Chefer Eq. 15) and the relevance total entering each block (for conservation checks); with record_absorbed,
+also the relevance that epsilon-rule biases and the softmax rule's Taylor bias absorb (AttnLRP, CP-LRP).
 """
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ import torch
 import torch.nn.functional as F
 
 from .composites import Composite
-from .rules import AddRelevance, LinearRelevance, MatmulRelevance, Mode, Passthrough, Probe
+from .rules import (AddRelevance, LinearRelevance, MatmulRelevance, Mode, NormRelevance, Passthrough, Probe,
+                    SoftmaxRelevance)
 
 
 class RelevanceOps:
     def __init__(self, composite: Composite, head_masks: torch.Tensor | None = None, mask_recorded: bool = False,
-                 first_layer_bounds: tuple | None = None, with_gradients: bool = False):
+                 first_layer_bounds: tuple | None = None, with_gradients: bool = False,
+                 record_absorbed: bool = False):
         """with_gradients: also support a gradient backward over the same graph (see `Mode`), which records
-        d(output)/dA per block in `attention_gradients`."""
+        d(output)/dA per block in `attention_gradients`. record_absorbed: sum, per example, into `absorbed` the
+        relevance left to biases by the epsilon, norm and softmax rules (sum R_input + absorbed = R_output)."""
         self.composite = composite
         self.mode = Mode(relevance=True, relevance_only=not with_gradients)
         self.attention_gradients: dict[int, torch.Tensor] = {}
@@ -27,6 +31,8 @@ class RelevanceOps:
         self.first_layer_bounds = first_layer_bounds
         self.attention_relevance: dict[int, torch.Tensor] = {}
         self.block_totals: dict[str, torch.Tensor] = {}
+        self.absorbed: torch.Tensor | float = 0.0
+        self._absorb = self._add_absorbed if record_absorbed else None
 
     # layers with weights
     def linear(self, x, weight, bias=None, first: bool = False):
@@ -34,7 +40,7 @@ class RelevanceOps:
         rule = (c.first_linear or c.linear) if first else c.linear
         if rule == "gradient" and self.mode.relevance_only:
             return F.linear(x, weight, bias)
-        params = {"alpha": c.alpha, "beta": c.beta, "epsilon": c.epsilon}
+        params = {"alpha": c.alpha, "beta": c.beta, "epsilon": c.epsilon, "absorb": self._absorb}
         if rule == "zb":
             low, high = self.first_layer_bounds if self.first_layer_bounds else (x.detach().min(), x.detach().max())
             params.update(low=low, high=high)
@@ -60,9 +66,18 @@ class RelevanceOps:
         return MatmulRelevance.apply(a, b, c.matmul, c.absolute, record, head_mask, self.mask_recorded, self.mode)
 
     def nonlinear(self, fn: Callable, x):
+        """An element-wise function, or a normalisation module (LayerNorm/RMSNorm: composite.norm applies)."""
+        if self.composite.norm == "epsilon" and _is_norm(fn):
+            return NormRelevance.apply(x, fn, self.composite.epsilon, self.mode, self._absorb)
         if self.composite.nonlinear == "gradient":
             return fn(x)
         return Passthrough.apply(x, fn, self.mode)
+
+    def softmax(self, x):
+        """Softmax over the last dimension (attention probabilities)."""
+        if self.composite.softmax == "taylor":
+            return SoftmaxRelevance.apply(x, self.mode, self._absorb)
+        return self.nonlinear(lambda s: torch.softmax(s, dim=-1), x)
 
     def probe(self, x, name: str):
         def store(relevance):
@@ -71,8 +86,15 @@ class RelevanceOps:
 
         return Probe.apply(x, store)
 
+    def _add_absorbed(self, value: torch.Tensor):
+        self.absorbed = self.absorbed + value.detach()
+
     def _recorder(self, block: int):
         def store(value, gradient=False):
             (self.attention_gradients if gradient else self.attention_relevance)[block] = value.detach()
 
         return store
+
+
+def _is_norm(fn) -> bool:
+    return isinstance(fn, torch.nn.LayerNorm) or type(fn).__name__.endswith("RMSNorm")

@@ -64,11 +64,22 @@ def rule_alpha_beta(x, weight, relevance, alpha: float = 1.0, beta: float = 0.0,
     return out
 
 
+def _stabilised(z: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """z + eps * sign(z) (sign(0) = +1): the epsilon rule's denominator."""
+    return z + epsilon * torch.where(z >= 0, 1.0, -1.0)
+
+
 def rule_epsilon(x, weight, relevance, bias=None, epsilon: float = 1e-6, **_):
     """LRP-epsilon (Bach et al. 2015): z includes the bias; a stabiliser eps*sign(z) absorbs small z."""
+    return x * F.linear(relevance / _stabilised(F.linear(x, weight, bias), epsilon), weight.t())
+
+
+def epsilon_absorbed(x, weight, relevance, bias=None, epsilon: float = 1e-6) -> torch.Tensor:
+    """Per example, the relevance the epsilon rule leaves to the bias and the stabiliser:
+    sum_i (b_i + eps sign z_i) R_i / (z_i + eps sign z_i), so that sum R_x + this = sum R."""
     z = F.linear(x, weight, bias)
-    z = z + epsilon * torch.where(z >= 0, 1.0, -1.0)
-    return x * F.linear(relevance / z, weight.t())
+    zs = _stabilised(z, epsilon)
+    return per_example_sum((zs - F.linear(x, weight)) * relevance / zs).reshape(-1)
 
 
 def rule_zb(x, weight, relevance, low=None, high=None, **_):
@@ -108,8 +119,11 @@ class LinearRelevance(torch.autograd.Function):
         if not ctx.mode.relevance or ctx.rule == "gradient":
             return relevance @ weight, None, None, None, None, None
         params = dict(ctx.params, bias=bias if ctx.has_bias else None)
+        absorb = params.pop("absorb", None)
         if ctx.rule == "alpha_beta":
             params["z"] = z
+        if absorb is not None and ctx.rule == "epsilon":
+            absorb(epsilon_absorbed(x, weight, relevance, params["bias"], params["epsilon"]))
         return LINEAR_RULES[ctx.rule](x, weight, relevance, **params), None, None, None, None, None
 
 
@@ -148,10 +162,13 @@ def add_relevance(u, v, relevance, rule: str, absolute: str = "sum_abs"):
 
 def matmul_relevance(a, b, relevance, rule: str, absolute: str = "sum_abs", z=None):
     """Matrix product a @ b. 'naive': Eq. 8 for each operand (total doubles, Lemma 1); 'halve': the
-    authors' code (each /2); 'normalized': Sec. 3.2 normalisation."""
+    authors' code (each /2), also AttnLRP's epsilon + uniform rule (Achtibat et al. Prop. 3.3, Eq. 7, N=2);
+    'normalized': Sec. 3.2 normalisation; 'first_constant': `a` held constant, all relevance to `b` (CP-LRP)."""
     if rule == "gradient":
         return relevance @ b.transpose(-1, -2), a.transpose(-1, -2) @ relevance
     s = safe_divide(relevance, a @ b if z is None else z)  # z: the forward output, when saved
+    if rule == "first_constant":  # CP-LRP (Ali et al. AH-rule): `a` (the attention map) is a constant
+        return torch.zeros_like(a), b * (a.transpose(-1, -2) @ s)
     r_a = a * (s @ b.transpose(-1, -2))
     r_b = b * (a.transpose(-1, -2) @ s)
     if rule == "halve":
@@ -256,3 +273,87 @@ class Probe(torch.autograd.Function):
     def backward(ctx, relevance):
         ctx.callback(relevance)
         return relevance, None
+
+
+# --- AttnLRP (Achtibat et al., ICML 2024) and CP-LRP (Ali et al., ICML 2022) ------------------------------
+
+
+def softmax_relevance(x, s, relevance):
+    """AttnLRP Prop. 3.1: R_i = x_i (R_i' - s_i sum_j R_j'), x the softmax input, s its output.
+
+    Equals gradient x input through the softmax; not conserving: sum_j R_j' (1 - x_j + <s, x>) goes to the
+    Taylor bias (`softmax_absorbed`). Masked positions (x = dtype min, s = 0, R' = 0) get 0."""
+    return x * (relevance - s * relevance.sum(-1, keepdim=True))
+
+
+def softmax_absorbed(x, s, relevance):
+    """The relevance absorbed by the softmax rule's bias term, per example: sum_j R_j' (1 - x_j + <s, x>)."""
+    sx = (s * x).sum(-1, keepdim=True)
+    return per_example_sum(relevance * (1.0 - x + sx)).reshape(-1)
+
+
+class SoftmaxRelevance(torch.autograd.Function):
+    """softmax(x, dim=-1) with the AttnLRP softmax rule (relevance mode) or its true derivative (gradient mode)."""
+
+    @staticmethod
+    def forward(ctx, x, mode, absorb):
+        s = torch.softmax(x, dim=-1)
+        ctx.save_for_backward(x, s)
+        ctx.mode, ctx.absorb = mode, absorb
+        return s
+
+    @staticmethod
+    def backward(ctx, relevance):
+        x, s = ctx.saved_tensors
+        if not ctx.mode.relevance:
+            return s * (relevance - (s * relevance).sum(-1, keepdim=True)), None, None
+        if ctx.absorb is not None:
+            ctx.absorb(softmax_absorbed(x, s, relevance))
+        return softmax_relevance(x, s, relevance), None, None
+
+
+def norm_relevance(x, norm, relevance, epsilon: float = 1e-6, absorb=None):
+    """LayerNorm / RMSNorm with the normaliser treated as a constant (AttnLRP Prop. 3.4; CP-LRP's LN-rule):
+    y = w * (x - mean x) / sigma + b is then linear in x and takes the epsilon rule, R_x = x * J^T (R / (y + eps)).
+    The bias b absorbs its share, as in any epsilon rule (reported to `absorb`, per example, if given).
+    `norm`: the module (LayerNorm, or an RMSNorm with `variance_epsilon` as in Hugging Face models)."""
+    centered = not hasattr(norm, "variance_epsilon")  # HF RMSNorm modules name their epsilon variance_epsilon
+    eps = norm.eps if centered else norm.variance_epsilon
+    xc = x - x.mean(-1, keepdim=True) if centered else x
+    sigma = (xc.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    y = norm(x)
+    weight = norm.weight if norm.weight is not None else torch.ones_like(x[..., 0, None])
+    ys = _stabilised(y, epsilon)
+    if absorb is not None:
+        bias = getattr(norm, "bias", None)
+        absorb(per_example_sum((ys - (y if bias is None else y - bias)) * relevance / ys).reshape(-1))
+    u = weight * relevance / ys / sigma
+    if centered:
+        u = u - u.mean(-1, keepdim=True)
+    return x * u
+
+
+class NormRelevance(torch.autograd.Function):
+    """A normalisation module with `norm_relevance` (relevance mode) or its true derivative (gradient mode)."""
+
+    @staticmethod
+    def forward(ctx, x, norm, epsilon, mode, absorb):
+        ctx.norm, ctx.epsilon, ctx.mode, ctx.absorb = norm, epsilon, mode, absorb
+        if mode.relevance_only:
+            ctx.save_for_backward(x)
+            return norm(x)
+        with torch.enable_grad():
+            x_ = x.detach().requires_grad_(True)
+            y = norm(x_)
+        ctx.save_for_backward(x)
+        ctx.x_, ctx.y = x_, y
+        return y.detach()
+
+    @staticmethod
+    def backward(ctx, relevance):
+        (x,) = ctx.saved_tensors
+        if ctx.mode.relevance:
+            with torch.no_grad():
+                return norm_relevance(x, ctx.norm, relevance, ctx.epsilon, ctx.absorb), None, None, None, None
+        (grad,) = torch.autograd.grad(ctx.y, ctx.x_, relevance, retain_graph=True)
+        return grad, None, None, None, None
