@@ -120,3 +120,17 @@ def combine(verdicts: Iterable[str]) -> str:
         if v in verdicts:
             return v
     return "holds"
+
+
+def majority(verdicts: Iterable[str]) -> str:
+    """A claim about most parts ("on most datasets"): holds when more than half the parts hold, fails when even
+    the inconclusive parts holding could not make a majority, else inconclusive ('not evaluated' if any part was)."""
+    verdicts = list(verdicts)
+    if set(verdicts) - set(VERDICTS) or not verdicts:
+        raise StatsInputError(f"majority: need verdicts from {VERDICTS}, got {verdicts}")
+    if "not evaluated" in verdicts:
+        return "not evaluated"
+    half = len(verdicts) / 2
+    if verdicts.count("holds") > half:
+        return "holds"
+    return "fails" if verdicts.count("holds") + verdicts.count("inconclusive") <= half else "inconclusive"
