@@ -95,6 +95,15 @@ def paired_difference(a, b, statistic: Callable[[np.ndarray], float] = np.mean, 
     return bootstrap(a - b, statistic, **kw)
 
 
+def proportion(rate: float, n: int, **kw) -> Interval:
+    """Interval of a rate measured on ``n`` independent examples (an accuracy, a top-5 hit rate) when only the rate
+    was kept: the bootstrap of the 0/1 indicator with round(rate * n) ones."""
+    if rate is None or not n or n < 1 or not 0 <= rate <= 1:
+        raise StatsInputError(f"proportion: need a rate in [0, 1] and n >= 1, got rate={rate}, n={n}")
+    hits = int(round(rate * n))
+    return bootstrap(np.r_[np.ones(hits), np.zeros(int(n) - hits)], **kw)
+
+
 def decide(interval: Interval, margin: float = 0.0, kind: str = "greater") -> str:
     """'holds' | 'fails' | 'inconclusive' for the claim that the statistic is greater than / less than ``margin``
     or within ±``margin`` (see the module docstring)."""

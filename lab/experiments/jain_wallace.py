@@ -907,7 +907,8 @@ def _cells(table: Mapping, col: str, fmt: str = "{:.2f}", ci: bool = False) -> s
 
 
 def discussion_markdown(res: Results) -> str:
-    """The notebook's discussion, formatted from the results object's tables and claims (no fixed numbers)."""
+    """The notebook's discussion, formatted from the results object's tables (no fixed numbers); the verdicts are
+    `lab.results.claims_markdown`'s."""
     t = res.tables
     parts = []
     if "table1_performance" in t:
@@ -935,12 +936,6 @@ def discussion_markdown(res: Results) -> str:
                      + _cells(t["transformer"], "tau_vs_grad") + ". τ with LOO: "
                      + _cells(t["transformer"], "tau_vs_loo") + ". τ between gradient and LOO: "
                      + _cells(t["transformer"], "tau_grad_vs_loo") + ".")
-    verdicts = [c.get("verdict") for c in res.claims]
-    open_ = [c["claim"] for c in res.claims if c.get("verdict") in ("fails", "inconclusive")]
-    parts.append(f"*Verdicts.* {verdicts.count('holds')} of {len(verdicts)} claims hold on their 95 % intervals, "
-                 f"{verdicts.count('fails')} fail, {verdicts.count('inconclusive')} are inconclusive, "
-                 f"{verdicts.count('not evaluated')} were not evaluated"
-                 + (". Failing or open: " + "; ".join(open_) + "." if open_ else "."))
     return "\n\n".join(parts)
 
 
