@@ -404,12 +404,3 @@ def test_jw_performance_interval_and_discussion_come_from_results():
     assert "Average:" not in text  # no Average models: no empty list
     assert "SST 0.840 [0.820, 0.860] (paper 0.81); bAbI 1 0.900 [0.880, 0.920] (paper 1.00)" in text
 
-
-def test_majority_verdict():
-    from lab import stats
-
-    assert stats.majority(["holds", "holds", "fails"]) == "holds"
-    assert stats.majority(["holds", "inconclusive", "fails"]) == "inconclusive"
-    assert stats.majority(["holds", "fails", "fails", "inconclusive"]) == "fails"
-    with pytest.raises(stats.StatsInputError):
-        stats.majority([])

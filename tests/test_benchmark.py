@@ -208,8 +208,9 @@ def test_build_results_tables_claims_and_exports(text_setup, image_setup, lab_di
     sweep = {t: B.token_sweep(tasks[t], runs[t], cfg, quality[t]) for t in tasks}
     rand = {t: B.randomisation_check(tasks[t], runs[t], {**cfg, "n_random": {"movies": 2, "vit": 2}}) for t in tasks}
     res = B.build_results(cfg, tasks, runs, quality, sweep, rand, {"sst2": "not cached"})
-    for name in ("movies_quality", "movies_ranks", "movies_cost", "movies_metric_agreement", "movies_token_sweep",
-                 "movies_randomisation", "vit_quality", "vit_randomisation"):
+    for name in ("movies_quality", "movies_quality_half_widths", "movies_ranks", "movies_cost",
+                 "movies_metric_agreement", "movies_token_sweep", "movies_randomisation", "vit_quality",
+                 "vit_quality_half_widths", "vit_randomisation"):
         assert name in res.tables, name
     assert "vit_token_sweep" not in res.tables  # images have no replacement token
     assert res.tables["movies_quality"]["direction"]["lodds"] == "lower"
@@ -328,6 +329,8 @@ def test_benchmark_claims_hold_fail_or_stay_open_on_their_intervals():
     assert claim["verdict"] in ("inconclusive", "fails") and "ok" in claim["detail"]
     pe["good"]["aopc"][:3] = np.nan  # undefined values are left out pairwise
     assert B.paired_advantage(pe, "good", "random", "aopc").n == 7
+    half = B.half_widths(pe)
+    assert 0 < half["good"]["aopc"][1] < half["good"]["auc_rep"][1] * 2 and half["ok"]["aopc"][0] is None
 
 
 def test_benchmark_randomisation_and_sweep_claims():

@@ -964,6 +964,9 @@ def build_results(cfg: Mapping, tasks: Mapping[str, Task], runs: Mapping[str, Ta
         res.add_table(f"{t}_quality", f"{TASK_LABELS[t]}: every method × every applicable metric under one protocol "
                       f"({len(tasks[t])} examples; token {TOKEN_LABELS[cfg['token']]}); no paper reports these",
                       {m: {c: (None, v) for c, v in r.items()} for m, r in q.items()}, directions(cols))
+        res.add_table(f"{t}_quality_half_widths", f"{TASK_LABELS[t]}: half-width of the 95 % bootstrap interval of "
+                      f"each quality value over the {len(tasks[t])} examples (mIoU: of the mean per-image IoU)",
+                      half_widths(runs[t].per_example))
         ranks = rank_frame(q)
         res.add_table(f"{t}_ranks", f"{TASK_LABELS[t]}: rank per metric (1 = best) and mean rank",
                       {m: {c: (None, float(v)) for c, v in row.items()} for m, row in ranks.iterrows()},
@@ -998,6 +1001,18 @@ def build_results(cfg: Mapping, tasks: Mapping[str, Task], runs: Mapping[str, Ta
                       {"spearman": "lower", "changed": "higher"})
     _claims(res, cfg, quality, runs, sweep, rand)
     return res
+
+
+def half_widths(per_example: Mapping) -> dict:
+    """{method: {metric: (None, half-width)}} of the 95 % bootstrap interval of each mean (NaN values left out)."""
+    out = {}
+    for m, cols in per_example.items():
+        out[m] = {}
+        for c, v in cols.items():
+            v = np.asarray(v, float)[np.isfinite(v)]
+            iv = stats.bootstrap(v) if v.size > 1 else None
+            out[m][c] = (None, None if iv is None else (iv.high - iv.low) / 2)
+    return out
 
 
 def _oriented(values, metric: str) -> np.ndarray:

@@ -553,18 +553,19 @@ def build_results(ctx: Context, table1: Mapping, table2: Mapping, table3: Mappin
             "elapsed_s": round(time.perf_counter() - ctx.started, 1)}
     res = Results(NOTEBOOK, ctx.cfg["profile"], meta=meta)
     res.add_table("table1_perturbation", "Positive / negative perturbation AUC (%), predicted and target class; "
-                  f"positive: lower is better, negative: higher is better; n = {len(ctx.test)} test images", pair(PAPER_TABLE1, table1["rows"]),
+                  f"positive: lower is better, negative: higher is better; n = {len(ctx.test)} test images",
+                  pair(PAPER_TABLE1, table1["rows"]),
                   TABLE1_DIRECTION)
     half = {m: {c: _half_width(stats.bootstrap(v)) for c, v in cols.items()}
             for m, cols in table1["per_image"].items()}
     res.add_table("table1_interval_half_widths", f"Half-width of the 95 % bootstrap interval of each Table 1 AUC "
                   f"over the {len(ctx.test)} test images; differences between methods have paired intervals in the "
                   "claims", half)
-    res.add_table("table2_segmentation", f"Segmentation against the object masks (%), higher is better; n = {len(ctx.test)} "
-                  "test images (claims: paired bootstrap intervals over images)",
+    res.add_table("table2_segmentation", f"Segmentation against the object masks (%), higher is better; "
+                  f"n = {len(ctx.test)} test images (claims: paired bootstrap intervals over images)",
                   pair(PAPER_TABLE2, table2["rows"]), TABLE2_DIRECTION)
-    res.add_table("table3_ablation", f"Ablations: segmentation and predicted-class perturbation (%); n = {len(ctx.test)} "
-                  "test images",
+    res.add_table("table3_ablation", "Ablations: segmentation and predicted-class perturbation (%); "
+                  f"n = {len(ctx.test)} test images",
                   pair(PAPER_TABLE3, table3["rows"]), TABLE3_DIRECTION)
     res.add_table("figure2_class_specificity", "Two-object images explained for each class: mean |map_A - map_B| "
                   f"and shift of map mass onto the explained object (no paper numbers: Fig. 2 is qualitative); n = "

@@ -665,9 +665,9 @@ def discussion_markdown(res) -> str:
                      f"perplexity {ours['perplexity']['ours']:.0f} after {ours['steps']['ours']} steps (issue target: "
                      "top-5 ≥ 0.5; the paper uses pretrained BERT).")
     if "table1_accuracy" in t:
-        parts.append("*Table 1 (ours vs Mehta / Kim).* " + "; ".join(
-            f"{m} {r['accuracy (Mehta)']['ours']:.3f} ({r['accuracy (Mehta)']['paper']} / {r['accuracy (Kim)']['paper']})"
-            for m, r in t["table1_accuracy"]["rows"].items()) + ".")
+        acc = [(m, r["accuracy (Mehta)"], r["accuracy (Kim)"]) for m, r in t["table1_accuracy"]["rows"].items()]
+        parts.append("*Table 1 (ours vs Mehta / Kim).* "
+                     + "; ".join(f"{m} {a['ours']:.3f} ({a['paper']} / {k['paper']})" for m, a, k in acc) + ".")
     if "table2_auc_rep" in t:
         rows = t["table2_auc_rep"]["rows"]
         models = [c for c in next(iter(rows.values())) if not c.endswith("±") and c != "Kim et al. (orig.)"]
@@ -678,7 +678,8 @@ def discussion_markdown(res) -> str:
         parts.append("*Table 2, AUC_rep (mean ± 95 % half-width; lower is better).* " + "; ".join(per_model)
                      + (f" (reproduction's values: {paper})." if paper else "."))
     if "mc_vs_truncation" in t:
-        parts.append("*Monte Carlo vs truncation (beyond the paper), mean |a − a_exact| at rows per token.* " + "; ".join(
-            f"{k} {r['mean_abs_error']['ours']:.4f} at {r['rows_per_token']['ours']:.0f}"
-            for k, r in t["mc_vs_truncation"]["rows"].items()) + ".")
+        mc = t["mc_vs_truncation"]["rows"].items()
+        parts.append("*Monte Carlo vs truncation (beyond the paper), mean |a − a_exact| at rows per token.* "
+                     + "; ".join(f"{k} {r['mean_abs_error']['ours']:.4f} at {r['rows_per_token']['ours']:.0f}"
+                                 for k, r in mc) + ".")
     return "\n\n".join(parts)

@@ -526,7 +526,8 @@ def performance_rows(tasks: Mapping[str, Task], models: Mapping) -> dict:
                 paper = PAPER_TABLE1.get(name) if enc == "lstm" else None
                 iv = m["paper_metric_interval"]
                 row[f"test_{enc}"] = (paper, round(m["paper_metric"], 4))
-                row[f"test_{enc}_ci_low"], row[f"test_{enc}_ci_high"] = (None, round(iv.low, 4)), (None, round(iv.high, 4))
+                row[f"test_{enc}_ci_low"] = (None, round(iv.low, 4))
+                row[f"test_{enc}_ci_high"] = (None, round(iv.high, 4))
                 row[f"accuracy_{enc}"] = (None, round(m["accuracy"], 4))
         row["n_train"] = (None, len(task.train))
         row["n_test"] = (None, len(task.test))
@@ -584,7 +585,8 @@ def tau_rows(analyses: Mapping) -> dict:
             if vals.size:
                 iv = stats.bootstrap(vals)
                 row[measure] = (None, round(iv.estimate, 3))
-                row[f"{measure}_ci_low"], row[f"{measure}_ci_high"] = (None, round(iv.low, 3)), (None, round(iv.high, 3))
+                row[f"{measure}_ci_low"] = (None, round(iv.low, 3))
+                row[f"{measure}_ci_high"] = (None, round(iv.high, 3))
         rows[f"{TASKS[name].label} / {ENCODER_LABELS[enc]}"] = {**row, "n": (None, len(a))}
     return rows
 
@@ -735,9 +737,10 @@ def correlation_claims(analyses: Mapping) -> list[dict]:
                                        ("average", "Average-encoder", 0.65, 0.80, "high")):
         per = _by_encoder(analyses, enc)
         if per:
+            iv = mean_of_means([_tau(a, "attn_grad") for a in per.values()])
+            detail = ", ".join(f"{k}: {mean_tau(a, 'attn_grad'):.3f}" for k, a in per.items())
             out.append(_range_claim(f"{name} attention–gradient τ_g is {what}: mean over datasets within "
-                                    f"{low:.2f}–{high:.2f}", mean_of_means([_tau(a, "attn_grad") for a in per.values()]),
-                                    low, high, ", ".join(f"{k}: {mean_tau(a, 'attn_grad'):.3f}" for k, a in per.items())))
+                                    f"{low:.2f}–{high:.2f}", iv, low, high, detail))
     pairs = _pairs(analyses)
     if pairs:
         out.append(_parts("τ_g is higher for the Average encoder than for the BiLSTM on every dataset (paired over "
@@ -848,17 +851,17 @@ def start_results(cfg: Mapping, tasks: Mapping[str, Task], meta: Mapping | None 
 
 def add_performance(res: Results, perf: Mapping) -> Results:
     return res.add_table(
-        "table1_performance", "Test performance (F1 = macro-F1 for classification, accuracy for SNLI and bAbI) with its 95 % "
-        "bootstrap interval over the n_test test examples; "
+        "table1_performance", "Test performance (F1 = macro-F1 for classification, accuracy for SNLI and bAbI) "
+        "with its 95 % bootstrap interval over the n_test test examples; "
         "paper = Table 1 (BiLSTM). AG News here is Sports vs rest (offline AGN-2), SNLI is trained on its 9.8k "
         "validation pairs, IMDB on a 4.3k subset.", perf, direction={"test_lstm": "higher", "test_average": "higher"})
 
 
 def add_analysis_tables(res: Results, analyses: Mapping, models: Mapping, level: float = 0.05) -> Results:
     res.add_table("table2_kendall_tau", f"Kendall τ between attention and gradient (τ_g) / leave-one-out (τ_loo), "
-                  f"mean, std and Sig. Frac. (p < {level}) per predicted class; paper = Table 2. SNLI rows are our classes (entailment, neutral, contradiction), "
-                  "each beside the paper's row for the same class (the paper's order, from its Fig. 2 caption: "
-                  "neutral, contradiction, entailment).",
+                  f"mean, std and Sig. Frac. (p < {level}) per predicted class; paper = Table 2. SNLI rows are our "
+                  "classes (entailment, neutral, contradiction), each beside the paper's row for the same class (the "
+                  "paper's order, from its Fig. 2 caption: neutral, contradiction, entailment).",
                   table2_rows(analyses, level))
     res.add_table("tau_means", "Mean Kendall τ per dataset and encoder (attention–gradient, attention–LOO, "
                   "gradient–LOO) with 95 % bootstrap intervals over the n analysed instances (undefined τ left out)",
