@@ -404,3 +404,16 @@ def test_jw_performance_interval_and_discussion_come_from_results():
     assert "Average:" not in text  # no Average models: no empty list
     assert "SST 0.840 [0.820, 0.860] (paper 0.81); bAbI 1 0.900 [0.880, 0.920] (paper 1.00)" in text
 
+
+
+def test_jw_transformer_claims_pair_the_shared_instances():
+    from lab.experiments import jain_wallace as jw
+
+    rng = np.random.default_rng(0)
+    lstm = fake_analysis("sst_jw", "lstm", 60, {"attn_loo": 0.4 + rng.normal(0, 0.05, 60)})
+    tau = {"attn_loo": 0.1 + rng.normal(0, 0.05, 40), "chefer_loo": 0.3 + rng.normal(0, 0.05, 40)}
+    tr = fake_analysis("sst_jw", "transformer", 40, tau)
+    out = jw.transformer_claims(tr, lstm)
+    assert out[0]["interval"].n == 40 and jw.stats.decide(out[0]["interval"], 0.05, "less") == "holds"
+    assert jw.stats.decide(out[1]["interval"], 0.0, "greater") == "holds"
+    assert jw.stats.decide(out[2]["interval"], 0.05, "less") == "holds"  # Δŷ^med < 0.02 everywhere

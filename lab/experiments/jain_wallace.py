@@ -817,8 +817,8 @@ def claims(cfg: Mapping, perf: Mapping, analyses: Mapping, tr: Analysis | None) 
 def transformer_claims(tr: Analysis, lstm: Analysis) -> list[dict]:
     """Beyond the paper: the same questions for the Transformer (SST; its instances are the first len(tr) of the
     BiLSTM's, so τ differences are paired)."""
-    n = len(tr)
-    t_attn, l_attn = _finite(_tau(tr, "attn_loo"), _tau(lstm, "attn_loo")[:n])
+    n = min(len(tr), len(lstm))
+    t_attn, l_attn = _finite(_tau(tr, "attn_loo")[:n], _tau(lstm, "attn_loo")[:n])
     chef, attn = _finite(_tau(tr, "chefer_loo"), _tau(tr, "attn_loo"))
     out = [
         {"claim": "Beyond: the Transformer's last-layer [CLS] attention agrees with LOO no better than the BiLSTM's "
