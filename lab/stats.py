@@ -80,7 +80,11 @@ def bootstrap(values, statistic: Callable[[np.ndarray], float] = np.mean, *, clu
         if cl.shape[0] != arr.shape[0]:
             raise StatsInputError(f"bootstrap: {cl.shape[0]} cluster labels for {arr.shape[0]} values")
     rng = np.random.default_rng(seed)
-    stats = np.array([statistic(arr[idx]) for idx in _resample_indices(arr.shape[0], cl, rng, n_boot)])
+    samples = _resample_indices(arr.shape[0], cl, rng, n_boot)
+    if statistic is np.mean and arr.ndim == 1 and cl is None:  # the common case, vectorised: one gather
+        stats = arr[samples].mean(axis=1)
+    else:
+        stats = np.array([statistic(arr[idx]) for idx in samples])
     alpha = (1 - level) / 2
     low, high = np.quantile(stats, [alpha, 1 - alpha])
     return Interval(float(statistic(arr)), float(low), float(high), int(arr.shape[0]), level,
@@ -93,6 +97,15 @@ def paired_difference(a, b, statistic: Callable[[np.ndarray], float] = np.mean, 
     if a.shape != b.shape:
         raise StatsInputError(f"paired_difference: a has shape {a.shape}, b {b.shape}; pairs must match")
     return bootstrap(a - b, statistic, **kw)
+
+
+def proportion(rate: float, n: int, **kw) -> Interval:
+    """Interval of a rate measured on ``n`` independent examples (an accuracy, a top-5 hit rate) when only the rate
+    was kept: the bootstrap of the 0/1 indicator with round(rate * n) ones."""
+    if rate is None or not n or n < 1 or not 0 <= rate <= 1:
+        raise StatsInputError(f"proportion: need a rate in [0, 1] and n >= 1, got rate={rate}, n={n}")
+    hits = int(round(rate * n))
+    return bootstrap(np.r_[np.ones(hits), np.zeros(int(n) - hits)], **kw)
 
 
 def decide(interval: Interval, margin: float = 0.0, kind: str = "greater") -> str:
@@ -120,3 +133,17 @@ def combine(verdicts: Iterable[str]) -> str:
         if v in verdicts:
             return v
     return "holds"
+
+
+def majority(verdicts: Iterable[str]) -> str:
+    """A claim about most parts ("on most datasets"): holds when more than half the parts hold, fails when even
+    the inconclusive parts holding could not make a majority, else inconclusive ('not evaluated' if any part was)."""
+    verdicts = list(verdicts)
+    if set(verdicts) - set(VERDICTS) or not verdicts:
+        raise StatsInputError(f"majority: need verdicts from {VERDICTS}, got {verdicts}")
+    if "not evaluated" in verdicts:
+        return "not evaluated"
+    half = len(verdicts) / 2
+    if verdicts.count("holds") > half:
+        return "holds"
+    return "fails" if verdicts.count("holds") + verdicts.count("inconclusive") <= half else "inconclusive"

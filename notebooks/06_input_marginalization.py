@@ -93,8 +93,8 @@ table_frame(res, "table1_accuracy")
 # ## Table 2 and Fig. 4: AUC_rep
 # For each sentence, tokens are replaced by [PAD] most-important-first and p(ŷ | x^[i]) of the predicted class is
 # followed; x is the fraction of content tokens replaced (word pieces, [CLS]/[SEP] excluded) and the area runs from
-# 0 to `auc_stop`, divided by `auc_stop` (so it reads as the mean probability over that range). Lower is better.
-# Paper: Marg < Unk < Zero.
+# 0 to `auc_stop`, divided by `auc_stop` (so it reads as the mean probability over that range). Lower is better;
+# "±" is the half-width of the 95 % bootstrap interval over the sentences. Paper: Marg < Unk < Zero.
 
 # %%
 auc = im.auc_rep_study(models, mlm_fn, cfg)
@@ -177,38 +177,18 @@ res.save()
 print(claims_markdown(res))
 
 # %% [markdown]
-# *Discussion* (numbers of the default run on the loaded 2-core CPU; the claims above are recomputed on every run).
+# **Discussion**, formatted from this run's results: every claim above is decided by a 95 % paired bootstrap
+# interval over sentences (AUC_rep: the adjacent paired differences Marg − Unk and Unk − Zero on the same
+# sentences; accuracies and the MLM's top-5: the correct/incorrect indicator over test examples or masked positions).
 #
-# *The masked LM is the weak link.* After 30 minutes (878 steps of 16 phrases, bottom layers frozen) our MLM reaches
-# top-1 14 %, top-5 30 % and perplexity ≈ 490 on held-out SST-2 — well short of the 50 % top-5 target and
-# of pretrained BERT. Its p_MLM(w|x_{−i}) is flat: thousands of words pass σ = 1e-4, hence the cost cap of 20
-# candidates per position in the default profile.
-#
-# *Table 1.* CNN 0.74 (paper 0.75 / 0.73) and MiniLM 0.88 (BERT: 0.92 / 0.86) are close; the BiLSTM (0.72 vs 0.77,
-# 2 epochs on 15k phrases) and especially the SNLI BiLSTM (0.51 vs 0.67, trained on the 9.8k validation pairs) are
-# below.
-#
-# *Table 2 does not reproduce.* On 100 (CNN, BiLSTM) and 16 (MiniLM) SST-2 test sentences the ordering is the
-# reverse of the paper's for all three models: Zero < Unk < Marg (BiLSTM 0.511 / 0.522 / 0.540; paper
-# 0.561 / 0.533 / 0.483). Plausible causes, none tested to the end here: (i) the weak MLM proposes sentiment-changing
-# replacements, so p^[i] moves for most tokens and the ranking of the decisive ones gets noisier; (ii) AUC_rep
-# itself replaces tokens by [PAD], exactly the perturbation whose effect Zero erasure measures (for the CNN/BiLSTM
-# the [PAD] row is the zero vector), which favours Zero by construction; (iii) small samples. Lifting the cap from 20
-# to 100 candidates (40 sentences) moved Marg from 0.539 to 0.535 for the CNN (Zero 0.526, Unk 0.536) and from 0.542
-# to 0.532 for the BiLSTM (Zero 0.515, Unk 0.530): closer, not reversed. Algorithm 1 without renormalisation was much
-# worse (CNN 0.651), since the MLM mass below σ then counts as evidence against y.
-#
-# *Figures.* Qualitatively, Marg and Zero agree on the strongest sentiment words ("good", "brilliant", "bleak");
-# Marg spreads attributions onto more context words, and for the Soderbergh sentence (predicted negative) it marks
-# "glorious failure" as the main evidence, where Zero singles out "so" and "failure".
-#
-# *Monte Carlo (beyond the paper).* Against the exact sum over the MLM's top 1,000 words, the MC error falls roughly as
-# n^(-1/2) (0.14, 0.085, 0.041, 0.025 for n = 10 … 300). At equal cost MC beats a coarse truncation (n = 100: error
-# 0.041 with 71 rows/token vs σ = 1e-3: 0.047 with 170 rows/token, a cost ratio ≈ 0.4), but σ = 1e-4 is nearly exact
-# here (0.001 with 938 rows/token), which MC would need on the order of 10^5 draws to match.
-#
-# *Fig. 5.* The causal LM (321 steps, held-out perplexity ≈ 840) is far weaker than the paper's Wikitext-2
-# Transformer; in "sam i am" the largest attribution goes to "am", not "sam" as in the paper.
+# Possible reasons if the AUC_rep ordering fails (none tested here): the masked LM is weak, so its candidates are
+# noisy; AUC_rep replaces tokens by [PAD], which is exactly the perturbation Zero erasure measures, so the metric
+# favours Zero by construction; the sample is small.
+
+# %%
+from IPython.display import Markdown  # noqa: E402
+
+Markdown(im.discussion_markdown(res))
 
 # %% [markdown]
 # ## Explore

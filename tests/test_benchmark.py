@@ -208,8 +208,9 @@ def test_build_results_tables_claims_and_exports(text_setup, image_setup, lab_di
     sweep = {t: B.token_sweep(tasks[t], runs[t], cfg, quality[t]) for t in tasks}
     rand = {t: B.randomisation_check(tasks[t], runs[t], {**cfg, "n_random": {"movies": 2, "vit": 2}}) for t in tasks}
     res = B.build_results(cfg, tasks, runs, quality, sweep, rand, {"sst2": "not cached"})
-    for name in ("movies_quality", "movies_ranks", "movies_cost", "movies_metric_agreement", "movies_token_sweep",
-                 "movies_randomisation", "vit_quality", "vit_randomisation"):
+    for name in ("movies_quality", "movies_quality_half_widths", "movies_ranks", "movies_cost",
+                 "movies_metric_agreement", "movies_token_sweep", "movies_randomisation", "vit_quality",
+                 "vit_quality_half_widths", "vit_randomisation"):
         assert name in res.tables, name
     assert "vit_token_sweep" not in res.tables  # images have no replacement token
     assert res.tables["movies_quality"]["direction"]["lodds"] == "lower"
@@ -294,3 +295,54 @@ def test_memoised_stages_reuse_values_and_follow_their_inputs(text_setup, lab_di
         B.quality_table(task, again, cfg)
     with pytest.raises(AssertionError, match="recomputed"):
         B.explain_task(task, {**cfg, "token": "unk"})
+
+
+# ---- claims decided by paired bootstrap intervals over examples ---------------------------------------------------
+
+
+def synthetic_per_example(means, n=80, noise=0.05, seed=0):
+    """{method: {metric: [n]}} around `means[method][metric]`, with a shared per-example offset (pairing matters)."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0, 0.3, n)
+    return {m: {c: base + v + rng.normal(0, noise, n) for c, v in cols.items()} for m, cols in means.items()}
+
+
+def quality_of(pe):
+    return {m: {c: float(np.nanmean(v)) for c, v in cols.items()} for m, cols in pe.items()}
+
+
+def test_benchmark_claims_hold_fail_or_stay_open_on_their_intervals():
+    # aopc: higher is better; auc_rep: lower is better
+    means = {"good": {"aopc": 0.5, "auc_rep": 0.2}, "ok": {"aopc": 0.3, "auc_rep": 0.4},
+             "random": {"aopc": 0.0, "auc_rep": 0.6}}
+    pe = synthetic_per_example(means)
+    assert B.best_everywhere_claim("t", quality_of(pe), pe)["verdict"] == "fails"  # "good" is best everywhere
+    assert B.random_claim("t", pe)["verdict"] == "holds"
+    agree = B.agreement_claim("t", pe, n_boot=50)
+    assert agree["interval"].low > 0.5  # both metrics rank good > ok > random
+    means["ok"] = {"aopc": 0.7, "auc_rep": 0.4}  # ok best on aopc, good best on auc_rep
+    pe = synthetic_per_example(means)
+    assert B.best_everywhere_claim("t", quality_of(pe), pe)["verdict"] == "holds"
+    means["ok"] = {"aopc": 0.0, "auc_rep": 0.6}  # no better than random
+    pe = synthetic_per_example(means, n=10, noise=0.3)
+    claim = B.random_claim("t", pe)
+    assert claim["verdict"] in ("inconclusive", "fails") and "ok" in claim["detail"]
+    pe["good"]["aopc"][:3] = np.nan  # undefined values are left out pairwise
+    assert B.paired_advantage(pe, "good", "random", "aopc").n == 7
+    half = B.half_widths(pe)
+    assert 0 < half["good"]["aopc"][1] < half["good"]["auc_rep"][1] * 2 and half["ok"]["aopc"][0] is None
+
+
+def test_benchmark_randomisation_and_sweep_claims():
+    rng = np.random.default_rng(0)
+    r = {"layers": 2, "original_untouched": True,
+         "rho": {"saliency": rng.normal(0.1, 0.05, 30), "lrp": rng.normal(0.9, 0.05, 30), "random": np.ones(30)}}
+    change, untouched = B.randomisation_claims("t", r)
+    assert change["verdict"] == "fails" and "lrp" in change["detail"] and untouched["exact"]
+    r["rho"]["lrp"] = rng.normal(0.1, 0.05, 30)
+    assert B.randomisation_claims("t", r)[0]["verdict"] == "holds"
+    means = {m: {"aopc": v} for m, v in (("a", 0.6), ("b", 0.4), ("c", 0.2), ("d", 0.0))}
+    per = {"pad": synthetic_per_example(means, seed=1), "mask": synthetic_per_example(means, seed=2)}
+    sweep = {"per_example": per, "tau": {"aopc": {"pad~mask": 1.0}}, "n": 80}
+    claim = B.sweep_claim("t", sweep, ["pad", "mask"], n_boot=50)
+    assert claim["interval"].estimate == pytest.approx(1.0) and claim["kind"] == "greater"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -252,3 +253,73 @@ def test_cached_mlm_memoises_and_restricts(bert, mlm, batch):
     a = explain(bert, row, "input_marginalization", target=[1], mlm=mlm, sigma=1e-3)
     b = explain(bert, row, "input_marginalization", target=[1], mlm=cached, sigma=1e-3)
     torch.testing.assert_close(a.scores, b.scores, atol=1e-12, rtol=0)
+
+
+# ---------------------------------------------------------------- claims decided by bootstrap intervals
+def auc_study(means, n=80, noise=0.05, seed=0):
+    """{method: {"auc": [n]}} with per-sentence AUC_rep around the given means (the same sentences for all)."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.3, 0.7, n)  # sentence difficulty, shared by the methods: the pairing matters
+    return {k: {"auc": (base + m + rng.normal(0, noise, n)).tolist()} for k, m in means.items()}
+
+
+def test_auc_ordering_claim_is_the_combination_of_adjacent_paired_differences():
+    from lab.experiments import input_marginalization as im
+
+    assert im.ordering_claim("lstm", auc_study({"marg": 0.0, "unk": 0.05, "zero": 0.1}))["verdict"] == "holds"
+    reversed_ = im.ordering_claim("cnn", auc_study({"marg": 0.1, "unk": 0.05, "zero": 0.0}))
+    assert reversed_["verdict"] == "fails" and "marg − unk" in reversed_["detail"]
+    tied = im.ordering_claim("cnn", auc_study({"marg": 0.0, "unk": 0.05, "zero": 0.05}, n=20, noise=0.1))
+    assert tied["verdict"] == "inconclusive"
+
+
+def test_auc_table_shows_interval_half_widths_and_claims_are_not_evaluated_in_smoke():
+    from lab.experiments import input_marginalization as im
+    from lab.results import Results
+
+    study = {"lstm": auc_study({"marg": 0.0, "unk": 0.05, "zero": 0.1})}
+    res = Results(im.NOTEBOOK, "smoke")
+    rows = im.add_auc_table(res, study, {"auc_stop": 0.2})
+    half = rows["Marg (ours)"]["BiLSTM (SST-2) ±"][1]
+    assert 0 < half < 0.05
+    assert res.claims[0]["verdict"] == "not evaluated"
+
+
+def test_mc_claim_pairs_per_token_errors_between_sample_sizes():
+    from lab.experiments import input_marginalization as im
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.5, 1.0, 40)
+
+    def study(scales):
+        return {"n_tokens": 40, "rows": [{"kind": "mc", "param": n, "abs_errors": (base * s).tolist()}
+                                         for n, s in zip((10, 30, 100), scales)]}
+
+    assert im.mc_claim(study((1.0, 0.6, 0.3)))["verdict"] == "holds"
+    assert im.mc_claim(study((1.0, 0.6, 0.8)))["verdict"] == "fails"
+
+
+def test_accuracy_and_mlm_claims_bootstrap_the_indicator_and_discussion_uses_results():
+    from types import SimpleNamespace
+
+    from lab.experiments import input_marginalization as im
+    from lab.results import Results
+
+    mlm = SimpleNamespace(metrics={"top1": 0.14, "top5": 0.30, "perplexity": 490.0, "n_masked": 2000,
+                                   "n_sentences": 872, "steps_done": 878,
+                                   "before_training": {"top1": 0.01, "top5": 0.02, "perplexity": 9000.0}})
+    models = {"lstm": SimpleNamespace(metrics={"test_accuracy": 0.77, "n_test": 872}),
+              "cnn": SimpleNamespace(metrics={"test_accuracy": 0.60, "n_test": 872}),
+              "snli_lstm": SimpleNamespace(metrics={"test_accuracy": 0.62, "n_test": 40}),
+              "bert": SimpleNamespace(accuracy=0.88, metrics={"n_eval": 872})}
+    res = Results(im.NOTEBOOK, "default")
+    im.mlm_table(res, mlm)
+    im.add_claims(res, {}, models, mlm)
+    v = {c["claim"].split(" test accuracy")[0].split(" (issue")[0]: c["verdict"] for c in res.claims}
+    assert v["our masked LM reaches top-5 > 50 % on held-out SST-2"] == "fails"
+    assert v["BiLSTM (SST-2)"] == "holds"  # 0.77 ± 0.03 on 872 > 0.72
+    assert v["CNN (SST-2)"] == "fails"  # 0.60 < 0.70
+    assert v["BiLSTM (SNLI)"] == "inconclusive"  # 0.62 on 40 examples vs 0.62: straddles
+    assert all("interval" in c for c in res.claims)
+    text = im.discussion_markdown(res)
+    assert "top-5 0.300" in text and "after 878 steps" in text

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from lab import stats
 from lab.stats import Interval, StatsInputError, bootstrap, combine, decide, paired_difference
 
 
@@ -65,3 +66,23 @@ def test_combine_and_bad_kinds():
         combine(["maybe"])
     with pytest.raises(StatsInputError, match="kind"):
         decide(Interval(0, 0, 1, 2), 0.0, "bigger")
+
+
+def test_majority_verdict():
+    assert stats.majority(["holds", "holds", "fails"]) == "holds"
+    assert stats.majority(["holds", "inconclusive", "fails"]) == "inconclusive"
+    assert stats.majority(["holds", "fails", "fails", "inconclusive"]) == "fails"
+    with pytest.raises(stats.StatsInputError):
+        stats.majority([])
+
+
+def test_vectorised_mean_matches_the_generic_path():
+    x = np.random.default_rng(3).normal(size=50)
+    assert bootstrap(x) == bootstrap(x, lambda v: float(np.mean(v)))
+
+
+def test_proportion_bootstraps_the_indicator():
+    iv = stats.proportion(0.9, 400)
+    assert iv.estimate == pytest.approx(0.9) and iv.n == 400 and 0.86 < iv.low < 0.9 < iv.high < 0.94
+    with pytest.raises(stats.StatsInputError, match="rate"):
+        stats.proportion(None, 10)

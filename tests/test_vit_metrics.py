@@ -209,10 +209,11 @@ def test_chefer_experiments_run_end_to_end_on_the_smoke_profile(tiny_cache, lab_
     assert spec["rows"]["rollout"]["map_change"] == pytest.approx(0, abs=1e-6)  # same map for both classes
     res = cv.build_results(ctx, t1, t2, t3, spec)
     path = res.save()
-    assert path.parent == lab_dirs["results"]
+    assert path.parent == lab_dirs["results"] / "smoke"  # smoke results never land in the default folder
     cell = res.tables["table2_segmentation"]["rows"]["chefer"]["mAP"]
     assert cell == {"paper": 86.03, "ours": t2["rows"]["chefer"]["mAP"]}
-    assert any("Fig. 2" in c["claim"] for c in res.claims) and "table1_standard_errors" in res.tables
+    assert any("Fig. 2" in c["claim"] for c in res.claims) and "table1_interval_half_widths" in res.tables
+    assert res.claims and all(c["verdict"] == "not evaluated" for c in res.claims)  # smoke
     for fig in (cv.figure1(ctx, maps["predicted"], 2), cv.figure2(ctx, spec, 1), cv.curves_figure(t1),
                 cv.example_renderer(ctx)(index=1, method="chefer", target_class=cv.target_choices(ctx)[3])):
         assert hasattr(fig, "savefig")
@@ -247,3 +248,78 @@ def test_same_code_runs_on_a_vit_b16_shaped_config():
     assert all(m.shape == (2, 224, 224) for m in maps.values())
     scores = cv.segmentation_results(ctx, maps)["rows"]["chefer"]
     assert 0 <= scores["mIoU"] <= 100
+
+
+# ---- claims decided by paired bootstrap intervals over images ----------------------------------------------------
+
+
+def synthetic_tables(means, n=60, noise=2.0, seed=0):
+    """Table 1 / Table 2 dicts from per-image AUCs around `means[method][col]` (shared per-image difficulty, so
+    the pairing matters) and segmentation counts whose pixel accuracy is about `means[method]["seg"]`."""
+    from lab.experiments import chefer_vit as cv
+
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0, 10, n)
+    per_image = {m: {c: 50 + base + v + rng.normal(0, noise, n) for c, v in cols.items() if c != "seg"}
+                 for m, cols in means.items()}
+    counts = {}
+    for m, cols in ((m, cols) for m, cols in means.items() if "seg" in cols):
+        correct = np.clip(cols["seg"] + rng.normal(0, noise, n), 0, 100)
+        counts[m] = np.stack([correct, np.full(n, 100.0), correct / 100, correct / 2, np.full(n, 50.0),
+                              correct / 2, np.full(n, 50.0)], 1)
+    t1 = {"rows": {m: {c: float(v.mean()) for c, v in cols.items()} for m, cols in per_image.items()},
+          "per_image": per_image}
+    t2 = {"rows": {m: {k: v for k, v in mi.segmentation_from_counts(c).items() if k in cv.SEGMENTATION}
+                   for m, c in counts.items()}, "counts": counts}
+    return t1, t2
+
+
+def test_segmentation_counts_reproduce_the_pooled_scores():
+    maps, masks = torch.rand(5, 8, 8), torch.rand(5, 8, 8) > 0.6
+    counts = mi.segmentation_counts(maps, masks)
+    assert counts.shape == (5, len(mi.SEGMENTATION_COUNTS))
+    assert mi.segmentation_from_counts(counts) == pytest.approx(mi.segmentation_scores(maps, masks))
+    assert mi.segmentation_from_counts(counts[:2]) == pytest.approx(mi.segmentation_scores(maps[:2], masks[:2]))
+
+
+def test_vit_table_claims_hold_fail_or_stay_open_on_their_intervals():
+    from lab.experiments import chefer_vit as cv
+
+    pred = ("positive_predicted", "negative_predicted")
+    means = {"chefer": {"positive_predicted": -10, "negative_predicted": 10, "seg": 80},
+             "rollout": {"positive_predicted": 0, "negative_predicted": 0, "seg": 60},
+             "partial_lrp": {"positive_predicted": 0.5, "negative_predicted": -0.5},
+             "lrp": {"positive_predicted": 8, "negative_predicted": 2, "seg": 40}}
+    t1, t2 = synthetic_tables(means)
+    v = {c["claim"]: c["verdict"] for c in cv.table_claims(t1, t2)}
+    assert v["Chefer is best on every column of Table 1 (perturbation)"] == "holds"
+    assert v["Chefer is best on every column of Table 2 (segmentation)"] == "holds"
+    assert v["LRP is worst on segmentation (all three metrics)"] == "holds"
+    assert v["LRP is worst on positive perturbation (predicted class)"] == "holds"
+    assert v["partial LRP ≈ rollout on predicted-class perturbation (within 3 AUC points)"] == "holds"
+    means = {"chefer": {"positive_predicted": 3, "negative_predicted": 10},  # worse than rollout on positive
+             "rollout": {c: 0 for c in pred}, "partial_lrp": {c: 6 for c in pred}}  # 6 points from rollout
+    t1, t2 = synthetic_tables(means)
+    v = {c["claim"]: c for c in cv.table_claims(t1, t2)}
+    best = v["Chefer is best on every column of Table 1 (perturbation)"]
+    assert best["verdict"] == "fails" and "positive_predicted" in best["detail"]
+    assert v["partial LRP ≈ rollout on predicted-class perturbation (within 3 AUC points)"]["verdict"] == "fails"
+    t1, t2 = synthetic_tables({m: {c: 0 for c in pred} for m in ("chefer", "rollout")}, n=15)
+    assert cv.table_claims(t1, t2)[0]["verdict"] in ("inconclusive", "fails")
+    tied = cv.advantage(t1["per_image"], "chefer", "rollout", "positive_predicted", "lower")
+    assert tied.low < 0 < tied.high
+
+
+def test_vit_fig2_claims_use_per_pair_shifts():
+    from lab.experiments import chefer_vit as cv
+    from lab.results import Results
+
+    rng = np.random.default_rng(0)
+    spec = {"per_pair": {"chefer": 0.2 + rng.normal(0, 0.02, 40), "attn_gradcam": 0.1 + rng.normal(0, 0.02, 40),
+                         "rollout": rng.normal(0, 0.002, 40)}}
+    res = Results("01_chefer_vit", "default")
+    for c in cv.specificity_claims(spec):
+        res.add_claim(**c)
+    assert [c["verdict"] for c in res.claims] == ["holds", "holds"] and "interval" in res.claims[1]
+    spec["per_pair"]["rollout"] = 0.1 + rng.normal(0, 0.02, 40)  # a class-agnostic map that moves: not expected
+    assert cv.specificity_claims(spec)[0]["verdict"] == "fails"

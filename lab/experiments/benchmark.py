@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 import lab
-from lab import bench, cache
+from lab import bench, cache, stats
 from lab.experiments import ExperimentError, merge_settings
 from lab.experiments import chefer_bert as cb
 from lab.experiments import chefer_vit as cv
@@ -375,6 +375,7 @@ class TaskRun:
     skipped: dict[str, str] = field(default_factory=dict)
     fb_seconds: float = float("nan")  # one forward+backward over all examples
     timings: dict[str, float] = field(default_factory=dict)  # seconds of each stage (explain, metrics, ...)
+    per_example: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # {method: {metric: [n]}}
 
     @property
     def methods(self) -> list[str]:
@@ -514,11 +515,13 @@ def _subset(task: Task, scores: torch.Tensor, n: int | None):
 
 def text_metrics(task: Task, scores: torch.Tensor, cfg: Mapping, token: str | None = None, n: int | None = None,
                  metrics: Sequence[str] | None = None, reference: torch.Tensor | None = None,
-                 model=None) -> dict[str, float]:
+                 model=None, per_example: bool = False):
     """The text metrics of one method's scores [N, S] on the first n examples (default all).
 
     token: the replacement token (default the protocol's); metrics: which columns (default all that apply);
-    reference: leave-one-out scores for `kendall_loo`.
+    reference: leave-one-out scores for `kendall_loo`. With `per_example`, returns (means, {metric: [n] values})
+    whose nan-means are the means (deletion accuracy: NaN for misclassified examples; token-F1: each example's
+    F1 averaged over k, whose mean equals the macro-F1 when every example has a rationale).
     """
     model = task.model if model is None else model
     token = cfg["token"] if token is None else token
@@ -528,30 +531,43 @@ def text_metrics(task: Task, scores: torch.Tensor, cfg: Mapping, token: str | No
     tid = token_id(task, token)
     common = dict(special_mask=special, batch_size=cfg["perturb_batch"], progress=False)
     out: dict[str, float] = {}
+    pe: dict[str, np.ndarray] = {}
     if "aopc" in groups:
         r = aopc_lodds(model, rows, s, fractions=cfg["fractions"], token_id=tid, label="predicted", **common)
         out.update(aopc=r["aopc_mean"], lodds=r["lodds_mean"])
+        pe.update(aopc=_np(r["aopc"]), lodds=_np(r["lodds"]))
     if "eraser" in groups:
         r = comprehensiveness_sufficiency(model, rows, s, bins=cfg["bins"], mode=cfg["mode"], token_id=tid,
                                           pad_id=token_id(task, "pad"), **common)
         out.update(comprehensiveness=r["comprehensiveness_mean"], sufficiency=r["sufficiency_mean"])
+        pe.update(comprehensiveness=_np(r["comprehensiveness"]), sufficiency=_np(r["sufficiency"]))
     if "deletion" in groups:
         with warnings.catch_warnings():  # no correctly classified example: the area is NaN (shown as missing)
             warnings.simplefilter("ignore", UserWarning)
             r = deletion_curve(model, rows, s, task.labels[idx], max_words=cfg["deletion_max"], mode=cfg["mode"],
                                token_id=tid, pad_id=token_id(task, "pad"), **common)
         out["deletion_accuracy"] = r["auc"]
+        pe["deletion_accuracy"] = np.full(len(idx), np.nan)
+        pe["deletion_accuracy"][_np(r["examples"]).astype(int)] = _np(r["correct"].double().mean(1))
     if "auc_rep" in groups:
-        out["auc_rep"] = auc_rep(model, rows, s, stop=cfg["auc_rep_stop"], token_id=tid, **common)["auc_mean"]
+        r = auc_rep(model, rows, s, stop=cfg["auc_rep_stop"], token_id=tid, **common)
+        out["auc_rep"], pe["auc_rep"] = r["auc_mean"], _np(r["auc"])
     content = task.content[idx][:, :s.shape[1]]
     if "loo" in groups and reference is not None:
         tau = kendall_tau(s, reference[idx][:, :s.shape[1]].double(), mask=content).statistic
         out["kendall_loo"] = float(np.nanmean(tau)) if np.isfinite(tau).any() else float("nan")
+        pe["kendall_loo"] = _np(tau)
     if "f1" in groups and task.rationale is not None:
         curve = token_f1_curve(s, task.rationale[idx][:, :s.shape[1]], task.valid[idx][:, :s.shape[1]],
                                cfg["ks"], special_mask=special)
         out["token_f1"] = float(np.mean(curve["macro_f1"]))
-    return {m: out[m] for m in metrics if m in out}
+        pe["token_f1"] = np.mean([_np(v["f1"]) for v in curve["per_k"].values()], axis=0)
+    means = {m: out[m] for m in metrics if m in out}
+    return (means, {m: pe[m] for m in means}) if per_example else means
+
+
+def _np(x) -> np.ndarray:
+    return np.asarray(x.detach().cpu().double() if hasattr(x, "detach") else x, dtype=float).reshape(-1)
 
 
 def _patch_level(maps: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -562,39 +578,50 @@ def _patch_level(maps: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 
 
 def image_metrics(task: Task, maps: torch.Tensor, cfg: Mapping, n: int | None = None,
-                  metrics: Sequence[str] | None = None, reference: torch.Tensor | None = None) -> dict[str, float]:
-    """Chefer Tables 1-2 (positive/negative perturbation AUC, segmentation) and τ with leave-one-out, first n images."""
+                  metrics: Sequence[str] | None = None, reference: torch.Tensor | None = None,
+                  per_example: bool = False):
+    """Chefer Tables 1-2 (positive/negative perturbation AUC, segmentation) and τ with leave-one-out, first n images.
+    With `per_example`, also {metric: [n] per-image values} (mIoU: each image's own IoU, whereas the table pools
+    the intersections and unions over the images)."""
     metrics = [m for m in (metrics or IMAGE_METRICS) if m in IMAGE_METRICS]
     n = min(len(task) if n is None else int(n), maps.shape[0])
     test = task.vit.test[:n]
     pixel = mi.pixel_maps(maps[:n], tuple(test.images.shape[-2:]))
     out: dict[str, float] = {}
+    pe: dict[str, np.ndarray] = {}
     fill = cv.fill_value(task.vit)
     fractions = cv.COMMON["fractions"]
     for direction in ("positive", "negative"):
         if f"{direction}_auc" in metrics:
             hits = mi.perturbation_hits(task.model, test.images, test.labels, pixel, direction, fractions, fill,
                                         cfg["batch_size"] * len(fractions))
-            out[f"{direction}_auc"] = float(mi.perturbation_auc(fractions, hits).mean())
+            pe[f"{direction}_auc"] = _np(mi.perturbation_auc(fractions, hits))
+            out[f"{direction}_auc"] = float(pe[f"{direction}_auc"].mean())
     if {"pixel_accuracy", "mAP", "mIoU"} & set(metrics):
-        seg = mi.segmentation_scores(pixel, test.masks)
-        out.update({k: seg[k] for k in ("pixel_accuracy", "mAP", "mIoU")})
+        counts = mi.segmentation_counts(pixel, test.masks)
+        out.update({k: v for k, v in mi.segmentation_from_counts(counts).items() if k in cv.SEGMENTATION})
+        iou = [np.divide(counts[:, i], counts[:, i + 1], out=np.zeros(len(counts)), where=counts[:, i + 1] > 0)
+               for i in (3, 5)]
+        pe.update(pixel_accuracy=100 * counts[:, 0] / counts[:, 1], mAP=100 * counts[:, 2], mIoU=50 * (iou[0] + iou[1]))
     if "kendall_loo" in metrics and reference is not None:
         grid = get_adapter(task.model).grid
         a = _patch_level(maps[:n], grid).flatten(1).double()
         b = _patch_level(reference[:n], grid).flatten(1).double()
         tau = kendall_tau(a, b).statistic
         out["kendall_loo"] = float(np.nanmean(tau)) if np.isfinite(tau).any() else float("nan")
-    return {m: out[m] for m in metrics if m in out}
+        pe["kendall_loo"] = _np(tau)
+    means = {m: out[m] for m in metrics if m in out}
+    return (means, {m: pe[m] for m in means}) if per_example else means
 
 
 def method_metrics(task: Task, run: TaskRun, method: str, cfg: Mapping, token: str | None = None,
-                   n: int | None = None, metrics: Sequence[str] | None = None) -> dict[str, float]:
-    """All applicable metrics of one method (τ with leave-one-out is not defined for leave-one-out itself)."""
+                   n: int | None = None, metrics: Sequence[str] | None = None, per_example: bool = False):
+    """All applicable metrics of one method (τ with leave-one-out is not defined for leave-one-out itself); with
+    `per_example`, (means, per-example values) as `text_metrics` / `image_metrics` return them."""
     reference = run.scores.get("leave_one_out") if method != "leave_one_out" else None
     if task.modality == "vision":
-        return image_metrics(task, run.scores[method], cfg, n, metrics, reference)
-    return text_metrics(task, run.scores[method], cfg, token, n, metrics, reference)
+        return image_metrics(task, run.scores[method], cfg, n, metrics, reference, per_example)
+    return text_metrics(task, run.scores[method], cfg, token, n, metrics, reference, per_example=per_example)
 
 
 def quality_table(task: Task, run: TaskRun, cfg: Mapping) -> dict[str, dict[str, float]]:
@@ -606,10 +633,11 @@ def quality_table(task: Task, run: TaskRun, cfg: Mapping) -> dict[str, dict[str,
     with torch_threads(threads(cfg)):
         for method in cb._progress(run.methods, cfg["progress"], f"metrics {task.name}", total=len(run.methods)):
             reference = run.scores.get("leave_one_out") if method != "leave_one_out" else None
-            out[method] = _memo(cfg, f"metrics-{task.name}-{method}",
-                                functools.partial(method_metrics, task, run, method, cfg), task=task.fingerprint,
-                                method=method, scores=cache.digest(run.scores[method]),
-                                reference=None if reference is None else cache.digest(reference))
+            out[method], run.per_example[method] = _memo(
+                cfg, f"metrics-{task.name}-{method}",
+                functools.partial(method_metrics, task, run, method, cfg, per_example=True), task=task.fingerprint,
+                method=method, scores=cache.digest(run.scores[method]),
+                reference=None if reference is None else cache.digest(reference))
     run.timings["metrics_s"] = round(time.perf_counter() - started, 1)
     return out
 
@@ -717,16 +745,18 @@ def token_sweep(task: Task, run: TaskRun, cfg: Mapping, quality: Mapping | None 
         return {}
     metrics = list(cfg["sweep_metrics"])
     values: dict[str, dict] = {}
+    per: dict[str, dict] = {}
     started = time.perf_counter()
     steps = [(t, m) for t in cfg["tokens"] for m in run.methods]
     with torch_threads(threads(cfg)):
         for token, method in cb._progress(steps, cfg["progress"], f"token sweep {task.name}", total=len(steps)):
-            if quality is not None and token == cfg["token"] and n == len(task):
+            if quality is not None and token == cfg["token"] and n == len(task) and method in run.per_example:
                 values.setdefault(token, {})[method] = {k: quality[method][k] for k in metrics}
+                per.setdefault(token, {})[method] = {k: run.per_example[method][k] for k in metrics}
                 continue
-            values.setdefault(token, {})[method] = _memo(
+            values.setdefault(token, {})[method], per.setdefault(token, {})[method] = _memo(
                 cfg, f"sweep-{task.name}-{method}-{token}",
-                functools.partial(text_metrics, task, run.scores[method], cfg, token, n, metrics),
+                functools.partial(text_metrics, task, run.scores[method], cfg, token, n, metrics, per_example=True),
                 task=task.fingerprint, scores=cache.digest(run.scores[method]), token=token, n=n, metrics=metrics)
     tau, best = {}, {}
     tokens = list(cfg["tokens"])
@@ -737,7 +767,8 @@ def token_sweep(task: Task, run: TaskRun, cfg: Mapping, quality: Mapping | None 
         tau[metric] = {f"{a}~{b}": float(kendall_tau(vecs[a], vecs[b]).statistic)
                        for i, a in enumerate(tokens) for b in tokens[i + 1:]}
     run.timings["sweep_s"] = round(time.perf_counter() - started, 1)
-    return {"values": values, "tau": tau, "best": best, "n": n, "token_ids": {t: token_id(task, t) for t in tokens}}
+    return {"values": values, "tau": tau, "best": best, "n": n, "token_ids": {t: token_id(task, t) for t in tokens},
+            "per_example": per}
 
 
 def sweep_frame(sweep: Mapping):
@@ -804,7 +835,7 @@ def randomisation_check(task: Task, run: TaskRun, cfg: Mapping) -> dict:
     clone = randomised_copy(task.model, cfg["randomise_layers"], cfg["seed"])
     with torch.no_grad():
         logits = _predict(clone, {k: v[:n] for k, v in task.inputs.items()})
-    rows, clone_digest = {}, cache.digest(clone) if cfg.get("use_cache") else None
+    rows, rhos, clone_digest = {}, {}, cache.digest(clone) if cfg.get("use_cache") else None
     with torch_threads(threads(cfg)):
         for method in cb._progress(run.methods, cfg["progress"], f"randomised {task.name}", total=len(run.methods)):
             other = _memo(cfg, f"randomised-{task.name}-{method}",
@@ -816,9 +847,10 @@ def randomisation_check(task: Task, run: TaskRun, cfg: Mapping) -> dict:
             rho = spearman(a, b[:, :a.shape[1]], mask=mask).statistic
             value = float(np.nanmean(rho)) if np.isfinite(rho).any() else float("nan")
             rows[method] = {"spearman": value, "changed": 1.0 - value}
+            rhos[method] = _np(rho)
     untouched = all(torch.equal(p, q) for p, q in zip(before, task.model.parameters()))
     run.timings["randomisation_s"] = round(time.perf_counter() - started, 1)
-    return {"rows": rows, "n": n, "layers": int(cfg["randomise_layers"]), "original_untouched": untouched,
+    return {"rows": rows, "rho": rhos, "n": n, "layers": int(cfg["randomise_layers"]), "original_untouched": untouched,
             "prediction_changed": float((logits.argmax(-1) != task.targets[:n]).double().mean())}
 
 
@@ -904,10 +936,6 @@ def metric_bars(values: Mapping[str, float], metric: str, title: str | None = No
 # ---- results --------------------------------------------------------------------------------------------
 
 
-def _claim_gate(cfg, holds):
-    return None if cfg["profile"] == "smoke" else holds
-
-
 def build_results(cfg: Mapping, tasks: Mapping[str, Task], runs: Mapping[str, TaskRun], quality: Mapping,
                   sweep: Mapping, rand: Mapping, skipped_tasks: Mapping[str, str] | None = None,
                   meta: Mapping | None = None):
@@ -936,6 +964,9 @@ def build_results(cfg: Mapping, tasks: Mapping[str, Task], runs: Mapping[str, Ta
         res.add_table(f"{t}_quality", f"{TASK_LABELS[t]}: every method × every applicable metric under one protocol "
                       f"({len(tasks[t])} examples; token {TOKEN_LABELS[cfg['token']]}); no paper reports these",
                       {m: {c: (None, v) for c, v in r.items()} for m, r in q.items()}, directions(cols))
+        res.add_table(f"{t}_quality_half_widths", f"{TASK_LABELS[t]}: half-width of the 95 % bootstrap interval of "
+                      f"each quality value over the {len(tasks[t])} examples (mIoU: of the mean per-image IoU)",
+                      half_widths(runs[t].per_example))
         ranks = rank_frame(q)
         res.add_table(f"{t}_ranks", f"{TASK_LABELS[t]}: rank per metric (1 = best) and mean rank",
                       {m: {c: (None, float(v)) for c, v in row.items()} for m, row in ranks.iterrows()},
@@ -968,53 +999,166 @@ def build_results(cfg: Mapping, tasks: Mapping[str, Task], runs: Mapping[str, Ta
                       f"the copy changes {100 * r['prediction_changed']:.0f}% of the predictions)",
                       {m: {c: (None, v) for c, v in row.items()} for m, row in r["rows"].items()},
                       {"spearman": "lower", "changed": "higher"})
-    _claims(res, cfg, quality, sweep, rand)
+    _claims(res, cfg, quality, runs, sweep, rand)
     return res
 
 
-def _claims(res, cfg, quality, sweep, rand):
-    gate = lambda holds: _claim_gate(cfg, holds)  # noqa: E731
+def half_widths(per_example: Mapping) -> dict:
+    """{method: {metric: (None, half-width)}} of the 95 % bootstrap interval of each mean (NaN values left out)."""
+    out = {}
+    for m, cols in per_example.items():
+        out[m] = {}
+        for c, v in cols.items():
+            v = np.asarray(v, float)[np.isfinite(v)]
+            iv = stats.bootstrap(v) if v.size > 1 else None
+            out[m][c] = (None, None if iv is None else (iv.high - iv.low) / 2)
+    return out
+
+
+def _oriented(values, metric: str) -> np.ndarray:
+    """Per-example values with "higher is better" for every metric."""
+    v = np.asarray(values, float)
+    return v if METRICS[metric][0] == "higher" else -v
+
+
+def paired_advantage(per_example: Mapping, a: str, b: str, metric: str) -> stats.Interval | None:
+    """Interval of how much method a beats b on `metric` (positive = a better), paired over the examples where
+    both are defined; None when fewer than two are."""
+    x, y = _oriented(per_example[a][metric], metric), _oriented(per_example[b][metric], metric)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return stats.paired_difference(x[keep], y[keep]) if keep.sum() > 1 else None
+
+
+def _metrics_of(per_example: Mapping) -> list[str]:
+    return list(dict.fromkeys(c for cols in per_example.values() for c in cols))
+
+
+def best_everywhere_claim(task: str, quality: Mapping, per_example: Mapping) -> dict:
+    """'No single method is best on every metric': each method against the best other method (point estimate) on
+    every metric; a method is shown not best once one such interval lies below 0, best everywhere when all lie
+    above it."""
+    verdicts, shown = {}, []
+    for m in per_example:
+        ivs = {}
+        for c in per_example[m]:
+            others = {o: _oriented([quality[o][c]], c)[0] for o in per_example if o != m and c in per_example[o]
+                      and np.isfinite(quality[o][c])}
+            if others:
+                ivs[c] = paired_advantage(per_example, m, max(others, key=others.get), c)
+        decided = [stats.decide(iv, 0.0, "greater") for iv in ivs.values() if iv is not None]
+        verdicts[m] = ("holds" if "fails" in decided else "fails" if decided and set(decided) == {"holds"}
+                       else "inconclusive")
+        if verdicts[m] != "holds":
+            shown.append(f"{m} ({verdicts[m]})")
+    return {"claim": f"{task}: no single method is best on every metric", "verdict": stats.combine(verdicts.values()),
+            "detail": "each method vs the best other method per metric, paired intervals over examples; not shown "
+                      "to be beaten somewhere: " + (", ".join(shown) or "none")}
+
+
+def _matrix(per_example: Mapping, columns: Sequence[tuple[str, str]]) -> np.ndarray:
+    """[n, 2 × len(columns)]: oriented per-example values (NaN → 0) and their NaN mask, so a bootstrap keeps rows."""
+    v = np.stack([_oriented(per_example[m][c], c) for m, c in columns], 1)
+    return np.hstack([np.nan_to_num(v), np.isnan(v).astype(float)])
+
+
+def _masked_means(rows: np.ndarray) -> np.ndarray:
+    k = rows.shape[1] // 2
+    ok = 1.0 - rows[:, k:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rows[:, :k] * ok).sum(0) / ok.sum(0)
+
+
+def _kendall(a: np.ndarray, b: np.ndarray) -> float:
+    keep = np.isfinite(a) & np.isfinite(b)
+    return float(kendall_tau(a[keep], b[keep]).statistic) if keep.sum() > 2 else float("nan")
+
+
+def agreement_claim(task: str, per_example: Mapping, n_boot: int = 200) -> dict:
+    """'The metrics agree on the ranking of methods': the mean pairwise Kendall τ between the metrics' rankings of
+    the methods, recomputed on resampled examples."""
+    methods, metrics = list(per_example), _metrics_of(per_example)
+    cols = [(m, c) for c in metrics for m in methods]
+    nan = np.full(len(next(iter(next(iter(per_example.values())).values()))), np.nan)
+    per = {m: {c: per_example[m].get(c, nan) for c in metrics} for m in methods}
+
+    def statistic(rows):
+        means = _masked_means(rows).reshape(len(metrics), len(methods))
+        taus = [_kendall(means[i], means[j]) for i in range(len(metrics)) for j in range(i + 1, len(metrics))]
+        taus = [t for t in taus if np.isfinite(t)]
+        return float(np.mean(taus)) if taus else 0.0
+
+    iv = stats.bootstrap(_matrix(per, cols), statistic, n_boot=n_boot)
+    return {"claim": f"{task}: the metrics agree on the ranking of methods (mean pairwise Kendall τ > 0.5)",
+            "interval": iv, "margin": 0.5, "kind": "greater",
+            "detail": f"mean τ between the {len(metrics)} metrics' rankings, examples resampled ({n_boot} draws)"}
+
+
+def random_claim(task: str, per_example: Mapping) -> dict:
+    """'Every method beats the random explainer on a majority of metrics': per method, the paired advantage over
+    random on each metric decides that metric; a majority of metrics decides the method."""
+    verdicts, weak = {}, []
+    for m in per_example:
+        if m == "random":
+            continue
+        ivs = [paired_advantage(per_example, m, "random", c) for c in per_example[m] if c in per_example["random"]]
+        parts = [stats.decide(iv, 0.0, "greater") for iv in ivs if iv is not None]
+        if parts:
+            verdicts[m] = stats.majority(parts)
+            if verdicts[m] != "holds":
+                weak.append(f"{m} ({verdicts[m]}: beats random on {parts.count('holds')} of {len(parts)})")
+    return {"claim": f"{task}: every method beats the random explainer on a majority of metrics",
+            "verdict": stats.combine(verdicts.values()) if verdicts else None,
+            "detail": "paired intervals over examples; not shown: " + (", ".join(weak) or "none")}
+
+
+def sweep_claim(task: str, sweep: Mapping, tokens: Sequence[str], n_boot: int = 200) -> dict:
+    """'Rankings do not depend on the replacement token': the lowest Kendall τ (over swept metrics and token pairs)
+    between the method rankings under two tokens, recomputed on resampled examples."""
+    per = sweep["per_example"]
+    methods, metrics = list(per[tokens[0]]), list(sweep["tau"])
+    cols = [(f"{t}/{m}", c) for t in tokens for m in methods for c in metrics]
+    flat = {f"{t}/{m}": per[t][m] for t in tokens for m in methods}
+
+    def statistic(rows):
+        means = _masked_means(rows).reshape(len(tokens), len(methods), len(metrics))
+        return min(_kendall(means[i, :, c], means[j, :, c]) for c in range(len(metrics))
+                   for i in range(len(tokens)) for j in range(i + 1, len(tokens)))
+
+    iv = stats.bootstrap(_matrix(flat, cols), statistic, n_boot=n_boot)
+    return {"claim": f"{task}: method rankings do not depend on the replacement token (Kendall τ > 0.8 between "
+                     f"{'/'.join(TOKEN_LABELS[x] for x in tokens)} on every swept metric)",
+            "interval": iv, "margin": 0.8, "kind": "greater",
+            "detail": f"lowest τ on {sweep['n']} examples, examples resampled ({n_boot} draws)"}
+
+
+def randomisation_claims(task: str, r: Mapping) -> list[dict]:
+    """Re-initialising the top blocks changes every model-dependent method's explanations (mean ρ < 0.5, interval
+    over examples); the original model is untouched (an exact check)."""
+    parts = {m: stats.bootstrap(v[np.isfinite(v)]) for m, v in r["rho"].items()
+             if m != "random" and np.isfinite(v).sum() > 1}
+    verdicts = {m: stats.decide(iv, 0.5, "less") for m, iv in parts.items()}
+    stuck = [f"{m} {parts[m]} → {v}" for m, v in verdicts.items() if v != "holds"]
+    return [{"claim": f"{task}: re-initialising the top {r['layers']} blocks changes every model-dependent method's "
+                      "explanations (mean Spearman ρ < 0.5)",
+             "verdict": stats.combine(verdicts.values()) if verdicts else None,
+             "detail": "not shown: " + ("; ".join(stuck) or "none")},
+            {"claim": f"{task}: the original model is left untouched by the randomisation check",
+             "holds": bool(r["original_untouched"]), "detail": "torch.equal on every parameter", "exact": True}]
+
+
+def _claims(res, cfg, quality, runs, sweep, rand):
     for t, q in quality.items():
-        ranks = rank_frame(q).drop(columns="mean_rank")
-        always_best = [m for m in ranks.index if (ranks.loc[m].dropna() == 1).all()]
-        res.add_claim(f"{t}: no single method is best on every metric", gate(not always_best),
-                      detail="best per metric: " + ", ".join(f"{c}={ranks[c].idxmin()}" for c in ranks.columns
-                                                              if ranks[c].notna().any()))
-        tau = mean_off_diagonal(metric_agreement(q))
-        res.add_claim(f"{t}: the metrics agree on the ranking of methods (mean pairwise Kendall τ ≥ 0.5)",
-                      gate(bool(tau >= 0.5)) if np.isfinite(tau) else None, detail=f"mean τ between metrics {tau:.2f}")
-        if "random" in q:
-            frame = quality_frame(q)
-            beaten = {}
-            for c in frame.columns:
-                if not np.isfinite(frame.loc["random", c]):
-                    continue
-                better = frame[c] > frame.loc["random", c] if METRICS[c][0] == "higher" else \
-                    frame[c] < frame.loc["random", c]
-                for m in frame.index:
-                    if m != "random" and np.isfinite(frame.loc[m, c]):
-                        beaten.setdefault(m, []).append(bool(better[m]))
-            losers = [m for m, wins in beaten.items() if sum(wins) <= len(wins) / 2]
-            res.add_claim(f"{t}: every method beats the random explainer on a majority of metrics", gate(not losers),
-                          detail="not: " + (", ".join(losers) or "none"))
+        pe = runs[t].per_example
+        res.add_claim(**best_everywhere_claim(t, q, pe))
+        res.add_claim(**agreement_claim(t, pe))
+        if "random" in pe:
+            res.add_claim(**random_claim(t, pe))
     for t, s in sweep.items():
-        if not s:
-            continue
-        worst = min(v for taus in s["tau"].values() for v in taus.values())
-        res.add_claim(f"{t}: method rankings do not depend on the replacement token (Kendall τ ≥ 0.8 between "
-                      f"{'/'.join(TOKEN_LABELS[x] for x in cfg['tokens'])} on every swept metric)",
-                      gate(bool(worst >= 0.8)), detail=f"lowest τ {worst:.2f} on {s['n']} examples")
+        if s:
+            res.add_claim(**sweep_claim(t, s, list(cfg["tokens"])))
     for t, r in rand.items():
-        if not r:
-            continue
-        model_free = ("random",)
-        stuck = [m for m, row in r["rows"].items() if m not in model_free and not row["spearman"] < 0.5]
-        res.add_claim(f"{t}: re-initialising the top {r['layers']} blocks changes every model-dependent method's "
-                      "explanations (mean Spearman ρ < 0.5)", gate(not stuck),
-                      detail="ρ ≥ 0.5: " + (", ".join(f"{m} ({r['rows'][m]['spearman']:.2f})" for m in stuck) or
-                                           "none"))
-        res.add_claim(f"{t}: the original model is left untouched by the randomisation check",
-                      bool(r["original_untouched"]), detail="torch.equal on every parameter")
+        for c in randomisation_claims(t, r) if r else []:
+            res.add_claim(**c)
 
 
 def summary_markdown(quality: Mapping, runs: Mapping[str, TaskRun], sweep: Mapping, rand: Mapping) -> str:

@@ -38,6 +38,7 @@ import torch
 
 import lab
 import lab.viz
+from lab import stats
 from lab.data import images as img_data
 from lab.metrics import images as mi
 from lab.models import vit as vit_models
@@ -96,6 +97,7 @@ PAPER_TABLE3 = {  # "Ours" mAP is 86.06 here but 86.03 in Table 2 (an inconsiste
 TABLE1_DIRECTION = {"negative_predicted": "higher", "negative_target": "higher", "positive_predicted": "lower",
                     "positive_target": "lower"}
 TABLE2_DIRECTION = {"pixel_accuracy": "higher", "mAP": "higher", "mIoU": "higher"}
+SEGMENTATION = tuple(TABLE2_DIRECTION)
 TABLE3_DIRECTION = {**TABLE2_DIRECTION, "positive_predicted": "lower", "negative_predicted": "higher"}
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -282,24 +284,19 @@ def perturbation_results(ctx: Context, maps: Mapping[str, Mapping[str, torch.Ten
             "clean_accuracy": ctx.model_info["accuracy_on_examples"]}
 
 
-def paired_se(table1: Mapping, a: str, b: str, col: str) -> float:
-    """Standard error of the difference of two methods' AUCs on the same images (paired over examples)."""
-    d = table1["per_image"][a][col] - table1["per_image"][b][col]
-    return float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
-
-
 # ---- Table 2: segmentation ------------------------------------------------------------------------------
 
 
 def segmentation_results(ctx: Context, maps: Mapping[str, torch.Tensor], timing: str = "table2") -> dict:
     """Table 2: pixel accuracy, mAP, mIoU (%) of each method's predicted-class map against the object masks."""
     start = time.perf_counter()
-    rows = {}
+    rows, counts = {}, {}
     for name, m in maps.items():
-        s = mi.segmentation_scores(m, ctx.test.masks)
-        rows[name] = {k: s[k] for k in ("pixel_accuracy", "mAP", "mIoU")}
+        counts[name] = mi.segmentation_counts(m, ctx.test.masks)
+        s = mi.segmentation_from_counts(counts[name])
+        rows[name] = {k: s[k] for k in SEGMENTATION}
     ctx.timings[f"{timing}_segmentation_s"] = round(time.perf_counter() - start, 1)
-    return {"rows": rows}
+    return {"rows": rows, "counts": counts}
 
 
 # ---- Table 3: ablations ---------------------------------------------------------------------------------
@@ -311,14 +308,22 @@ def ablation_results(ctx: Context, table1: Mapping, table2: Mapping, names: Sequ
     maps = compute_maps(ctx, names, "predicted")
     t1 = perturbation_results(ctx, {"predicted": maps}, timing="table3")
     t2 = segmentation_results(ctx, maps, timing="table3")
-    rows = {}
+    rows, per_image = {}, {}
     for name in names + ["chefer"]:
-        src1, src2 = (table1["rows"], table2["rows"]) if name == "chefer" else (t1["rows"], t2["rows"])
-        if name not in src1 or name not in src2:
+        src1, src2 = (table1, table2) if name == "chefer" else (t1, t2)
+        if name not in src1["rows"] or name not in src2["rows"]:
             continue
-        rows[name] = {**src2[name], "positive_predicted": src1[name]["positive_predicted"],
-                      "negative_predicted": src1[name]["negative_predicted"]}
-    return {"rows": rows, "curves": t1["curves"], "maps": maps}
+        rows[name] = {**src2["rows"][name], "positive_predicted": src1["rows"][name]["positive_predicted"],
+                      "negative_predicted": src1["rows"][name]["negative_predicted"]}
+        per_image[name] = per_image_values(src1, src2, name)
+    return {"rows": rows, "curves": t1["curves"], "maps": maps, "per_image": per_image}
+
+
+def per_image_values(table1: Mapping, table2: Mapping, name: str) -> dict[str, np.ndarray]:
+    """{column: per-image values} of one method: perturbation AUCs, and each segmentation column's per-image
+    counts (`mi.SEGMENTATION_COUNTS`, from which a resample recomputes the pooled score)."""
+    return {**table1["per_image"].get(name, {}), **{c: table2["counts"][name] for c in SEGMENTATION
+                                                     if name in table2.get("counts", {})}}
 
 
 # ---- Figure 2: class specificity ------------------------------------------------------------------------
@@ -331,7 +336,7 @@ def class_specificity(ctx: Context, names: Sequence[str]) -> dict:
     shift_to_object: how much more of the map's mass lies on an object when that object's class is explained than
       when the other class is (mean over both objects; 0 = not class-specific, > 0 = follows the class).
     """
-    rows, maps = {}, {}
+    rows, maps, per_pair = {}, {}, {}
     pairs = ctx.pairs
     for name in names:
         method, params = method_spec(name)
@@ -340,9 +345,11 @@ def class_specificity(ctx: Context, names: Sequence[str]) -> dict:
              for k in range(2)]
         maps[name] = m
         change = (mi.minmax(m[0]) - mi.minmax(m[1])).abs().flatten(1).mean(1)
-        shift = [mi.mask_mass(m[k], pairs.masks[:, k]) - mi.mask_mass(m[1 - k], pairs.masks[:, k]) for k in range(2)]
-        rows[name] = {"map_change": float(change.mean()), "shift_to_object": float(torch.stack(shift).mean())}
-    return {"rows": rows, "maps": maps}
+        shift = torch.stack([mi.mask_mass(m[k], pairs.masks[:, k]) - mi.mask_mass(m[1 - k], pairs.masks[:, k])
+                             for k in range(2)]).mean(0)  # [pairs]: mean over the two objects of each image
+        per_pair[name] = shift.numpy()
+        rows[name] = {"map_change": float(change.mean()), "shift_to_object": float(shift.mean())}
+    return {"rows": rows, "maps": maps, "per_pair": per_pair}
 
 
 # ---- figures --------------------------------------------------------------------------------------------
@@ -395,92 +402,139 @@ def curves_figure(table1: Mapping):
 # ---- results and claims ---------------------------------------------------------------------------------
 
 
-def _best(rows: Mapping[str, Mapping], col: str, direction: str) -> tuple[str, float]:
-    vals = {m: r[col] for m, r in rows.items() if r.get(col) is not None}
-    pick = max if direction == "higher" else min
-    name = pick(vals, key=vals.get)
-    return name, vals[name]
+def advantage(per_image: Mapping, a: str, b: str, col: str, direction: str) -> stats.Interval:
+    """Paired interval over images of how much method a beats b on `col` (positive = a better): perturbation AUCs
+    are per-image means; a segmentation score is recomputed from the resampled images' counts."""
+    x, y = np.asarray(per_image[a][col]), np.asarray(per_image[b][col])
+    sign = 1.0 if direction == "higher" else -1.0
+    if col in SEGMENTATION:
+        k = x.shape[1]
+
+        def statistic(rows):
+            sums = rows.sum(0)
+            return sign * (mi.segmentation_from_sums(sums[:k], len(rows))[col]
+                           - mi.segmentation_from_sums(sums[k:], len(rows))[col])
+
+        return stats.bootstrap(np.hstack([x, y]), statistic)
+    return stats.paired_difference(sign * x, sign * y)
 
 
-def _is_worst(rows, col, direction, name) -> bool:
-    opposite = "lower" if direction == "higher" else "higher"
-    return name in rows and _best(rows, col, opposite)[1] == rows[name][col]
+def _beats(text: str, per_image: Mapping, pairs: Sequence[tuple[str, str, str]], directions: Mapping) -> dict:
+    """A claim that a beats b on col for every (a, b, col) in `pairs`, combined; the detail lists the parts that do
+    not hold."""
+    parts = {(a, b, c): advantage(per_image, a, b, c, directions[c]) for a, b, c in pairs
+             if c in per_image.get(a, {}) and c in per_image.get(b, {})}
+    verdicts = {k: stats.decide(iv, 0.0, "greater") for k, iv in parts.items()}
+    open_ = [f"{a} vs {b} on {c}: {parts[a, b, c]} → {v}" for (a, b, c), v in verdicts.items() if v != "holds"]
+    detail = (f"{len(parts)} paired comparisons (advantage in points, 95 % interval over images); "
+              + ("; ".join(open_) if open_ else "all hold"))
+    return {"claim": text, "verdict": stats.combine(verdicts.values()) if parts else None, "detail": detail}
 
 
-def _fmt(rows, col) -> str:
-    return ", ".join(f"{m} {r[col]:.1f}" for m, r in rows.items() if r.get(col) is not None)
+def _others(rows: Mapping, name: str, col: str) -> list[str]:
+    return [m for m, r in rows.items() if m != name and r.get(col) is not None]
+
+
+def table_claims(table1: Mapping, table2: Mapping, tolerance: float = 3.0) -> list[dict]:
+    """Tables 1–2: Chefer best everywhere; LRP / GradCAM worst; partial LRP ≈ rollout; target vs predicted class."""
+    r1, r2 = table1["rows"], table2["rows"]
+    per = {m: per_image_values(table1, table2, m) for m in {*r1, *r2}}
+    dirs = {**TABLE1_DIRECTION, **TABLE2_DIRECTION}
+    out = []
+    for name, rows, cols in (("Table 1 (perturbation)", r1, TABLE1_DIRECTION), ("Table 2 (segmentation)", r2,
+                                                                                 TABLE2_DIRECTION)):
+        if "chefer" in rows:
+            out.append(_beats(f"Chefer is best on every column of {name}", per,
+                              [("chefer", m, c) for c in cols for m in _others(rows, "chefer", c)], dirs))
+    if "lrp" in r2:
+        out.append(_beats("LRP is worst on segmentation (all three metrics)", per,
+                          [(m, "lrp", c) for c in SEGMENTATION for m in _others(r2, "lrp", c)], dirs))
+    for method, col, text in (("lrp", "positive_predicted", "LRP is worst on positive perturbation"),
+                              ("attn_gradcam", "negative_predicted", "GradCAM is worst on negative perturbation")):
+        if method in r1:
+            out.append(_beats(f"{text} (predicted class)", per, [(m, method, col) for m in _others(r1, method, col)],
+                              dirs))
+    out += partial_lrp_claim(table1, tolerance) + target_claim(table1)
+    return out
+
+
+def partial_lrp_claim(table1: Mapping, tolerance: float) -> list[dict]:
+    """'partial LRP ≈ rollout': the paired difference within ±tolerance AUC points on both predicted columns."""
+    per = table1["per_image"]
+    if "partial_lrp" not in per or "rollout" not in per:
+        return []
+    cols = ("negative_predicted", "positive_predicted")
+    parts = {c: stats.paired_difference(per["partial_lrp"][c], per["rollout"][c]) for c in cols}
+    verdicts = {c: stats.decide(iv, tolerance, "within") for c, iv in parts.items()}
+    return [{"claim": f"partial LRP ≈ rollout on predicted-class perturbation (within {tolerance:g} AUC points)",
+             "verdict": stats.combine(verdicts.values()),
+             "detail": "; ".join(f"{c}: partial LRP − rollout {iv} → {verdicts[c]}" for c, iv in parts.items())}]
+
+
+def target_claim(table1: Mapping) -> list[dict]:
+    """Chefer's AUCs improve from the predicted to the target class (paired over images, both tests)."""
+    per = table1["per_image"].get("chefer", {})
+    if "negative_target" not in per:
+        return []
+    parts = {"negative": stats.paired_difference(per["negative_target"], per["negative_predicted"]),
+             "positive": stats.paired_difference(per["positive_predicted"], per["positive_target"])}
+    verdicts = {k: stats.decide(iv, 0.0, "greater") for k, iv in parts.items()}
+    return [{"claim": "Chefer improves from the predicted to the target class on both perturbation tests",
+             "verdict": stats.combine(verdicts.values()),
+             "detail": "; ".join(f"{k}: gain {iv} → {verdicts[k]} (positive = better)" for k, iv in parts.items())}]
+
+
+def ablation_claims(table1: Mapping, table2: Mapping, table3: Mapping) -> list[dict]:
+    """Table 3: the full method beats every ablation; the second-block variant is worst; the last block alone
+    beats raw attention and GradCAM."""
+    r3, per = table3["rows"], dict(table3["per_image"])
+    if "chefer" not in r3:
+        return []
+    variants = [v for v in r3 if v != "chefer"]
+    out = [_beats("Table 3: the full method beats every ablation on every column", per,
+                  [("chefer", v, c) for v in variants for c in TABLE3_DIRECTION], TABLE3_DIRECTION)]
+    if "chefer_second_block" in r3:
+        out.append(_beats("Table 3: the second-block variant is the worst variant", per,
+                          [(v, "chefer_second_block", c) for v in r3 if v != "chefer_second_block"
+                           for c in TABLE3_DIRECTION], TABLE3_DIRECTION))
+    baselines = [m for m in ("raw_attention", "attn_gradcam") if m in table1["rows"] and m in table2["rows"]]
+    if "chefer_last_block" in r3 and len(baselines) == 2:
+        per.update({m: per_image_values(table1, table2, m) for m in baselines})
+        out.append(_beats("Table 3: the last block alone (∇A(1)R(n1)) already beats raw attention and GradCAM", per,
+                          [("chefer_last_block", m, c) for m in baselines for c in TABLE3_DIRECTION],
+                          TABLE3_DIRECTION))
+    return out
+
+
+def specificity_claims(specificity: Mapping) -> list[dict]:
+    """Fig. 2: the class-specific methods move their map onto the explained object (shift > SHIFT_THRESHOLD), the
+    others do not (|shift| within it); intervals over the two-object images."""
+    per = specificity.get("per_pair", {})
+    if not per:
+        return []
+    ivs = {m: stats.bootstrap(v) for m, v in per.items()}
+    verdicts = {m: stats.decide(iv, SHIFT_THRESHOLD, "greater" if m in CLASS_SPECIFIC_IN_PAPER else "within")
+                for m, iv in ivs.items()}
+    shifts = "; ".join(f"{m} {iv} → {verdicts[m]}" for m, iv in ivs.items())
+    out = [{"claim": "Fig. 2: only Chefer and GradCAM give class-dependent maps", "verdict":
+            stats.combine(verdicts.values()), "detail": f"shift of map mass onto the explained object; class-"
+            f"dependent = shift > {SHIFT_THRESHOLD}, else within ±{SHIFT_THRESHOLD}: {shifts}"}]
+    if "chefer" in ivs:
+        out.append({"claim": "Fig. 2: Chefer's map moves onto the object of the explained class",
+                    "interval": ivs["chefer"], "margin": SHIFT_THRESHOLD, "kind": "greater",
+                    "detail": "mean shift of map mass onto the explained object over the two-object images"})
+    return out
 
 
 def claims(table1: Mapping, table2: Mapping, table3: Mapping, specificity: Mapping, tolerance: float = 3.0) -> list:
-    """The paper's claims evaluated on our numbers: list of (claim, holds, detail)."""
-    out = []
-    r1, r2, r3 = table1["rows"], table2["rows"], table3["rows"]
-    for name, rows, dirs in (("Table 1 (perturbation)", r1, TABLE1_DIRECTION), ("Table 2 (segmentation)", r2,
-                                                                                 TABLE2_DIRECTION)):
-        lost = []
-        for c, d in dirs.items():
-            best, value = _best(rows, c, d)
-            if "chefer" in rows and value != rows["chefer"][c]:
-                se = f" (paired SE {paired_se(table1, best, 'chefer', c):.2f})" if rows is r1 else ""
-                lost.append(f"{c}: {best} {value:.2f} vs chefer {rows['chefer'][c]:.2f}{se}")
-        out.append((f"Chefer is best on every column of {name}", not lost and "chefer" in rows,
-                    "; ".join(lost) if lost else "best everywhere"))
-    seg_worst = [c for c in TABLE2_DIRECTION if "lrp" in r2 and not _is_worst(r2, c, "higher", "lrp")]
-    out.append(("LRP is worst on segmentation (all three metrics)", "lrp" in r2 and not seg_worst,
-                "; ".join(f"{c}: {_fmt(r2, c)}" for c in TABLE2_DIRECTION)))
-    out.append(("LRP is worst on positive perturbation (predicted class)",
-                "lrp" in r1 and _is_worst(r1, "positive_predicted", "lower", "lrp"), _fmt(r1, "positive_predicted")))
-    out.append(("GradCAM is worst on negative perturbation (predicted class)",
-                "attn_gradcam" in r1 and _is_worst(r1, "negative_predicted", "higher", "attn_gradcam"),
-                _fmt(r1, "negative_predicted")))
-    if "partial_lrp" in r1 and "rollout" in r1:
-        gaps = {c: abs(r1["partial_lrp"][c] - r1["rollout"][c]) for c in ("negative_predicted", "positive_predicted")}
-        out.append((f"partial LRP ≈ rollout on predicted-class perturbation (within {tolerance:g} AUC points)",
-                    all(g <= tolerance for g in gaps.values()),
-                    ", ".join(f"{c} gap {g:.2f} (paired SE {paired_se(table1, 'partial_lrp', 'rollout', c):.2f})"
-                              for c, g in gaps.items())))
-    gains = {m: (r1[m]["negative_target"] - r1[m]["negative_predicted"],
-                 r1[m]["positive_predicted"] - r1[m]["positive_target"])
-             for m in r1 if r1[m].get("negative_target") is not None}
-    if "chefer" in gains:
-        out.append(("Chefer improves from the predicted to the target class on both perturbation tests",
-                    gains["chefer"][0] >= 0 and gains["chefer"][1] >= 0,
-                    "; ".join(f"{m}: negative {g[0]:+.2f}, positive {g[1]:+.2f} (positive = better)"
-                              for m, g in gains.items())))
-    if "chefer" in r3:
-        variants = [v for v in r3 if v != "chefer"]
-        lost = [f"{v} {c}" for v in variants for c, d in TABLE3_DIRECTION.items()
-                if (r3[v][c] > r3["chefer"][c]) == (d == "higher") and r3[v][c] != r3["chefer"][c]]
-        out.append(("Table 3: the full method beats every ablation on every column", not lost,
-                    "beaten on: " + ", ".join(lost) if lost else "beats all"))
-        if "chefer_second_block" in r3:
-            worst = [c for c, d in TABLE3_DIRECTION.items() if not _is_worst(r3, c, d, "chefer_second_block")]
-            out.append(("Table 3: the second-block variant is the worst variant", not worst,
-                        "not worst on: " + ", ".join(worst) if worst else "worst on every column"))
-        baselines = ("raw_attention", "attn_gradcam")
-        if "chefer_last_block" in r3 and all(m in r2 and m in r1 for m in baselines):
-            ref = {m: {**r2[m], "positive_predicted": r1[m]["positive_predicted"],
-                       "negative_predicted": r1[m]["negative_predicted"]} for m in baselines}
-            v = r3["chefer_last_block"]
-            beaten = {c: all((v[c] > ref[m][c]) == (d == "higher") and v[c] != ref[m][c] for m in baselines)
-                      for c, d in TABLE3_DIRECTION.items()}
-            out.append(("Table 3: the last block alone (∇A(1)R(n1)) already beats raw attention and GradCAM",
-                        all(beaten.values()),
-                        ", ".join(f"{c} {v[c]:.1f} vs {ref['raw_attention'][c]:.1f} / {ref['attn_gradcam'][c]:.1f}"
-                                  for c in TABLE3_DIRECTION)))
-    s = specificity["rows"]
-    if s:
-        shifts = ", ".join(f"{m} {r['shift_to_object']:+.3f}" for m, r in s.items())
-        dependent = sorted(m for m, r in s.items() if abs(r["shift_to_object"]) > SHIFT_THRESHOLD)
-        expected = sorted(m for m in s if m in CLASS_SPECIFIC_IN_PAPER)
-        out.append(("Fig. 2: only Chefer and GradCAM give class-dependent maps", dependent == expected,
-                    f"|shift of map mass onto the explained object| > {SHIFT_THRESHOLD} counts as class-dependent: "
-                    + shifts))
-        if "chefer" in s:
-            out.append(("Fig. 2: Chefer's map moves onto the object of the explained class",
-                        s["chefer"]["shift_to_object"] > SHIFT_THRESHOLD, shifts + " (negative: moves to the other "
-                        "object)"))
-    return out
+    """The paper's claims on our numbers: dicts of `Results.add_claim` arguments, decided by paired bootstrap
+    intervals over the test images (Fig. 2: over the two-object images)."""
+    return (table_claims(table1, table2, tolerance) + ablation_claims(table1, table2, table3)
+            + specificity_claims(specificity))
+
+
+def _half_width(iv: stats.Interval) -> float:
+    return (iv.high - iv.low) / 2
 
 
 def build_results(ctx: Context, table1: Mapping, table2: Mapping, table3: Mapping, specificity: Mapping):
@@ -499,21 +553,26 @@ def build_results(ctx: Context, table1: Mapping, table2: Mapping, table3: Mappin
             "elapsed_s": round(time.perf_counter() - ctx.started, 1)}
     res = Results(NOTEBOOK, ctx.cfg["profile"], meta=meta)
     res.add_table("table1_perturbation", "Positive / negative perturbation AUC (%), predicted and target class; "
-                  "positive: lower is better, negative: higher is better", pair(PAPER_TABLE1, table1["rows"]),
+                  f"positive: lower is better, negative: higher is better; n = {len(ctx.test)} test images",
+                  pair(PAPER_TABLE1, table1["rows"]),
                   TABLE1_DIRECTION)
-    se = {m: {c: float(v.std(ddof=1) / np.sqrt(len(v))) for c, v in cols.items()}
-          for m, cols in table1["per_image"].items()}
-    res.add_table("table1_standard_errors", "Standard error of each Table 1 AUC over the test images "
-                  "(std of per-image AUCs / sqrt(N)); differences between methods have paired SEs in the claims", se)
-    res.add_table("table2_segmentation", "Segmentation against the object masks (%), higher is better",
+    half = {m: {c: _half_width(stats.bootstrap(v)) for c, v in cols.items()}
+            for m, cols in table1["per_image"].items()}
+    res.add_table("table1_interval_half_widths", f"Half-width of the 95 % bootstrap interval of each Table 1 AUC "
+                  f"over the {len(ctx.test)} test images; differences between methods have paired intervals in the "
+                  "claims", half)
+    res.add_table("table2_segmentation", f"Segmentation against the object masks (%), higher is better; "
+                  f"n = {len(ctx.test)} test images (claims: paired bootstrap intervals over images)",
                   pair(PAPER_TABLE2, table2["rows"]), TABLE2_DIRECTION)
-    res.add_table("table3_ablation", "Ablations: segmentation and predicted-class perturbation (%)",
+    res.add_table("table3_ablation", "Ablations: segmentation and predicted-class perturbation (%); "
+                  f"n = {len(ctx.test)} test images",
                   pair(PAPER_TABLE3, table3["rows"]), TABLE3_DIRECTION)
     res.add_table("figure2_class_specificity", "Two-object images explained for each class: mean |map_A - map_B| "
-                  "and shift of map mass onto the explained object (no paper numbers: Fig. 2 is qualitative)",
+                  f"and shift of map mass onto the explained object (no paper numbers: Fig. 2 is qualitative); n = "
+                  f"{len(ctx.pairs)} two-object images",
                   {m: dict(r) for m, r in specificity["rows"].items()})
-    for claim, holds, detail in claims(table1, table2, table3, specificity, ctx.cfg["partial_lrp_close"]):
-        res.add_claim(claim, holds, detail)
+    for c in claims(table1, table2, table3, specificity, ctx.cfg["partial_lrp_close"]):
+        res.add_claim(**c)
     return res
 
 

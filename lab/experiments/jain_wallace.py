@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -44,7 +44,7 @@ from matplotlib.figure import Figure
 
 import lab
 from lab import attention_tests as at
-from lab import cache
+from lab import cache, stats
 from lab.experiments import ExperimentError, merge_settings
 from lab.data import load
 from lab.models import rnn
@@ -80,6 +80,9 @@ TASKS: dict[str, TaskSpec] = {
 
 # Paper numbers (003 text: Table 1 last column, Table 2). Classes are 0/1 (binary), 0/1/2 (SNLI), "overall" (bAbI).
 PAPER_TABLE1 = {"sst_jw": 0.81, "imdb": 0.88, "agnews_binary": 0.96, "snli": 0.78, "babi1": 1.0}
+# The paper's class indices, where they are not ours: Fig. 2's caption codes SNLI's colours as "neutral,
+# contradiction and entailment, respectively" (our labels are entailment, neutral, contradiction).
+PAPER_CLASS_ORDER = {"snli": ("neutral", "contradiction", "entailment")}
 PAPER_TABLE2 = {  # (class) -> (τ_g BiLSTM mean, std, sig), (τ_g Average mean, std, sig), (τ_loo BiLSTM mean, std, sig)
     "sst_jw": {0: ((0.40, 0.21, 0.59), (0.69, 0.15, 0.93), (0.34, 0.20, 0.47)),
                1: ((0.38, 0.19, 0.58), (0.69, 0.14, 0.94), (0.33, 0.19, 0.47))},
@@ -247,9 +250,25 @@ def train_models(tasks: Mapping[str, Task], cfg: Mapping) -> dict[tuple[str, str
 def test_performance(task: Task, trained: rnn.TrainedRNN) -> dict:
     """Test accuracy and macro-F1; `paper_metric` is the one Table 1 reports (F1 / micro-F1 = accuracy / accuracy)."""
     with threads():
-        m = rnn.classification_metrics(rnn.predict_proba(trained.model, task.test), task.test.labels)
+        probs = rnn.predict_proba(trained.model, task.test)
+    m = {**rnn.classification_metrics(probs, task.test.labels), "predicted": probs.argmax(-1)}
     m["paper_metric"] = m["macro_f1"] if task.spec.kind == "classification" else m["accuracy"]
+    pred_gold = np.stack([m.pop("predicted"), np.asarray(task.test.labels)], 1)
+    metric = _macro_f1 if task.spec.kind == "classification" else _accuracy
+    m["paper_metric_interval"] = stats.bootstrap(pred_gold, metric)
     return m
+
+
+def _accuracy(pred_gold: np.ndarray) -> float:
+    return float(np.mean(pred_gold[:, 0] == pred_gold[:, 1]))
+
+
+def _macro_f1(pred_gold: np.ndarray) -> float:
+    """Macro-F1 of rows (predicted, gold), as `rnn.classification_metrics` computes it."""
+    pred, gold = pred_gold[:, 0], pred_gold[:, 1]
+    f1s = [2 * np.sum((pred == c) & (gold == c)) / (np.sum(pred == c) + np.sum(gold == c))
+           for c in np.union1d(pred, gold)]
+    return float(np.mean(f1s))
 
 
 # ---------------------------------------------------------------- analyses
@@ -505,7 +524,10 @@ def performance_rows(tasks: Mapping[str, Task], models: Mapping) -> dict:
             if (name, enc) in models:
                 m = test_performance(task, models[name, enc])
                 paper = PAPER_TABLE1.get(name) if enc == "lstm" else None
+                iv = m["paper_metric_interval"]
                 row[f"test_{enc}"] = (paper, round(m["paper_metric"], 4))
+                row[f"test_{enc}_ci_low"] = (None, round(iv.low, 4))
+                row[f"test_{enc}_ci_high"] = (None, round(iv.high, 4))
                 row[f"accuracy_{enc}"] = (None, round(m["accuracy"], 4))
         row["n_train"] = (None, len(task.train))
         row["n_test"] = (None, len(task.test))
@@ -513,16 +535,31 @@ def performance_rows(tasks: Mapping[str, Task], models: Mapping) -> dict:
     return rows
 
 
+def paper_class(dataset: str, group, label_names: Sequence[str]):
+    """The paper's Table 2 key for our predicted class `group` (our label index; "overall" for QA)."""
+    order = PAPER_CLASS_ORDER.get(dataset)
+    if order is None or group == "overall":
+        return group
+    return order.index(label_names[group])
+
+
+def _group_label(dataset: str, group, label_names: Sequence[str]) -> str:
+    if group == "overall":
+        return "overall"
+    return f"class {group}" + (f" ({label_names[group]})" if dataset in PAPER_CLASS_ORDER else "")
+
+
 def table2_rows(analyses: Mapping[tuple[str, str], Analysis], level: float = 0.05) -> dict:
-    """Table 2: mean τ, std and Sig. Frac. per dataset and predicted class, paper values alongside."""
+    """Table 2: mean τ, std and Sig. Frac. per dataset and predicted class, paper values alongside (matched by
+    class name where the paper's class order differs from ours: SNLI)."""
     rows: dict[str, dict] = {}
     for (name, enc), a in analyses.items():
         if enc not in ("lstm", "average"):
             continue
         summary = tau_summary(a, level)
         for group in sorted(set(a.groups), key=str):
-            key = f"{TASKS[name].label} / {group if group == 'overall' else f'class {group}'}"
-            paper = PAPER_TABLE2.get(name, {}).get(group)
+            key = f"{TASKS[name].label} / {_group_label(name, group, a.label_names)}"
+            paper = PAPER_TABLE2.get(name, {}).get(paper_class(name, group, a.label_names))
             row = rows.setdefault(key, {})
             for measure, pcol, pidx in (("attn_grad", "tau_g", 0 if enc == "lstm" else 1),
                                         ("attn_loo", "tau_loo", 2 if enc == "lstm" else None)):
@@ -535,6 +572,22 @@ def table2_rows(analyses: Mapping[tuple[str, str], Analysis], level: float = 0.0
                 row[f"{col}_std"] = (p[1], round(s["std"], 3))
                 row[f"{col}_sig"] = (p[2], round(s["sig_frac"], 3))
                 row[f"n_{enc}"] = (None, s["n"])
+    return rows
+
+
+def tau_rows(analyses: Mapping) -> dict:
+    """Mean τ per dataset and encoder with its 95 % bootstrap interval over the analysed instances."""
+    rows = {}
+    for (name, enc), a in analyses.items():
+        row = {}
+        for measure in ("attn_grad", "attn_loo", "grad_loo"):
+            vals = _finite(_tau(a, measure))[0]
+            if vals.size:
+                iv = stats.bootstrap(vals)
+                row[measure] = (None, round(iv.estimate, 3))
+                row[f"{measure}_ci_low"] = (None, round(iv.low, 3))
+                row[f"{measure}_ci_high"] = (None, round(iv.high, 3))
+        rows[f"{TASKS[name].label} / {ENCODER_LABELS[enc]}"] = {**row, "n": (None, len(a))}
     return rows
 
 
@@ -607,104 +660,183 @@ def timing_rows(models: Mapping, analyses: Mapping) -> dict:
     return rows
 
 
-def _gap(analyses, encoder, first, second, skip=()) -> tuple[float, dict]:
-    per = {TASKS[n].label: mean_tau(a, first) - mean_tau(a, second) for (n, e), a in analyses.items()
-           if e == encoder and n not in skip}
-    vals = [v for v in per.values() if np.isfinite(v)]
-    return (float(np.mean(vals)) if vals else float("nan")), per
+# ---------------------------------------------------------------- claims (paired bootstrap intervals)
+def _tau(a: Analysis, measure: str) -> np.ndarray:
+    return np.asarray(a.tau[measure].statistic, float)
 
 
-def _jsd_trend(*analyses: Analysis) -> float:
-    """Kendall τ between the ε-max JSD and the maximum attention over the adversarial instances of `analyses`."""
-    jsd = np.concatenate([a.adv_eps_max_jsd for a in analyses])
-    mx = np.concatenate([a.max_attention[:a.adv_eps_max_jsd.size] for a in analyses])
-    return float(at.kendall_per_instance([jsd], [mx]).statistic[0]) if jsd.size > 2 else float("nan")
+def _finite(*cols: np.ndarray) -> list[np.ndarray]:
+    """The columns restricted to the rows where every column is finite (undefined τ are left out)."""
+    keep = np.logical_and.reduce([np.isfinite(c) for c in cols])
+    return [c[keep] for c in cols]
 
 
-def _fmt(d: Mapping) -> str:
-    return ", ".join(f"{k}: {v:.3f}" for k, v in d.items())
+def mean_of_means(per_dataset: Sequence[np.ndarray], seed: int = 0) -> stats.Interval | None:
+    """Interval of the mean over datasets of each dataset's mean value (NaN left out); instances are resampled
+    from the pooled rows, each keeping its dataset. None when no dataset has a finite value."""
+    parts = [v[np.isfinite(v)] for v in map(np.asarray, per_dataset)]
+    parts = [v for v in parts if v.size]
+    if not parts:
+        return None
+    rows = np.concatenate([np.stack([v, np.full(v.size, g)], 1) for g, v in enumerate(parts)])
+
+    def statistic(r):
+        return float(np.mean([r[r[:, 1] == g, 0].mean() for g in np.unique(r[:, 1])]))
+
+    return stats.bootstrap(rows, statistic, seed=seed)
 
 
-def claims(cfg: Mapping, perf: Mapping, analyses: Mapping, tr: Analysis | None) -> list[tuple[str, bool | None, str]]:
-    """The paper's claims evaluated on our numbers (None in the smoke profile: samples are meaningless)."""
-    smoke = cfg["profile"] == "smoke"
-    decide = (lambda v: None) if smoke else (lambda v: bool(v))
+def _centred(iv: stats.Interval, low: float, high: float) -> stats.Interval:
+    """The interval shifted by the centre of [low, high]: 'within low..high' becomes 'within ±(high-low)/2'."""
+    c = (low + high) / 2
+    return replace(iv, estimate=iv.estimate - c, low=iv.low - c, high=iv.high - c)
+
+
+def _range_claim(text: str, iv: stats.Interval | None, low: float, high: float, detail: str) -> dict:
+    if iv is None:
+        return {"claim": text, "detail": detail + " (no finite value)"}
+    return {"claim": text, "interval": _centred(iv, low, high), "margin": (high - low) / 2, "kind": "within",
+            "detail": f"{detail}; mean {iv} (interval shifted by the range's centre {(low + high) / 2:g})"}
+
+
+def _parts(text: str, parts: Mapping[str, tuple[stats.Interval, float, str]], rule=stats.combine) -> dict:
+    """A claim made of per-dataset parts {label: (interval, margin, kind)}, decided by `rule` over their verdicts."""
+    verdicts = {k: stats.decide(iv, m, kind) for k, (iv, m, kind) in parts.items()}
+    detail = "; ".join(f"{k}: {iv} → {verdicts[k]}" for k, (iv, _, _) in parts.items())
+    return {"claim": text, "verdict": rule(list(verdicts.values())) if verdicts else None, "detail": detail}
+
+
+def _kendall_rows(rows: np.ndarray) -> float:
+    return float(at.kendall_per_instance([rows[:, 0]], [rows[:, 1]]).statistic[0])
+
+
+def _by_encoder(analyses: Mapping, enc: str, skip=()) -> dict[str, Analysis]:
+    return {TASKS[n].label: a for (n, e), a in analyses.items() if e == enc and n not in skip}
+
+
+def _pairs(analyses: Mapping) -> dict[str, tuple[Analysis, Analysis]]:
+    """{dataset: (BiLSTM, Average)} analyses of the same instances."""
+    return {TASKS[n].label: (a, analyses[n, "average"]) for (n, e), a in analyses.items()
+            if e == "lstm" and (n, "average") in analyses}
+
+
+def _gap_claim(text: str, analyses: Mapping, first: str, second: str, margin: float) -> dict:
+    """Mean over datasets (BiLSTM, SNLI excepted) of the per-instance τ(first) − τ(second) exceeds `margin`."""
+    per = {k: np.subtract(*_finite(_tau(a, first), _tau(a, second)))
+           for k, a in _by_encoder(analyses, "lstm", skip=("snli",)).items()}
+    iv = mean_of_means(list(per.values()))
+    detail = ", ".join(f"{k}: {v.mean():.3f}" for k, v in per.items() if v.size)
+    return {"claim": text, "detail": detail} if iv is None else \
+        {"claim": text, "interval": iv, "margin": margin, "kind": "greater", "detail": "per dataset " + detail}
+
+
+def correlation_claims(analyses: Mapping) -> list[dict]:
+    """Table 2 and Figs. 3–5: ranges of mean τ_g and paired gaps, each decided by a bootstrap interval."""
     out = []
-    lstm = {TASKS[n].label: mean_tau(a, "attn_grad") for (n, e), a in analyses.items() if e == "lstm"}
-    avg = {TASKS[n].label: mean_tau(a, "attn_grad") for (n, e), a in analyses.items() if e == "average"}
-    if lstm:
-        m = float(np.nanmean(list(lstm.values())))
-        out.append(("BiLSTM attention–gradient τ_g is modest: mean over datasets within 0.30–0.45",
-                    decide(0.30 <= m <= 0.45), f"mean {m:.3f}; " + _fmt(lstm)))
-    if avg:
-        m = float(np.nanmean(list(avg.values())))
-        out.append(("Average-encoder attention–gradient τ_g is high: mean over datasets within 0.65–0.80",
-                    decide(0.65 <= m <= 0.80), f"mean {m:.3f}; " + _fmt(avg)))
-    if lstm and avg:
-        both = [k for k in lstm if k in avg]
-        out.append(("τ_g is higher for the Average encoder than for the BiLSTM on every dataset",
-                    decide(all(avg[k] > lstm[k] for k in both)),
-                    "; ".join(f"{k}: {avg[k]:.3f} vs {lstm[k]:.3f}" for k in both)))
-    gap3, per3 = _gap(analyses, "lstm", "grad_loo", "attn_loo", skip=("snli",))
-    out.append(("Fig. 3: τ(gradient, LOO) exceeds τ(attention, LOO) by > 0.2 on average (BiLSTM, SNLI excepted)",
-                decide(gap3 > 0.2), f"mean gap {gap3:.3f}; " + _fmt(per3)))
-    gap4, per4 = _gap(analyses, "lstm", "grad_loo", "attn_grad", skip=("snli",))
-    out.append(("Fig. 4: τ(gradient, LOO) exceeds τ(attention, gradient) by ≈ 0.25 on average (≥ 0.2; BiLSTM, SNLI "
-                "excepted)", decide(gap4 >= 0.2), f"mean gap {gap4:.3f}; " + _fmt(per4)))
-    loo = {TASKS[n].label: mean_tau(analyses[n, "average"], "attn_loo") - mean_tau(analyses[n, "lstm"], "attn_loo")
-           for (n, e) in analyses if e == "lstm" and (n, "average") in analyses}
-    if loo:
-        m = float(np.nanmean(list(loo.values())))
-        out.append(("Fig. 5: attention–LOO τ is higher for Average than BiLSTM by ≈ 0.375 on average (≥ 0.25)",
-                    decide(m >= 0.25), f"mean difference {m:.3f}; " + _fmt(loo)))
-    for enc in cfg["encoders"]:
-        med = {TASKS[n].label: float(np.median(a.perm_median_tvd)) for (n, e), a in analyses.items() if e == enc}
-        if med:
-            out.append((f"Fig. 6: permuting attention rarely changes the output ({ENCODER_LABELS[enc]}): the median "
-                        f"instance's Δŷ^med < 0.05 on every dataset", decide(all(v < 0.05 for v in med.values())),
-                        _fmt(med)))
-    for enc in cfg["encoders"]:
-        frac = {TASKS[n].label: float((a.adv_eps_max_jsd > 0.6).mean()) for (n, e), a in analyses.items()
-                if e == enc and a.adv_eps_max_jsd.size}
-        if frac:
-            out.append((f"Fig. 7: adversarial attention is often near the JSD bound ln 2 ≈ 0.69 "
-                        f"({ENCODER_LABELS[enc]}): ε-max JSD > 0.6 for at least half the instances on every dataset",
-                        decide(all(v >= 0.5 for v in frac.values())), "fraction > 0.6: " + _fmt(frac)))
-    trend = {TASKS[n].label: _jsd_trend(a) for (n, e), a in analyses.items()
-             if e == "lstm" and a.adv_eps_max_jsd.size > 2}
-    if trend:
-        pooled = _jsd_trend(*[a for (n, e), a in analyses.items() if e == "lstm"])
-        negative = sum(v < 0 for v in trend.values())
-        out.append(("Fig. 8: ε-max JSD decreases (weakly) with the maximum attention: Kendall τ < 0 on most datasets "
-                    "(BiLSTM)", decide(negative > len(trend) / 2),
-                    f"{negative} of {len(trend)} negative; " + _fmt(trend) + f"; pooled over datasets {pooled:.3f}"))
-    sst = perf.get(TASKS["sst_jw"].label, {}).get("test_lstm")
-    babi = perf.get(TASKS["babi1"].label, {}).get("test_lstm")
-    for label, cell, tol in (("SST", sst, 0.05), ("bAbI 1", babi, 0.05)):
-        if cell is not None:
-            out.append((f"Table 1: the BiLSTM's test performance on {label} is within {tol} of the paper's",
-                        decide(abs(cell[1] - cell[0]) <= tol), f"ours {cell[1]:.3f} vs paper {cell[0]:.2f}"))
-    if tr is not None and ("sst_jw", "lstm") in analyses:
-        out += transformer_claims(tr, analyses["sst_jw", "lstm"], decide)
+    for enc, name, low, high, what in (("lstm", "BiLSTM", 0.30, 0.45, "modest"),
+                                       ("average", "Average-encoder", 0.65, 0.80, "high")):
+        per = _by_encoder(analyses, enc)
+        if per:
+            iv = mean_of_means([_tau(a, "attn_grad") for a in per.values()])
+            detail = ", ".join(f"{k}: {mean_tau(a, 'attn_grad'):.3f}" for k, a in per.items())
+            out.append(_range_claim(f"{name} attention–gradient τ_g is {what}: mean over datasets within "
+                                    f"{low:.2f}–{high:.2f}", iv, low, high, detail))
+    pairs = _pairs(analyses)
+    if pairs:
+        out.append(_parts("τ_g is higher for the Average encoder than for the BiLSTM on every dataset (paired over "
+                          "instances)", {k: (stats.paired_difference(*_finite(_tau(av, "attn_grad"),
+                                                                              _tau(ls, "attn_grad"))), 0.0, "greater")
+                                         for k, (ls, av) in pairs.items()}))
+    out.append(_gap_claim("Fig. 3: τ(gradient, LOO) exceeds τ(attention, LOO) by > 0.2 on average (BiLSTM, SNLI "
+                          "excepted)", analyses, "grad_loo", "attn_loo", 0.2))
+    out.append(_gap_claim("Fig. 4: τ(gradient, LOO) exceeds τ(attention, gradient) by ≈ 0.25 on average (> 0.2; "
+                          "BiLSTM, SNLI excepted)", analyses, "grad_loo", "attn_grad", 0.2))
+    if pairs:
+        diffs = [np.subtract(*_finite(_tau(av, "attn_loo"), _tau(ls, "attn_loo"))) for ls, av in pairs.values()]
+        iv = mean_of_means(diffs)
+        if iv is not None:
+            out.append({"claim": "Fig. 5: attention–LOO τ is higher for Average than BiLSTM by ≈ 0.375 on average "
+                        "(> 0.25; paired over instances)", "interval": iv, "margin": 0.25, "kind": "greater",
+                        "detail": ", ".join(f"{k}: {d.mean():.3f}" for k, d in zip(pairs, diffs) if d.size)})
     return out
 
 
-def transformer_claims(tr: Analysis, lstm: Analysis, decide) -> list[tuple[str, bool | None, str]]:
-    """Beyond the paper: the same questions for the Transformer (SST)."""
-    t_attn, l_attn = mean_tau(tr, "attn_loo"), mean_tau(lstm, "attn_loo")
-    t_chef = mean_tau(tr, "chefer_loo")
-    med = float(np.median(tr.perm_median_tvd))
-    frac = float((tr.adv_eps_max_jsd > 0.6).mean()) if tr.adv_eps_max_jsd.size else float("nan")
-    return [
-        ("Beyond: the Transformer's last-layer [CLS] attention agrees with LOO no better than the BiLSTM's attention "
-         "(mean τ_loo, SST)", decide(t_attn <= l_attn), f"Transformer {t_attn:.3f} vs BiLSTM {l_attn:.3f}"),
-        ("Beyond: Chefer's relevance agrees with LOO better than the Transformer's raw attention (mean τ_loo, SST)",
-         decide(t_chef > t_attn), f"Chefer {t_chef:.3f} vs attention {t_attn:.3f}"),
-        ("Beyond: permuting the Transformer's last-layer [CLS] attention rarely changes the output (median "
-         "Δŷ^med < 0.05)", decide(med < 0.05), f"median Δŷ^med = {med:.4f}"),
-        ("Beyond: adversarial last-layer [CLS] attention with ε-max JSD > 0.6 exists for at least half the SST "
-         "sentences", decide(frac >= 0.5), f"fraction {frac:.3f}"),
-    ]
+def counterfactual_claims(cfg: Mapping, analyses: Mapping) -> list[dict]:
+    """Figs. 6–8: permutation and adversarial attention, per dataset, combined over datasets."""
+    out = []
+    for enc in cfg["encoders"]:
+        per = _by_encoder(analyses, enc)
+        parts = {}
+        for k, a in per.items():
+            peaked = a.max_attention >= np.median(a.max_attention)
+            parts[k] = (stats.bootstrap((a.perm_median_tvd[peaked] < 0.05).astype(float)), 0.25, "greater")
+        if parts:
+            out.append(_parts(f"Fig. 6: many instances with large attention barely move when it is permuted "
+                              f"({ENCODER_LABELS[enc]}): among the more peaked half (max α̂ ≥ its median), at least "
+                              f"a quarter have Δŷ^med < 0.05, on every dataset", parts))
+    for enc in cfg["encoders"]:
+        parts = {k: (stats.bootstrap((a.adv_eps_max_jsd > 0.6).astype(float)), 0.5, "greater")
+                 for k, a in _by_encoder(analyses, enc).items() if a.adv_eps_max_jsd.size}
+        if parts:
+            out.append(_parts(f"Fig. 7: adversarial attention is often near the JSD bound ln 2 ≈ 0.69 "
+                              f"({ENCODER_LABELS[enc]}): ε-max JSD > 0.6 for more than half the instances on every "
+                              "dataset", parts))
+    parts = {k: (stats.bootstrap(np.stack([a.adv_eps_max_jsd, a.max_attention[:a.adv_eps_max_jsd.size]], 1),
+                                 _kendall_rows), 0.0, "less")
+             for k, a in _by_encoder(analyses, "lstm").items() if a.adv_eps_max_jsd.size > 2}
+    if parts:
+        out.append(_parts("Fig. 8: ε-max JSD decreases (weakly) with the maximum attention: Kendall τ < 0 on most "
+                          "datasets (BiLSTM)", parts, rule=stats.majority))
+    return out
+
+
+def performance_claims(perf: Mapping) -> list[dict]:
+    """Table 1: the BiLSTM's test performance within 0.05 of the paper's (interval over test examples)."""
+    out = []
+    for name in ("sst_jw", "babi1"):
+        row = perf.get(TASKS[name].label, {})
+        if "test_lstm" in row and "test_lstm_ci_low" in row:
+            paper, ours = row["test_lstm"]
+            iv = stats.Interval(ours - paper, row["test_lstm_ci_low"][1] - paper,
+                                row["test_lstm_ci_high"][1] - paper, row["n_test"][1])
+            out.append({"claim": f"Table 1: the BiLSTM's test performance on {TASKS[name].label} is within 0.05 of "
+                        "the paper's", "interval": iv, "margin": 0.05, "kind": "within",
+                        "detail": f"ours {ours:.3f} vs paper {paper:.2f} (interval of ours − paper)"})
+    return out
+
+
+def claims(cfg: Mapping, perf: Mapping, analyses: Mapping, tr: Analysis | None) -> list[dict]:
+    """The paper's claims on our numbers, each a dict of `Results.add_claim` arguments (claim, detail, and an
+    interval with its margin and kind, or a verdict combined from per-dataset intervals)."""
+    out = correlation_claims(analyses) + counterfactual_claims(cfg, analyses) + performance_claims(perf)
+    if tr is not None and ("sst_jw", "lstm") in analyses:
+        out += transformer_claims(tr, analyses["sst_jw", "lstm"])
+    return out
+
+
+def transformer_claims(tr: Analysis, lstm: Analysis) -> list[dict]:
+    """Beyond the paper: the same questions for the Transformer (SST; its instances are the first len(tr) of the
+    BiLSTM's, so τ differences are paired)."""
+    n = min(len(tr), len(lstm))
+    t_attn, l_attn = _finite(_tau(tr, "attn_loo")[:n], _tau(lstm, "attn_loo")[:n])
+    chef, attn = _finite(_tau(tr, "chefer_loo"), _tau(tr, "attn_loo"))
+    out = [
+        {"claim": "Beyond: the Transformer's last-layer [CLS] attention agrees with LOO no better than the BiLSTM's "
+                  "attention (paired difference of τ_loo < 0.05, SST)",
+         "interval": stats.paired_difference(t_attn, l_attn), "margin": 0.05, "kind": "less",
+         "detail": f"Transformer {t_attn.mean():.3f} vs BiLSTM {l_attn.mean():.3f}"},
+        {"claim": "Beyond: Chefer's relevance agrees with LOO better than the Transformer's raw attention (paired "
+                  "τ_loo, SST)", "interval": stats.paired_difference(chef, attn), "margin": 0.0, "kind": "greater",
+         "detail": f"Chefer {chef.mean():.3f} vs attention {attn.mean():.3f}"},
+        {"claim": "Beyond: permuting the Transformer's last-layer [CLS] attention rarely changes the output (median "
+                  "Δŷ^med < 0.05)", "interval": stats.bootstrap(tr.perm_median_tvd, np.median), "margin": 0.05,
+         "kind": "less", "detail": "median over instances"}]
+    if tr.adv_eps_max_jsd.size:
+        out.append({"claim": "Beyond: adversarial last-layer [CLS] attention with ε-max JSD > 0.6 exists for more "
+                             "than half the SST sentences", "interval": stats.bootstrap(
+                                 (tr.adv_eps_max_jsd > 0.6).astype(float)), "margin": 0.5, "kind": "greater",
+                    "detail": "fraction of sentences"})
+    return out
 
 
 def start_results(cfg: Mapping, tasks: Mapping[str, Task], meta: Mapping | None = None) -> Results:
@@ -719,16 +851,21 @@ def start_results(cfg: Mapping, tasks: Mapping[str, Task], meta: Mapping | None 
 
 def add_performance(res: Results, perf: Mapping) -> Results:
     return res.add_table(
-        "table1_performance", "Test performance (F1 = macro-F1 for classification, accuracy for SNLI and bAbI); "
+        "table1_performance", "Test performance (F1 = macro-F1 for classification, accuracy for SNLI and bAbI) "
+        "with its 95 % bootstrap interval over the n_test test examples; "
         "paper = Table 1 (BiLSTM). AG News here is Sports vs rest (offline AGN-2), SNLI is trained on its 9.8k "
         "validation pairs, IMDB on a 4.3k subset.", perf, direction={"test_lstm": "higher", "test_average": "higher"})
 
 
 def add_analysis_tables(res: Results, analyses: Mapping, models: Mapping, level: float = 0.05) -> Results:
     res.add_table("table2_kendall_tau", f"Kendall τ between attention and gradient (τ_g) / leave-one-out (τ_loo), "
-                  f"mean, std and Sig. Frac. (p < {level}) per predicted class; paper = Table 2. SNLI class indices "
-                  "follow our label order (entailment, neutral, contradiction); the paper's order is not stated.",
+                  f"mean, std and Sig. Frac. (p < {level}) per predicted class; paper = Table 2. SNLI rows are our "
+                  "classes (entailment, neutral, contradiction), each beside the paper's row for the same class (the "
+                  "paper's order, from its Fig. 2 caption: neutral, contradiction, entailment).",
                   table2_rows(analyses, level))
+    res.add_table("tau_means", "Mean Kendall τ per dataset and encoder (attention–gradient, attention–LOO, "
+                  "gradient–LOO) with 95 % bootstrap intervals over the n analysed instances (undefined τ left out)",
+                  tau_rows(analyses))
     res.add_table("fig6_permutation", "Permutation (Alg. 2): Δŷ^med = median TVD over 100 permutations of α̂ with h "
                   "fixed (one decoder call per batch)", permutation_rows(analyses))
     res.add_table("fig7_adversarial", "Adversarial attention (Alg. 3, k = 5, λ = 500, 500 Adam steps): ε-max JSD of "
@@ -752,9 +889,57 @@ def add_transformer(res: Results, tr: Analysis, analyses: Mapping) -> Results:
 
 
 def add_claims(res: Results, cfg: Mapping, perf: Mapping, analyses: Mapping, tr: Analysis | None) -> Results:
-    for text, holds, detail in claims(cfg, perf, analyses, tr):
-        res.add_claim(text, holds, detail)
+    for c in claims(cfg, perf, analyses, tr):
+        res.add_claim(**c)
     return res
+
+
+def _cells(table: Mapping, col: str, fmt: str = "{:.2f}", ci: bool = False) -> str:
+    """'row value [low, high]' for every row of a results table that has `col`."""
+    out = []
+    for row, cells in table["rows"].items():
+        v = cells.get(col, {}).get("ours")
+        if v is None:
+            continue
+        text = f"{row} {fmt.format(v)}"
+        if ci and f"{col}_ci_low" in cells:
+            text += f" [{fmt.format(cells[col + '_ci_low']['ours'])}, {fmt.format(cells[col + '_ci_high']['ours'])}]"
+        paper = cells[col].get("paper")
+        out.append(text + (f" (paper {paper:.2f})" if paper is not None else ""))
+    return "; ".join(out)
+
+
+def discussion_markdown(res: Results) -> str:
+    """The notebook's discussion, formatted from the results object's tables (no fixed numbers); the verdicts are
+    `lab.results.claims_markdown`'s."""
+    t = res.tables
+    parts = []
+    if "table1_performance" in t:
+        cells = {label: _cells(t["table1_performance"], f"test_{enc}", "{:.3f}", ci=True)
+                 for enc, label in (("lstm", "BiLSTM"), ("average", "Average"))}
+        parts.append("*Models (Table 1, 95 % intervals over test examples).* "
+                     + " ".join(f"{label}: {text}." for label, text in cells.items() if text))
+    if "tau_means" in t:
+        parts.append("*Agreement (Table 2, Figs. 2–5): mean τ with 95 % intervals.* Attention–gradient: "
+                     + _cells(t["tau_means"], "attn_grad", ci=True) + ". Attention–LOO: "
+                     + _cells(t["tau_means"], "attn_loo", ci=True) + ". Gradient–LOO: "
+                     + _cells(t["tau_means"], "grad_loo", ci=True) + ".")
+    if "fig6_permutation" in t:
+        parts.append("*Permutation (Fig. 6).* Median Δŷ^med: " + _cells(t["fig6_permutation"],
+                                                                         "median_of_median_tvd", "{:.3f}")
+                     + "; share of instances with Δŷ^med < 0.05: "
+                     + _cells(t["fig6_permutation"], "frac_median_tvd_below_0.05") + ".")
+    if "fig7_adversarial" in t:
+        parts.append("*Adversarial attention (Figs. 7–8).* Share of instances with ε-max JSD > 0.6 (bound "
+                     "ln 2 ≈ 0.69): " + _cells(t["fig7_adversarial"], "frac_jsd_above_0.6") + "; Kendall τ of the "
+                     "JSD with the maximum attention: " + _cells(t["fig7_adversarial"], "tau_jsd_vs_max_attention")
+                     + ".")
+    if "transformer" in t:
+        parts.append("*The Transformer (beyond the paper), SST.* τ with gradient: "
+                     + _cells(t["transformer"], "tau_vs_grad") + ". τ with LOO: "
+                     + _cells(t["transformer"], "tau_vs_loo") + ". τ between gradient and LOO: "
+                     + _cells(t["transformer"], "tau_grad_vs_loo") + ".")
+    return "\n\n".join(parts)
 
 
 def task_overview(tasks: Mapping[str, Task]):

@@ -188,27 +188,46 @@ def _check_maps_masks(maps: torch.Tensor, masks: torch.Tensor) -> None:
                                "upsample patch maps with pixel_maps(maps, image size) first")
 
 
+SEGMENTATION_COUNTS = ("correct", "pixels", "ap", "inter_bg", "union_bg", "inter_fg", "union_fg")
+
+
+def segmentation_counts(maps: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
+    """[N, 7] per-image counts behind `segmentation_scores` (columns `SEGMENTATION_COUNTS`), so that a bootstrap
+    over images can recompute the pooled scores with `segmentation_from_counts`."""
+    maps, masks = torch.as_tensor(maps).float(), torch.as_tensor(masks).bool()
+    _check_maps_masks(maps, masks)
+    m = minmax(maps)
+    pred = m > m.reshape(m.shape[0], -1).mean(1).view(-1, 1, 1)  # threshold at each map's mean
+    rows = []
+    for i in range(m.shape[0]):
+        p, t = pred[i], masks[i]
+        ap = average_precision(torch.cat([1 - m[i].reshape(-1), m[i].reshape(-1)]),
+                               torch.cat([~t.reshape(-1), t.reshape(-1)]).float())
+        rows.append([(p == t).sum().item(), t.numel(), ap, (~p & ~t).sum().item(), (~p | ~t).sum().item(),
+                     (p & t).sum().item(), (p | t).sum().item()])
+    return np.asarray(rows, dtype=float)
+
+
+def segmentation_from_counts(counts: np.ndarray) -> dict[str, float]:
+    """Pixel accuracy, mIoU (background/foreground, pooled over the images) and mAP, in percent, from
+    `segmentation_counts` rows; also the two per-class IoUs."""
+    return segmentation_from_sums(counts.sum(0), counts.shape[0])
+
+
+def segmentation_from_sums(c: np.ndarray, n: int) -> dict[str, float]:
+    """`segmentation_from_counts` from the column sums of the counts of `n` images (cheap inside a bootstrap)."""
+    iou = [c[3] / c[4] if c[4] else 0.0, c[5] / c[6] if c[6] else 0.0]
+    return {"pixel_accuracy": 100.0 * c[0] / c[1], "mIoU": 50.0 * (iou[0] + iou[1]), "mAP": 100.0 * c[2] / n,
+            "iou_background": 100.0 * iou[0], "iou_foreground": 100.0 * iou[1]}
+
+
 def segmentation_scores(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
     """Pixel accuracy, mIoU (background/foreground, pooled over the dataset) and mAP, in percent.
 
     maps: [N, H, W] pixel-resolution relevance (min–max normalised here); masks: [N, H, W] booleans (foreground).
     Also returns the two per-class IoUs.
     """
-    maps, masks = torch.as_tensor(maps).float(), torch.as_tensor(masks).bool()
-    _check_maps_masks(maps, masks)
-    m = minmax(maps)
-    pred = m > m.reshape(m.shape[0], -1).mean(1).view(-1, 1, 1)  # threshold at each map's mean
-    correct = (pred == masks).sum().item()
-    iou = []
-    for cls_pred, cls_true in ((~pred, ~masks), (pred, masks)):  # background, foreground
-        inter = (cls_pred & cls_true).sum().item()
-        union = (cls_pred | cls_true).sum().item()
-        iou.append(inter / union if union else 0.0)
-    aps = [average_precision(torch.cat([1 - m[i].reshape(-1), m[i].reshape(-1)]),
-                             torch.cat([~masks[i].reshape(-1), masks[i].reshape(-1)]).float())
-           for i in range(m.shape[0])]
-    return {"pixel_accuracy": 100.0 * correct / masks.numel(), "mIoU": 100.0 * float(np.mean(iou)),
-            "mAP": 100.0 * float(np.mean(aps)), "iou_background": 100.0 * iou[0], "iou_foreground": 100.0 * iou[1]}
+    return segmentation_from_counts(segmentation_counts(maps, masks))
 
 
 def mask_mass(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
