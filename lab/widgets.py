@@ -8,8 +8,10 @@
              text="a great movie")              # str           -> Text
 
 ``render_fn(**values)`` is a pure plotting function returning a Figure. With ``run_button=True`` it runs
-only when "Run" is clicked (for heavy calls), otherwise on every change. "Export" saves the figure on
-screen with ``save_figure`` (``{name}`` placeholders in the figure name are filled from the values).
+only when "Run" is clicked (for heavy calls), otherwise on every change. "Export" saves the figure last
+rendered with ``save_figure``, ``{name}`` placeholders in the figure name filled from the values that rendered
+it (not the controls' current values, which may have changed since without a Run); with nothing rendered yet it
+renders first.
 """
 from __future__ import annotations
 
@@ -55,7 +57,8 @@ class Controls:
     """Widgets + Run/Export buttons + an output area around a pure ``render_fn``.
 
     ``.widget`` is the container (a Controls object also displays itself); ``.values`` the current
-    values; ``.run()`` renders and returns the Figure; ``.export()`` saves it and returns the paths.
+    values; ``.run()`` renders and returns the Figure (``.figure``, rendered from ``.rendered_values``);
+    ``.export()`` saves it and returns the paths.
     """
 
     def __init__(self, render_fn: Callable[..., Any], run_button: bool = True,
@@ -65,6 +68,7 @@ class Controls:
         self.render_fn = render_fn
         self.export_to = export
         self.figure = None
+        self.rendered_values: dict[str, Any] | None = None
         self.widgets = {name: make_widget(name, s) for name, s in spec.items()}
         self.output = W.Output()
         self.status = W.HTML()
@@ -91,23 +95,25 @@ class Controls:
     def run(self):
         """Call ``render_fn(**values)``, show the figure in the output area and return it."""
         self.status.value = "running…"
-        result = self.render_fn(**self.values)
+        values = self.values
+        result = self.render_fn(**values)
         fig = root_figure(result) if hasattr(result, "get_figure") and not hasattr(result, "savefig") else result
         if not hasattr(fig, "savefig"):
             raise TypeError(f"controls: render_fn returned {type(result).__name__}, expected a matplotlib Figure")
-        self.figure = fig
+        self.figure, self.rendered_values = fig, values
         self._show(fig)
         self.status.value = ""
         return fig
 
     def export(self) -> list[Path]:
-        """Save the figure on screen (rendering it first if needed) as figures/<notebook>/<name>.{png,pdf}."""
+        """Save the last rendered figure (rendering first if there is none) as figures/<notebook>/<name>.{png,pdf},
+        the name filled from the values that rendered it."""
         if self.export_to is None:
             raise ValueError("controls: no export=(notebook, figure_name) was given")
         if self.figure is None:
             self.run()
         notebook, pattern = self.export_to
-        name = re.sub(r"[^A-Za-z0-9._+-]+", "-", pattern.format(**self.values)).strip("-.")
+        name = re.sub(r"[^A-Za-z0-9._+-]+", "-", pattern.format(**self.rendered_values)).strip("-.")
         paths = save_figure(self.figure, notebook, name)
         self.status.value = "saved " + ", ".join(str(p) for p in paths)
         return paths

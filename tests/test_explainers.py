@@ -468,3 +468,126 @@ def test_frozen_model(method, batch):
     reference = explain(tiny_bert(), batch, method, target=TARGETS).scores
     torch.testing.assert_close(explain(model, batch, method, target=TARGETS).scores, reference)
     assert not any(p.requires_grad for p in model.parameters())
+
+
+# ---- checked parameters, targets and tokens (issue 16): one ExplainInputError naming what was wrong ------------
+
+
+def test_unknown_parameter_lists_what_the_explainer_accepts(bert, batch):
+    with pytest.raises(ExplainInputError, match=r"no parameter 'step'.*steps=50"):
+        explain(bert, batch, "integrated_gradients", step=10)
+    with pytest.raises(ExplainInputError, match="'raw_attention' has no parameter 'start_layer'.*no parameters"):
+        explain(bert, batch, "raw_attention", start_layer=1)
+
+
+@pytest.mark.parametrize("method, params, name", [
+    ("integrated_gradients", {"steps": "many"}, "steps"),
+    ("integrated_gradients", {"steps": 2.5}, "steps"),
+    ("integrated_gradients", {"steps": True}, "steps"),  # a bool is not a number here
+    ("leave_one_out", {"fill": False}, "fill"),
+    ("lrp_alpha_beta", {"alpha": "x"}, "alpha"),
+    ("rollout", {"rollout_normalize": 1}, "rollout_normalize"),
+    ("saliency", {"gradient_of": 3}, "gradient_of"),
+])
+def test_wrong_parameter_type_names_the_parameter(bert, batch, method, params, name, monkeypatch):
+    import lab.explainers.relevance  # noqa: F401  (lrp_alpha_beta)
+
+    def no_model_work(*args, **kwargs):
+        raise AssertionError("the model ran before the parameters were checked")
+
+    monkeypatch.setattr(bert, "forward", no_model_work)
+    with pytest.raises(ExplainInputError, match=rf"parameter '{name}' must be"):
+        explain(bert, batch, method, target=0, **params)
+
+
+def test_integral_float_parameters_and_none_are_accepted(bert, batch):
+    reference = explain(bert, batch, "integrated_gradients", target=TARGETS, steps=8).scores
+    got = explain(bert, batch, "integrated_gradients", target=TARGETS, steps=8.0, internal_batch_size=None)
+    torch.testing.assert_close(got.scores, reference)
+    assert got.params["steps"] == 8 and isinstance(got.params["steps"], int)
+
+
+def test_float_and_bool_targets(bert, batch):
+    with pytest.raises(ExplainInputError, match=r"target 1\.7 .*not a class index"):
+        explain(bert, batch, "saliency", target=1.7)
+    with pytest.raises(ExplainInputError, match="target True"):
+        explain(bert, batch, "saliency", target=True)
+    with pytest.raises(ExplainInputError, match="target 0.5"):
+        explain(bert, batch, "saliency", target=torch.tensor([0.0, 1.0, 0.5]))
+    reference = explain(bert, batch, "saliency", target=[0, 1, 2]).scores
+    torch.testing.assert_close(explain(bert, batch, "saliency", target=[0.0, 1.0, 2.0]).scores, reference)
+    torch.testing.assert_close(explain(bert, batch, "saliency", target=torch.tensor([0.0, 1.0, 2.0])).scores,
+                               reference)
+
+
+def test_target_as_label_name(batch):
+    model = tiny_bert()  # its config has only HF's generic LABEL_0.. names
+    with pytest.raises(ExplainInputError, match="target 'positive': the model has no label names"):
+        explain(model, batch, "saliency", target="positive")
+    model.config.id2label = {0: "negative", 1: "positive", 2: "neutral"}
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    got = explain(model, batch, "saliency", target="Positive")
+    assert got.target.tolist() == [1, 1, 1]
+    torch.testing.assert_close(got.scores, explain(model, batch, "saliency", target=1).scores)
+    assert explain(model, batch, "saliency", target=["neutral", 0, "NEGATIVE"]).target.tolist() == [2, 0, 0]
+    with pytest.raises(ExplainInputError, match="target 'great' is not a label.*1='positive'"):
+        explain(model, batch, "saliency", target="great")
+
+
+def test_rows_of_only_special_tokens_or_padding(bert, batch):
+    only_special = {k: v.clone() for k, v in batch.items()}
+    only_special["input_ids"][1, :2] = torch.tensor([2, 3])  # [CLS] [SEP]
+    only_special["input_ids"][1, 2:] = PAD_ID
+    only_special["attention_mask"][1, 2:] = 0
+    with pytest.raises(ExplainInputError, match=r"input_ids row\(s\) \[1\] hold only special tokens"):
+        explain(bert, only_special, "saliency")
+    all_padding = {k: v.clone() for k, v in batch.items()}
+    all_padding["attention_mask"][2] = 0
+    with pytest.raises(ExplainInputError, match=r"input_ids row\(s\) \[2\]"):
+        explain(bert, all_padding, "rollout")
+
+
+@pytest.mark.parametrize("bad_id", [-1, 64, 1000])
+def test_token_ids_outside_the_vocabulary(bert, batch, bad_id):
+    ids = batch["input_ids"].clone()
+    ids[0, 1] = bad_id
+    with pytest.raises(ExplainInputError, match=rf"input_ids \[{bad_id}\] outside the vocabulary \(0\.\.63\)"):
+        explain(bert, {**batch, "input_ids": ids}, "saliency")
+
+
+@pytest.fixture(scope="module")
+def text_model():
+    """A tiny BERT over the real MiniLM vocabulary, with its tokenizer (offline)."""
+    from lab.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer("minilm")
+    model = tiny_bert(max_positions=64)
+    model.resize_token_embeddings(len(tokenizer))
+    return model, tokenizer
+
+
+def test_explain_text_rejects_special_only_text_and_non_strings(text_model):
+    from lab.explainers.base import explain_text
+
+    model, tokenizer = text_model
+    with pytest.raises(ExplainInputError, match="only special tokens"):
+        explain_text(model, tokenizer, ["a fine film", "[SEP]"], "saliency")
+    with pytest.raises(ExplainInputError, match="texts must be a str or a list of str"):
+        explain_text(model, tokenizer, ["a fine film", 3], "saliency")
+    with pytest.raises(ExplainInputError, match="empty"):
+        explain_text(model, tokenizer, "   ", "saliency")
+
+
+def test_explain_text_warns_when_it_truncates(text_model):
+    from lab.explainers.base import explain_text
+
+    model, tokenizer = text_model
+    text = "a long and winding review of a film " * 4
+    n = len(tokenizer(text)["input_ids"])
+    assert 16 < n <= 64
+    with pytest.warns(UserWarning, match=rf"sequence length {n} \(text 1\) exceeds max_length=16; truncating"):
+        got = explain_text(model, tokenizer, ["short one", text], "saliency", max_length=16)
+    assert got.scores.shape == (2, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        explain_text(model, tokenizer, text, "saliency", max_length=64)

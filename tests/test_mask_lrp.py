@@ -221,12 +221,12 @@ def test_sentence_figure_and_widgets_with_a_real_tokenizer():
     batch = dict(tok(["a fine film", "a dull , long film"], padding=True, return_tensors="pt"))
     run, cfg = _run(model=model, batch=batch, labels=(1, 0), tokenizer=tok)
     fig6 = ml.sentence_differences(run, ml.FIG6_SENTENCE, cfg)
-    assert len(fig6.axes) == 1 + len(ml.FIG6_BASELINES)
+    assert len(fig6.axes) == 1 + len(ml.FIG6_BASELINES) + 1  # panels + the shared colour bar of the signed Δs
     tokens, scores, _ = ml.sentence_scores(run, ml.FIG6_SENTENCE, ["mask_lrp", "chefer"], cfg)
     assert tokens[:3] == ["it", "'", "s"] and all(float(s.abs().max()) == pytest.approx(1.0) for s in scores.values())
     render = ml.widget_renderer({"sst2": run}, cfg)
     fig = render("sst2", "a fine ||| film", "mask_lrp", "rollout", 0.0, 0.3, False)
-    assert len(fig.axes) == 3
+    assert len(fig.axes) == 3 + 1  # method, baseline, Δ, and the shared colour bar of the signed Δ
     with pytest.raises(ml.ExperimentError):
         render("sst2", "  ", "mask_lrp", "rollout", 0.1, 0.8, True)
     assert len(ml.heads_renderer({"sst2": run}, cfg)(0.0, 0.5, True).axes) >= 2

@@ -110,3 +110,111 @@ def test_curves_matrix_and_scatter():
     assert fig.axes[0].get_xscale() == "log" and len(fig.axes[0].texts) == 2
     fig = bar_table({"a": {"x": 1, "y": 2}, "b": {"x": 3}}, paper={"a": {"x": 1.5, "y": None}})
     assert len(fig.axes[0].patches) == 4
+
+
+# ---- paper style, umask, colour bars, legends (issue 16 item 7) --------------------------------------------------
+
+
+def _renderer(fig):
+    """Lay the figure out and draw it (as save_figure would) and return the renderer, for bounding boxes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def _curves():
+    return perturbation_curves([0, 0.5, 1], {"a": [1, 0.5, 0.2], "b": [1, 0.8, 0.6]})
+
+
+def test_save_figure_embeds_truetype_not_type3_fonts(lab_dirs):
+    import matplotlib as mpl
+
+    with mpl.rc_context({"pdf.fonttype": 3}):  # matplotlib's own default: Type 3 fonts
+        pdf = save_figure(_curves(), "01_demo", "fonts", formats=("pdf",))[0].read_bytes()
+    assert b"/Subtype /Type3" not in pdf
+    assert b"/Subtype /TrueType" in pdf or b"/Subtype /CIDFontType2" in pdf  # TrueType outlines (Type 42)
+
+
+def test_lab_viz_figures_use_the_colour_blind_palette_on_screen():
+    import matplotlib as mpl
+    from matplotlib.colors import to_hex
+
+    from lab.viz import COLORBLIND
+
+    assert to_hex(mpl.rcParams["axes.prop_cycle"].by_key()["color"][0]) != COLORBLIND[0]  # not set globally
+    lines = _curves().axes[0].get_lines()
+    assert [to_hex(line.get_color()) for line in lines] == COLORBLIND[:2]
+    bars = bar_table({"a": {"x": 1}, "b": {"x": 2}}).axes[0].patches
+    assert [to_hex(p.get_facecolor()) for p in bars] == COLORBLIND[:2]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_save_figure_files_follow_the_umask(lab_dirs, umask, mode):
+    import os
+
+    old = os.umask(umask)
+    try:
+        paths = save_figure(_curves(), "01_demo", "perms")
+    finally:
+        os.umask(old)
+    assert [p.stat().st_mode & 0o777 for p in paths] == [mode, mode]
+
+
+def test_signed_token_heatmap_has_a_labelled_zero_centred_colour_bar():
+    fig = token_heatmap(["good", "bad", "ok"], [2.0, -1.0, 0.5], colorbar_label="relevance")
+    text_ax, bar_ax = fig.axes
+    assert bar_ax.get_xlim() == (-2.0, 2.0)  # zero-centred
+    from matplotlib.collections import QuadMesh
+
+    assert [c.cmap.name for c in bar_ax.collections if isinstance(c, QuadMesh)] == ["RdBu_r"]  # diverging
+    assert bar_ax.get_xlabel() == "relevance"
+    renderer = _renderer(fig)
+    assert not bar_ax.get_tightbbox(renderer).overlaps(text_ax.get_window_extent(renderer))
+    assert bar_ax.get_tightbbox(renderer).y0 >= 0  # ticks and label inside the figure
+    assert len(token_heatmap(["a", "b"], [0.0, 1.0]).axes) == 1  # unsigned: sequential, no bar
+    host = Figure(figsize=(6, 2))
+    token_heatmap(["a", "b"], [-1.0, 1.0], ax=host.add_subplot())
+    assert len(host.axes) == 2 and host.axes[1].get_xlabel() == "score"
+
+
+def test_token_heatmap_panels_get_one_bar_per_signed_panel_or_one_shared():
+    panels = [("signed", ["a", "b"], [-1.0, 1.0]), ("unsigned", ["c"], [1.0]), ("signed too", ["d"], [-0.5])]
+    assert len(token_heatmap_panels(panels).axes) == 3 + 2
+    shared = token_heatmap_panels(panels, shared_scale=True)
+    assert len(shared.axes) == 3 + 1
+    assert [ax.get_title(loc="left") for ax in shared.axes[:3]] == ["signed", "unsigned", "signed too"]
+
+
+def _legends_clear_of_data(fig):
+    renderer = _renderer(fig)
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert legends
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes), legend
+
+
+def test_curve_legends_sit_outside_the_data():
+    _legends_clear_of_data(_curves())
+    _legends_clear_of_data(bar_table({"a": {"x": 1, "y": 2}, "b": {"x": 3, "y": 1}}))
+
+
+def test_notebook_curve_figures_keep_legends_off_the_data():
+    from lab.experiments import chefer_bert, mask_lrp
+
+    bins = [0.01, 0.05, 0.1, 0.2, 0.5]
+    curve = {"comprehensiveness": [0.1, 0.2, 0.3, 0.4, 0.5], "sufficiency": [0.5, 0.4, 0.3, 0.2, 0.1]}
+    faith = {"bins": bins, "curves": {m: curve for m in ("chefer", "rollout", "lrp")},
+             "rows": {m: {"comprehensiveness": 0.3, "sufficiency": 0.2} for m in ("chefer", "rollout", "lrp")}}
+    _legends_clear_of_data(chefer_bert.faithfulness_plot(faith))
+    fig3 = {"ks": [10, 20], "n": {"chefer": 5, "rollout": 5}, "macro": {"chefer": [0.2, 0.3], "rollout": [0.1, 0.2]},
+            "micro": {"chefer": [0.2, 0.3], "rollout": [0.1, 0.2]}}
+    _legends_clear_of_data(chefer_bert.figure3_plot(fig3))
+    fractions = [0.1, 0.2, 0.3]
+    evaluation = {"methods": {m: {"aopc_curve": [0.1, 0.2, 0.3], "lodds_curve": [-0.1, -0.2, -0.3]}
+                              for m in ("rollout", "chefer", "mask_lrp")}}
+    fig = mask_lrp.curves_figure(evaluation, {"fractions": fractions})
+    _legends_clear_of_data(fig)
+    assert sum(ax.get_legend() is not None for ax in fig.axes) == 1

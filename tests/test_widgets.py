@@ -61,9 +61,24 @@ def test_export_writes_figure_files(lab_dirs):
     assert [p.name for p in paths] == ["curve_chefer_k4.png", "curve_chefer_k4.pdf"]
     assert all(p.parent == lab_dirs["figures"] / "05_demo" and p.stat().st_size > 0 for p in paths)
     c.widgets["k"].value = 9
+    c.run_button.click()
     c.export_button.click()
     assert (lab_dirs["figures"] / "05_demo" / "curve_chefer_k9.png").exists()
     assert "saved" in c.status.value
+
+
+def test_export_saves_what_was_rendered_named_by_the_values_that_rendered_it(lab_dirs):
+    render = Recorder()
+    c = controls(render, export=("02_demo", "map_{method}_k{k}"), method=["chefer", "rollout"], k=(1, 10, 1, 4))
+    shown = c.run()
+    c.widgets["method"].value = "rollout"  # changed without Run: the screen still shows chefer
+    c.widgets["k"].value = 9
+    c.export_button.click()
+    assert "saved" in c.status.value and len(render.calls) == 1  # no silent re-render
+    assert sorted(p.name for p in (lab_dirs["figures"] / "02_demo").iterdir()) == ["map_chefer_k4.pdf",
+                                                                                 "map_chefer_k4.png"]
+    assert c.figure is shown and c.rendered_values["method"] == "chefer"
+    assert shown.axes[0].get_legend().get_texts()[0].get_text() == "chefer"
 
 
 def test_errors_in_callbacks_are_one_line_messages():

@@ -464,11 +464,12 @@ def figure3_results(ctx: Context, maps: Mapping[str, torch.Tensor], unit: str | 
     return out
 
 
+@lab.viz.paper_style()
 def figure3_plot(fig3: Mapping, which: str = "macro"):
     """Fig. 3: token-F1 vs k, one line per method (paper methods solid, beyond-the-paper methods dashed)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9.5, 3.6), layout="constrained")
+    fig = Figure(figsize=(11, 3.6), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, kind, title in zip(axes, ("macro", "micro"), ("per-document F1 (ERASER macro, reported)",
                                                           "pooled F1 (micro)")):
@@ -481,7 +482,7 @@ def figure3_plot(fig3: Mapping, which: str = "macro"):
         ax.set_ylabel("token F1")
         ax.set_title(title, fontsize=10)
         ax.set_xticks(fig3["ks"])
-    axes[0].legend(fontsize=7)
+    lab.viz.legend_outside(axes[1], fontsize=7)  # same methods and styles in both panels
     return fig
 
 
@@ -524,11 +525,12 @@ def _width(ctx: Context, idx) -> int:
     return max(int(ctx.valid[idx].sum(1).max()), 1)
 
 
+@lab.viz.paper_style()
 def faithfulness_plot(faith: Mapping):
     """Comprehensiveness and sufficiency per bin (fraction of word pieces deleted / kept), one line per method."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9.5, 3.4), layout="constrained")
+    fig = Figure(figsize=(12, 3.4), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, kind, better in zip(axes, ("comprehensiveness", "sufficiency"), ("higher", "lower")):
         for method, c in faith["curves"].items():
@@ -541,7 +543,7 @@ def faithfulness_plot(faith: Mapping):
         ax.set_xlabel("top word pieces deleted" if kind == "comprehensiveness" else "top word pieces kept")
         ax.set_ylabel("p(y|x) − p(y|x')")
         ax.set_title(f"{kind} ({better} is better; AOPC in legend)", fontsize=10)
-        ax.legend(fontsize=7)
+        lab.viz.legend_outside(ax, fontsize=7)  # each panel's own AOPC values
     return fig
 
 

@@ -45,7 +45,7 @@ from lab.metrics.perturbation import MASK_LRP_FRACTIONS, aopc_lodds
 from lab.models.adapters import get_adapter
 from lab.models.training import fine_tune_preset, torch_threads
 from lab.results import Results
-from lab.viz import heatmap_matrix, perturbation_curves, token_heatmap_panels
+from lab.viz import heatmap_matrix, legend_outside, paper_style, perturbation_curves, token_heatmap_panels
 
 NOTEBOOK = "03_mask_lrp"
 DATASETS = ("sst2", "imdb", "yelp", "snli")
@@ -497,9 +497,10 @@ def table1_frame(evals: Mapping[str, dict]):
 # ---- Figure 3: curves against k ---------------------------------------------------------------------------------
 
 
+@paper_style()
 def curves_figure(evaluation: Mapping, cfg: Mapping, title: str = "SST-2") -> Figure:
     """Figure 3: AOPC(k) and LOdds(k) for every method (random mask: mean over seeds)."""
-    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    fig = Figure(figsize=(11.5, 3.8), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     order = [*BASELINES, "random_mask", "mask_lrp"]
     methods = {m: evaluation["methods"][m] for m in order if m in evaluation["methods"]}
@@ -508,8 +509,8 @@ def curves_figure(evaluation: Mapping, cfg: Mapping, title: str = "SST-2") -> Fi
                         xlabel="k (fraction of tokens replaced by [PAD])", title=f"{title}: AOPC")
     perturbation_curves(x, {LABELS[m]: v["lodds_curve"] for m, v in methods.items()}, ax=ax2, ylabel="LOdds(k) ↓",
                         xlabel="k (fraction of tokens replaced by [PAD])", title=f"{title}: LOdds")
-    ax1.legend(fontsize=7)
-    ax2.get_legend().remove()
+    ax1.get_legend().remove()
+    legend_outside(ax2, fontsize=7)  # one legend for both panels, beside the data
     return fig
 
 

@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
+import re
+import types
+import typing
 import warnings
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Callable
 
 import torch
@@ -161,11 +166,78 @@ def model_guard(model: nn.Module):
 # ---- explain() ----------------------------------------------------------------------------------------
 
 
-def _check_target(target, batch: int, n_classes: int) -> torch.Tensor | None:
+_SIMPLE_TYPES = (bool, int, float, str, type(None))
+
+
+def _accepted_types(fn, name: str, default) -> tuple[type, ...] | None:
+    """The simple types (bool, int, float, str, None) parameter `name` of `fn` takes, from its annotation (else
+    its default); None when the parameter takes something richer (a tensor, a model), which is not checked here."""
+    hint = typing.get_type_hints(fn).get(name)
+    if hint is None:
+        return None if default is None else (type(default),)
+    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return kinds if all(k in _SIMPLE_TYPES for k in kinds) else None
+
+
+def _as_type(value, kinds: tuple[type, ...]):
+    """`value` as one of `kinds`, or _MISSING: ints take integral floats (1.0 -> 1), floats take any real number,
+    bools only bools (True is not a number here)."""
+    if isinstance(value, bool) or value is None:
+        return value if type(value) in kinds else _MISSING
+    if int in kinds and isinstance(value, Real) and float(value).is_integer():
+        return int(value)
+    if float in kinds and isinstance(value, Real):
+        return value
+    return value if str in kinds and isinstance(value, str) else _MISSING
+
+
+def _check_params(spec: ExplainerSpec, params: dict) -> dict:
+    """The method parameters with names and simple types checked against the explainer's signature."""
+    accepted = dict(list(inspect.signature(spec.fn).parameters.items())[3:])  # after (adapter, inputs, target)
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        names = ", ".join(f"{n}={p.default!r}" for n, p in accepted.items()) or "no parameters"
+        raise ExplainInputError(f"explainer {spec.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                                f"it accepts: {names}")
+    checked = dict(params)
+    for name, value in params.items():
+        kinds = _accepted_types(spec.fn, name, accepted[name].default)
+        if kinds is None:
+            continue
+        checked[name] = _as_type(value, kinds)
+        if checked[name] is _MISSING:
+            wanted = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+            raise ExplainInputError(f"explainer {spec.name!r}: parameter {name!r} must be {wanted}, got {value!r} "
+                                    f"({type(value).__name__})")
+    return checked
+
+
+def _class_index(value, id2label: dict) -> int:
+    """One target entry as a class index: an int, an integral float (1.0), or a label name of config.id2label."""
+    if isinstance(value, str):
+        by_name = {str(name).lower(): int(i) for i, name in (id2label or {}).items()}
+        if value.lower() in by_name:
+            return by_name[value.lower()]
+        if not by_name or all(re.fullmatch(r"label_\d+", n) for n in by_name):
+            raise ExplainInputError(f"target {value!r}: the model has no label names (config.id2label); "
+                                    "pass a class index")
+        raise ExplainInputError(f"target {value!r} is not a label of the model; labels: "
+                                + ", ".join(f"{i}={n!r}" for i, n in sorted(id2label.items())))
+    index = _as_type(value.item() if hasattr(value, "item") else value, (int,))
+    if index is _MISSING:
+        raise ExplainInputError(f"target {value!r} ({type(value).__name__}) is not a class index: pass an int, a "
+                                "label name, a list of them (one per example), or None for the predicted class")
+    return index
+
+
+def _check_target(target, batch: int, n_classes: int, id2label: dict | None = None) -> torch.Tensor | None:
     """The given target as a [batch] long tensor (None stays None: the predicted class)."""
     if target is None:
         return None
-    target = torch.as_tensor(target).long().reshape(-1)
+    entries = target.reshape(-1).tolist() if hasattr(target, "tolist") else target  # tensors, numpy arrays
+    if isinstance(entries, (str, bytes)) or not hasattr(entries, "__iter__"):
+        entries = [entries]
+    target = torch.tensor([_class_index(v, id2label) for v in entries], dtype=torch.long)
     if target.numel() == 1 and batch > 1:
         target = target.expand(batch)
     if target.numel() != batch:
@@ -173,6 +245,21 @@ def _check_target(target, batch: int, n_classes: int) -> torch.Tensor | None:
     if (target < 0).any() or (target >= n_classes).any():
         raise ExplainInputError(f"target {target.tolist()} out of range: the model has {n_classes} classes (0..{n_classes - 1})")
     return target
+
+
+def _check_tokens(adapter: Adapter, prepared: dict) -> None:
+    """Text inputs: token ids inside the vocabulary, and every row with at least one content token."""
+    if adapter.modality != "text":
+        return
+    ids, vocab = prepared["input_ids"], adapter.config.vocab_size
+    bad = ids[(ids < 0) | (ids >= vocab)]
+    if bad.numel():
+        raise ExplainInputError(f"input_ids {sorted(set(bad.tolist()))[:5]} outside the vocabulary (0..{vocab - 1}); "
+                                "tokenize with the model's own tokenizer")
+    empty = (~(adapter.valid_mask(prepared) & ~adapter.special_mask(prepared))).all(-1).nonzero().flatten()
+    if empty.numel():
+        raise ExplainInputError(f"input_ids row(s) {empty.tolist()} hold only special tokens or padding: nothing "
+                                "to explain; every example needs at least one content token")
 
 
 def _tokens(inputs, tokenizer):
@@ -186,8 +273,11 @@ def explain(model: nn.Module, inputs, method: str, target=None, *, tokenizer=Non
     """Explain `model`'s prediction(s) on a batch with the registered `method`.
 
     inputs: a tokenizer output (text) or pixel values / an image-processor output (vision).
-    target: class index per example (or one for all); default the predicted class.
-    params: method parameters (see `lab.EXPLAINERS[method].fn`); all are recorded in the Explanation.
+    target: class index or label name (`config.id2label`, case-insensitive) per example, or one for all; an
+    integral float (1.0) counts as its int, any other float is an error; default the predicted class.
+    params: method parameters (see `lab.EXPLAINERS[method].fn`), checked against its signature (names, and the
+    types bool/int/float/str of its annotations); all are recorded in the Explanation.
+    Bad input raises ExplainInputError naming the parameter, before any model work.
     """
     if method not in EXPLAINERS:
         raise ExplainInputError(f"unknown explainer {method!r}; available: {', '.join(EXPLAINERS)}")
@@ -195,6 +285,7 @@ def explain(model: nn.Module, inputs, method: str, target=None, *, tokenizer=Non
     adapter = get_adapter(model)
     if adapter.modality not in spec.modalities:
         raise ExplainInputError(f"explainer {method!r} does not apply to {adapter.modality} models")
+    params = _check_params(spec, params)
     try:
         prepared = adapter.prepare(inputs)
     except ExplainInputError as exc:
@@ -203,8 +294,9 @@ def explain(model: nn.Module, inputs, method: str, target=None, *, tokenizer=Non
             prepared = adapter.prepare(adapter.truncate({k: torch.as_tensor(v) for k, v in inputs.items()}))
         else:
             raise
+    _check_tokens(adapter, prepared)
     valid, special = adapter.valid_mask(prepared), adapter.special_mask(prepared)
-    tgt = _check_target(target, valid.shape[0], adapter.num_labels)
+    tgt = _check_target(target, valid.shape[0], adapter.num_labels, getattr(adapter.config, "id2label", None))
     if tgt is not None:
         tgt = tgt.to(adapter.device)
     with model_guard(model):
@@ -237,12 +329,19 @@ def explain(model: nn.Module, inputs, method: str, target=None, *, tokenizer=Non
 
 def explain_text(model: nn.Module, tokenizer, texts, method: str, target=None, *, text_pairs=None,
                  max_length: int = 512, **params) -> Explanation:
-    """`explain` on raw text: tokenises (padding, truncation to max_length) and keeps the tokens."""
+    """`explain` on raw text: tokenises (padding, truncation to max_length, with a warning naming the lengths when
+    it cuts) and keeps the tokens."""
     if isinstance(texts, str):
         texts = [texts]
         text_pairs = [text_pairs] if isinstance(text_pairs, str) else text_pairs
-    if not texts or any(not t or not t.strip() for t in texts):
+    if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+        raise ExplainInputError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+    if not texts or any(not t.strip() for t in texts):
         raise ExplainInputError("empty input: every text must contain at least one non-space character")
+    full = [len(ids) for ids in tokenizer(list(texts), text_pairs, verbose=False)["input_ids"]]
+    if max(full) > max_length:
+        warnings.warn(f"sequence length {max(full)} (text {full.index(max(full))}) exceeds max_length={max_length}; "
+                      "truncating (pass a larger max_length, up to the model's maximum)", stacklevel=2)
     inputs = tokenizer(list(texts), text_pairs, padding=True, truncation=True, max_length=max_length,
                        return_tensors="pt")
     return explain(model, inputs, method, target, tokenizer=tokenizer, **params)

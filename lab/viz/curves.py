@@ -1,4 +1,6 @@
-"""Curves, matrices and summary plots: perturbation curves, head masks / correlation matrices, cost vs quality."""
+"""Curves, matrices and summary plots: perturbation curves, head masks / correlation matrices, cost vs quality.
+
+Every function draws under ``paper_style()``; legends sit to the right of the data area, never on it."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -6,7 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from lab.viz.style import figure_axes
+from lab.viz.style import figure_axes, legend_outside, paper_style
 
 
 def _values(x) -> np.ndarray:
@@ -15,6 +17,7 @@ def _values(x) -> np.ndarray:
     return np.asarray(x, dtype=float)
 
 
+@paper_style()
 def perturbation_curves(fractions: Sequence[float], curves: Mapping[str, Sequence[float]], ax=None,
                         ylabel: str = "accuracy", xlabel: str = "fraction of tokens removed",
                         title: str | None = None, legend_values: Mapping[str, float] | None = None,
@@ -24,7 +27,7 @@ def perturbation_curves(fractions: Sequence[float], curves: Mapping[str, Sequenc
     ``legend_values`` (e.g. each method's AUC, computed by ``lab.metrics``) are appended to the labels.
     """
     x = _values(fractions)
-    fig, ax = figure_axes(ax, figsize=(4, 3))
+    fig, ax = figure_axes(ax, figsize=(5.2, 3))  # room for the legend beside the axes
     for name, ys in curves.items():
         y = _values(ys)
         if y.shape != x.shape:
@@ -36,10 +39,11 @@ def perturbation_curves(fractions: Sequence[float], curves: Mapping[str, Sequenc
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
-    ax.legend()
+    legend_outside(ax)
     return fig
 
 
+@paper_style()
 def heatmap_matrix(matrix, row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
                    ax=None, annot: bool = True, fmt: str = ".2f", cmap: str = "viridis",
                    vmin: float | None = None, vmax: float | None = None, title: str | None = None,
@@ -78,6 +82,7 @@ def heatmap_matrix(matrix, row_labels: Sequence[str] | None = None, col_labels: 
     return fig
 
 
+@paper_style()
 def bar_table(rows: Mapping[str, Mapping[str, float]], ax=None, ylabel: str | None = None,
               title: str | None = None, paper: Mapping[str, Mapping[str, float]] | None = None) -> Figure:
     """Grouped bars: one group per column, one bar per row (method). ``rows[method][column] = value``.
@@ -102,10 +107,11 @@ def bar_table(rows: Mapping[str, Mapping[str, float]], ax=None, ylabel: str | No
     ax.set_ylabel(ylabel or "")
     if title:
         ax.set_title(title)
-    ax.legend()
+    legend_outside(ax)
     return fig
 
 
+@paper_style()
 def scatter_cost_quality(points: Mapping[str, tuple[float, float]], ax=None,
                          xlabel: str = "seconds per example", ylabel: str = "quality",
                          logx: bool = True, title: str | None = None) -> Figure:

@@ -6,7 +6,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from lab.viz.style import figure_axes
+from lab.viz.style import figure_axes, paper_style
 
 
 def _array(x) -> np.ndarray:
@@ -61,6 +61,7 @@ def _as_map(heatmap) -> np.ndarray:
     return m
 
 
+@paper_style()
 def overlay(image, heatmap, ax=None, alpha: float = 0.5, cmap: str = "jet", normalize: bool = True,
             title: str | None = None) -> Figure:
     """``heatmap`` (any resolution; upsampled bilinearly to the image size) drawn over ``image``.
@@ -81,6 +82,7 @@ def overlay(image, heatmap, ax=None, alpha: float = 0.5, cmap: str = "jet", norm
     return fig
 
 
+@paper_style()
 def image_grid(images: Sequence, maps, row_titles: Sequence[str] | None = None,
                col_titles: Sequence[str] | None = None, show_input: bool = True, alpha: float = 0.5,
                cmap: str = "jet", cell_in: float = 1.6) -> Figure:

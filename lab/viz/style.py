@@ -1,8 +1,10 @@
 """One look for every figure, and the one function that exports figures.
 
-``paper_style()`` is a context manager (and decorator) with consistent fonts and a colour-blind palette;
+``paper_style()`` is a context manager (and decorator) with consistent fonts and a colour-blind palette; every
+``lab.viz`` plotting function runs under it, so its figures look the same on screen and on paper.
 ``use_paper_style()`` applies the same settings for the rest of a session (a notebook's first cell).
-``save_figure(fig, notebook, name)`` writes ``figures/<notebook>/<name>.png`` and ``.pdf``.
+``save_figure(fig, notebook, name)`` writes ``figures/<notebook>/<name>.png`` and ``.pdf`` under ``PAPER_RC``
+(TrueType fonts in PDFs), with the permissions the process umask gives new files.
 """
 from __future__ import annotations
 
@@ -57,6 +59,17 @@ def use_paper_style() -> None:
     mpl.rcParams.update(PAPER_RC)
 
 
+def legend_outside(ax, **kwargs):
+    """The axes' legend to the right of its data area (never on the curves); ``kwargs`` go to ``ax.legend``."""
+    return ax.legend(**{"loc": "center left", "bbox_to_anchor": (1.02, 0.5), "borderaxespad": 0.0, **kwargs})
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _check_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not _SAFE_NAME.match(name):
         raise ValueError(f"save_figure: {kind} {name!r} must be letters, digits, '.', '_', '+' or '-'")
@@ -68,12 +81,13 @@ def save_figure(fig, notebook: str, name: str, formats: Iterable[str] = ("png", 
     """Write ``figures_dir()/<notebook>/<name>.<fmt>`` for each format; returns the paths written.
 
     Each file is written to a temporary name first and moved into place, so a reader never sees a
-    half-written figure. PDFs carry no creation date, so re-running gives identical files.
+    half-written figure. PDFs carry no creation date, so re-running gives identical files. The figure is
+    saved under ``PAPER_RC`` (TrueType, not Type 3, fonts in PDFs); files get mode 0666 less the umask.
     """
     out_dir = config.figures_dir() / _check_name("notebook", notebook)
     _check_name("name", name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths, mode = [], 0o666 & ~_umask()
     for fmt in formats:
         fmt = fmt.lower().lstrip(".")
         path = out_dir / f"{name}.{fmt}"
@@ -81,8 +95,10 @@ def save_figure(fig, notebook: str, name: str, formats: Iterable[str] = ("png", 
         fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=f".{fmt}")
         os.close(fd)
         try:
-            fig.savefig(tmp, format=fmt, dpi=dpi or PAPER_RC["savefig.dpi"], bbox_inches="tight",
-                        metadata=metadata)
+            with paper_style():
+                fig.savefig(tmp, format=fmt, dpi=dpi or PAPER_RC["savefig.dpi"], bbox_inches="tight",
+                            metadata=metadata)
+            os.chmod(tmp, mode)  # mkstemp creates 0600 whatever the umask
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
