@@ -385,7 +385,7 @@ def curves_figure(table1: Mapping):
     cols = [c for c in TABLE1_DIRECTION if c in table1["curves"]]
     names = list(dict.fromkeys(k for c in cols for k in table1["curves"][c]))
     colour = {k: lab.viz.COLORBLIND[i % len(lab.viz.COLORBLIND)] for i, k in enumerate(names)}
-    fig = Figure(figsize=(4.2 * len(cols), 3.2), layout="constrained")
+    fig = Figure(figsize=(5.6 * len(cols), 3.2), layout="constrained")
     axes = fig.subplots(1, len(cols), squeeze=False)[0]
     for ax, col in zip(axes, cols):
         curves = {LABELS.get(k, k): v for k, v in table1["curves"][col].items()}
@@ -395,7 +395,7 @@ def curves_figure(table1: Mapping):
                                     legend_values=aucs, legend_fmt="{name} ({value:.1f})")
         for line, k in zip(ax.get_lines(), table1["curves"][col]):  # one colour per method in every panel
             line.set_color(colour[k])
-        ax.legend()
+        lab.viz.legend_outside(ax)  # re-drawn with the new colours, off the curves
     return fig
 
 
