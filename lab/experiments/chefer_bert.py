@@ -79,7 +79,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 COMMON = dict(dataset="movies", split="test", model=None, checkpoint=None, methods=PAPER_METHODS + EXTRA_METHODS,
               pair_methods=PAIR_METHODS, ks=KS, bins=ERASER_BINS, seed=0, ig_batch_size=1, ig_internal_batch=8,
               overlap_below=0.5, mirror_below=-0.2, support_top=20, sep_majority=0.5, accuracy_target=0.85,
-              f1_step_tolerance=0.01, f1_unit="word_piece", use_cache=True, progress=True)
+              f1_step_tolerance=0.01, f1_unit="word", use_cache=True, progress=True)
 CACHE_KIND = "chefer_bert"
 CACHE_VERSION = 1
 
