@@ -45,6 +45,7 @@ use_cache = None  # False: recompute the cached maps and metrics (None: the prof
 
 # %%
 import lab
+lab.config.set_profile(profile)  # outputs go to this profile's folders, whoever runs the notebook
 from lab.experiments import chefer_bert as cb
 from lab.results import claims_markdown, table_frame
 from lab.widgets import controls
