@@ -1,6 +1,7 @@
 # lab: reproduce five Transformer-interpretability papers from notebooks.
 #   make test       unit tests, then every notebook executed under the smoke profile
 #   make reproduce  every notebook under the default profile -> results/, figures/, notebooks/_executed/
+#                   (other profiles: results/<profile>/, figures/<profile>/, notebooks/_executed/<profile>/)
 #   make lab        JupyterLab on notebooks/
 # Override any variable on the command line, e.g. `make reproduce LAB_DATA_DIR=/data/lab VENV=~/venvs/lab`.
 
@@ -39,8 +40,9 @@ reproduce: $(INSTALLED)
 paper: $(INSTALLED)
 	$(PYTHON) -m lab reproduce --profile paper --if-changed
 
+# JupyterLab refuses to start as root without --allow-root. No LAB_PROFILE: each notebook's `profile` decides.
 lab: $(INSTALLED)
-	$(VENV)/bin/jupyter lab notebooks/
+	env -u LAB_PROFILE $(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: $(INSTALLED)
 	$(PYTHON) -m lab bench

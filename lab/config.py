@@ -38,7 +38,11 @@ def default_seed() -> int:
 # A notebook's `profile` parameter decides where its outputs go, whoever executes it (the runner or JupyterLab):
 # `default` writes results/, figures/ and notebooks/_executed/; any other profile writes <dir>/<profile>/, so
 # nothing of one profile ever lands in another's files.
-PROFILES = ("smoke", "default", "paper")
+PROFILES = {  # name -> what it means; notebooks read `profile` in their parameters cell and size themselves
+    "smoke": "tiny models and a handful of examples: checks that every notebook runs end to end",
+    "default": "the workbook's numbers: reduced sample sizes that run on a laptop CPU",
+    "paper": "the papers' sample sizes where the offline data allows (hours on a CPU)",
+}
 DEFAULT_PROFILE = "default"
 _current_profile: str | None = None
 

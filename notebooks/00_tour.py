@@ -32,6 +32,7 @@ seed = 0
 
 # %%
 import lab
+lab.config.set_profile(profile)  # outputs go to this profile's folders, whoever runs the notebook
 from lab.experiments.tour import explain_sentence, explanation_panels, render_sentence, tour_results
 from lab.models.training import fine_tune_preset
 from lab.widgets import controls

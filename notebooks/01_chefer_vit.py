@@ -45,6 +45,7 @@ seed = 0
 
 # %%
 import lab
+lab.config.set_profile(profile)  # outputs go to this profile's folders, whoever runs the notebook
 from IPython.display import Markdown, display
 from lab.experiments import chefer_vit as cv
 from lab.results import claims_markdown, table_frame

@@ -46,6 +46,7 @@ f1_unit = "word"  # Fig. 3 unit for the claims: "word" (the authors' pipeline: m
 
 # %%
 import lab
+lab.config.set_profile(profile)  # outputs go to this profile's folders, whoever runs the notebook
 from lab.experiments import chefer_bert as cb
 from lab.results import claims_markdown, table_frame
 from lab.widgets import controls

@@ -56,6 +56,7 @@ example_index = 0  # the deletion-set example shown in the Fig. 2-style panel
 import pandas as pd
 
 import lab
+lab.config.set_profile(profile)  # outputs go to this profile's folders, whoever runs the notebook
 from lab.experiments import wu_ong as wo
 from lab.results import claims_markdown, table_frame
 from lab.widgets import controls

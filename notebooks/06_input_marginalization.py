@@ -62,6 +62,7 @@ use_cache = None  # False: recompute the memoised explanations and metrics (None
 
 # %%
 import lab
+lab.config.set_profile(profile)  # outputs go to this profile's folders, whoever runs the notebook
 from lab.experiments import input_marginalization as im
 from lab.results import claims_markdown, table_frame
 from lab.widgets import controls

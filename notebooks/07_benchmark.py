@@ -63,6 +63,7 @@ use_cache = None  # False: recompute the memoised explanations and metrics (None
 
 # %%
 import lab
+lab.config.set_profile(profile)  # outputs go to this profile's folders, whoever runs the notebook
 from IPython.display import Markdown, display
 from lab.experiments import benchmark as B
 from lab.results import claims_markdown
