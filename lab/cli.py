@@ -1,4 +1,4 @@
-"""python -m lab data | explainers | reproduce | bench | benchmark"""
+"""python -m lab data | explainers | reproduce | plan | bench | benchmark"""
 from __future__ import annotations
 
 import argparse
@@ -29,6 +29,12 @@ def _reproduce(argv) -> int:
     return main_reproduce(argv)
 
 
+def _plan(argv) -> int:
+    from lab.plan import main
+
+    return main(argv)
+
+
 def _bench(argv) -> int:
     from lab.bench import main
 
@@ -49,6 +55,7 @@ COMMANDS = {
     "data": (_data, "print path, split sizes, label balance and OK/missing for every dataset"),
     "explainers": (_explainers, "list registered explainers with their paper references"),
     "reproduce": (_reproduce, "execute numbered notebooks headless under a profile (smoke|default|paper)"),
+    "plan": (_plan, "what reproduce would train and execute, with expected times (trains and loads nothing)"),
     "bench": (_bench, "time every explainer relative to one forward+backward pass"),
     "benchmark": (_benchmark, "every explainer x every metric on the fine-tuned models (notebook 07)"),
 }
