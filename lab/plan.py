@@ -12,21 +12,23 @@ from pathlib import Path
 
 from lab import cache, config
 
-# Measured on this 2-core machine, quiet, 2 threads (issue 20's cold `make reproduce`, 2026-12; the per-notebook
-# times with models cached from the README's column A, 2026-11-23, idle). One place for every recorded timing.
+# One place for every recorded timing (seconds, this 2-core machine). "notebook": execution with models cached, the
+# README's column A (2026-11-23, idle, 2 threads). "model": training times recorded in the README (2026-11-23, some
+# under load: upper bounds) except imdb 236 s (issue 20's quiet cold run, 2026-12); "mlm" is an estimate for the
+# 2000-step budget (a loaded-machine probe ran 0.45 CPU-s/step). Replace with a quiet cold run's metrics.json values.
 TIMINGS = {
     "notebook": {"00_tour": 16, "01_chefer_vit": 138, "02_chefer_bert": 780, "03_mask_lrp": 648, "04_wu_ong": 74,
                  "05_jain_wallace": 342, "06_input_marginalization": 318, "07_benchmark": 516},
-    "model": {"sst2": 894, "movies": 1200, "imdb": 236, "yelp": 300, "snli": 600, "sst5": 300, "pair": 200,
-              "vit": 340, "mlm": 600, "causal_lm": 420, "textclf": 400, "rnn": 200},
+    "model": {"sst2": 894, "movies": 1138, "imdb": 236, "yelp": 800, "snli": 975, "sst5": 215, "pair": 215,
+              "vit": 726, "mlm": 900, "causal_lm": 420, "cnn": 472, "lstm": 910, "rnn": 2070},
 }
 NOTEBOOKS = tuple(TIMINGS["notebook"])
 
 
-def _fine_tune(dataset: str, profile: str, label: str, **overrides):
+def _fine_tune(dataset: str, profile: str, label: str, seed: int = 0, **overrides):
     from lab.models.training import checkpoint_path
 
-    return label, checkpoint_path(dataset, profile=profile, **overrides), dataset, False
+    return label, checkpoint_path(dataset, profile=profile, seed=seed, **overrides), dataset, False
 
 
 def _by_name(kind: str, prefix: str, label: str, timing: str):
@@ -59,17 +61,17 @@ def models_for(notebook: str, profile: str = "default") -> list[tuple[str, Path,
         for d in cfg["datasets"]:
             for role, seed in (("main", 0), ("pair", 0), ("pair", 1)):
                 prof, over = wu_ong.model_recipe(d, cfg, role, seed)
-                label, path, timing, approx = _fine_tune(d, prof, f"{d} MiniLM ({role}, seed {seed})", **over)
+                label, path, timing, approx = _fine_tune(d, prof, f"{d} MiniLM ({role}, seed {seed})", seed, **over)
                 out.append((label, path, timing if role == "main" else "pair", approx))
         return list({o[1]: o for o in out}.values())
     if notebook == "05_jain_wallace":
-        return [sst2, _by_name("rnn", "", "J&W RNN encoders (each)", "rnn")]
+        return [sst2, _by_name("rnn", "", "J&W RNN encoders (10)", "rnn")]
     if notebook == "06_input_marginalization":
         return [sst2, ("masked LM", mlm.mlm_path(mp), "mlm", False),
                 ("causal LM", causal_lm.causal_lm_path(mp), "causal_lm", False),
-                _by_name("textclf", "sst2-cnn", "SST-2 CNN", "textclf"),
-                _by_name("textclf", "sst2-lstm", "SST-2 BiLSTM", "textclf"),
-                _by_name("textclf", "snli-lstm", "SNLI BiLSTM", "textclf")]
+                _by_name("textclf", "sst2-cnn", "SST-2 CNN", "cnn"),
+                _by_name("textclf", "sst2-lstm", "SST-2 BiLSTM", "lstm"),
+                _by_name("textclf", "snli-lstm", "SNLI BiLSTM", "lstm")]
     if notebook == "07_benchmark":
         return [sst2, movies, vit_model]
     raise ValueError(f"unknown notebook {notebook!r}; choose from {', '.join(NOTEBOOKS)}")
