@@ -1,4 +1,4 @@
-"""python -m lab data | explainers | reproduce | report | bench | benchmark"""
+"""python -m lab data | explainers | reproduce | plan | report | cache | bench | benchmark"""
 from __future__ import annotations
 
 import argparse
@@ -35,6 +35,12 @@ def _report(argv) -> int:
     return main(argv)
 
 
+def _plan(argv) -> int:
+    from lab.plan import main
+
+    return main(argv)
+
+
 def _bench(argv) -> int:
     from lab.bench import main
 
@@ -56,6 +62,7 @@ COMMANDS = {
     "explainers": (_explainers, "list registered explainers with their paper references"),
     "reproduce": (_reproduce, "execute numbered notebooks headless under a profile (smoke|default|paper)"),
     "report": (_report, "write results/REPORT.md, the scorecard: tables beside the paper, claims, provenance"),
+    "plan": (_plan, "what reproduce would train and execute, with expected times (trains and loads nothing)"),
     "bench": (_bench, "time every explainer relative to one forward+backward pass"),
     "benchmark": (_benchmark, "every explainer x every metric on the fine-tuned models (notebook 07)"),
 }

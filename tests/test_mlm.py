@@ -81,6 +81,23 @@ def test_training_reduces_loss_and_improves_accuracy(tokenizer, freeze_layers):
     assert tied == bool(freeze_layers)  # frozen embeddings (and the tied decoder) when layers are frozen
 
 
+def test_early_stopping_keeps_the_best_heldout_weights(tokenizer):
+    mlm = tiny_bert_mlm()
+    texts = ["the movie is great fun", "a dull and boring film", "the acting is great"] * 20
+    stop = ["the film is great", "a boring movie"]
+    out = M.train_mlm(mlm, tokenizer, texts, steps=40, batch_size=8, lr=3e-2, progress=False, stop_texts=stop,
+                      eval_every=10, patience=1)
+    evals = out["stop_evals"]
+    assert [e["step"] for e in evals][:2] == [10, 20] and out["steps_done"] == evals[-1]["step"]
+    best = max(evals, key=lambda e: e["top5"])  # the first of the best: later ties do not count as improvement
+    assert out["best_step"] == best["step"] and out["stop_top5"] == pytest.approx(best["top5"], abs=1e-4)
+    if out["steps_done"] < 40:  # stopped early: exactly `patience` evaluations after the best one
+        assert evals[-2]["step"] == best["step"]
+    assert M.evaluate_mlm(mlm, tokenizer, stop, max_length=48)["top5"] == pytest.approx(out["stop_top5"])
+    with pytest.raises(M.MLMError, match="eval_every"):
+        M.train_mlm(mlm, tokenizer, texts, steps=5, stop_texts=stop, eval_every=0, progress=False)
+
+
 def test_build_mlm_ties_decoder_and_keeps_encoder_weights():
     from transformers import BertModel
 
