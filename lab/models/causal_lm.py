@@ -119,6 +119,13 @@ def settings(profile: str = "default", **overrides) -> dict:
     return profile_settings(PROFILES, profile, overrides, CausalLMError, "causal-LM")
 
 
+def causal_lm_path(profile: str = "default", seed: int = 0, **overrides) -> Path:
+    """Where `causal_lm_preset` caches the model of a profile (complete or not; nothing is trained)."""
+    cfg = settings(profile, **overrides)
+    return cache.cached_dir("causal_lm", cache.cache_key(f"causal-lm-{profile}", version=CAUSAL_LM_VERSION, seed=seed,
+                                                         **cfg))
+
+
 def causal_lm_preset(profile: str = "default", seed: int = 0, force: bool = False, progress: bool = True,
                      **overrides) -> TrainedLM:
     """Train (or load) the small causal LM of a profile on SST-2 train phrases; held-out perplexity on SST-2 dev."""
@@ -128,13 +135,13 @@ def causal_lm_preset(profile: str = "default", seed: int = 0, force: bool = Fals
 
     cfg = settings(profile, **overrides)
     tokenizer = load_tokenizer("minilm")
-    key = cache.cache_key(f"causal-lm-{profile}", version=CAUSAL_LM_VERSION, seed=seed, **cfg)
-    final = cache.cached_dir("causal_lm", key)
-    if cache.is_complete(final) and not force:
+    final = causal_lm_path(profile, seed, **overrides)
+    if not force and cache.verify(final):
         from transformers import GPT2LMHeadModel
 
-        return TrainedLM(GPT2LMHeadModel.from_pretrained(final / "model").eval(), tokenizer,
-                         cache.read_json(final / "metrics.json"), final, from_cache=True)
+        lm = GPT2LMHeadModel.from_pretrained(final / "model").eval()
+        cache.record_checkpoint(final)
+        return TrainedLM(lm, tokenizer, cache.read_json(final / "metrics.json"), final, from_cache=True)
     lm = build_causal_lm(tokenizer.vocab_size, cfg["d_model"], cfg["layers"], cfg["heads"], 64, seed)
     seqs = _encode(tokenizer, corpus_texts(cfg["train_size"], (), seed), cfg["max_length"])
     rng = np.random.default_rng(seed)
@@ -168,4 +175,5 @@ def causal_lm_preset(profile: str = "default", seed: int = 0, force: bool = Fals
     with cache.atomic_dir(final) as tmp:
         lm.save_pretrained(tmp / "model")
         cache.atomic_write_json(tmp / "metrics.json", metrics)
+    cache.record_checkpoint(final)
     return TrainedLM(lm, tokenizer, metrics, final, from_cache=False)
