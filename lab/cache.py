@@ -237,21 +237,27 @@ def _marker(path: Path) -> dict | None:
     return info
 
 
-def _problem(path: Path, files: dict[str, dict], hash_files: bool = True) -> tuple[str, str] | None:
-    """(file, what is wrong) for the first file that does not match the manifest, else None. Sizes are always
-    compared; contents are hashed once per process per entry (again when a file's stat changes)."""
+def _stats(path: Path, files: dict[str, dict]) -> tuple[list, tuple[str, str] | None]:
+    """(stat signature of an entry's files, (file, what is wrong) for the first missing or wrong-sized one)."""
     signature = []
     for rel, want in sorted(files.items()):
         try:
             st = (path / rel).stat()
         except FileNotFoundError:
-            return rel, "missing"
+            return signature, (rel, "missing")
         if st.st_size != want["size"]:
-            return rel, f"{st.st_size} bytes instead of {want['size']}"
+            return signature, (rel, f"{st.st_size} bytes instead of {want['size']}")
         signature.append((rel, st.st_size, st.st_mtime_ns, st.st_ino))
+    return signature, None
+
+
+def _problem(path: Path, files: dict[str, dict]) -> tuple[str, str] | None:
+    """(file, what is wrong) for the first file that does not match the manifest, else None. Sizes are always
+    compared; contents are hashed once per process per entry (again when a file's stat changes)."""
+    signature, problem = _stats(path, files)
     key = str(path.resolve())
-    if not hash_files or _VERIFIED.get(key) == signature:
-        return None
+    if problem is not None or _VERIFIED.get(key) == signature:
+        return problem
     for rel, want in sorted(files.items()):
         if _sha256(path / rel) != want["sha256"]:
             return rel, "sha256 mismatch"
@@ -280,13 +286,14 @@ def verify(path: str | os.PathLike) -> bool:
 def _discard(path: Path, rel: str, reason: str) -> bool:
     """Move a corrupt entry to ``cache_dir()/.corrupt/<kind>/<key>-<time>``, say so in one line; False."""
     _VERIFIED.pop(str(path.resolve()), None)
-    dest = config.cache_dir() / CORRUPT / path.parent.name / f"{path.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    dest = config.cache_dir() / CORRUPT / path.parent.name / f"{path.name}-{stamp}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         shutil.move(path, dest)
     except FileNotFoundError:  # another process moved or replaced it first
         return False
-    log.warning("%s/%s is corrupt (%s); moved aside to %s, rebuilding", _name(path), rel, reason, dest)
+    log.warning("%s/%s is corrupt (%s); moved aside to %s, rebuilt when next needed", _name(path), rel, reason, dest)
     return False
 
 
@@ -300,7 +307,7 @@ def _adopt(path: Path, info: dict) -> bool:
         log.warning("%s has no checksums (written by an older lab) and they cannot be recorded (%s); using it "
                     "unchecked", _name(path), exc)
         return True
-    _problem(path, files)  # remember the signature: no second hash in this process
+    _VERIFIED[str(path.resolve())] = _stats(path, files)[0]  # just hashed: not again in this process
     log.info("%s has no checksums (written by an older lab): recorded them now (%d files, %.1f MB)", _name(path),
              len(files), sum(f["size"] for f in files.values()) / 1e6)
     return True
@@ -498,7 +505,7 @@ def _status(path: Path) -> tuple[str, str]:
         return "incomplete", f"no {COMPLETE} marker"
     if not isinstance(info.get("files"), dict):
         return "legacy", "no checksums yet"
-    problem = _problem(path, info["files"], hash_files=False)
+    problem = _stats(path, info["files"])[1]
     return ("ok", "") if problem is None else ("corrupt", f"{problem[0]}: {problem[1]}")
 
 
