@@ -394,18 +394,24 @@ def _json_or_none(value: Any) -> str | None:
         return None
 
 
+_CODE_DIGESTS: dict[str, str] = {}  # source root -> its digest, computed once per process
+
+
 def code_digest() -> str:
     """Hash of every `lab` source file that computes numbers (all but plots, widgets, result files and the runner):
-    a memoised value is recomputed as soon as any of them changes."""
+    a memoised value is recomputed as soon as any of them changes. Computed once per process (the code a process
+    runs does not change under it; reading ~100 files costs tens of ms, too much per memoised review)."""
     root = Path(__file__).parent
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root)
-        if rel.parts[0] in _PRESENTATION_CODE:
-            continue
-        h.update(str(rel).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+    if str(root) not in _CODE_DIGESTS:
+        h = hashlib.sha256()
+        for path in sorted(root.rglob("*.py")):
+            rel = path.relative_to(root)
+            if rel.parts[0] in _PRESENTATION_CODE:
+                continue
+            h.update(str(rel).encode())
+            h.update(path.read_bytes())
+        _CODE_DIGESTS[str(root)] = h.hexdigest()[:16]
+    return _CODE_DIGESTS[str(root)]
 
 
 @dataclass(frozen=True)

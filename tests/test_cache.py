@@ -206,11 +206,15 @@ def test_code_digest_ignores_presentation_code_only(tmp_path, monkeypatch):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x = 1\n")
     monkeypatch.setattr(cache, "__file__", str(root / "cache.py"))
+    monkeypatch.setattr(cache, "_CODE_DIGESTS", {})
     base = cache.code_digest()
     (root / "viz/plots.py").write_text("x = 2\n")
     (root / "widgets.py").write_text("x = 2\n")
+    cache._CODE_DIGESTS.clear()  # a new process
     assert cache.code_digest() == base
     (root / "explainers/relevance.py").write_text("x = 2\n")
+    assert cache.code_digest() == base  # once per process: the code this process runs has not changed
+    cache._CODE_DIGESTS.clear()
     assert cache.code_digest() != base
 
 
