@@ -57,6 +57,86 @@ def _benchmark(argv) -> int:
     return main(argv)
 
 
+def _human(n: float) -> str:
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("kB", "MB"):
+        n /= 1000
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1000:.1f} GB"
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _memo_line(meta: dict | None, current_code: str) -> str:
+    if not meta:
+        return ""
+    key = ", ".join(f"{k}={v}" for k, v in meta.get("key", {}).items())
+    code = meta.get("code", "?")
+    return f"code {code}{' (current)' if code == current_code else ' (older code)'}; {key[:70]}"
+
+
+def _cache_list(kind: str | None) -> int:
+    import time
+
+    from lab import cache, config
+
+    rows, now, code = cache.entries(kind), time.time(), cache.code_digest()
+    print(f"{config.cache_dir()}: {len(rows)} entries, {_human(sum(r.size for r in rows))}")
+    for group in dict.fromkeys(r.kind for r in rows):
+        mine = [r for r in rows if r.kind == group]
+        print(f"\n{group} ({len(mine)} entries, {_human(sum(r.size for r in mine))})")
+        for r in mine:
+            detail = "; ".join(x for x in (r.detail, _memo_line(r.meta, code)) if x)
+            print(f"  {r.name:48s} {_human(r.size):>9s} {_age(now - r.mtime):>8s}  {r.status}"
+                  + (f"  ({detail})" if detail else ""))
+    return 0
+
+
+def _cache_verify(kind: str | None) -> int:
+    from lab import cache
+
+    counts: dict[str, int] = {}
+    for r in cache.entries(kind):
+        status = r.status
+        if status in ("ok", "legacy", "corrupt"):
+            status = "ok" if cache.verify(r.path) else "corrupt (moved aside)"
+        counts[status] = counts.get(status, 0) + 1
+    print("verified: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing cached"))
+    return 1 if "corrupt (moved aside)" in counts else 0
+
+
+def _cache_clear(kind: str | None) -> int:
+    from lab import cache, config
+
+    freed = cache.clear(kind)
+    print(f"removed {kind or 'everything'} from {config.cache_dir()} ({_human(freed)} freed)")
+    return 0
+
+
+def _cache(argv) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab cache", description=(
+        "list: entries grouped by kind with size, age and status (ok / legacy: no checksums yet / corrupt / "
+        "incomplete / temp); verify: check every file's sha256 (corrupt entries are moved aside to .corrupt/, "
+        "legacy ones get checksums); clear: delete one kind, or everything"))
+    parser.add_argument("action", nargs="?", default="list", choices=("list", "verify", "clear"))
+    parser.add_argument("kind", nargs="?", default=None, help="only this kind (models, rnn, mlm, memo kinds ...)")
+    args = parser.parse_args(argv)
+    from lab import cache
+
+    if args.kind is not None and args.kind not in cache.kinds():
+        print(f"python -m lab cache: no kind {args.kind!r} in the cache; present: {', '.join(cache.kinds()) or 'none'}",
+              file=sys.stderr)
+        return 2
+    return {"list": _cache_list, "verify": _cache_verify, "clear": _cache_clear}[args.action](args.kind)
+
+
 COMMANDS = {
     "data": (_data, "print path, split sizes, label balance and OK/missing for every dataset"),
     "explainers": (_explainers, "list registered explainers with their paper references"),
@@ -65,6 +145,7 @@ COMMANDS = {
     "plan": (_plan, "what reproduce would train and execute, with expected times (trains and loads nothing)"),
     "bench": (_bench, "time every explainer relative to one forward+backward pass"),
     "benchmark": (_benchmark, "every explainer x every metric on the fine-tuned models (notebook 07)"),
+    "cache": (_cache, "list | verify | clear [KIND] the cached models and memoised results (LAB_CACHE_DIR)"),
 }
 
 

@@ -381,7 +381,7 @@ def cached_head_statistics(model, tokenizer, texts: Sequence[str], text_pairs: S
     key = cache.cache_key(name, version=STATS_VERSION, model=str(model_key), texts=texts_digest(texts, text_pairs),
                           max_length=int(max_length), relations=list(relations))
     path = cache.cached_dir("heads", key)
-    if cache.is_complete(path) and not force:
+    if not force and cache.verify(path):
         return HeadStats.load(path)
     stats = head_statistics(model, tokenizer, texts, text_pairs, max_length=max_length, batch_size=batch_size,
                             relations=relations, progress=progress)

@@ -206,9 +206,168 @@ def test_code_digest_ignores_presentation_code_only(tmp_path, monkeypatch):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x = 1\n")
     monkeypatch.setattr(cache, "__file__", str(root / "cache.py"))
+    monkeypatch.setattr(cache, "_CODE_DIGESTS", {})
     base = cache.code_digest()
     (root / "viz/plots.py").write_text("x = 2\n")
     (root / "widgets.py").write_text("x = 2\n")
+    cache._CODE_DIGESTS.clear()  # a new process
     assert cache.code_digest() == base
     (root / "explainers/relevance.py").write_text("x = 2\n")
+    assert cache.code_digest() == base  # once per process: the code this process runs has not changed
+    cache._CODE_DIGESTS.clear()
     assert cache.code_digest() != base
+
+
+# ---------------------------------------------------------------- checksums, verification, recovery
+def _entry(kind="models", key="m-1", files=None):
+    """A finished cache entry with the given {name: bytes} files."""
+    path = cache.cached_dir(kind, key)
+    with cache.atomic_dir(path) as tmp:
+        for name, data in (files or {"model.safetensors": b"w" * 4096, "metrics.json": b'{"acc": 0.9}'}).items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(data)
+    return path
+
+
+def _cache_warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "lab.cache" and r.levelname == "WARNING"]
+
+
+def test_atomic_dir_writes_a_manifest_that_verify_checks():
+    path = _entry(files={"model.safetensors": b"w" * 4096, "sub/config.json": b"{}"})
+    marker = json.loads((path / cache.COMPLETE).read_text())
+    assert marker["files"]["model.safetensors"]["size"] == 4096
+    assert marker["files"]["sub/config.json"]["sha256"] == __import__("hashlib").sha256(b"{}").hexdigest()
+    assert cache.verify(path) and cache.entry_checksum(path) == marker["checksum"]
+    other = _entry(key="m-2", files={"model.safetensors": b"v" * 4096, "sub/config.json": b"{}"})
+    assert cache.entry_checksum(other) != marker["checksum"]  # the checksum follows the content
+    assert not cache.verify(cache.cached_dir("models", "absent"))
+
+
+CORRUPTIONS = {
+    "truncated weights": ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[:100]), "bytes instead of"),
+    "truncated metrics": ("metrics.json", lambda p: p.write_bytes(p.read_bytes()[:-3]), "bytes instead of"),
+    "same-length garbage": ("model.safetensors", lambda p: p.write_bytes(b"\0" * p.stat().st_size), "sha256 mismatch"),
+    "missing file": ("metrics.json", lambda p: p.unlink(), "missing"),
+    "garbage marker": (cache.COMPLETE, lambda p: p.write_bytes(b"\xff{"), "unreadable marker"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
+def test_corrupt_entry_is_reported_in_one_line_and_moved_aside(case, caplog, tmp_path):
+    path = _entry()
+    name, damage, reason = CORRUPTIONS[case]
+    damage(path / name)
+    assert not cache.verify(path)
+    (message,) = _cache_warnings(caplog)
+    assert message.startswith(f"models/m-1/{name} is corrupt (") and reason in message and "\n" not in message
+    assert not path.exists()
+    (moved,) = (tmp_path / "cache" / ".corrupt" / "models").iterdir()
+    assert moved.name.startswith("m-1-") and str(moved) in message
+    assert (moved / "model.safetensors").is_file()  # moved, not deleted
+    again = _entry()  # the caller rebuilds it
+    assert cache.verify(again)
+
+
+def test_contents_are_hashed_once_per_process_and_again_after_a_change(monkeypatch, caplog):
+    path = _entry()
+    calls = []
+    real = cache._sha256
+    monkeypatch.setattr(cache, "_sha256", lambda p: calls.append(p.name) or real(p))
+    assert cache.verify(path) and cache.verify(path) and len(calls) == 2  # two files, hashed once
+    weights = path / "model.safetensors"
+    st = weights.stat()
+    weights.write_bytes(b"x" * st.st_size)  # same size: only the hash can tell
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert not cache.verify(path) and "sha256 mismatch" in _cache_warnings(caplog)[0]
+
+
+def test_legacy_entry_is_accepted_and_gets_its_manifest_once(caplog):
+    path = cache.cached_dir("models", "old-1")
+    path.mkdir(parents=True)
+    (path / "model.safetensors").write_bytes(b"w" * 100)
+    (path / cache.COMPLETE).write_text(json.dumps({"finished": "2026-11-01T10:00:00"}) + "\n")  # the old marker
+    with caplog.at_level("INFO", logger="lab.cache"):
+        assert cache.verify(path) and cache.verify(path)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "lab.cache"]
+    assert line.startswith("models/old-1 has no checksums") and "recorded them" in line
+    marker = cache.read_json(path / cache.COMPLETE)
+    assert marker["finished"] == "2026-11-01T10:00:00" and marker["files"]["model.safetensors"]["size"] == 100
+    assert sorted(p.name for p in path.iterdir()) == ["COMPLETE", "model.safetensors"]  # no temp file left
+    (path / "model.safetensors").write_bytes(b"w" * 99)  # from now on it is checked like any other entry
+    assert not cache.verify(path)
+
+
+def test_record_checkpoint_defaults_to_the_manifest_checksum():
+    path = _entry(key="ckpt-1")
+    cache.record_checkpoint(path)
+    assert cache.loaded_checkpoints()["models/ckpt-1"] == cache.entry_checksum(path)
+
+
+def test_memo_entry_records_code_digest_and_key():
+    cache.memoize("memo", "t", lambda: 1, k=1, name="x")
+    entry = cache.memo_entry("memo", "t", k=1, name="x")
+    meta = cache.read_json(entry.path / "meta.json")
+    assert meta["code"] == cache.code_digest() and meta["key"] == {"k": 1, "name": "x"} and meta["prefix"] == "t"
+    assert entry.load() == 1
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_corrupt_memo_value_is_reported_moved_aside_and_recomputed(legacy, caplog, tmp_path):
+    assert cache.memoize("memo", "t", lambda: list(range(50)), k=1) == list(range(50))
+    entry = cache.memo_entry("memo", "t", k=1)
+    value = entry.path / "value.pt"
+    value.write_bytes(b"\0" * value.stat().st_size)  # same length: only the checksum (or unpickling) can tell
+    if legacy:  # an entry from before checksums: adopted, then unreadable
+        (entry.path / cache.COMPLETE).write_text('{"finished": "2026-11-01T10:00:00"}')
+    assert cache.memoize("memo", "t", lambda: "recomputed", k=1) == "recomputed"
+    (message,) = _cache_warnings(caplog)
+    assert message.startswith(f"memo/{entry.path.name}/value.pt is corrupt (")
+    assert ("unreadable" if legacy else "sha256 mismatch") in message
+    assert len(list((tmp_path / "cache" / ".corrupt" / "memo").iterdir())) == 1
+    assert cache.memoize("memo", "t", lambda: "again", k=1) == "recomputed"  # the rebuilt entry is used
+
+
+def test_files_and_directories_follow_the_process_umask():
+    def mode(p):
+        return os.stat(p).st_mode & 0o777
+
+    for umask, file_mode, dir_mode in ((0o022, 0o644, 0o755), (0o077, 0o600, 0o700)):
+        old = os.umask(umask)
+        try:
+            key = f"u{umask:o}"
+            f = cache.atomic_write_json(cache.config.cache_dir() / f"{key}.json", {"a": 1})
+            with cache.atomic_dir(cache.cached_dir("models", key)) as tmp:
+                cache.atomic_write_json(tmp / "metrics.json", {"a": 1})
+            cache.memoize("memo", key, lambda: 1)
+            entry = cache.memo_entry("memo", key).path
+        finally:
+            os.umask(old)
+        final = cache.cached_dir("models", key)
+        assert mode(f) == file_mode and mode(final / "metrics.json") == file_mode
+        assert mode(final / cache.COMPLETE) == file_mode and mode(final) == dir_mode
+        assert mode(entry) == dir_mode and mode(entry / "value.pt") == file_mode
+
+
+def test_cache_command_lists_verifies_and_clears(capsys, caplog):
+    from lab.cli import main
+
+    ok = _entry(key="sst2-minilm-1")
+    bad = _entry(key="sst2-minilm-2")
+    (bad / "model.safetensors").write_bytes(b"w")
+    cache.memoize("wu_ong", "rel-lrp", lambda: [1.0] * 100, texts="abc")
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert "models (2 entries" in out and "wu_ong (1 entries" in out
+    assert any("sst2-minilm-1" in line and line.rstrip().endswith(" ok") and "kB" in line
+               for line in out.splitlines())
+    assert any("sst2-minilm-2" in line and " corrupt " in line and "model.safetensors" in line
+               for line in out.splitlines())
+    assert f"code {cache.code_digest()} (current); texts=abc" in out
+    assert main(["cache", "verify"]) == 1 and not bad.exists() and ok.exists()
+    assert "1 corrupt (moved aside), 2 ok" in capsys.readouterr().out
+    assert main(["cache", "list", ".corrupt"]) == 0 and "models/sst2-minilm-2-" in capsys.readouterr().out
+    assert main(["cache", "clear", "nope"]) == 2 and "no kind 'nope'" in capsys.readouterr().err
+    assert main(["cache", "clear", "wu_ong"]) == 0 and ok.exists()
+    assert "wu_ong" not in cache.kinds()
+    assert main(["cache", "clear"]) == 0 and cache.kinds() == []

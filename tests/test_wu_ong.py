@@ -256,9 +256,9 @@ def test_paper_values_are_complete():
 def test_cached_relevance_round_trip(ft, tok, lab_dirs, tmp_path):
     on_disk = FineTuned(ft.model, tok, {"train_seconds": 1.0}, tmp_path / "model", label_names=ft.label_names)
     _, first = wo.cached_relevance(on_disk, TEXTS[:3], "LAT", 1, 32)
-    files = list((lab_dirs["cache"] / "wu_ong").glob("rel-LAT-*.pt"))
+    files = list((lab_dirs["cache"] / "wu_ong").glob("rel-LAT-*/value.pt"))
     assert len(files) == 1
     _, again = wo.cached_relevance(on_disk, TEXTS[:3], "LAT", 1, 32)
     assert torch.equal(first.scores, again.scores) and first.tokens == again.tokens
     wo.cached_relevance(on_disk, TEXTS[:3], "LAT", 0, 32)  # another target: another entry
-    assert len(list((lab_dirs["cache"] / "wu_ong").glob("rel-LAT-*.pt"))) == 2
+    assert len(list((lab_dirs["cache"] / "wu_ong").glob("rel-LAT-*/value.pt"))) == 2

@@ -225,19 +225,6 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _code_digest() -> str:
-    """Hash of the explainer, relevance and adapter sources: cached maps are recomputed when any of them changes."""
-    root = Path(lab.__file__).parent
-    files = sorted([*(root / "explainers").glob("*.py"), *(root / "relevance").glob("*.py"),
-                    root / "models" / "adapters.py"])
-    h = hashlib.sha256(str(CACHE_VERSION).encode())
-    for f in files:
-        if f.exists():
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def load_classifier(cfg: Mapping):
     """(model, tokenizer, label_names, info, model_id): a ready checkpoint (`checkpoint`) or `model` fine-tuned on
     the ERASER Movies training reviews with the `model_profile` preset of `lab.models.training` (cached)."""
@@ -346,14 +333,13 @@ def _cached(ctx: Context, kind: str, key_params: dict, compute):
                          model=ctx.model_id, reviews=_digest([e.uid for e in ctx.examples]), **key_params)
 
 
-def _review_path(ctx: Context, method: str, params: dict, i: int, cls: int) -> Path | None:
-    """Cache folder of one review's map (classifier, explainer code, method, parameters, review, class)."""
+def _review_path(ctx: Context, method: str, params: dict, i: int, cls: int) -> cache.MemoEntry | None:
+    """Memo entry of one review's map (classifier, code digest, method, parameters, review, class)."""
     if not ctx.cfg.get("use_cache") or ctx.model_id is None:
         return None
-    key = cache.cache_key(method, model=ctx.model_id, code=_code_digest(), params=params,
-                          max_length=ctx.cfg["max_length"], review=ctx.examples[i].uid,
-                          ids=_digest(ctx.inputs["input_ids"][i].tolist()), target=int(cls))
-    return cache.cached_dir(CACHE_KIND, key)
+    return cache.memo_entry(CACHE_KIND, method, v=CACHE_VERSION, model=ctx.model_id, params=params,
+                            max_length=ctx.cfg["max_length"], review=ctx.examples[i].uid,
+                            ids=_digest(ctx.inputs["input_ids"][i].tolist()), target=int(cls))
 
 
 def explain_reviews(ctx: Context, method: str, idx, target: str = "ground truth") -> dict:
@@ -375,8 +361,8 @@ def explain_reviews(ctx: Context, method: str, idx, target: str = "ground truth"
     paths = [_review_path(ctx, method, params, int(i), int(c)) for i, c in zip(idx, targets)]
     todo = []
     for j, path in enumerate(paths):
-        if path is not None and cache.is_complete(path):
-            got = torch.load(path / "map.pt", weights_only=False)
+        got = path.load() if path is not None else None
+        if got is not None:
             scores[j, :got["scores"].shape[0]] = got["scores"]
             seconds[j] = got["seconds"]
         else:
@@ -393,8 +379,7 @@ def explain_reviews(ctx: Context, method: str, idx, target: str = "ground truth"
         for j in todo:
             if paths[j] is not None:
                 n = int(ctx.valid[idx[j]].sum())
-                with cache.atomic_dir(paths[j]) as tmp:
-                    torch.save({"scores": scores[j, :n].clone(), "seconds": per_review}, tmp / "map.pt")
+                paths[j].store({"scores": scores[j, :n].clone(), "seconds": per_review})
     return {"scores": scores, "seconds": float(seconds.sum())}
 
 

@@ -306,25 +306,21 @@ def _digest(obj) -> str:
 
 
 def _cache_file(ft, prefix: str, **key):
-    """Where a cached result for classifier `ft` lives (None for an uncached in-memory model)."""
+    """The memo entry (`lab.cache.memo_entry`: keyed by the code digest too) of a result for classifier `ft`
+    (None for an uncached in-memory model)."""
     if ft.path is None:
         return None
-    key = {"v": CACHE_VERSION, "model": str(ft.path), "train": ft.metrics.get("train_seconds"), **key}
-    return cache.cached_dir("wu_ong", cache.cache_key(prefix, **key)).with_suffix(".pt")
+    return cache.memo_entry("wu_ong", prefix, v=CACHE_VERSION, model=str(ft.path),
+                            train=ft.metrics.get("train_seconds"), **key)
 
 
-def _load(path):
-    return torch.load(path, weights_only=False) if path is not None and path.exists() else None
+def _load(entry):
+    return entry.load() if entry is not None else None
 
 
-def _store(path, obj) -> None:
-    if path is None:
-        return
-    import io
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    cache.atomic_write_bytes(path, buf.getvalue())
+def _store(entry, obj) -> None:
+    if entry is not None:
+        entry.store(obj)
 
 
 def cached_relevance(ft, texts: Sequence[str], method: str, target, max_length: int, batch_size: int = 32,

@@ -137,11 +137,12 @@ def causal_lm_preset(profile: str = "default", seed: int = 0, force: bool = Fals
     cfg = settings(profile, **overrides)
     tokenizer = load_tokenizer("minilm")
     final = causal_lm_path(profile, seed, **overrides)
-    if cache.is_complete(final) and not force:
+    if not force and cache.verify(final):
         from transformers import GPT2LMHeadModel
 
-        return TrainedLM(GPT2LMHeadModel.from_pretrained(final / "model").eval(), tokenizer,
-                         cache.read_json(final / "metrics.json"), final, from_cache=True)
+        lm = GPT2LMHeadModel.from_pretrained(final / "model").eval()
+        cache.record_checkpoint(final)
+        return TrainedLM(lm, tokenizer, cache.read_json(final / "metrics.json"), final, from_cache=True)
     lm = build_causal_lm(tokenizer.vocab_size, cfg["d_model"], cfg["layers"], cfg["heads"], 64, seed)
     seqs = _encode(tokenizer, corpus_texts(cfg["train_size"], (), seed), cfg["max_length"])
     rng = np.random.default_rng(seed)
@@ -173,4 +174,5 @@ def causal_lm_preset(profile: str = "default", seed: int = 0, force: bool = Fals
     with cache.atomic_dir(final) as tmp:
         lm.save_pretrained(tmp / "model")
         cache.atomic_write_json(tmp / "metrics.json", metrics)
+    cache.record_checkpoint(final)
     return TrainedLM(lm, tokenizer, metrics, final, from_cache=False)

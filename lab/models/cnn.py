@@ -284,7 +284,7 @@ def train_text_classifier(name: str, cfg: TextConfig, train: EncodedTexts, test:
     key = cache.cache_key(f"{name}-{cfg.arch}", version=TEXTCLF_VERSION, config=asdict(cfg), fit=asdict(fc),
                           train=train.digest(), test=test.digest())
     final = cache.cached_dir("textclf", key)
-    if cache.is_complete(final) and not force:
+    if not force and cache.verify(final):
         return load_text_classifier(final)
     with torch_threads(fc.threads):
         torch.manual_seed(fc.seed)
@@ -297,14 +297,16 @@ def train_text_classifier(name: str, cfg: TextConfig, train: EncodedTexts, test:
         torch.save(model.state_dict(), tmp / "model.pt")
         cache.atomic_write_json(tmp / "config.json", asdict(cfg))
         cache.atomic_write_json(tmp / "metrics.json", metrics)
+    cache.record_checkpoint(final)
     return TrainedText(model, metrics, final, from_cache=False)
 
 
 def load_text_classifier(path: str | Path) -> TrainedText:
     path = Path(path)
-    if not cache.is_complete(path):
-        raise FileNotFoundError(f"{path} is not a complete cached classifier (no {cache.COMPLETE} marker)")
+    if not cache.verify(path):
+        raise FileNotFoundError(f"{path} is not a complete, intact cached classifier; train it again")
     cfg = TextConfig(**cache.read_json(path / "config.json"))
     model = build_text_classifier(cfg)
     model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+    cache.record_checkpoint(path)
     return TrainedText(model.eval(), cache.read_json(path / "metrics.json"), path, from_cache=True)

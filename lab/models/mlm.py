@@ -408,7 +408,7 @@ def mlm_preset(profile: str = "default", encoder: str = "minilm", seed: int = 0,
         raise MLMError("early stopping reads the held-out sentences after the first eval_size: set eval_size")
     final = mlm_path(profile, encoder, seed, **overrides)
     tokenizer = load_tokenizer(encoder)
-    if cache.is_complete(final) and not force:
+    if not force and cache.verify(final):
         return load_mlm(final, tokenizer)
     from lab.models.training import torch_threads
 
@@ -425,17 +425,19 @@ def mlm_preset(profile: str = "default", encoder: str = "minilm", seed: int = 0,
     with cache.atomic_dir(final) as tmp:
         model.save_pretrained(tmp / "model")
         cache.atomic_write_json(tmp / "metrics.json", metrics)
+    cache.record_checkpoint(final)
     return TrainedMLM(model, tokenizer, metrics, final, from_cache=False)
 
 
 def load_mlm(path: str | Path, tokenizer=None) -> TrainedMLM:
-    """A masked LM written by `mlm_preset` (refuses a directory without the COMPLETE marker)."""
+    """A masked LM written by `mlm_preset` (refuses an incomplete or corrupt one: `lab.cache.verify`)."""
     from transformers import BertForMaskedLM
 
     path = Path(path)
-    if not cache.is_complete(path):
-        raise FileNotFoundError(f"{path} is not a complete cached MLM (no {cache.COMPLETE} marker); train it again")
+    if not cache.verify(path):
+        raise FileNotFoundError(f"{path} is not a complete, intact cached MLM; train it again")
     model = BertForMaskedLM.from_pretrained(path / "model").eval()
+    cache.record_checkpoint(path)
     if tokenizer is None:
         from lab.models.loading import load_tokenizer
 

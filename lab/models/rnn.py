@@ -512,7 +512,7 @@ def train_cached(name: str, train: EncodedSet, dev: EncodedSet | None, vocab: Vo
                           train=asdict(tc), data=train.digest(), dev=dev.digest() if dev is not None else None,
                           vocab=vocab.digest(), embeddings=embeddings_id)
     final = cache.cached_dir("rnn", key)
-    if cache.is_complete(final) and not force:
+    if not force and cache.verify(final):
         return load_trained(final, vocab.tokenizer)
     torch.manual_seed(tc.seed)
     model = AttentionClassifier(cfg, embeddings)
@@ -521,19 +521,21 @@ def train_cached(name: str, train: EncodedSet, dev: EncodedSet | None, vocab: Vo
         torch.save(model.state_dict(), tmp / "model.pt")
         cache.atomic_write_json(tmp / "config.json", {"config": asdict(cfg), "pieces": vocab.pieces})
         cache.atomic_write_json(tmp / "metrics.json", metrics)
+    cache.record_checkpoint(final)
     return TrainedRNN(model, vocab, metrics, final, from_cache=False)
 
 
 def load_trained(path: str | Path, tokenizer=None) -> TrainedRNN:
-    """Load a model written by `train_cached` (refuses a directory without the COMPLETE marker)."""
+    """Load a model written by `train_cached` (refuses an incomplete or corrupt one: `lab.cache.verify`)."""
     path = Path(path)
-    if not cache.is_complete(path):
-        raise FileNotFoundError(f"{path} is not a complete cached model (no {cache.COMPLETE} marker); train it again")
+    if not cache.verify(path):
+        raise FileNotFoundError(f"{path} is not a complete, intact cached model; train it again")
     meta = cache.read_json(path / "config.json")
     cfg = RNNConfig(**meta["config"])
     model = AttentionClassifier(cfg)
     model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
     model.eval()
+    cache.record_checkpoint(path)
     return TrainedRNN(model, Vocab(meta["pieces"], tokenizer), cache.read_json(path / "metrics.json"), path,
                       from_cache=True)
 

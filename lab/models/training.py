@@ -144,12 +144,12 @@ def fine_tune(dataset: str | TextDataset, *, model: Any = None, tokenizer: Any =
                 "freeze_embeddings": freeze_embeddings, "cls_only_last_layer": cls_only_last_layer, "warmup": warmup,
                 "weight_decay": weight_decay, "pair": pair}
     run = _plan(dataset, profile, explicit, seed, tokenizer)
-    if cache.is_complete(run.path) and not force:
+    if not force and cache.verify(run.path):
         ft = load_fine_tuned(run.path)
         log.info("loaded cached fine-tuned model from %s (no training; eval accuracy %s)", run.path,
                  _fmt_acc(ft.accuracy))
         return ft
-    if run.upstream is not None and not cache.is_complete(run.base):
+    if run.upstream is not None and not cache.verify(run.base):
         log.info("training the base model %s first", run.hp["model"])
         fine_tune_preset(*run.upstream, progress=progress)
     run.tokenizer = _resolve_tokenizer(run.base, tokenizer)
@@ -226,14 +226,15 @@ def _resolve_base(model) -> tuple[Any, tuple[str, str] | None]:
 
 
 def load_fine_tuned(path: str | os.PathLike, attn: str = "eager") -> FineTuned:
-    """Load a checkpoint written by `fine_tune`; refuses a directory without the COMPLETE marker."""
+    """Load a checkpoint written by `fine_tune`; refuses an incomplete or corrupt one (`lab.cache.verify`)."""
     path = Path(path)
-    if not cache.is_complete(path):
-        raise FileNotFoundError(f"{path} is not a complete fine-tuned checkpoint (no {cache.COMPLETE} marker); "
+    if not cache.verify(path):
+        raise FileNotFoundError(f"{path} is not a complete, intact fine-tuned checkpoint; "
                                 "run fine_tune again to (re)create it")
     model = load_classifier(path, attn=attn)
     tokenizer = load_tokenizer(path)
     metrics = cache.read_json(path / "metrics.json")
+    cache.record_checkpoint(path)
     return FineTuned(model, tokenizer, metrics, path, from_cache=True,
                      label_names=tuple(metrics.get("label_names", ())))
 
@@ -457,7 +458,7 @@ def _train_and_save_inner(run: _Run, *, force: bool, progress: bool) -> FineTune
     start_epoch, clock = 0, {"wall": 0.0, "cpu": 0.0}  # training time so far (wall clock, process CPU)
     if force:
         shutil.rmtree(resume_dir, ignore_errors=True)
-    elif cache.is_complete(resume_dir):
+    elif cache.verify(resume_dir):
         start_epoch, clock = _load_resume(resume_dir, model, optimizer, scheduler)
         log.info("resuming %s from its epoch-%d state", final.name, start_epoch)
     log.info("fine-tuning %s on %s/%s (%d examples, %d epochs, %d steps) -> %s", _model_label(run.base),
@@ -501,6 +502,7 @@ def _train_and_save_inner(run: _Run, *, force: bool, progress: bool) -> FineTune
         tokenizer.save_pretrained(tmp)
         cache.atomic_write_json(tmp / "metrics.json", metrics)
     shutil.rmtree(resume_dir, ignore_errors=True)
+    cache.record_checkpoint(final)
     log.info("saved %s (train %.0f s, eval accuracy %s)", final, clock["wall"], _fmt_acc(metrics["eval_accuracy"]))
     return FineTuned(model, tokenizer, metrics, final, from_cache=False, label_names=label_names)
 

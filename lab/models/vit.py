@@ -152,7 +152,7 @@ def train_vit(profile: str = "default", seed: int = 0, force: bool = False, prog
     """Train (or load from the cache) the profile's ViT; metrics include test accuracy and training time."""
     s = vit_settings(profile, **overrides)
     path = cache_path(s, seed)
-    if not force and cache.is_complete(path):
+    if not force and cache.verify(path):
         return load_vit(path)
     if threads:
         torch.set_num_threads(threads)
@@ -171,17 +171,20 @@ def train_vit(profile: str = "default", seed: int = 0, force: bool = False, prog
         model.save_pretrained(tmp)
         (tmp / "settings.json").write_text(json.dumps(s, indent=1))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    cache.record_checkpoint(path)
     return TrainedViT(model, s, metrics, path)
 
 
 def load_vit(path: str | Path) -> TrainedViT:
-    """A ViT saved by `train_vit` (eval mode, eager attention)."""
+    """A ViT saved by `train_vit` (eval mode, eager attention; refuses an incomplete or corrupt one)."""
     from transformers import ViTForImageClassification
 
     path = Path(path)
-    if not cache.is_complete(path):
-        raise FileNotFoundError(f"no complete ViT checkpoint at {path}; train it with lab.models.vit.train_vit()")
+    if not cache.verify(path):
+        raise FileNotFoundError(f"no complete, intact ViT checkpoint at {path}; train it with "
+                                "lab.models.vit.train_vit()")
     model = ViTForImageClassification.from_pretrained(path, attn_implementation="eager").eval()
+    cache.record_checkpoint(path)
     settings = json.loads((path / "settings.json").read_text())
     metrics = json.loads((path / "metrics.json").read_text())
     return TrainedViT(model, settings, metrics, path)
