@@ -80,7 +80,8 @@ def is_complete(path: str | os.PathLike) -> bool:
     return (Path(path) / COMPLETE).is_file()
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process umask (read by setting and restoring it): files lab writes get ``0o666 & ~umask()``."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -145,7 +146,7 @@ def atomic_dir(final_path: str | os.PathLike) -> Iterator[Path]:
         files = _manifest(tmp)
         marker = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": files, "checksum": _entry_checksum(files)}
         (tmp / COMPLETE).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~umask())
         _fsync_tree(tmp)
         if final.exists():
             # os.replace cannot overwrite a non-empty directory: move the old one aside first.
@@ -171,7 +172,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())
+            os.fchmod(fh.fileno(), 0o666 & ~umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -7,6 +7,7 @@ A cached model's time is its own `metrics.json` `train_seconds`; otherwise the `
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 from pathlib import Path
 
@@ -135,7 +136,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         print("\n".join(plan_lines(args.notebooks, args.profile)))
-    except ValueError as err:
-        print(f"python -m lab plan: {err}")
+    except (ValueError, OSError) as err:  # an unknown notebook, a missing dataset: one line, no traceback
+        print(f"python -m lab plan: {err}", file=sys.stderr)
         return 2
     return 0

@@ -635,10 +635,14 @@ def main_reproduce(argv: Sequence[str] | None = None) -> int:
                 print(f"profile {k}: {v['description']}")
             return 0
         started = time.perf_counter()
-        records = reproduce(args.notebooks, args.profile, _parse_overrides(args.overrides), args.output_dir,
+        overrides = _parse_overrides(args.overrides)
+        if all(p.parent == NOTEBOOKS_DIR for p in resolve_notebooks(args.notebooks)):
+            _print_plan(args.notebooks, args.profile)
+        records = reproduce(args.notebooks, args.profile, overrides, args.output_dir,
                             stop_on_error=args.stop_on_error, force=not args.if_changed)
     except NotebookError as e:
         print(f"reproduce: {e}", file=sys.stderr)
+        _print_report(args.profile)
         return 1
     except ValueError as e:
         print(f"reproduce: {e}", file=sys.stderr)
@@ -648,7 +652,29 @@ def main_reproduce(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     print(f"{len(records)} notebooks ran under profile {args.profile} in {time.perf_counter() - started:.0f} s")
+    _print_report(args.profile)
     return 0
+
+
+def _print_plan(notebooks: Sequence[str], profile: str) -> None:
+    """What the run will train and execute, with expected times (`lab.plan`); never stops the run."""
+    from lab.plan import plan_lines
+
+    try:
+        print("\n".join(plan_lines(notebooks or None, profile)), flush=True)
+    except Exception as e:  # a plan is a forecast: a notebook it does not know must not stop the run
+        print(f"plan unavailable: {type(e).__name__}: {e}", flush=True)
+
+
+def _print_report(profile: str) -> None:
+    """Write the scorecard (`results[/<profile>]/REPORT.md`) and print its short version."""
+    from lab.report import summary_lines, write_report
+
+    try:
+        path = write_report(profile)
+        print("\n".join(summary_lines(profile)) + f"\nscorecard: {path}", flush=True)
+    except Exception as e:
+        print(f"report not written: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 if __name__ == "__main__":

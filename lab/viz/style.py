@@ -18,7 +18,7 @@ from typing import Iterable
 import matplotlib as mpl
 from cycler import cycler
 
-from lab import config
+from lab import cache, config
 
 # seaborn's "colorblind" palette (Okabe-Ito-like), copied so plotting does not need seaborn.
 COLORBLIND = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc",
@@ -64,12 +64,6 @@ def legend_outside(ax, **kwargs):
     return ax.legend(**{"loc": "center left", "bbox_to_anchor": (1.02, 0.5), "borderaxespad": 0.0, **kwargs})
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _check_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not _SAFE_NAME.match(name):
         raise ValueError(f"save_figure: {kind} {name!r} must be letters, digits, '.', '_', '+' or '-'")
@@ -87,7 +81,7 @@ def save_figure(fig, notebook: str, name: str, formats: Iterable[str] = ("png", 
     out_dir = config.figures_dir() / _check_name("notebook", notebook)
     _check_name("name", name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths, mode = [], 0o666 & ~_umask()
+    paths, mode = [], 0o666 & ~cache.umask()
     for fmt in formats:
         fmt = fmt.lower().lstrip(".")
         path = out_dir / f"{name}.{fmt}"
