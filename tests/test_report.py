@@ -166,11 +166,14 @@ def test_report_and_provenance_code_do_not_change_the_code_digest(tmp_path, monk
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x = 1\n")
     monkeypatch.setattr(cache, "__file__", str(root / "cache.py"))
+    monkeypatch.setattr(cache, "_CODE_DIGESTS", {})
     base = cache.code_digest()
     (root / "report.py").write_text("x = 2\n")
     (root / "provenance.py").write_text("x = 2\n")
+    cache._CODE_DIGESTS.clear()  # the digest is computed once per process: clear it as a new process would
     assert cache.code_digest() == base  # memoised numbers stay valid when only the scorecard changes
     (root / "metrics/x.py").write_text("x = 2\n")
+    cache._CODE_DIGESTS.clear()
     assert cache.code_digest() != base
 
 
