@@ -23,6 +23,7 @@ VERDICTS = ("holds", "fails", "inconclusive", "not evaluated")
 KINDS = ("greater", "less", "within")
 N_BOOT = 2000
 LEVEL = 0.95
+MIN_N = 2  # fewer examples than this leave every claim inconclusive
 
 
 @dataclass(frozen=True)
@@ -110,16 +111,18 @@ def proportion(rate: float, n: int, **kw) -> Interval:
 
 def decide(interval: Interval, margin: float = 0.0, kind: str = "greater") -> str:
     """'holds' | 'fails' | 'inconclusive' for the claim that the statistic is greater than / less than ``margin``
-    or within ±``margin`` (see the module docstring)."""
+    or within ±``margin`` (see the module docstring); always inconclusive on fewer than ``MIN_N`` examples."""
+    if kind not in KINDS:
+        raise StatsInputError(f"decide: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if interval.n < MIN_N:  # one example cannot vary: its bootstrap interval is a point and decides nothing
+        return "inconclusive"
     lo, hi = interval.low, interval.high
     if kind == "greater":
         return "holds" if lo > margin else "fails" if hi <= margin else "inconclusive"
     if kind == "less":
         return "holds" if hi < margin else "fails" if lo >= margin else "inconclusive"
-    if kind == "within":
-        m = abs(margin)
-        return "holds" if -m <= lo and hi <= m else "fails" if lo > m or hi < -m else "inconclusive"
-    raise StatsInputError(f"decide: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    m = abs(margin)  # "within"
+    return "holds" if -m <= lo and hi <= m else "fails" if lo > m or hi < -m else "inconclusive"
 
 
 def combine(verdicts: Iterable[str]) -> str:

@@ -86,3 +86,8 @@ def test_proportion_bootstraps_the_indicator():
     assert iv.estimate == pytest.approx(0.9) and iv.n == 400 and 0.86 < iv.low < 0.9 < iv.high < 0.94
     with pytest.raises(stats.StatsInputError, match="rate"):
         stats.proportion(None, 10)
+
+
+def test_a_single_example_decides_nothing():
+    assert decide(bootstrap([0.9]), 0.5, "greater") == "inconclusive"  # its interval is the point 0.9
+    assert decide(bootstrap([0.9, 0.95]), 0.5, "greater") == "holds"
