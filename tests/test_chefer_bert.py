@@ -250,7 +250,7 @@ def test_support_claims_three_ways(ctx):
     assert claims[next(c for c in claims if "only Chefer" in c)] == "fails"
     two = {"overlap": np.array([0.2, 0.8]), "rho": np.array([0.1, np.nan]), "cf_constant": np.array([False, False])}
     crit = cb.support_criteria(two, cfg)
-    assert crit["distinct"] == "inconclusive" and crit["not_mirror"] == "holds"
+    assert crit["distinct"] == "inconclusive" and crit["not_mirror"] == "inconclusive"  # one finite ρ decides nothing
     none = {"overlap": np.zeros(3), "rho": np.full(3, np.nan), "cf_constant": np.ones(3, dtype=bool)}
     crit = cb.support_criteria(none, cfg)
     assert crit["live"] == "fails" and crit["mirror"] == crit["not_mirror"] == "fails"
