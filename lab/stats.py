@@ -109,6 +109,21 @@ def proportion(rate: float, n: int, **kw) -> Interval:
     return bootstrap(np.r_[np.ones(hits), np.zeros(int(n) - hits)], **kw)
 
 
+def unpaired_difference(a, b) -> Interval:
+    """Interval of mean(a) − mean(b) for two independent samples (rows of both resampled together; a resample
+    lacking either sample scores 0, which can only widen the interval)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) == 0 or len(b) == 0:
+        raise StatsInputError(f"unpaired_difference: samples of {len(a)} and {len(b)} values")
+    rows = np.concatenate([np.stack([a, np.ones(len(a))], 1), np.stack([b, np.zeros(len(b))], 1)])
+
+    def gap(t):
+        x, y = t[t[:, 1] == 1, 0], t[t[:, 1] == 0, 0]
+        return float(x.mean() - y.mean()) if len(x) and len(y) else 0.0
+
+    return bootstrap(rows, gap)
+
+
 def decide(interval: Interval, margin: float = 0.0, kind: str = "greater") -> str:
     """'holds' | 'fails' | 'inconclusive' for the claim that the statistic is greater than / less than ``margin``
     or within ±``margin`` (see the module docstring); always inconclusive on fewer than ``MIN_N`` examples."""

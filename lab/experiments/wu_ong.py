@@ -40,7 +40,7 @@ import lab
 from lab import cache
 from lab.metrics.perturbation import deletion_curve, merge_wordpieces, replace_top_k, word_groups
 from lab.results import Results
-from lab.stats import Interval, StatsInputError, bootstrap, combine, decide, paired_difference
+from lab.stats import Interval, StatsInputError, bootstrap, combine, decide, paired_difference, unpaired_difference
 
 NOTEBOOK = "04_wu_ong"
 DATASETS = ("sst5", "sst2", "yelp", "imdb")
@@ -718,21 +718,6 @@ def _part(make: Any, margin: float, kind: str) -> tuple[Interval | None, str]:
 
 def _say(label: str, iv: Interval | None, verdict: str) -> str:
     return f"{label} {iv if iv is not None else 'no values'} → {verdict}"
-
-
-def unpaired_difference(a, b) -> Interval:
-    """Interval of mean(a) − mean(b) for two independent samples (rows of both resampled together; a resample
-    lacking either sample scores 0, which can only widen the interval)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) == 0 or len(b) == 0:
-        raise StatsInputError(f"unpaired_difference: samples of {len(a)} and {len(b)} values")
-    rows = np.concatenate([np.stack([a, np.ones(len(a))], 1), np.stack([b, np.zeros(len(b))], 1)])
-
-    def gap(t):
-        x, y = t[t[:, 1] == 1, 0], t[t[:, 1] == 0, 0]
-        return float(x.mean() - y.mean()) if len(x) and len(y) else 0.0
-
-    return bootstrap(rows, gap)
 
 
 def deletion_claims(aucs: Mapping[str, Mapping[str, np.ndarray]]) -> list[tuple[str, str, str]]:
