@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 
 from lab import config
 from lab.config import REPO_ROOT
+from lab.provenance import data_fingerprint
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 NOTEBOOK_GLOB = "[0-9][0-9]_*"
@@ -393,12 +394,7 @@ def input_fingerprint(source: Path, profile: str, overrides: Mapping[str, Any] |
     package = REPO_ROOT / "lab"
     for path in sorted(package.rglob("*.py")):
         digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    data = config.data_dir()
-    if data.is_dir():
-        for path in sorted(data.rglob("*")):
-            if path.is_file():
-                st = path.stat()
-                digest.update(f"{path.relative_to(data)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    digest.update(str(data_fingerprint()["digest"]).encode())  # names, sizes and mtimes under LAB_DATA_DIR
     for package_name in FINGERPRINT_PACKAGES:
         try:
             digest.update(f"{package_name}=={metadata.version(package_name)}".encode())
