@@ -79,13 +79,16 @@ class RelevanceTrace:
 
 def relevance_trace(adapter: Adapter, inputs, target, composite: Composite, head_masks=None,
                     mask_recorded: bool = False, pixels: bool = False, gradients: bool = False,
-                    gradient_of: str = "logit") -> RelevanceTrace:
+                    gradient_of: str = "logit", mask_renormalize: bool = True,
+                    mask_record_rule: str | None = None) -> RelevanceTrace:
     """One relevance pass: R^(0) = one-hot(target) (Chefer Eq. 7) propagated back with `composite`'s rules.
 
     gradients=True also takes, over the same forward graph, the gradient of the target output with respect to
     every attention map (Chefer Eq. 1) before the relevance backward: one forward, two backward passes.
     """
-    ops = RelevanceOps(composite, head_masks=head_masks, mask_recorded=mask_recorded, with_gradients=gradients)
+    ops = RelevanceOps(composite, head_masks=head_masks, mask_recorded=mask_recorded,
+                       mask_renormalize=mask_renormalize, mask_record_rule=mask_record_rule,
+                       with_gradients=gradients)
     with torch.enable_grad():
         if pixels:
             leaf, pixel_leaf, logits = adapter.relevance_forward(inputs, ops, return_pixels=True)

@@ -99,13 +99,14 @@ def _weighted_maps(relevances, gradients, clamp):
 
 
 def _chefer_scores(adapter, inputs, target, composite, start_layer, clamp, rollout_normalize, gradient_of, ablation,
-                   head_masks=None, mask_recorded=False):
+                   head_masks=None, mask_recorded=False, mask_renormalize=True, mask_record_rule=None):
     if ablation not in ABLATIONS:
         raise ExplainInputError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
     if not 0 <= start_layer < adapter.num_layers:
         raise ExplainInputError(f"start_layer must be in 0..{adapter.num_layers - 1}, got {start_layer}")
     trace = relevance_trace(adapter, inputs, target, composite, head_masks=head_masks, mask_recorded=mask_recorded,
-                            gradients=ablation != "no_gradient", gradient_of=gradient_of)
+                            gradients=ablation != "no_gradient", gradient_of=gradient_of,
+                            mask_renormalize=mask_renormalize, mask_record_rule=mask_record_rule)
     grads = trace.attention_gradients
     maps = _weighted_maps(trace.attention_relevance, grads, clamp)
     if ablation == "last_block":  # Table 3: grad-A(1) R(n_1) of the block nearest the output only
@@ -127,14 +128,23 @@ def chefer(adapter, inputs, target, start_layer: int = 0, clamp: str = "before_m
     return {"scores": scores, "delta": _conservation_delta(trace), "params": params, "logits": trace.logits}
 
 
-@register("mask_lrp", "Mask-LRP: chefer with per-head relevance masked to syntactic/positional heads and renormalised",
-          "Song et al. Eqs. 5-11", own_forward=True)
-def mask_lrp(adapter, inputs, target, head_mask=None, mask_recorded: bool = False, start_layer: int = 0,
-             clamp: str = "before_mean", rollout_normalize: bool = False, absolute: str = "sum_abs",
-             matmul: str = "normalized", gradient_of: str = "logit"):
+@register("mask_lrp", "Mask-LRP: chefer with per-head relevance masked to syntactic/positional heads "
+          "(renormalised or not)", "Song et al. Eqs. 5-11", own_forward=True)
+def mask_lrp(adapter, inputs, target, head_mask=None, mask_recorded: bool = False, renormalize: bool = True,
+             recorded_rule: str | None = None, start_layer: int = 0, clamp: str = "before_mean",
+             rollout_normalize: bool = False, absolute: str = "sum_abs", matmul: str = "normalized",
+             gradient_of: str = "logit"):
     """head_mask: {0,1} tensor [blocks, heads] (see lab.heads). The relevance of each head's context O_h = A_h V_h
-    is multiplied by the mask before the A·V matmul rule and rescaled to conserve the block's total; the attention
-    relevance used in the rollout is recorded before masking unless mask_recorded=True (authors' code)."""
+    is multiplied by the mask before the A·V matmul rule and, with renormalize=True (the text's "normalise"),
+    rescaled to conserve the block's total; renormalize=False is the authors' code (`cam * head_mask`, the total
+    shrinks). The attention relevance used in the rollout is recorded before masking unless mask_recorded=True
+    (authors' code), by the matmul rule, or by `recorded_rule` when given: the authors' MGAE records A·V's naive
+    (Eq. 8) relevance, before the /2 its propagated relevance gets, i.e. twice what their GAE records, so an
+    all-ones mask is GAE only when recorded_rule is None. The authors' full code reading: renormalize=False,
+    recorded_rule="naive", rollout_normalize=True, matmul="halve", absolute="abs_sum" (see
+    lab.experiments.mask_lrp.READINGS)."""
+    if recorded_rule not in (None, "naive", "halve", "normalized"):
+        raise ExplainInputError(f"recorded_rule must be None, 'naive', 'halve' or 'normalized', got {recorded_rule!r}")
     if head_mask is None:
         raise ExplainInputError("mask_lrp needs head_mask: a [blocks, heads] 0/1 tensor (see lab.heads.head_mask)")
     mask = torch.as_tensor(head_mask, dtype=adapter.dtype, device=adapter.device)
@@ -142,9 +152,12 @@ def mask_lrp(adapter, inputs, target, head_mask=None, mask_recorded: bool = Fals
         raise ExplainInputError(f"head_mask must have shape ({adapter.num_layers}, {adapter.num_heads}), got {tuple(mask.shape)}")
     composite = CHEFER.with_(absolute=absolute, matmul=matmul)
     scores, trace = _chefer_scores(adapter, inputs, target, composite, start_layer, clamp, rollout_normalize,
-                                   gradient_of, None, head_masks=mask, mask_recorded=mask_recorded)
-    params = dict(head_mask=mask.tolist(), mask_recorded=mask_recorded, start_layer=start_layer, clamp=clamp,
-                  rollout_normalize=rollout_normalize, absolute=absolute, matmul=matmul, gradient_of=gradient_of)
+                                   gradient_of, None, head_masks=mask, mask_recorded=mask_recorded,
+                                   mask_renormalize=bool(renormalize), mask_record_rule=recorded_rule)
+    params = dict(head_mask=mask.tolist(), mask_recorded=mask_recorded, renormalize=bool(renormalize),
+                  recorded_rule=recorded_rule,
+                  start_layer=start_layer, clamp=clamp, rollout_normalize=rollout_normalize, absolute=absolute,
+                  matmul=matmul, gradient_of=gradient_of)
     return {"scores": scores, "delta": _conservation_delta(trace), "params": params, "logits": trace.logits}
 
 

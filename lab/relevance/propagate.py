@@ -18,7 +18,7 @@ from .rules import (AddRelevance, LinearRelevance, MatmulRelevance, Mode, NormRe
 
 class RelevanceOps:
     def __init__(self, composite: Composite, head_masks: torch.Tensor | None = None, mask_recorded: bool = False,
-                 first_layer_bounds: tuple | None = None, with_gradients: bool = False,
+                 mask_renormalize: bool = True, mask_record_rule: str | None = None, first_layer_bounds: tuple | None = None, with_gradients: bool = False,
                  record_absorbed: bool = False):
         """with_gradients: also support a gradient backward over the same graph (see `Mode`), which records
         d(output)/dA per block in `attention_gradients`. record_absorbed: sum, per example, into `absorbed` the
@@ -28,6 +28,8 @@ class RelevanceOps:
         self.attention_gradients: dict[int, torch.Tensor] = {}
         self.head_masks = head_masks  # [blocks, heads] for Mask-LRP, or None
         self.mask_recorded = mask_recorded
+        self.mask_renormalize = mask_renormalize
+        self.mask_record_rule = mask_record_rule
         self.first_layer_bounds = first_layer_bounds
         self.attention_relevance: dict[int, torch.Tensor] = {}
         self.block_totals: dict[str, torch.Tensor] = {}
@@ -63,7 +65,8 @@ class RelevanceOps:
                 head_mask = self.head_masks[attention_block]
         if c.matmul == "gradient" and record is None and self.mode.relevance_only:
             return a @ b
-        return MatmulRelevance.apply(a, b, c.matmul, c.absolute, record, head_mask, self.mask_recorded, self.mode)
+        return MatmulRelevance.apply(a, b, c.matmul, c.absolute, record, head_mask, self.mask_recorded, self.mode,
+                                     self.mask_renormalize, self.mask_record_rule)
 
     def nonlinear(self, fn: Callable, x):
         """An element-wise function, or a normalisation module (LayerNorm/RMSNorm: composite.norm applies)."""

@@ -195,11 +195,14 @@ class AddRelevance(torch.autograd.Function):
         return r_u, r_v, None, None, None
 
 
-def mask_heads(relevance: torch.Tensor, head_mask: torch.Tensor) -> torch.Tensor:
+def mask_heads(relevance: torch.Tensor, head_mask: torch.Tensor, renormalize: bool = True) -> torch.Tensor:
     """Mask-LRP (Song et al. Eq. 9 and after): keep the relevance of important heads, rescaled per example
-    so that the kept relevance sums to the incoming total. relevance: [batch, heads, ...]; head_mask: [heads]."""
+    so that the kept relevance sums to the incoming total (renormalize=False: not rescaled, the authors' code,
+    `cam * head_mask`). relevance: [batch, heads, ...]; head_mask: [heads]."""
     shape = (1, -1) + (1,) * (relevance.dim() - 2)
     masked = relevance * head_mask.to(relevance.dtype).reshape(shape)
+    if not renormalize:
+        return masked
     kept, total = per_example_sum(masked), per_example_sum(relevance)
     # exact division (x / x == 1), so an all-ones mask leaves the relevance bit-for-bit unchanged
     scale = torch.where(kept == 0, torch.zeros_like(kept), total / torch.where(kept == 0, torch.ones_like(kept), kept))
@@ -208,15 +211,18 @@ def mask_heads(relevance: torch.Tensor, head_mask: torch.Tensor) -> torch.Tensor
 
 class MatmulRelevance(torch.autograd.Function):
     """a @ b with a relevance backward. Optionally records the relevance (or, in gradient mode, the gradient) of
-    `a` (the attention map). A head mask acts on the relevance flowing down; Mask-LRP records the map's relevance
-    before masking unless mask_recorded."""
+    `a` (the attention map). A head mask acts on the relevance flowing down (rescaled to the incoming total unless
+    mask_renormalize is False); Mask-LRP records the map's relevance before masking unless mask_recorded, by the
+    matmul rule or by `mask_record_rule` when given (the authors' MGAE records the naive, un-halved relevance)."""
 
     @staticmethod
-    def forward(ctx, a, b, rule, absolute, record, head_mask, mask_recorded, mode):
+    def forward(ctx, a, b, rule, absolute, record, head_mask, mask_recorded, mode, mask_renormalize=True,
+                mask_record_rule=None):
         out = a @ b
         ctx.save_for_backward(a, b, out)
         ctx.rule, ctx.absolute, ctx.record, ctx.mode = rule, absolute, record, mode
-        ctx.head_mask, ctx.mask_recorded = head_mask, mask_recorded
+        ctx.head_mask, ctx.mask_recorded, ctx.mask_renormalize = head_mask, mask_recorded, mask_renormalize
+        ctx.mask_record_rule = mask_record_rule or rule
         return out
 
     @staticmethod
@@ -226,16 +232,16 @@ class MatmulRelevance(torch.autograd.Function):
             r_a, r_b = matmul_relevance(a, b, relevance, "gradient")
             if ctx.record is not None:
                 ctx.record(r_a, gradient=True)
-            return r_a, r_b, None, None, None, None, None, None
+            return r_a, r_b, None, None, None, None, None, None, None, None
         if ctx.head_mask is not None:
-            masked = mask_heads(relevance, ctx.head_mask)
+            masked = mask_heads(relevance, ctx.head_mask, ctx.mask_renormalize)
             if ctx.record is not None and not ctx.mask_recorded:
-                ctx.record(matmul_relevance(a, b, relevance, ctx.rule, ctx.absolute, z)[0])
+                ctx.record(matmul_relevance(a, b, relevance, ctx.mask_record_rule, ctx.absolute, z)[0])
             relevance = masked
         r_a, r_b = matmul_relevance(a, b, relevance, ctx.rule, ctx.absolute, z)
         if ctx.record is not None and (ctx.head_mask is None or ctx.mask_recorded):
             ctx.record(r_a)
-        return r_a, r_b, None, None, None, None, None, None
+        return r_a, r_b, None, None, None, None, None, None, None, None
 
 
 class Passthrough(torch.autograd.Function):
