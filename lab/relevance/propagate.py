@@ -18,8 +18,8 @@ from .rules import (AddRelevance, LinearRelevance, MatmulRelevance, Mode, NormRe
 
 class RelevanceOps:
     def __init__(self, composite: Composite, head_masks: torch.Tensor | None = None, mask_recorded: bool = False,
-                 mask_renormalize: bool = True, mask_record_rule: str | None = None, first_layer_bounds: tuple | None = None, with_gradients: bool = False,
-                 record_absorbed: bool = False):
+                 mask_renormalize: bool = True, mask_record_rule: str | None = None,
+                 first_layer_bounds: tuple | None = None, with_gradients: bool = False, record_absorbed: bool = False):
         """with_gradients: also support a gradient backward over the same graph (see `Mode`), which records
         d(output)/dA per block in `attention_gradients`. record_absorbed: sum, per example, into `absorbed` the
         relevance left to biases by the epsilon, norm and softmax rules (sum R_input + absorbed = R_output)."""
