@@ -90,9 +90,11 @@ def test_evaluate_dataset_rows_and_random_seeds():
 def test_corruption_sweep_equals_chefer_at_full_rate_and_checks_it(monkeypatch):
     mask = torch.tensor([[1.0, 0, 0, 0], [0, 0, 1, 0]])
     run, cfg = _run(mask=mask)
-    sweep = ml.corruption_sweep(run, cfg)
+    sweep = ml.corruption_sweep(run, {**cfg, "reading": "text"})
     assert sweep["equals_chefer_at_100"] and sweep["rates"] == [0.5, 1.0]
     assert sweep["summary"][1.0]["AOPC"] == sweep["chefer"]["AOPC"]
+    code = ml.corruption_sweep(run, cfg)  # the authors' MGAE records twice GAE's A relevance: not GAE at 100 %
+    assert cfg["reading"] == "code" and not code["equals_chefer_at_100"] and code["max_diff_chefer_at_100"] > 0
     assert len(sweep["per_rate"][0.5]) == cfg["seeds"] and sweep["per_rate"][0.5][0]["n_switched"] == 3
     # the check can fail: a "corruption" that leaves the mask alone must be caught at 100 %
     monkeypatch.setattr(ml.heads, "corrupted_mask", lambda m, rate, seed=0: torch.as_tensor(m))
@@ -112,7 +114,8 @@ def test_build_results_smoke_leaves_sample_claims_untested(lab_dirs):
     assert res.tables["table3"]["rows"]["Mask-LRP w/o M_pos"]["sst2_LOdds"]["paper"] == -1.208
     holds = {c["claim"]: c["holds"] for c in res.claims}
     exact = [c for c in holds if "reproduces GAE" in c]
-    assert exact and holds[exact[0]] is True
+    assert exact and holds[exact[0]] is False  # code reading: the authors' MGAE with all ones is not their GAE
+    assert "recorded_rule" in [c for c in res.claims if c["claim"] == exact[0]][0]["detail"]
     assert all(v is None for c, v in holds.items() if c not in exact)
     assert {c["verdict"] for c in res.claims if c["claim"] not in exact} == {"not evaluated"}
     paired = res.tables["table1_paired"]["rows"]["Mask-LRP (ours) − GAE (chefer) (sst2)"]
@@ -250,3 +253,134 @@ def test_table_rows_are_memoised_per_mask_and_model(lab_dirs, monkeypatch):
     other, _ = _run(model=tiny_bert(seed=5))
     ml._run_method(other, "chefer", cfg)
     assert calls == ["mask_lrp", "chefer"]
+
+
+# ---- readings, size-matched sweep, head statistics without [CLS]/[SEP] ------------------------------------------
+
+
+def test_readings_are_named_parameters_with_the_code_as_default():
+    cfg = ml.settings("default")
+    assert cfg["reading"] == "code" and cfg["n_eval"]["imdb"] >= 100
+    assert ml.reading_params("mask_lrp", "code") == {"renormalize": False, "recorded_rule": "naive",
+                                                     "rollout_normalize": True, "matmul": "halve",
+                                                     "absolute": "abs_sum"}
+    assert ml.reading_params("chefer", "text") == {"rollout_normalize": False, "matmul": "normalized",
+                                                   "absolute": "sum_abs"}
+    assert ml.reading_params("cam", "code") == {}
+    run, _ = _run()
+    assert ml.method_params(run, "mask_lrp", cfg)[1]["renormalize"] is False
+    assert ml.method_params(run, "chefer", {**cfg, "reading": "text"})[1]["rollout_normalize"] is False
+    with pytest.raises(ml.ExperimentError, match="reading must be"):
+        ml.settings("smoke", reading="both")
+    with pytest.raises(ml.ExperimentError, match="head_specials"):
+        ml.settings("smoke", head_specials="drop")
+    assert set(ml.readings_frame(cfg).columns) == {"code", "text", "why", "used"}
+
+
+def test_no_renormalisation_only_multiplies_by_the_mask():
+    """renormalize=False is the authors' `cam * head_mask`; True rescales to the incoming total (the text)."""
+    from lab.relevance import rules
+
+    r = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    mask = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(rules.mask_heads(r, mask, renormalize=False), r * mask[None, :, None, None])
+    kept = rules.mask_heads(r, mask)
+    torch.testing.assert_close(kept.sum((1, 2, 3)), r.sum((1, 2, 3)))
+
+
+@pytest.mark.parametrize("reading", ["code", "text"])
+def test_mask_lrp_renormalisation_matters_and_all_ones_is_chefer(reading):
+    model, batch = tiny_bert(layers=3), text_batch((9, 6, 7))
+    params = ml.reading_params("mask_lrp", reading)
+    sparse = torch.tensor([[0.0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
+    a = lab.explain(model, batch, "mask_lrp", target=0, head_mask=sparse, **params).scores
+    b = lab.explain(model, batch, "mask_lrp", target=0, head_mask=sparse,
+                    **{**params, "renormalize": not params["renormalize"]}).scores
+    assert (a - b).abs().max() > 1e-4
+    ones = lab.explain(model, batch, "mask_lrp", target=0, head_mask=torch.ones(3, 4), **params).scores
+    chefer = lab.explain(model, batch, "chefer", target=0, **ml.reading_params("chefer", reading)).scores
+    assert torch.equal(ones, chefer) == (reading == "text")  # code: MGAE records twice GAE's A relevance
+    same = lab.explain(model, batch, "mask_lrp", target=0, head_mask=torch.ones(3, 4),
+                       **{**params, "recorded_rule": None}).scores
+    assert torch.equal(same, chefer)
+
+
+def test_head_margin_is_positive_exactly_on_the_mask_and_orders_top_m():
+    st = _stats(3, 4, seed=2)
+    cfg = ml.settings("smoke")
+    margin = ml.head_margin(st, cfg)
+    mask = heads.head_mask(st, cfg["xi_synt"], cfg["xi_pos"], cfg["include_self"])
+    assert np.array_equal(margin > 0, mask.numpy() > 0)
+    top = ml.top_mask(margin, 5)
+    assert int(top.sum()) == 5 and margin[top.numpy() > 0].min() >= margin[top.numpy() == 0].max()
+    assert torch.equal(ml.top_mask(margin, int(mask.sum())), mask)
+
+
+def test_size_sweep_pairs_top_m_with_random_m_at_every_size():
+    run, cfg = _run()
+    cfg = {**cfg, "size_sweep_sizes": (2, 4, 99)}
+    sweep = ml.size_sweep(run, cfg)
+    assert sweep["sizes"] == [2, 4, 8] and sweep["n_examples"] == 3  # 99 is capped at the 8 heads
+    for m in sweep["sizes"]:
+        r = sweep["per_size"][m]
+        assert len(r["random"]) == cfg["seeds"] and r["diff"]["AOPC"].clusters == cfg["seeds"]
+    # at m = all heads every mask is all ones: top and random coincide
+    assert sweep["per_size"][8]["diff"]["AOPC"].estimate == pytest.approx(0.0, abs=1e-12)
+    table = ml.size_sweep_table(sweep)
+    assert set(table) == {"m = 2", "m = 4", "m = 8"} and "ΔLOdds_high" in table["m = 2"]
+    fig = ml.size_sweep_figure(sweep, {"AOPC": 0.3, "LOdds": -1.0})
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3  # top, random, GAE reference
+
+
+@pytest.mark.parametrize("shift, verdict", [(0.1, "holds"), (-0.1, "fails"), (0.0, "inconclusive")])
+def test_size_claim_on_synthetic_sweeps(shift, verdict):
+    rng = np.random.default_rng(0)
+    n = 50
+
+    def rows(d):
+        return {"aopc": 0.4 + d + 0.05 * rng.standard_normal(n), "lodds": -1.0 - d + 0.05 * rng.standard_normal(n)}
+
+    per_size = {m: {"top": rows(shift), "random": [{**rows(0.0), "seed": s} for s in range(3)]} for m in (2, 4)}
+    sweep = {"sizes": [2, 4], "per_size": per_size}
+    verdicts = {col: stats.decide(ml.size_sweep_interval(sweep, col), 0.0, ml.BETTER[col]) for col in ml.BETTER}
+    assert set(verdicts.values()) == {verdict}
+
+
+def test_build_results_adds_the_size_sweep_and_the_other_reading(lab_dirs):
+    run, cfg = _run()
+    cfg = {**cfg, "profile": "default", "size_sweep_sizes": (2, 4)}
+    ev = ml.evaluate_dataset(run, cfg)
+    other = ml.evaluate_text_reading({"sst2": run}, cfg)
+    assert set(other["sst2"]["methods"]) == {"chefer", "mask_lrp", "random_mask"}
+    assert other["sst2"]["methods"]["mask_lrp"]["AOPC"] != ev["methods"]["mask_lrp"]["AOPC"]
+    res = ml.build_results(cfg, {"sst2": run}, {"sst2": ev}, sizes=ml.size_sweep(run, cfg), other_reading=other)
+    assert {"size_sweep", "readings"} <= set(res.tables)
+    claims = {c["claim"]: c for c in res.claims}
+    size = [c for c in claims if "top-m heads" in c]
+    text = [c for c in claims if "(text reading)" in c]
+    assert len(size) == 1 and len(text) == 2 and "[" in claims[size[0]]["detail"]
+    assert res.meta["readings"]["renormalize"]["code"] is False and res.meta["reading"] == "code"
+
+
+def test_positions_without_specials_skip_cls_and_sep():
+    """Oracle: the argmax of every content query over content keys, counted per offset by loops."""
+    model = tiny_bert(layers=2)
+    batch = text_batch((9, 6, 7))
+    counts, n_queries, shares = ml.positions_without_specials(model, [batch], max_offset=8)
+    att = model(**batch, output_attentions=True).attentions
+    valid = batch["attention_mask"].bool()
+    special = valid & ((batch["input_ids"] == 2) | (batch["input_ids"] == 3))
+    content = valid & ~special
+    expected = np.zeros_like(counts)
+    to_special = np.zeros(len(att))
+    for b, a in enumerate(att):
+        for i in range(batch["input_ids"].shape[0]):
+            keys = content[i].nonzero()[:, 0]
+            for h in range(a.shape[1]):
+                for q in keys.tolist():
+                    row = a[i, h, q]
+                    k = int(keys[row[keys].argmax()])
+                    expected[b, h, k - q + 8] += 1
+                    to_special[b] += bool(special[i, int(row.masked_fill(~valid[i], -1).argmax())])
+    assert np.array_equal(counts, expected) and n_queries == int(content.sum())
+    np.testing.assert_allclose(shares, to_special / (int(content.sum()) * att[0].shape[1]))

@@ -44,6 +44,28 @@ def perturbation_curves(fractions: Sequence[float], curves: Mapping[str, Sequenc
 
 
 @paper_style()
+def interval_curves(x: Sequence[float], series: Mapping[str, Mapping[str, Sequence[float]]], ax=None,
+                    xlabel: str = "", ylabel: str = "", title: str | None = None,
+                    references: Mapping[str, float] | None = None) -> Figure:
+    """One line per series with its confidence band: ``series[name] = {"mean": [...], "low": [...],
+    "high": [...]}`` over ``x`` (e.g. AOPC of top-m vs random-m heads against m); ``references`` are dashed
+    horizontal lines (e.g. a baseline's value)."""
+    xs = _values(x)
+    fig, ax = figure_axes(ax, figsize=(5.2, 3))
+    for name, s in series.items():
+        (line,) = ax.plot(xs, _values(s["mean"]), marker="o", markersize=3, label=name)
+        ax.fill_between(xs, _values(s["low"]), _values(s["high"]), alpha=0.2, color=line.get_color())
+    for name, value in (references or {}).items():
+        ax.axhline(float(value), linestyle="--", color="black", linewidth=1, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    legend_outside(ax)
+    return fig
+
+
+@paper_style()
 def heatmap_matrix(matrix, row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
                    ax=None, annot: bool = True, fmt: str = ".2f", cmap: str = "viridis",
                    vmin: float | None = None, vmax: float | None = None, title: str | None = None,
