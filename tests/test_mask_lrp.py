@@ -323,7 +323,7 @@ def test_size_sweep_pairs_top_m_with_random_m_at_every_size():
     assert sweep["sizes"] == [2, 4, 8] and sweep["n_examples"] == 3  # 99 is capped at the 8 heads
     for m in sweep["sizes"]:
         r = sweep["per_size"][m]
-        assert len(r["random"]) == cfg["seeds"] and r["diff"]["AOPC"].clusters == cfg["seeds"]
+        assert len(r["random"]) == cfg["size_sweep_seeds"] and r["diff"]["AOPC"].clusters == cfg["size_sweep_seeds"]
     # at m = all heads every mask is all ones: top and random coincide
     assert sweep["per_size"][8]["diff"]["AOPC"].estimate == pytest.approx(0.0, abs=1e-12)
     table = ml.size_sweep_table(sweep)
