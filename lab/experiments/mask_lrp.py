@@ -895,24 +895,29 @@ def build_results(cfg: Mapping, runs: Mapping[str, DatasetRun], evals: Mapping[s
                       {f"rate {r:g}": {"AOPC": (None, s["AOPC"]), "LOdds": (None, s["LOdds"])}
                        for r, s in [(0.0, sweep["mask_lrp"]), *sweep["summary"].items()]},
                       direction={"AOPC": "higher", "LOdds": "lower"})
+    _claims(res, cfg, runs, evals, sweep)
+    _size_and_reading_parts(res, cfg, runs, evals, sizes, other_reading)
+    return res
+
+
+def _size_and_reading_parts(res, cfg, runs, evals, sizes, other_reading):
+    """The size-matched sweep's table and claim; the other reading's table and claims."""
     if sizes is not None:
         res.add_table("size_sweep", f"Size-matched masks on {sizes['n_examples']} {primary(runs)} examples: Mask-LRP "
                       "with the top-m heads by margin (how far a head clears its ξ) vs m random heads (mean of "
                       f"{sizes['seeds']} seeds); Δ = top − random with its 95 % interval (seeds resampled, then "
                       f"examples). M itself keeps {sizes['n_mask']} of {sizes['n_heads']} heads.",
                       size_sweep_table(sizes))
-    if other_reading:
-        _other_reading_table(res, cfg, evals, other_reading)
-    _claims(res, cfg, runs, evals, sweep)
-    if sizes is not None:
         _size_claim(res, sizes)
-    for d, ev in (other_reading or {}).items():
-        other = "text" if cfg["reading"] == "code" else "code"
+    if not other_reading:
+        return
+    _other_reading_table(res, cfg, evals, other_reading)
+    other = "text" if cfg["reading"] == "code" else "code"
+    for d, ev in other_reading.items():
         for a, b, text in (("mask_lrp", "random_mask", "Mask-LRP beats the random same-rate mask"),
                            ("mask_lrp", "chefer", "Mask-LRP beats GAE (chefer)")):
             verdict, detail = comparison(ev, a, b)
             res.add_claim(f"{d}: {text} on both AOPC and LOdds ({other} reading)", verdict=verdict, detail=detail)
-    return res
 
 
 def _other_reading_table(res, cfg, evals, other_reading):
