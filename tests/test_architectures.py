@@ -281,3 +281,27 @@ def test_cli_prints_the_support_table_that_explain_enforces(capsys):
     chefer = dict(zip(names, [applies(EXPLAINERS["chefer"], a.adapter) is None for a in ARCHITECTURES]))
     assert chefer["DistilBERT"] and chefer["DeiT"] and not chefer["GPT-2 (next token)"]
     assert all(applies(EXPLAINERS["attnlrp"], a.adapter) is None for a in ARCHITECTURES)
+
+
+def test_bench_times_a_decoder_with_the_explainers_that_apply():
+    from lab import bench
+
+    label, model, inputs = bench.decoder_setup(batch=2, length=8, layers=1, width=16, vocab=VOCAB)
+    rows = bench.bench_model(label, model, inputs, ["attnlrp", "cp_lrp", "chefer"], repeat=1)
+    assert [r["method"] for r in rows] == ["(forward+backward)", "attnlrp", "cp_lrp"]
+    assert all(r["model"] == "gpt2-shaped-next-token" and r["ratio_fb"] > 0 for r in rows)
+
+
+def test_tour_explains_a_next_token_and_falls_back_to_a_random_model_with_a_warning(lab_dirs):
+    from matplotlib.figure import Figure
+
+    from lab.experiments.tour import explain_next_token, next_token_panels, tour_causal_lm
+
+    with pytest.warns(UserWarning, match="RANDOMLY INITIALISED"):
+        model, tokenizer, note = tour_causal_lm("smoke")  # empty cache: notebook 06 has not run
+    assert "not cached" in note and type(model).__name__ == "GPT2LMHeadModel"
+    out = explain_next_token(model, tokenizer, "a gripping film", ["attnlrp", "grad_x_input"])
+    exp = out["attnlrp"]
+    assert exp.tokens[0][0] == tokenizer.cls_token and exp.logits.shape == (1, tokenizer.vocab_size)
+    assert torch.isfinite(exp.scores).all() and exp.scores.shape == (1, len(exp.tokens[0]))
+    assert isinstance(next_token_panels(out, tokenizer), Figure)

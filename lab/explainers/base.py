@@ -310,7 +310,7 @@ def explain(model: nn.Module, inputs, method: str, target=None, *, tokenizer=Non
     if method not in EXPLAINERS:
         raise ExplainInputError(f"unknown explainer {method!r}; available: {', '.join(EXPLAINERS)}")
     spec = EXPLAINERS[method]
-    adapter = get_adapter(model)
+    adapter = get_adapter(model, tokenizer)
     reason = applies(spec, adapter)
     if reason:
         raise ExplainInputError(reason)

@@ -126,14 +126,19 @@ def _tokenizer_special_ids(path: str) -> tuple[tuple[str, int], ...]:
                  if getattr(tokenizer, f"{k}_token_id", None) is not None)
 
 
-def special_token_ids(config) -> dict[str, int]:
-    """{"cls": id, "sep": id, "pad": ..., "bos", "eos", "unk", "mask"}: the ids the config names, completed from the
-    tokenizer saved with the checkpoint (BERT configs name only [PAD]; its tokenizer knows [CLS]/[SEP]/...)."""
+def special_token_ids(config, tokenizer=None) -> dict[str, int]:
+    """{"cls": id, "sep": id, "pad": ..., "bos", "eos", "unk", "mask"}: the ids of `tokenizer` if given, else those
+    the config names, completed from the tokenizer saved with the checkpoint (BERT configs name only [PAD]; its
+    tokenizer knows [CLS]/[SEP]/...)."""
     ids = dict(_tokenizer_special_ids(str(getattr(config, "_name_or_path", "") or "")))
     for kind in SPECIAL_TOKENS:
         tid = getattr(config, f"{kind}_token_id", None)
         if isinstance(tid, int):
             ids[kind] = tid
+    for kind in SPECIAL_TOKENS if tokenizer is not None else ():
+        tid = getattr(tokenizer, f"{kind}_token_id", None)
+        if tid is not None:
+            ids[kind] = int(tid)
     return ids
 
 
@@ -151,9 +156,12 @@ class Adapter:
     # relevance forward: compute only the readout rows of the last block (exact, cheaper; False for checks)
     cls_only_last_block: bool = True
 
-    def __init__(self, model: nn.Module, base: nn.Module, layout: Layout | None = None):
+    def __init__(self, model: nn.Module, base: nn.Module, layout: Layout | None = None, tokenizer=None):
         self.model = model
         self.config = model.config
+        # special tokens: the config's and the tokenizer's (when explain() is given the one that made the inputs)
+        self.special_ids = frozenset(special_token_ids(self.config).values()) | frozenset(
+            special_token_ids(self.config, tokenizer).values())
         self.base = base
         self.layout = layout or self.layout
         self.layers = list(_get(base, self.layout.layers))
@@ -275,9 +283,9 @@ class BertAdapter(Adapter):
     """BERT-family sequence classifiers (BERT, MiniLM, RoBERTa, ELECTRA, DistilBERT): post-LN blocks, a head on
     the first token."""
 
-    def __init__(self, model):
+    def __init__(self, model, tokenizer=None):
         base = model.base_model
-        super().__init__(model, base, DISTILBERT_LAYOUT if hasattr(base, "transformer") else BERT_LAYOUT)
+        super().__init__(model, base, DISTILBERT_LAYOUT if hasattr(base, "transformer") else BERT_LAYOUT, tokenizer)
         self.is_roberta = not hasattr(model, "bert") and hasattr(model, "roberta")
         self.position_offset = 2 if self.is_roberta else 0  # RoBERTa positions start after padding_idx
         self.uses_token_types = hasattr(base.embeddings, "token_type_embeddings") and not self.is_roberta
@@ -304,7 +312,7 @@ class BertAdapter(Adapter):
         return inputs["attention_mask"].bool()
 
     def special_mask(self, inputs) -> torch.Tensor:
-        special = _special(inputs["input_ids"], self.config)
+        special = _special(inputs["input_ids"], self.special_ids)
         special[:, 0] = True
         return special | ~self.valid_mask(inputs)
 
@@ -377,12 +385,9 @@ def _check_length(ids, max_len: int) -> None:
         )
 
 
-def _special(ids, config) -> torch.Tensor:
-    """Positions holding one of the model's special tokens (`special_token_ids`)."""
-    special = torch.zeros_like(ids, dtype=torch.bool)
-    for tid in set(special_token_ids(config).values()):
-        special |= ids == tid
-    return special
+def _special(ids, special_ids) -> torch.Tensor:
+    """Positions holding one of the ids in `special_ids`."""
+    return torch.isin(ids, torch.tensor(sorted(special_ids), dtype=ids.dtype, device=ids.device))
 
 
 # ---- image classifiers: ViT, DeiT ---------------------------------------------------------------------------
@@ -396,8 +401,8 @@ class ViTAdapter(Adapter):
     layout = VIT_LAYOUT
     prefix = ("cls_token",)  # embeddings parameters put before the patches, in order
 
-    def __init__(self, model):
-        super().__init__(model, model.base_model)
+    def __init__(self, model, tokenizer=None):
+        super().__init__(model, model.base_model, tokenizer=tokenizer)
         size, patch = self.config.image_size, self.config.patch_size
         size = size if isinstance(size, (tuple, list)) else (size, size)
         patch = patch if isinstance(patch, (tuple, list)) else (patch, patch)
@@ -495,9 +500,9 @@ class DecoderAdapter(Adapter):
     readout = "last"
     cls_only_last_block = False
 
-    def __init__(self, model):
+    def __init__(self, model, tokenizer=None):
         base = model.base_model
-        super().__init__(model, base, GPT2_LAYOUT if hasattr(base, "wpe") else LLAMA_LAYOUT)
+        super().__init__(model, base, GPT2_LAYOUT if hasattr(base, "wpe") else LLAMA_LAYOUT, tokenizer)
         self.lm_head = _proj(model.get_output_embeddings())
 
     @property
@@ -520,7 +525,7 @@ class DecoderAdapter(Adapter):
         return inputs["attention_mask"].bool()
 
     def special_mask(self, inputs) -> torch.Tensor:
-        return _special(inputs["input_ids"], self.config) | ~self.valid_mask(inputs)
+        return _special(inputs["input_ids"], self.special_ids) | ~self.valid_mask(inputs)
 
     def last_position(self, inputs) -> torch.Tensor:
         """Index of each row's last real token (the prediction is read there)."""
@@ -605,13 +610,14 @@ def architecture_of(model: nn.Module) -> Architecture | None:
     return None
 
 
-def get_adapter(model: nn.Module) -> Adapter:
-    """The adapter for a supported model, or one clear error."""
+def get_adapter(model: nn.Module, tokenizer=None) -> Adapter:
+    """The adapter for a supported model, or one clear error; `tokenizer` (optional): the one that made the inputs,
+    whose special tokens are then special too."""
     arch = architecture_of(model)
     if arch is None:
         supported = ", ".join(c for a in ARCHITECTURES for c in a.classes)
         raise UnsupportedModelError(f"{type(model).__name__} is not supported: lab explains {supported}")
-    return arch.adapter(model)
+    return arch.adapter(model, tokenizer)
 # ---- training: only what the classification loss reads ---------------------------------------------------
 
 
