@@ -305,3 +305,22 @@ def test_tour_explains_a_next_token_and_falls_back_to_a_random_model_with_a_warn
     assert exp.tokens[0][0] == tokenizer.cls_token and exp.logits.shape == (1, tokenizer.vocab_size)
     assert torch.isfinite(exp.scores).all() and exp.scores.shape == (1, len(exp.tokens[0]))
     assert isinstance(next_token_panels(out, tokenizer), Figure)
+
+
+def test_special_tokens_come_from_the_tokenizer_saved_with_the_checkpoint(tmp_path):
+    """BERT configs name only [PAD]; [CLS]/[SEP] come from the tokenizer saved beside the weights (no id is hard-coded:
+    here [CLS]=7 and [SEP]=9, not BERT's 101/102)."""
+    from tests.models import tiny_bert
+
+    vocab = ["[PAD]", "[UNK]", "a", "b", "c", "d", "e", "[CLS]", "[MASK]", "[SEP]", "film", "good"]
+    tokenizer = tf.BertTokenizer(vocab={token: i for i, token in enumerate(vocab)})
+    assert (tokenizer.cls_token_id, tokenizer.sep_token_id) == (7, 9)
+    tokenizer.save_pretrained(tmp_path)
+    model = tiny_bert()
+    for kind in ("cls", "sep", "unk", "mask"):
+        setattr(model.config, f"{kind}_token_id", None)
+    model.save_pretrained(tmp_path)
+    loaded = tf.BertForSequenceClassification.from_pretrained(tmp_path).eval()
+    ids = torch.tensor([[7, 10, 11, 9, 0]])
+    special = get_adapter(loaded).special_mask({"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])})
+    assert special.tolist() == [[True, False, False, True, True]]
