@@ -133,10 +133,11 @@ def decoder_setup(batch: int = 16, length: int = 128, seed: int = 0, layers: int
 
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=vocab, n_embd=width, n_layer=layers, n_head=max(1, width // 64),
-                        n_positions=max(length, 8), attn_implementation="eager")
+                        n_positions=max(length, 8), bos_token_id=vocab - 1, eos_token_id=vocab - 1,
+                        attn_implementation="eager")
     model = GPT2LMHeadModel(config).eval()
     ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
-    return "gpt2-shaped-next-token", model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    return "gpt2-next-token", model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
 def vision_setup(batch: int = 16, seed: int = 0):

@@ -289,7 +289,7 @@ def test_bench_times_a_decoder_with_the_explainers_that_apply():
     label, model, inputs = bench.decoder_setup(batch=2, length=8, layers=1, width=16, vocab=VOCAB)
     rows = bench.bench_model(label, model, inputs, ["attnlrp", "cp_lrp", "chefer"], repeat=1)
     assert [r["method"] for r in rows] == ["(forward+backward)", "attnlrp", "cp_lrp"]
-    assert all(r["model"] == "gpt2-shaped-next-token" and r["ratio_fb"] > 0 for r in rows)
+    assert all(r["model"] == "gpt2-next-token" and r["ratio_fb"] > 0 for r in rows)
 
 
 def test_tour_explains_a_next_token_and_falls_back_to_a_random_model_with_a_warning(lab_dirs):
