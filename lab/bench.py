@@ -1,7 +1,9 @@
 """`python -m lab bench`: cost of every explainer as a ratio to one forward+backward pass on the same batch.
 
 Text: the MiniLM classifier (the fine-tuned SST-2 checkpoint when cached, else the pretrained encoder with a fresh
-head: timing does not depend on the weights) on a fixed batch of 16 x 128 tokens. Vision: a small ViT.
+head: timing does not depend on the weights) on a fixed batch of 16 x 128 tokens. Vision: a small ViT. Decoder: a
+randomly initialised GPT-2-shaped causal LM of MiniLM's width, explained at its next-token prediction (only the
+explainers that apply to it, `explainers.base.applies`).
 Peak memory is the peak resident-set growth over one extra call (sampled every 5 ms, glibc set to return freed
 memory at once; see `rss_tracks_live_memory`), so it is approximate.
 """
@@ -18,8 +20,8 @@ import time
 import psutil
 import torch
 
-from lab.explainers.base import EXPLAINERS, explain
-from lab.models.adapters import get_adapter
+from lab.explainers.base import EXPLAINERS, applies, explain
+from lab.models.adapters import get_adapter, special_token_ids
 
 SKIP_BY_DEFAULT = ("input_marginalization",)  # needs an MLM; benchmarked in its own notebook
 
@@ -117,8 +119,25 @@ def text_setup(batch: int = 16, length: int = 128, seed: int = 0):
     model = load_classifier("minilm", num_labels=2)
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(1000, 29000, (batch, length), generator=gen)
-    ids[:, 0], ids[:, -1] = 101, 102
+    special = special_token_ids(model.config)  # [CLS]/[SEP] from the checkpoint's tokenizer
+    if {"cls", "sep"} <= special.keys():
+        ids[:, 0], ids[:, -1] = special["cls"], special["sep"]
     return "minilm-sst2-shaped", model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def decoder_setup(batch: int = 16, length: int = 128, seed: int = 0, layers: int = 6, width: int = 384,
+                  vocab: int = 8192):
+    """A GPT-2-shaped causal LM (MiniLM's depth and width, a smaller vocabulary) with random weights: timing does
+    not depend on them."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=vocab, n_embd=width, n_layer=layers, n_head=max(1, width // 64),
+                        n_positions=max(length, 8), bos_token_id=vocab - 1, eos_token_id=vocab - 1,
+                        attn_implementation="eager")
+    model = GPT2LMHeadModel(config).eval()
+    ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+    return "gpt2-next-token", model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
 def vision_setup(batch: int = 16, seed: int = 0):
@@ -164,10 +183,10 @@ def bench_model(label, model, inputs, methods, repeat: int, ig_steps: int = 20) 
     ref_f, _ = _timed(lambda: forward_only(model, inputs), repeat)
     rows = [dict(model=label, method="(forward+backward)", s_per_example=ref_fb / batch, ratio_fb=1.0,
                  ratio_forward=ref_fb / ref_f, peak_mb=mem_fb)]
-    modality = get_adapter(model).modality
+    adapter = get_adapter(model)
+    modality = adapter.modality
     for name in methods:
-        spec = EXPLAINERS[name]
-        if modality not in spec.modalities:
+        if applies(EXPLAINERS[name], adapter) is not None:
             continue
         params = method_params(name, model)
         if name == "integrated_gradients":
@@ -207,6 +226,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ig-steps", type=int, default=20, help="integrated-gradients steps (ours and captum's)")
     parser.add_argument("--no-vision", action="store_true")
     parser.add_argument("--no-text", action="store_true")
+    parser.add_argument("--no-decoder", action="store_true")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: $LAB_NUM_THREADS, else all cores); 1 is steadier on a "
                              "shared machine")
@@ -220,7 +240,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, min(threads, psutil.cpu_count(logical=True) or 1)))
     rows = []
     setups = ([] if args.no_text else [lambda: text_setup(args.batch, args.length)]) + \
-             ([] if args.no_vision else [lambda: vision_setup(args.batch)])
+             ([] if args.no_vision else [lambda: vision_setup(args.batch)]) + \
+             ([] if args.no_decoder else [lambda: decoder_setup(args.batch, args.length)])
     for setup in setups:
         label, model, inputs = setup()
         rows += bench_model(label, model, inputs, methods, args.repeat, ig_steps=args.ig_steps)

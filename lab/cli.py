@@ -18,8 +18,11 @@ def _data(argv) -> int:
 
 def _explainers(argv) -> int:
     from lab.explainers import describe_explainers
+    from lab.explainers.base import support_table
 
     print(describe_explainers())
+    print("\nWhich explainer applies to which architecture (causal LMs: the next-token prediction):")
+    print(support_table())
     return 0
 
 
@@ -139,7 +142,7 @@ def _cache(argv) -> int:
 
 COMMANDS = {
     "data": (_data, "print path, split sizes, label balance and OK/missing for every dataset"),
-    "explainers": (_explainers, "list registered explainers with their paper references"),
+    "explainers": (_explainers, "list registered explainers with their paper references and which architectures each supports"),
     "reproduce": (_reproduce, "execute numbered notebooks headless under a profile (smoke|default|paper)"),
     "report": (_report, "write results/REPORT.md, the scorecard: tables beside the paper, claims, provenance"),
     "plan": (_plan, "what reproduce would train and execute, with expected times (trains and loads nothing)"),

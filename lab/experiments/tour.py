@@ -1,8 +1,11 @@
-"""Notebook 00: explain one sentence with several methods, plot, export, explore with a widget."""
+"""Notebook 00: explain one sentence with several methods, plot, export, explore with a widget; explain a causal
+LM's next-token prediction."""
 from __future__ import annotations
 
-from lab import stats
-from lab.explainers import EXPLAINERS, explain_text
+import warnings
+
+from lab import cache, stats
+from lab.explainers import EXPLAINERS, explain, explain_text
 from lab.results import Results
 from lab.viz import token_heatmap_panels
 
@@ -55,3 +58,35 @@ def tour_results(profile: str, fine_tuned, explanations: dict, meta: dict | None
                       delta < 1e-2, detail=f"|delta|={delta:.2e} (an exact rule on one sentence: no sampling)",
                       exact=True)
     return res
+
+
+def tour_causal_lm(profile: str, seed: int = 0):
+    """(model, tokenizer, note): notebook 06's causal LM of this profile if it is cached, else a tiny randomly
+    initialised GPT-2-shaped model with a warning saying so. Never trains and never downloads."""
+    from transformers import GPT2LMHeadModel
+
+    from lab.models.causal_lm import PROFILES, build_causal_lm, causal_lm_path
+    from lab.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer("minilm")  # the causal LM's vocabulary ([CLS] begins a sentence)
+    lm_profile = profile if profile in PROFILES else "default"
+    path = causal_lm_path(lm_profile, seed)
+    if cache.verify(path):
+        return GPT2LMHeadModel.from_pretrained(path / "model").eval(), tokenizer, f"notebook 06's causal LM ({path})"
+    note = (f"notebook 06's causal LM ({lm_profile} profile) is not cached: using a tiny RANDOMLY INITIALISED "
+            "GPT-2-shaped model instead, so its prediction and explanations mean nothing (run notebook 06 first)")
+    warnings.warn(note, stacklevel=2)
+    return build_causal_lm(tokenizer.vocab_size, d_model=32, layers=1, heads=2, seed=seed), tokenizer, note
+
+
+def explain_next_token(model, tokenizer, prompt: str, methods, **params) -> dict:
+    """{method: Explanation} of a causal LM's prediction of the token after `prompt` ([CLS] + its word pieces)."""
+    ids = [tokenizer.cls_token_id, *tokenizer(prompt, add_special_tokens=False)["input_ids"]]
+    inputs = {"input_ids": [ids], "attention_mask": [[1] * len(ids)]}
+    return {m: explain(model, inputs, m, tokenizer=tokenizer, **params.get(m, {})) for m in methods}
+
+
+def next_token_panels(explanations: dict, tokenizer):
+    """`explanation_panels` with the predicted token's word piece as the target's name."""
+    return explanation_panels(explanations, tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))),
+                              content_only=False)

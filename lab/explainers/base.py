@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lab.explainers.common import NonFiniteError
-from lab.models.adapters import Adapter, ExplainInputError, ViTAdapter, get_adapter
+from lab.models.adapters import ARCHITECTURES, Adapter, ExplainInputError, ViTAdapter, get_adapter
 
 
 class ExplainerError(RuntimeError):
@@ -71,7 +71,7 @@ class Explanation:
         else:
             if self.grid is None:
                 raise ExplainerError(f"{self.method}: no patch grid for a text explanation")
-            maps = self.scores[:, 1:].reshape(-1, *self.grid)
+            maps = self.scores[:, -self.grid[0] * self.grid[1]:].reshape(-1, *self.grid)  # after [CLS] (DeiT: +1)
         return maps if i is None else maps[i]
 
 
@@ -86,21 +86,26 @@ class ExplainerSpec:
     # own_forward: the explainer runs the model itself, returns its "logits", and takes target=None as "the
     # predicted class" (common.resolve_target), so explain() needs no extra forward pass to find the target
     own_forward: bool = False
+    # readouts: where the model reads its prediction that the method handles (`Adapter.readout`): methods built on
+    # the [CLS] row of attention maps handle "first" only; input attributions any
+    readouts: tuple[str, ...] = ("first",)
 
 
+ANY_READOUT = ("first", "first_two", "last")
 EXPLAINERS: dict[str, ExplainerSpec] = {}
 
 
 def register(name: str, description: str, reference: str, modalities=("text", "vision"), class_specific=True,
-             own_forward=False):
+             own_forward=False, readouts=("first",)):
     """Decorator: fn(adapter, inputs, target, **params) -> dict(scores=..., [delta=...], [unit=...], [extras=...],
-    [logits=...]); own_forward=True: fn accepts target=None (the predicted class) and returns "logits"."""
+    [logits=...]); own_forward=True: fn accepts target=None (the predicted class) and returns "logits";
+    readouts: the `Adapter.readout`s the method handles (ANY_READOUT when it does not read a token row)."""
 
     def wrap(fn):
         if name in EXPLAINERS:
             raise ValueError(f"explainer {name!r} registered twice")
         EXPLAINERS[name] = ExplainerSpec(name, fn, description, reference, tuple(modalities), class_specific,
-                                         own_forward)
+                                         own_forward, tuple(readouts))
         return fn
 
     return wrap
@@ -108,6 +113,29 @@ def register(name: str, description: str, reference: str, modalities=("text", "v
 
 def describe_explainers() -> str:
     return "\n".join(f"{s.name:22s} {s.description} [{s.reference}]" for s in EXPLAINERS.values())
+
+
+def applies(spec: ExplainerSpec, adapter: Adapter | type) -> str | None:
+    """None when `spec` applies to the adapter (an instance or an adapter class), else the reason why not."""
+    if adapter.modality not in spec.modalities:
+        return f"explainer {spec.name!r} does not apply to {adapter.modality} models"
+    if adapter.readout not in spec.readouts:
+        where = {"last": "at the last token (a causal LM's next-token prediction)",
+                 "first_two": "from two tokens ([CLS] and DeiT's distillation token)"}.get(adapter.readout, "")
+        return (f"explainer {spec.name!r} reads the attention row of [CLS]; this model predicts {where}: use one of "
+                + ", ".join(s.name for s in EXPLAINERS.values() if adapter.readout in s.readouts))
+    return None
+
+
+def support_table() -> str:
+    """Which explainer applies to which architecture (`lab.models.adapters.ARCHITECTURES`), from `applies`."""
+    names = [a.name for a in ARCHITECTURES]
+    width = max(map(len, EXPLAINERS))
+    lines = [" " * width + "  " + "  ".join(names)]
+    for spec in EXPLAINERS.values():
+        marks = ["yes" if applies(spec, a.adapter) is None else "-" for a in ARCHITECTURES]
+        lines.append((f"{spec.name:{width}s}  " + "  ".join(m.center(len(n)) for m, n in zip(marks, names))).rstrip())
+    return "\n".join(lines)
 
 
 # ---- model state guard -------------------------------------------------------------------------------
@@ -282,9 +310,10 @@ def explain(model: nn.Module, inputs, method: str, target=None, *, tokenizer=Non
     if method not in EXPLAINERS:
         raise ExplainInputError(f"unknown explainer {method!r}; available: {', '.join(EXPLAINERS)}")
     spec = EXPLAINERS[method]
-    adapter = get_adapter(model)
-    if adapter.modality not in spec.modalities:
-        raise ExplainInputError(f"explainer {method!r} does not apply to {adapter.modality} models")
+    adapter = get_adapter(model, tokenizer)
+    reason = applies(spec, adapter)
+    if reason:
+        raise ExplainInputError(reason)
     params = _check_params(spec, params)
     try:
         prepared = adapter.prepare(inputs)

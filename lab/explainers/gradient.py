@@ -11,7 +11,7 @@ import contextlib
 
 import torch
 
-from lab.explainers.base import register
+from lab.explainers.base import ANY_READOUT, register
 from lab.explainers.common import (GRADIENT_OF, attention_gradients, cls_row, head_mean, rollout, target_output,
                                    with_identity)
 from lab.models.adapters import ExplainInputError
@@ -64,7 +64,8 @@ def _reduce_dims(t: torch.Tensor, adapter, how: str) -> tuple[torch.Tensor, str]
 
 
 @register("saliency", "gradient sensitivity: L2 norm over embedding dims (pixels: over channels) of d y_t / d e_t",
-          "Wu & Ong 2021 Eq. 1 (GS, Li et al. 2016) with footnote 1's L2 aggregation", own_forward=True)
+          "Wu & Ong 2021 Eq. 1 (GS, Li et al. 2016) with footnote 1's L2 aggregation",
+          own_forward=True, readouts=ANY_READOUT)
 def saliency(adapter, inputs, target, gradient_of: str = "logit"):
     _, grad, logits = input_gradient(adapter, inputs, target, gradient_of)
     scores, unit = _reduce_dims(grad, adapter, "l2")
@@ -72,7 +73,8 @@ def saliency(adapter, inputs, target, gradient_of: str = "logit"):
 
 
 @register("grad_x_input", "gradient x input e_t ⊙ d y_t/d e_t, reduced per token: l2 | signed_sum | abs_sum",
-          "Wu & Ong 2021 Eq. 2 (GI, l2); Jain & Wallace 2019 g_t (abs_sum); AttCAT-style signed sum", own_forward=True)
+          "Wu & Ong 2021 Eq. 2 (GI, l2); Jain & Wallace 2019 g_t (abs_sum); AttCAT-style signed sum",
+          own_forward=True, readouts=ANY_READOUT)
 def grad_x_input(adapter, inputs, target, variant: str = "l2", gradient_of: str = "logit"):
     """variant "l2": ||e_t ⊙ g_t||_2 (Wu & Ong); "signed_sum": Σ_d e_td g_td; "abs_sum": |Σ_d e_td g_td| (Jain &
     Wallace's g_t — their RNN models also detach the attention, which has no counterpart here)."""
@@ -108,7 +110,8 @@ def ig_baseline(adapter, inputs, baseline: str, keep_special: bool) -> torch.Ten
 
 @register("integrated_gradients",
           "integrated gradients from a [PAD]/zero baseline (captum); token score = sum over dims",
-          "Sundararajan et al. 2017 (captum IntegratedGradients); Chefer et al. 2021 Sec. 2 (discussed)")
+          "Sundararajan et al. 2017 (captum IntegratedGradients); Chefer et al. 2021 Sec. 2 (discussed)",
+          readouts=ANY_READOUT)
 def integrated_gradients(adapter, inputs, target, steps: int = 50, internal_batch_size: int | None = None,
                          baseline: str | None = None, keep_special: bool = False, method: str = "gausslegendre",
                          gradient_of: str = "logit"):

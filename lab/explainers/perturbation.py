@@ -11,7 +11,7 @@ import zlib
 
 import torch
 
-from lab.explainers.base import register
+from lab.explainers.base import ANY_READOUT, register
 from lab.models.adapters import ExplainInputError
 
 ERASE_TOKENS = ("pad", "unk", "mask", "zero")
@@ -93,7 +93,8 @@ def _perturbation_scores(adapter, inputs, score_fn, max_batch: int, text_perturb
         if adapter.modality == "vision":
             image = inputs["pixel_values"][i]
             rows = {"pixel_values": torch.cat([image[None], _occluded(image, adapter, fill)])}
-            positions = torch.arange(1, valid.shape[1], device=adapter.device)
+            positions = torch.arange(valid.shape[1] - rows["pixel_values"].shape[0] + 1, valid.shape[1],
+                                     device=adapter.device)  # the patch tokens, after [CLS] (DeiT: + distillation)
             probs = _probabilities(adapter, rows, max_batch)
         else:
             keep = torch.nonzero(valid[i]).flatten()  # real tokens, wherever the padding is
@@ -115,7 +116,7 @@ def total_variation(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 @register("leave_one_out", "TVD between output distributions with and without each token (deleted; images: patch "
           "occluded)", "Jain & Wallace 2019 Sec. 4.1 (leave-one-out Δŷ_t = TVD(ŷ(x_-t), ŷ(x)))",
-          class_specific=False)
+          class_specific=False, readouts=ANY_READOUT)
 def leave_one_out(adapter, inputs, target, max_batch: int = 64, fill: float = 0.0):
     """Text: token t is removed from the sequence (later tokens shift left), not replaced. Vision: patch t is set to
     `fill` in pixel space (a ViT cannot drop a patch without changing its grid)."""
@@ -153,7 +154,8 @@ def replacement_id(adapter, token: str, token_id: int | None = None) -> int:
 @register("erasure",
           "log-odds drop of the target class when a token is replaced by [PAD]/[UNK]/[MASK]/a zero embedding (images: "
           "patch occluded)",
-          "Kim et al. 2020 (input marginalization) erasure baselines; Mask-LRP [PAD] masking")
+          "Kim et al. 2020 (input marginalization) erasure baselines; Mask-LRP [PAD] masking",
+          readouts=ANY_READOUT)
 def erasure(adapter, inputs, target, token: str = "pad", token_id: int | None = None, max_batch: int = 64,
             fill: float = 0.0):
     """a_t = logodds p(y_t | x) − logodds p(y_t | x with token t replaced); positive = the token supports y_t.
@@ -187,7 +189,7 @@ def example_seed(seed: int, values: torch.Tensor) -> int:
 
 
 @register("random", "control: uniform random scores in [0, 1), reproducible per example (seed + example content)",
-          "random baseline of Wu & Ong 2021 (Fig. 1) and Mask-LRP", class_specific=False)
+          "random baseline of Wu & Ong 2021 (Fig. 1) and Mask-LRP", class_specific=False, readouts=ANY_READOUT)
 def random(adapter, inputs, target, seed: int = 0):
     valid = adapter.valid_mask(inputs)
     scores = torch.zeros(valid.shape, dtype=adapter.dtype)

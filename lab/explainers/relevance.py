@@ -10,7 +10,7 @@ from lab.models.adapters import ExplainInputError, ViTAdapter
 from lab.relevance.composites import ALPHA_BETA, ATTNLRP, CHEFER, CP_LRP, LRP_EQ4, Composite
 from lab.relevance.rules import per_example_sum
 
-from .base import register
+from .base import ANY_READOUT, register
 from .common import cls_row, head_mean, relevance_trace, resolve_target, rollout, with_identity
 
 CLAMPS = ("before_mean", "after_mean")
@@ -42,7 +42,8 @@ def _input_scores(adapter, inputs, target, composite, reduce, pixels):
 
 
 @register("lrp", "full LRP with the standard rule (Eq. 4) propagated to the input; token score = sum over dims",
-          "Bach et al. 2015; Chefer et al. 2021 Eq. 4", own_forward=True)
+          "Bach et al. 2015; Chefer et al. 2021 Eq. 4",
+          own_forward=True, readouts=ANY_READOUT)
 def lrp(adapter, inputs, target, linear: str = "eq4", score: str = "sum", pixels: bool = True, epsilon: float = 1e-6):
     composite = LRP_EQ4.with_(linear=linear, epsilon=epsilon)
     scores, delta, unit, logits = _input_scores(adapter, inputs, target, composite, score, pixels)
@@ -54,7 +55,8 @@ def lrp(adapter, inputs, target, linear: str = "eq4", score: str = "sum", pixels
 
 
 @register("lrp_alpha_beta", "LRP-alpha-beta to the input; token score = sum_d |R| (Wu & Ong)",
-          "Bach et al. 2015; Wu & Ong 2021 Sec. 3", own_forward=True)
+          "Bach et al. 2015; Wu & Ong 2021 Sec. 3",
+          own_forward=True, readouts=ANY_READOUT)
 def lrp_alpha_beta(adapter, inputs, target, alpha: float = 1.0, beta: float = 0.0, score: str = "abs_sum",
                    pixels: bool = True, add: str = "z", matmul: str = "naive"):
     """Linear layers: alpha-beta. Residual adds and matrix products: add="z" / matmul="naive" split relevance by
@@ -176,14 +178,15 @@ def _from_logit(adapter, inputs, target, composite, score):
 
 @register("attnlrp", "AttnLRP: epsilon-LRP, softmax rule, uniform rule on attention matmuls, norms' scale constant; "
           "R^(0) = target logit; token score = sum over dims", "Achtibat et al. 2024 Eqs. 7-9, Props. 3.1, 3.3, 3.4",
-          own_forward=True)
+          own_forward=True, readouts=ANY_READOUT)
 def attnlrp(adapter, inputs, target, epsilon: float = 1e-6, score: str = "sum"):
     out = _from_logit(adapter, inputs, target, ATTNLRP.with_(epsilon=epsilon), score)
     return dict(out, params=dict(epsilon=epsilon, score=score))
 
 
 @register("cp_lrp", "CP-LRP: attention weights and norms' scale constant, epsilon-LRP elsewhere; R^(0) = target "
-          "logit; token score = sum over dims", "Ali et al. 2022 (AH- and LN-rules)", own_forward=True)
+          "logit; token score = sum over dims", "Ali et al. 2022 (AH- and LN-rules)",
+          own_forward=True, readouts=ANY_READOUT)
 def cp_lrp(adapter, inputs, target, epsilon: float = 1e-6, score: str = "sum"):
     out = _from_logit(adapter, inputs, target, CP_LRP.with_(epsilon=epsilon), score)
     return dict(out, params=dict(epsilon=epsilon, score=score))

@@ -1,16 +1,20 @@
 """The only module that knows the inside of Hugging Face models.
 
-An adapter gives explainers one view of a supported classifier (BERT/MiniLM/RoBERTa-style sequence classifiers
-and ViTForImageClassification): its inputs, a plain forward with attention weights, the input embedding to
-attribute to, and a *relevance forward* that recomputes the model with the module's own weights, written in
-`RelevanceOps` so that a backward pass propagates relevance (tests check it reproduces the HF outputs).
+An adapter gives explainers one view of a supported model: its inputs, a plain forward with attention weights, the
+input embedding to attribute to, and a *relevance forward* that recomputes the model with the module's own
+weights, written in `RelevanceOps` so that a backward pass propagates relevance (tests check it reproduces the HF
+outputs). Supported (`ARCHITECTURES`): BERT-family sequence classifiers (BERT, MiniLM, RoBERTa, ELECTRA,
+DistilBERT), ViT and DeiT image classifiers, and GPT-2- and Llama-shaped causal LMs, which are explained at their
+next-token prediction (the logits at the last real token; the "classes" are the vocabulary).
+Families differ only by data: a `Layout` names each one's Hugging Face modules.
 Nothing here modifies the model; `eager_attention` switches the attention implementation and always restores it.
 """
 from __future__ import annotations
 
 import contextlib
-import math
+import functools
 from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -46,25 +50,125 @@ def eager_attention(model: nn.Module):
             model.set_attn_implementation(previous)
 
 
-@dataclass
-class AttentionModules:
-    query: nn.Linear
-    key: nn.Linear
-    value: nn.Linear
-    output: nn.Linear
+# ---- families as data ------------------------------------------------------------------------------------
+
+
+class Proj(NamedTuple):
+    """A linear map y = x W^T + b (unpacks as ops.linear's weight, bias)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+
+def _proj(module: nn.Module) -> Proj:
+    """nn.Linear, or GPT-2's Conv1D (y = x W + b with W stored [in, out])."""
+    if type(module).__name__ == "Conv1D":
+        return Proj(module.weight.t(), module.bias)
+    return Proj(module.weight, module.bias)
+
+
+def _get(obj, path: str):
+    for name in path.split("."):
+        obj = getattr(obj, name)
+    return obj
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one family keeps its modules: dotted attribute paths, relative to a block unless said otherwise."""
+
+    layers: str  # relative to the base model
+    query: str  # with key and value: separate projections; or qkv: one fused projection split in three (GPT-2)
+    key: str
+    value: str
+    output: str
+    norm1: str  # LayerNorm/RMSNorm before (pre_norm) or after (post-LN) the attention
+    norm2: str  # the same for the MLP
+    fc1: str
+    act: str
+    fc2: str
+    pre_norm: bool
+    gate: str | None = None  # gated MLP (Llama): fc2(act(gate(x)) * fc1(x))
+    qkv: str | None = None
+    final_norm: str | None = None  # relative to the base model
+
+
+BERT_LAYOUT = Layout("encoder.layer", "attention.self.query", "attention.self.key", "attention.self.value",
+                     "attention.output.dense", "attention.output.LayerNorm", "output.LayerNorm", "intermediate.dense",
+                     "intermediate.intermediate_act_fn", "output.dense", pre_norm=False)
+DISTILBERT_LAYOUT = Layout("transformer.layer", "attention.q_lin", "attention.k_lin", "attention.v_lin",
+                           "attention.out_lin", "sa_layer_norm", "output_layer_norm", "ffn.lin1", "ffn.activation",
+                           "ffn.lin2", pre_norm=False)
+VIT_LAYOUT = Layout("layers", "attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj",
+                    "layernorm_before", "layernorm_after", "mlp.fc1", "mlp.activation_fn", "mlp.fc2", pre_norm=True,
+                    final_norm="layernorm")
+GPT2_LAYOUT = Layout("h", "", "", "", "attn.c_proj", "ln_1", "ln_2", "mlp.c_fc", "mlp.act", "mlp.c_proj",
+                     pre_norm=True, qkv="attn.c_attn", final_norm="ln_f")
+LLAMA_LAYOUT = Layout("layers", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                      "input_layernorm", "post_attention_layernorm", "mlp.up_proj", "mlp.act_fn", "mlp.down_proj",
+                      pre_norm=True, gate="mlp.gate_proj", final_norm="norm")
+
+SPECIAL_TOKENS = ("cls", "sep", "pad", "bos", "eos", "unk", "mask")
+
+
+@functools.lru_cache(maxsize=16)
+def _tokenizer_special_ids(path: str) -> tuple[tuple[str, int], ...]:
+    """Special-token ids of the tokenizer saved with a local checkpoint (never downloads; () if none)."""
+    if not path:
+        return ()
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception:  # no tokenizer files next to the weights: the config alone decides
+        return ()
+    return tuple((k, int(getattr(tokenizer, f"{k}_token_id"))) for k in SPECIAL_TOKENS
+                 if getattr(tokenizer, f"{k}_token_id", None) is not None)
+
+
+def special_token_ids(config, tokenizer=None) -> dict[str, int]:
+    """{"cls": id, "sep": id, "pad": ..., "bos", "eos", "unk", "mask"}: the ids of `tokenizer` if given, else those
+    the config names, completed from the tokenizer saved with the checkpoint (BERT configs name only [PAD]; its
+    tokenizer knows [CLS]/[SEP]/...)."""
+    ids = dict(_tokenizer_special_ids(str(getattr(config, "_name_or_path", "") or "")))
+    for kind in SPECIAL_TOKENS:
+        tid = getattr(config, f"{kind}_token_id", None)
+        if isinstance(tid, int):
+            ids[kind] = tid
+    for kind in SPECIAL_TOKENS if tokenizer is not None else ():
+        tid = getattr(tokenizer, f"{kind}_token_id", None)
+        if tid is not None:
+            ids[kind] = int(tid)
+    return ids
+
+
+# ---- the shared adapter ----------------------------------------------------------------------------------
 
 
 class Adapter:
+    """One supported model. Subclasses set `layout` and the readout: "first" (the head reads the first token,
+    [CLS]), "first_two" (DeiT with teacher: the mean of the [CLS] and distillation heads) or "last" (a causal LM's
+    next-token prediction at the last real token)."""
+
     modality: str = "text"
-    # relevance forward: compute only the [CLS] row of the last block (exact, cheaper; False for checks)
+    readout: str = "first"
+    layout: Layout
+    # relevance forward: compute only the readout rows of the last block (exact, cheaper; False for checks)
     cls_only_last_block: bool = True
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, base: nn.Module, layout: Layout | None = None, tokenizer=None):
         self.model = model
         self.config = model.config
-        self.num_layers = self.config.num_hidden_layers
+        # special tokens: the config's and the tokenizer's (when explain() is given the one that made the inputs)
+        self.special_ids = frozenset(special_token_ids(self.config).values()) | frozenset(
+            special_token_ids(self.config, tokenizer).values())
+        self.base = base
+        self.layout = layout or self.layout
+        self.layers = list(_get(base, self.layout.layers))
+        self.num_layers = len(self.layers)
         self.num_heads = self.config.num_attention_heads
-        self.head_dim = self.config.hidden_size // self.num_heads
+        self.num_kv_heads = getattr(self.config, "num_key_value_heads", None) or self.num_heads
+        self.head_dim = getattr(self.config, "head_dim", None) or self.config.hidden_size // self.num_heads
         self.scaling = self.head_dim ** -0.5
 
     @property
@@ -80,77 +184,135 @@ class Adapter:
         return self.config.num_labels
 
     # ---- shared pieces of the relevance forward ----
-    def _self_attention(self, ops: RelevanceOps, x, mods: AttentionModules, additive_mask, block: int,
-                        cls_only: bool = False):
-        """Self-attention with `ops`; cls_only: only the [CLS] query row (keys and values from every token)."""
+    def _attention_modules(self, layer) -> tuple[Proj, Proj, Proj, Proj, float]:
+        """(query, key, value, output projections, score scaling) of one block."""
+        lay = self.layout
+        if lay.qkv is not None:
+            fused = _proj(_get(layer, lay.qkv))
+            q, k, v = (Proj(w, b) for w, b in zip(fused.weight.chunk(3), fused.bias.chunk(3)))
+            module = _get(layer, lay.qkv.rsplit(".", 1)[0])
+        else:
+            q, k, v = (_proj(_get(layer, p)) for p in (lay.query, lay.key, lay.value))
+            module = _get(layer, lay.query.rsplit(".", 1)[0])
+        return q, k, v, _proj(_get(layer, lay.output)), getattr(module, "scaling", self.scaling)
+
+    def _self_attention(self, ops: RelevanceOps, x, layer, additive_mask, block: int, rows: int | None = None,
+                        rotary=None):
+        """Self-attention with `ops`; rows: only the first `rows` query rows (keys and values from every token);
+        rotary: (cos, sin) [B, S, head_dim] of rotary position embeddings."""
+        q_mod, k_mod, v_mod, o_mod, scale = self._attention_modules(layer)
         batch = x.shape[0]
 
-        def heads(t):
-            return t.view(batch, t.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+        def heads(t, n):
+            return t.view(batch, t.shape[1], n, self.head_dim).transpose(1, 2)
 
-        q = heads(ops.linear(x[:, :1] if cls_only else x, mods.query.weight, mods.query.bias))
-        k = heads(ops.linear(x, mods.key.weight, mods.key.bias))
-        v = heads(ops.linear(x, mods.value.weight, mods.value.bias))
+        q = heads(ops.linear(x if rows is None else x[:, :rows], *q_mod), self.num_heads)
+        k = heads(ops.linear(x, *k_mod), self.num_kv_heads)
+        v = heads(ops.linear(x, *v_mod), self.num_kv_heads)
+        if rotary is not None:
+            q, k = _rotate(ops, q, *rotary), _rotate(ops, k, *rotary)
+        if self.num_kv_heads != self.num_heads:  # grouped-query attention: each key/value head serves a group
+            k, v = (t.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1) for t in (k, v))
         scores = ops.matmul(q, k.transpose(2, 3))
-        scale = self.scaling
         if additive_mask is None:
             scores = ops.nonlinear(lambda s: s * scale, scores)
         else:
-            scores = ops.nonlinear(lambda s: s * scale + additive_mask, scores)
+            mask = additive_mask[..., :scores.shape[-2], :]
+            scores = ops.nonlinear(lambda s: s * scale + mask, scores)
         probs = ops.softmax(scores)
         context = ops.matmul(probs, v, attention_block=block)  # Chefer Eq. 14: O = A V
         context = context.transpose(1, 2).reshape(batch, q.shape[2], -1)
-        return ops.linear(context, mods.output.weight, mods.output.bias)
+        return ops.linear(context, *o_mod)
+
+    def _mlp(self, ops, layer, h):
+        lay = self.layout
+        up = ops.linear(h, *_proj(_get(layer, lay.fc1)))
+        act = _get(layer, lay.act)
+        if lay.gate is None:
+            h = ops.nonlinear(act, up)
+        else:
+            h = _product(ops, ops.nonlinear(act, ops.linear(h, *_proj(_get(layer, lay.gate)))), up)
+        return ops.linear(h, *_proj(_get(layer, lay.fc2)))
+
+    def _block(self, ops, layer, x, additive, b, rows=None, rotary=None):
+        """One block, pre- or post-LN; rows as in `_self_attention` (the residual keeps the same rows)."""
+        lay = self.layout
+        norm1, norm2 = _get(layer, lay.norm1), _get(layer, lay.norm2)
+        kept = x if rows is None else x[:, :rows]
+        if lay.pre_norm:
+            x = ops.add(self._self_attention(ops, ops.nonlinear(norm1, x), layer, additive, b, rows, rotary), kept)
+            return ops.add(self._mlp(ops, layer, ops.nonlinear(norm2, x)), x)
+        a = ops.nonlinear(norm1, ops.add(self._self_attention(ops, x, layer, additive, b, rows), kept))
+        return ops.nonlinear(norm2, ops.add(self._mlp(ops, layer, a), a))
+
+    def _blocks(self, ops, hidden, additive, rows_last: int | None = None, rotary=None):
+        """Every block with probes at its input; rows_last: only that many rows in the last block."""
+        last = self.num_layers - 1 if self.cls_only_last_block and rows_last else None
+        for b, layer in enumerate(self.layers):
+            hidden = ops.probe(hidden, f"block{b}.input")
+            hidden = self._block(ops, layer, hidden, additive, b, rows_last if b == last else None, rotary)
+        return ops.probe(hidden, "encoder.output")
+
+    def _head(self, ops, x, steps: list[tuple[Proj, Callable | None]]):
+        for proj, act in steps:
+            x = ops.linear(x, *proj)
+            x = x if act is None else ops.nonlinear(act, x)
+        return x
+
+
+def _rotate(ops, t, cos, sin):
+    """Rotary embedding t cos + rotate_half(t) sin as a sum of two element-wise scalings, the second of the half-
+    swapped t: rotate_half(t) sin = swap(t) * [-sin_1, sin_2], so relevance follows each term (z-rule on the add)."""
+    cos, sin = cos[:, None, :t.shape[2]], sin[:, None, :t.shape[2]]
+    half = t.shape[-1] // 2
+    signed = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
+    swapped = torch.cat([t[..., half:], t[..., :half]], dim=-1)
+    return ops.add(ops.nonlinear(lambda u: u * cos, t), ops.nonlinear(lambda u: u * signed, swapped))
+
+
+def _product(ops, a, b):
+    """Element-wise a * b as a product of 1x1 matrices, so the matmul rule of the composite applies (AttnLRP's
+    uniform rule under "halve"; CP-LRP's "first_constant" holds the gate `a` constant, like attention weights)."""
+    return ops.matmul(a[..., None, None], b[..., None, None])[..., 0, 0]
+
+
+# ---- text classifiers: BERT, MiniLM, RoBERTa, ELECTRA, DistilBERT ------------------------------------------
 
 
 class BertAdapter(Adapter):
-    """BERT-family sequence classifiers (BERT, MiniLM, RoBERTa): post-LayerNorm blocks."""
+    """BERT-family sequence classifiers (BERT, MiniLM, RoBERTa, ELECTRA, DistilBERT): post-LN blocks, a head on
+    the first token."""
 
-    def __init__(self, model):
-        super().__init__(model)
-        self.base = model.base_model
-        self.layers = list(self.base.encoder.layer)
+    def __init__(self, model, tokenizer=None):
+        base = model.base_model
+        super().__init__(model, base, DISTILBERT_LAYOUT if hasattr(base, "transformer") else BERT_LAYOUT, tokenizer)
         self.is_roberta = not hasattr(model, "bert") and hasattr(model, "roberta")
+        self.position_offset = 2 if self.is_roberta else 0  # RoBERTa positions start after padding_idx
+        self.uses_token_types = hasattr(base.embeddings, "token_type_embeddings") and not self.is_roberta
+        project = getattr(base, "embeddings_project", None)  # ELECTRA: embedding size != hidden size
+        self.project = None if project is None else _proj(project)
+        self.head_steps = _text_head(model)
 
     # ---- inputs ----
     def prepare(self, inputs) -> dict:
-        if not hasattr(inputs, "keys") or "input_ids" not in inputs:
-            raise ExplainInputError("text inputs must be a tokenizer output with 'input_ids' (and 'attention_mask')")
-        ids = torch.as_tensor(inputs["input_ids"], device=self.device)
-        if ids.dim() == 1:
-            ids = ids.unsqueeze(0)
-        if ids.numel() == 0 or ids.shape[-1] == 0:
-            raise ExplainInputError("empty input: the batch has no tokens")
-        max_len = self.config.max_position_embeddings - (2 if self.is_roberta else 0)
-        if ids.shape[1] > max_len:
-            raise ExplainInputError(
-                f"sequence length {ids.shape[1]} exceeds the model's maximum of {max_len} positions; tokenize with "
-                f"truncation=True, max_length={max_len} (or pass truncate=True to explain())"
-            )
-        out = {"input_ids": ids}
-        mask = inputs.get("attention_mask")
-        out["attention_mask"] = torch.ones_like(ids) if mask is None else torch.as_tensor(mask, device=self.device).reshape(ids.shape)
+        ids = _input_ids(inputs, self.device)
+        max_len = self.config.max_position_embeddings - self.position_offset
+        _check_length(ids, max_len)
+        out = {"input_ids": ids, "attention_mask": _attention_mask(inputs, ids, self.device)}
         types = inputs.get("token_type_ids")
-        if types is not None and not self.is_roberta:
+        if types is not None and self.uses_token_types:
             out["token_type_ids"] = torch.as_tensor(types, device=self.device).reshape(ids.shape)
         return out
 
     def truncate(self, inputs: dict, max_len: int | None = None) -> dict:
-        max_len = max_len or self.config.max_position_embeddings - (2 if self.is_roberta else 0)
+        max_len = max_len or self.config.max_position_embeddings - self.position_offset
         return {k: v[:, :max_len] for k, v in inputs.items()}
 
     def valid_mask(self, inputs) -> torch.Tensor:
         return inputs["attention_mask"].bool()
 
     def special_mask(self, inputs) -> torch.Tensor:
-        ids = inputs["input_ids"]
-        special = torch.zeros_like(ids, dtype=torch.bool)
-        for name in ("cls_token_id", "sep_token_id", "pad_token_id", "bos_token_id", "eos_token_id"):
-            tid = getattr(self.config, name, None)
-            if tid is not None:
-                special |= ids == tid
-        if getattr(self.config, "model_type", "") in ("bert",):  # [CLS]=101, [SEP]=102 in the uncased vocab
-            special |= (ids == 101) | (ids == 102)
+        special = _special(inputs["input_ids"], self.special_ids)
         special[:, 0] = True
         return special | ~self.valid_mask(inputs)
 
@@ -166,11 +328,11 @@ class BertAdapter(Adapter):
 
     def embed(self, inputs) -> torch.Tensor:
         """The word-embedding vectors e_t that gradient methods attribute to."""
-        return self.base.embeddings.word_embeddings(inputs["input_ids"])
+        return self.model.get_input_embeddings()(inputs["input_ids"])
 
     def baseline_embed(self, inputs, token_id: int | None = None) -> torch.Tensor:
         tid = self.config.pad_token_id if token_id is None else token_id
-        return self.base.embeddings.word_embeddings(torch.full_like(inputs["input_ids"], tid or 0))
+        return self.model.get_input_embeddings()(torch.full_like(inputs["input_ids"], tid or 0))
 
     # ---- relevance forward ----
     def relevance_forward(self, inputs, ops: RelevanceOps):
@@ -178,58 +340,81 @@ class BertAdapter(Adapter):
         emb_kwargs = {"input_ids": inputs["input_ids"]}
         if "token_type_ids" in inputs:
             emb_kwargs["token_type_ids"] = inputs["token_type_ids"]
-        hidden = self.base.embeddings(**emb_kwargs).detach().requires_grad_(True)
-        leaf = hidden
+        leaf = self.base.embeddings(**emb_kwargs).detach().requires_grad_(True)
+        hidden = leaf if self.project is None else ops.linear(leaf, *self.project)
         mask = inputs["attention_mask"].to(hidden.dtype)
         additive = ((1.0 - mask) * torch.finfo(hidden.dtype).min)[:, None, None, :]
-        last = self.num_layers - 1 if self.cls_only_last_block else None
-        for b, layer in enumerate(self.layers):
-            hidden = ops.probe(hidden, f"block{b}.input")
-            hidden = self._layer(ops, layer, hidden, additive, b, cls_only=b == last)
-        hidden = ops.probe(hidden, "encoder.output")
-        return leaf, self._head(ops, hidden)
+        hidden = self._blocks(ops, hidden, additive, rows_last=1)
+        return leaf, self._head(ops, hidden[:, 0], self.head_steps)
 
-    def _layer(self, ops, layer, x, additive, b, cls_only=False):
-        """One block; cls_only (the last block): only the [CLS] row, the one the classifier reads. The other rows
-        of the last block receive neither gradient nor relevance, so this changes no result and saves about a
-        block of work (the attention relevance/gradient of the last block has only its [CLS] row)."""
-        att = layer.attention
-        mods = AttentionModules(att.self.query, att.self.key, att.self.value, att.output.dense)
-        a = self._self_attention(ops, x, mods, additive, b, cls_only=cls_only)
-        a = ops.nonlinear(att.output.LayerNorm, ops.add(a, x[:, :1] if cls_only else x))
-        h = ops.nonlinear(layer.intermediate.intermediate_act_fn, ops.linear(a, layer.intermediate.dense.weight,
-                                                                               layer.intermediate.dense.bias))
-        h = ops.linear(h, layer.output.dense.weight, layer.output.dense.bias)
-        return ops.nonlinear(layer.output.LayerNorm, ops.add(h, a))
 
-    def _head(self, ops, hidden):
-        cls = hidden[:, 0]
-        if self.is_roberta:
-            head = self.model.classifier
-            x = ops.nonlinear(torch.tanh, ops.linear(cls, head.dense.weight, head.dense.bias))
-            return ops.linear(x, head.out_proj.weight, head.out_proj.bias)
-        pooler = self.base.pooler
-        if pooler is None:
-            raise UnsupportedModelError("BERT classifier without a pooler is not supported")
-        x = ops.nonlinear(torch.tanh, ops.linear(cls, pooler.dense.weight, pooler.dense.bias))
-        return ops.linear(x, self.model.classifier.weight, self.model.classifier.bias)
+def _text_head(model) -> list[tuple[Proj, Callable | None]]:
+    """The classifier head on the first token's output as (projection, activation) steps."""
+    head = model.classifier
+    if hasattr(model, "pre_classifier"):  # DistilBERT
+        return [(_proj(model.pre_classifier), torch.relu), (_proj(head), None)]
+    if hasattr(head, "out_proj"):  # RoBERTa (tanh) and ELECTRA (its own activation) classification heads
+        return [(_proj(head.dense), getattr(head, "activation", torch.tanh)), (_proj(head.out_proj), None)]
+    pooler = model.base_model.pooler
+    if pooler is None:
+        raise UnsupportedModelError("BERT classifier without a pooler is not supported")
+    return [(_proj(pooler.dense), torch.tanh), (_proj(head), None)]
+
+
+def _input_ids(inputs, device) -> torch.Tensor:
+    if not hasattr(inputs, "keys") or "input_ids" not in inputs:
+        raise ExplainInputError("text inputs must be a tokenizer output with 'input_ids' (and 'attention_mask')")
+    ids = torch.as_tensor(inputs["input_ids"], device=device)
+    if ids.dim() == 1:
+        ids = ids.unsqueeze(0)
+    if ids.numel() == 0 or ids.shape[-1] == 0:
+        raise ExplainInputError("empty input: the batch has no tokens")
+    return ids
+
+
+def _attention_mask(inputs, ids, device) -> torch.Tensor:
+    mask = inputs.get("attention_mask")
+    return torch.ones_like(ids) if mask is None else torch.as_tensor(mask, device=device).reshape(ids.shape)
+
+
+def _check_length(ids, max_len: int) -> None:
+    if ids.shape[1] > max_len:
+        raise ExplainInputError(
+            f"sequence length {ids.shape[1]} exceeds the model's maximum of {max_len} positions; tokenize with "
+            f"truncation=True, max_length={max_len} (or pass truncate=True to explain())"
+        )
+
+
+def _special(ids, special_ids) -> torch.Tensor:
+    """Positions holding one of the ids in `special_ids`."""
+    return torch.isin(ids, torch.tensor(sorted(special_ids), dtype=ids.dtype, device=ids.device))
+
+
+# ---- image classifiers: ViT, DeiT ---------------------------------------------------------------------------
 
 
 class ViTAdapter(Adapter):
-    """ViTForImageClassification: pre-LayerNorm blocks, [CLS] + patch tokens; the patch grid comes from the config."""
+    """ViT (and DeiT) image classifiers: pre-LN blocks, prefix tokens ([CLS], DeiT's distillation token) then the
+    patch tokens; the patch grid comes from the config."""
 
     modality = "vision"
+    layout = VIT_LAYOUT
+    prefix = ("cls_token",)  # embeddings parameters put before the patches, in order
 
-    def __init__(self, model):
-        super().__init__(model)
-        self.base = model.vit
-        self.layers = list(getattr(self.base, "layers", None) or self.base.encoder.layer)
+    def __init__(self, model, tokenizer=None):
+        super().__init__(model, model.base_model, tokenizer=tokenizer)
         size, patch = self.config.image_size, self.config.patch_size
         size = size if isinstance(size, (tuple, list)) else (size, size)
         patch = patch if isinstance(patch, (tuple, list)) else (patch, patch)
         self.patch = tuple(patch)
         self.grid = (size[0] // patch[0], size[1] // patch[1])
         self.image_size = tuple(size)
+        self.head_rows = self._head_rows(model)
+
+    @staticmethod
+    def _head_rows(model) -> list[tuple[int, Proj]]:
+        """(token row, linear head) pairs whose logits the model averages."""
+        return [(0, _proj(model.classifier))]
 
     def prepare(self, inputs) -> dict:
         pixels = inputs["pixel_values"] if hasattr(inputs, "keys") else inputs
@@ -250,11 +435,11 @@ class ViTAdapter(Adapter):
 
     def valid_mask(self, inputs):
         b = inputs["pixel_values"].shape[0]
-        return torch.ones(b, 1 + self.grid[0] * self.grid[1], dtype=torch.bool, device=self.device)
+        return torch.ones(b, len(self.prefix) + self.grid[0] * self.grid[1], dtype=torch.bool, device=self.device)
 
     def special_mask(self, inputs):
         m = torch.zeros_like(self.valid_mask(inputs))
-        m[:, 0] = True
+        m[:, :len(self.prefix)] = True
         return m
 
     def forward(self, inputs, embeds=None, attentions=False, hidden_states=False):
@@ -274,39 +459,165 @@ class ViTAdapter(Adapter):
         conv = emb.patch_embeddings.projection
         patches = F.unfold(pixels, kernel_size=self.patch, stride=self.patch).transpose(1, 2)  # [B, N, C*p*p]
         tokens = ops.linear(patches, conv.weight.reshape(conv.out_channels, -1), conv.bias, first=True)
-        cls = emb.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
-        hidden = torch.cat([cls, tokens], dim=1)
+        prefix = [getattr(emb, name).expand(tokens.shape[0], -1, -1).to(tokens.dtype) for name in self.prefix]
+        hidden = torch.cat([*prefix, tokens], dim=1)
         hidden = ops.add(hidden, emb.position_embeddings.expand_as(hidden).to(hidden.dtype))
         leaf = hidden
-        last = self.num_layers - 1 if self.cls_only_last_block else None
-        for b, layer in enumerate(self.layers):
-            hidden = ops.probe(hidden, f"block{b}.input")
-            hidden = self._layer(ops, layer, hidden, b, cls_only=b == last)
-        hidden = ops.probe(hidden, "encoder.output")
-        hidden = ops.nonlinear(self.base.layernorm, hidden)
-        logits = ops.linear(hidden[:, 0], self.model.classifier.weight, self.model.classifier.bias)
+        hidden = self._blocks(ops, hidden, None, rows_last=1 + max(row for row, _ in self.head_rows))
+        hidden = ops.nonlinear(_get(self.base, self.layout.final_norm), hidden)
+        heads = [ops.linear(hidden[:, row], *proj) for row, proj in self.head_rows]
+        logits = heads[0] if len(heads) == 1 else ops.nonlinear(lambda t: t / len(heads), ops.add(*heads))
         return (leaf, pixels, logits) if return_pixels else (leaf, logits)
 
-    def _layer(self, ops, layer, x, b, cls_only=False):
-        """One pre-LN block; cls_only as in BertAdapter._layer."""
-        att = layer.attention
-        if hasattr(att, "q_proj"):
-            mods = AttentionModules(att.q_proj, att.k_proj, att.v_proj, att.o_proj)
-        else:  # transformers 4 layout
-            mods = AttentionModules(att.attention.query, att.attention.key, att.attention.value, att.output.dense)
-        h = ops.nonlinear(layer.layernorm_before, x)
-        x = ops.add(self._self_attention(ops, h, mods, None, b, cls_only=cls_only), x[:, :1] if cls_only else x)
-        h = ops.nonlinear(layer.layernorm_after, x)
-        mlp = getattr(layer, "mlp", None)
-        if mlp is not None:
-            fc1, act, fc2 = mlp.fc1, mlp.activation_fn, mlp.fc2
-        else:  # transformers 4 layout
-            fc1, act, fc2 = layer.intermediate.dense, layer.intermediate.intermediate_act_fn, layer.output.dense
-        h = ops.nonlinear(act, ops.linear(h, fc1.weight, fc1.bias))
-        h = ops.linear(h, fc2.weight, fc2.bias)
-        return ops.add(h, x)
+
+class DeiTAdapter(ViTAdapter):
+    """DeiTForImageClassification: a distillation token after [CLS]; the head reads [CLS]."""
+
+    prefix = ("cls_token", "distillation_token")
 
 
+class DeiTTeacherAdapter(DeiTAdapter):
+    """DeiTForImageClassificationWithTeacher: the mean of a head on [CLS] and one on the distillation token."""
+
+    readout = "first_two"
+
+    @staticmethod
+    def _head_rows(model):
+        return [(0, _proj(model.cls_classifier)), (1, _proj(model.distillation_classifier))]
+
+
+# ---- causal language models: GPT-2, Llama --------------------------------------------------------------------
+
+
+class DecoderAdapter(Adapter):
+    """GPT-2- and Llama-shaped causal LMs explained at their next-token prediction: `forward(...).logits` and the
+    relevance forward give the logits [B, vocab] at the last real token of each row, so a target is a vocabulary id.
+    Causal attention. Left-padded inputs are moved to right padding by `prepare` (so the explanation's positions
+    are those of the right-padded batch; Hugging Face Llama returns NaN for left padding in fp64), and positions
+    count real tokens only, so a batch gives the same result as each row alone. GPT-2: absolute positions, LayerNorm, Conv1D projections;
+    Llama: rotary positions, RMSNorm, gated MLP, grouped-query attention."""
+
+    readout = "last"
+    cls_only_last_block = False
+
+    def __init__(self, model, tokenizer=None):
+        base = model.base_model
+        super().__init__(model, base, GPT2_LAYOUT if hasattr(base, "wpe") else LLAMA_LAYOUT, tokenizer)
+        self.lm_head = _proj(model.get_output_embeddings())
+
+    @property
+    def num_labels(self) -> int:
+        return self.config.vocab_size
+
+    def prepare(self, inputs) -> dict:
+        ids = _input_ids(inputs, self.device)
+        _check_length(ids, self.config.max_position_embeddings)
+        mask = _attention_mask(inputs, ids, self.device)
+        order = torch.sort((mask == 0).int(), dim=1, stable=True).indices  # real tokens first, in their order
+        return {"input_ids": ids.gather(1, order), "attention_mask": mask.gather(1, order)}
+
+    def truncate(self, inputs: dict, max_len: int | None = None) -> dict:
+        """Keep the last max_len tokens (the context nearest the prediction)."""
+        max_len = max_len or self.config.max_position_embeddings
+        return {k: v[:, -max_len:] for k, v in inputs.items()}
+
+    def valid_mask(self, inputs) -> torch.Tensor:
+        return inputs["attention_mask"].bool()
+
+    def special_mask(self, inputs) -> torch.Tensor:
+        return _special(inputs["input_ids"], self.special_ids) | ~self.valid_mask(inputs)
+
+    def last_position(self, inputs) -> torch.Tensor:
+        """Index of each row's last real token (the prediction is read there)."""
+        mask = inputs["attention_mask"]
+        return (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(-1)
+
+    @staticmethod
+    def position_ids(mask: torch.Tensor) -> torch.Tensor:
+        return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+    def forward(self, inputs, embeds=None, attentions=False, hidden_states=False):
+        mask = inputs["attention_mask"]
+        kwargs = {"attention_mask": mask, "position_ids": self.position_ids(mask), "use_cache": False}
+        if embeds is None:
+            kwargs["input_ids"] = inputs["input_ids"]
+        else:
+            kwargs["inputs_embeds"] = embeds
+        with (eager_attention(self.model) if attentions else contextlib.nullcontext()):
+            out = self.model(**kwargs, output_attentions=attentions, output_hidden_states=hidden_states)
+        out["logits"] = out.logits[torch.arange(mask.shape[0], device=mask.device), self.last_position(inputs)]
+        return out
+
+    def embed(self, inputs) -> torch.Tensor:
+        return self.model.get_input_embeddings()(inputs["input_ids"])
+
+    def baseline_embed(self, inputs, token_id: int | None = None) -> torch.Tensor:
+        tid = special_token_ids(self.config).get("pad", 0) if token_id is None else token_id
+        return self.model.get_input_embeddings()(torch.full_like(inputs["input_ids"], tid))
+
+    def relevance_forward(self, inputs, ops: RelevanceOps):
+        """Recompute the next-token logits with `ops`; returns (embedding output leaf, logits [B, vocab])."""
+        mask = inputs["attention_mask"]
+        positions = self.position_ids(mask)
+        hidden = self.embed(inputs)
+        wpe = getattr(self.base, "wpe", None)
+        if wpe is not None:  # GPT-2: learned absolute positions, added before the blocks
+            hidden = hidden + wpe(positions)
+        leaf = hidden.detach().requires_grad_(True)
+        rotary = None
+        if hasattr(self.base, "rotary_emb"):  # Llama: rotary positions, applied to queries and keys
+            rotary = tuple(t.to(leaf.dtype) for t in self.base.rotary_emb(leaf, positions))
+        seq = mask.shape[1]
+        causal = torch.ones(seq, seq, dtype=torch.bool, device=mask.device).tril()
+        allowed = causal[None, None] & mask.bool()[:, None, None, :]
+        additive = torch.zeros(allowed.shape, dtype=leaf.dtype, device=leaf.device)
+        additive = additive.masked_fill(~allowed, torch.finfo(leaf.dtype).min)
+        hidden = self._blocks(ops, leaf, additive, rotary=rotary)
+        hidden = hidden[torch.arange(mask.shape[0], device=mask.device), self.last_position(inputs)]
+        hidden = ops.nonlinear(_get(self.base, self.layout.final_norm), hidden)
+        return leaf, ops.linear(hidden, *self.lm_head)
+
+
+# ---- which adapter for which model --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    classes: tuple[str, ...]  # Hugging Face model classes (a subclass counts as its parent)
+    adapter: type
+
+
+ARCHITECTURES = (
+    Architecture("BERT / MiniLM", ("BertForSequenceClassification",), BertAdapter),
+    Architecture("RoBERTa", ("RobertaForSequenceClassification", "XLMRobertaForSequenceClassification"), BertAdapter),
+    Architecture("ELECTRA", ("ElectraForSequenceClassification",), BertAdapter),
+    Architecture("DistilBERT", ("DistilBertForSequenceClassification",), BertAdapter),
+    Architecture("ViT", ("ViTForImageClassification",), ViTAdapter),
+    Architecture("DeiT", ("DeiTForImageClassification",), DeiTAdapter),
+    Architecture("DeiT + teacher", ("DeiTForImageClassificationWithTeacher",), DeiTTeacherAdapter),
+    Architecture("GPT-2 (next token)", ("GPT2LMHeadModel",), DecoderAdapter),
+    Architecture("Llama (next token)", ("LlamaForCausalLM",), DecoderAdapter),
+)
+
+
+def architecture_of(model: nn.Module) -> Architecture | None:
+    names = [cls.__name__ for cls in type(model).__mro__]
+    for name in names:
+        for arch in ARCHITECTURES:
+            if name in arch.classes:
+                return arch
+    return None
+
+
+def get_adapter(model: nn.Module, tokenizer=None) -> Adapter:
+    """The adapter for a supported model, or one clear error; `tokenizer` (optional): the one that made the inputs,
+    whose special tokens are then special too."""
+    arch = architecture_of(model)
+    if arch is None:
+        supported = ", ".join(c for a in ARCHITECTURES for c in a.classes)
+        raise UnsupportedModelError(f"{type(model).__name__} is not supported: lab explains {supported}")
+    return arch.adapter(model, tokenizer)
 # ---- training: only what the classification loss reads ---------------------------------------------------
 
 
@@ -357,23 +668,3 @@ def cls_only_last_layer(model: nn.Module):
         del layer.forward
 
 
-def get_adapter(model: nn.Module) -> Adapter:
-    """The adapter for a supported model, or one clear error."""
-    base = getattr(model, "base_model", None)
-    if hasattr(model, "vit") and hasattr(model, "classifier"):
-        return ViTAdapter(model)
-    if base is not None and hasattr(base, "encoder") and hasattr(base.encoder, "layer") and hasattr(model, "classifier"):
-        layer = base.encoder.layer[0]
-        if hasattr(layer, "attention") and hasattr(layer.attention, "self"):
-            return BertAdapter(model)
-    raise UnsupportedModelError(
-        f"{type(model).__name__} is not supported: lab explains BERT-family sequence classifiers "
-        "(BertForSequenceClassification, RobertaForSequenceClassification, MiniLM) and ViTForImageClassification"
-    )
-
-
-def grid_shape(adapter: Adapter, n_tokens: int) -> tuple[int, int]:
-    if isinstance(adapter, ViTAdapter):
-        return adapter.grid
-    side = int(math.isqrt(n_tokens))
-    return side, n_tokens // max(side, 1)
