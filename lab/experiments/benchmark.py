@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 import lab
-from lab import bench, cache, stats
+from lab import bench, cache, config, stats
 from lab.experiments import ExperimentError, merge_settings
 from lab.experiments import chefer_bert as cb
 from lab.experiments import chefer_vit as cv
@@ -59,6 +59,7 @@ from lab.metrics.perturbation import (ERASER_BINS, MASK_LRP_FRACTIONS, aopc_lodd
                                       comprehensiveness_sufficiency, deletion_curve)
 from lab.metrics.rationales import token_f1_curve
 from lab.models.adapters import get_adapter
+from lab.progress import progress as progress_bar
 
 NOTEBOOK = "07_benchmark"
 TASKS = ("sst2", "movies", "vit")
@@ -158,14 +159,9 @@ def settings(profile: str = "default", **overrides) -> dict:
 
 
 def threads(cfg: Mapping) -> int | None:
-    """Intra-op threads for the heavy loops: `threads`, else $LAB_NUM_THREADS, else 1 when the machine is loaded
-    (load average >= cores: OpenMP threads then spin against other jobs; measured 25x slower with 2 threads at
-    load 10 on 2 cores), else torch's default."""
-    if cfg.get("threads"):
-        return int(cfg["threads"])
-    if os.environ.get("LAB_NUM_THREADS"):
-        return int(os.environ["LAB_NUM_THREADS"])
-    return 1 if os.getloadavg()[0] >= (os.cpu_count() or 1) else None
+    """Intra-op threads of the heavy loops (`lab.config.threads`: `threads`, else $LAB_NUM_THREADS, else 1 on a
+    loaded machine)."""
+    return config.threads(cfg.get("threads"), "load")
 
 
 # ---- tasks: model + examples ------------------------------------------------------------------------------
@@ -339,8 +335,6 @@ TASK_BUILDERS = {"sst2": sst2_task, "movies": movies_task, "vit": vit_task}
 def load_tasks(cfg: Mapping) -> tuple[dict[str, Task], dict[str, str]]:
     """({task: Task}, {skipped task: reason}). With `train_missing=False` a task whose model is not cached is
     skipped instead of trained."""
-    from lab.models.training import torch_threads
-
     from lab.data.base import DatasetMissingError
 
     tasks, skipped = {}, {}
@@ -350,7 +344,7 @@ def load_tasks(cfg: Mapping) -> tuple[dict[str, Task], dict[str, str]]:
             if not cfg["train_missing"] and not _model_cached(name, cfg):
                 skipped[name] = f"no cached {cfg['model_profile']} model (train_missing=False)"
                 continue
-            with torch_threads(threads(cfg)):
+            with config.torch_threads(cfg.get("threads"), "load"):
                 tasks[name] = TASK_BUILDERS[name](cfg)
         except DatasetMissingError as err:  # e.g. no ERASER data: benchmark the other models
             skipped[name] = str(err).split(". ")[0]
@@ -410,7 +404,7 @@ def _vision_maps(model, images: torch.Tensor, method: str, targets: torch.Tensor
                  progress: bool, **params) -> torch.Tensor:
     """Native maps [N, h, w] (patch grid, or pixels for pixel-level methods) of `method` for class `targets`."""
     maps = []
-    for start in cb._progress(range(0, images.shape[0], batch_size), progress, method):
+    for start in progress_bar(range(0, images.shape[0], batch_size), method, progress):
         e = lab.explain(model, images[start:start + batch_size], method, target=targets[start:start + batch_size],
                         **params)
         maps.append(e.patch_map().detach().float().cpu())
@@ -469,13 +463,11 @@ def _timed_explain(task: Task, method: str, cfg: Mapping, fb_seconds: float) -> 
 def explain_task(task: Task, cfg: Mapping) -> TaskRun:
     """Every method's explanations of the task, with cost: s/example, ratio to forward+backward, peak MB.
     With `use_cache` each method's scores and cost are memoised (model, examples, parameters, code)."""
-    from lab.models.training import torch_threads
-
     run = TaskRun()
     started = time.perf_counter()
-    with torch_threads(threads(cfg)):
+    with config.torch_threads(cfg.get("threads"), "load"):
         run.fb_seconds = reference_seconds(task, cfg)
-        bar = cb._progress(cfg["methods"], cfg["progress"], f"explain {task.name}", total=len(cfg["methods"]))
+        bar = progress_bar(cfg["methods"], f"explain {task.name}", cfg["progress"], total=len(cfg["methods"]))
         for method in bar:
             try:
                 params = method_params(task, method, cfg)
@@ -626,12 +618,10 @@ def method_metrics(task: Task, run: TaskRun, method: str, cfg: Mapping, token: s
 
 def quality_table(task: Task, run: TaskRun, cfg: Mapping) -> dict[str, dict[str, float]]:
     """{method: {metric: value}} for every explained method under the protocol (the task's `n` examples)."""
-    from lab.models.training import torch_threads
-
     out = {}
     started = time.perf_counter()
-    with torch_threads(threads(cfg)):
-        for method in cb._progress(run.methods, cfg["progress"], f"metrics {task.name}", total=len(run.methods)):
+    with config.torch_threads(cfg.get("threads"), "load"):
+        for method in progress_bar(run.methods, f"metrics {task.name}", cfg["progress"], total=len(run.methods)):
             reference = run.scores.get("leave_one_out") if method != "leave_one_out" else None
             out[method], run.per_example[method] = _memo(
                 cfg, f"metrics-{task.name}-{method}",
@@ -738,8 +728,6 @@ def token_sweep(task: Task, run: TaskRun, cfg: Mapping, quality: Mapping | None 
     Returns values {token: {method: {metric: v}}}, tau {metric: {"pad~mask": τ, ...}} (Kendall τ between the
     rankings of the methods under two tokens), best {metric: {token: best method}}, n.
     """
-    from lab.models.training import torch_threads
-
     n = min(cfg["n_sweep"].get(task.name, 0), len(task))
     if task.modality != "text" or n < 1 or len(cfg["tokens"]) < 2:
         return {}
@@ -748,8 +736,8 @@ def token_sweep(task: Task, run: TaskRun, cfg: Mapping, quality: Mapping | None 
     per: dict[str, dict] = {}
     started = time.perf_counter()
     steps = [(t, m) for t in cfg["tokens"] for m in run.methods]
-    with torch_threads(threads(cfg)):
-        for token, method in cb._progress(steps, cfg["progress"], f"token sweep {task.name}", total=len(steps)):
+    with config.torch_threads(cfg.get("threads"), "load"):
+        for token, method in progress_bar(steps, f"token sweep {task.name}", cfg["progress"], total=len(steps)):
             if quality is not None and token == cfg["token"] and n == len(task) and method in run.per_example:
                 values.setdefault(token, {})[method] = {k: quality[method][k] for k in metrics}
                 per.setdefault(token, {})[method] = {k: run.per_example[method][k] for k in metrics}
@@ -825,8 +813,6 @@ def randomisation_check(task: Task, run: TaskRun, cfg: Mapping) -> dict:
     Returns rows {method: {"spearman": mean ρ, "changed": 1 - ρ}}, n, layers, the share of predictions the
     randomised copy changes, and the check that the original weights are untouched.
     """
-    from lab.models.training import torch_threads
-
     n = min(cfg["n_random"].get(task.name, 0), len(task))
     if n < 1:
         return {}
@@ -836,8 +822,8 @@ def randomisation_check(task: Task, run: TaskRun, cfg: Mapping) -> dict:
     with torch.no_grad():
         logits = _predict(clone, {k: v[:n] for k, v in task.inputs.items()})
     rows, rhos, clone_digest = {}, {}, cache.digest(clone) if cfg.get("use_cache") else None
-    with torch_threads(threads(cfg)):
-        for method in cb._progress(run.methods, cfg["progress"], f"randomised {task.name}", total=len(run.methods)):
+    with config.torch_threads(cfg.get("threads"), "load"):
+        for method in progress_bar(run.methods, f"randomised {task.name}", cfg["progress"], total=len(run.methods)):
             other = _memo(cfg, f"randomised-{task.name}-{method}",
                           functools.partial(explain_all, task, method, cfg, model=clone, n=n), task=task.fingerprint,
                           clone=clone_digest, method=method, n=n,

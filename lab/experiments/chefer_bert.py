@@ -42,11 +42,12 @@ import torch
 
 import lab
 import lab.viz
-from lab import cache, stats
+from lab import cache, config, stats
 from lab.data import align_rationale, encode_words
 from lab.metrics.agreement import spearman
 from lab.metrics.perturbation import ERASER_BINS, comprehensiveness_sufficiency, groups_from_word_ids, top_k_mask
 from lab.metrics.rationales import token_f1_at_k, token_f1_curve
+from lab.progress import progress as progress_bar
 
 NOTEBOOK = "02_chefer_bert"
 PAPER_METHODS = ("chefer", "partial_lrp", "raw_attention", "attn_gradcam", "lrp", "rollout")
@@ -202,12 +203,6 @@ def rows_of(inputs: Mapping[str, torch.Tensor], idx, trim: bool = True) -> dict:
     return rows
 
 
-def _progress(iterable, enabled: bool, desc: str, total: int | None = None):
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, total=total, disable=not enabled, leave=False, dynamic_ncols=True)
-
-
 def predict_logits(model, inputs: Mapping[str, torch.Tensor], batch_size: int = 16,
                    progress: bool = False) -> torch.Tensor:
     """Logits [N, C] of the classifier on a padded batch (no gradients, in batches of trimmed rows)."""
@@ -215,7 +210,7 @@ def predict_logits(model, inputs: Mapping[str, torch.Tensor], batch_size: int = 
     out = []
     model.eval()
     with torch.no_grad():
-        for start in _progress(range(0, n, batch_size), progress, "predict", total=-(-n // batch_size)):
+        for start in progress_bar(range(0, n, batch_size), "predict", progress, total=-(-n // batch_size)):
             rows = rows_of(inputs, torch.arange(start, min(start + batch_size, n)))
             out.append(model(**rows).logits.float().cpu())
     return torch.cat(out)
@@ -256,8 +251,6 @@ def setup(cfg: Mapping, classifier=None, examples: Sequence | None = None) -> Co
     classifier: optional (model, tokenizer) to use instead (tests, or any BERT-family model already loaded);
     examples: optional ERASER examples instead of `lab.data.load(dataset, split)`.
     """
-    from lab.models.training import torch_threads
-
     start = time.perf_counter()
     if classifier is None:
         model, tok, names, info, model_id = load_classifier(cfg)
@@ -280,7 +273,7 @@ def setup(cfg: Mapping, classifier=None, examples: Sequence | None = None) -> Co
     ctx = Context(model, tok, names, dict(cfg), examples, inputs, rationale, valid, special,
                   torch.zeros(len(examples), len(names)), order, model_id, info, started=start, words=words)
     t0 = time.perf_counter()
-    with torch_threads():
+    with config.torch_threads():
         predicted = _cached(ctx, "predict", {"max_length": cfg["max_length"]},
                             lambda: {"logits": predict_logits(model, inputs, cfg["perturb_batch"], cfg["progress"])})
     ctx.logits = predicted["logits"]
@@ -318,7 +311,7 @@ def explain_scores(model, inputs: Mapping[str, torch.Tensor], method: str, targe
         raise ExperimentError(f"{targets.numel()} targets for {n} reviews")
     out = torch.zeros(n, width)
     starts = range(0, n, int(batch_size))
-    for start in _progress(starts, progress, desc or method, total=len(starts)):
+    for start in progress_bar(starts, desc or method, progress, total=len(starts)):
         idx = torch.arange(start, min(start + int(batch_size), n))
         rows = rows_of(inputs, idx)
         e = lab.explain(model, rows, method, target=targets[idx], **params)
@@ -347,8 +340,6 @@ def explain_reviews(ctx: Context, method: str, idx, target: str = "ground truth"
     ground-truth, counterfactual or predicted class. Each review's map is cached on its own (per classifier,
     explainer code, method, parameters, review and class), so other subsets and the figures reuse it; `seconds` is
     the compute time of those maps (measured when they were made)."""
-    from lab.models.training import torch_threads
-
     idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
     if target not in TARGETS:
         raise ExperimentError(f"target must be one of {TARGETS}, got {target!r}")
@@ -371,7 +362,7 @@ def explain_reviews(ctx: Context, method: str, idx, target: str = "ground truth"
         todo_t = torch.tensor(todo)
         batch = ctx.cfg["ig_batch_size"] if method == "integrated_gradients" else ctx.cfg["batch_size"]
         t0 = time.perf_counter()
-        with torch_threads():
+        with config.torch_threads():
             new = explain_scores(ctx.model, rows_of(ctx.inputs, idx[todo_t], trim=False), method, targets[todo_t],
                                  batch, ctx.cfg["progress"], desc=f"{method} ({target})", **params)
         per_review = (time.perf_counter() - t0) / len(todo)
@@ -477,8 +468,6 @@ def figure3_plot(fig3: Mapping, which: str = "macro"):
 def faithfulness_results(ctx: Context, maps: Mapping[str, torch.Tensor]) -> dict:
     """ERASER comprehensiveness (higher better) and sufficiency (lower better) of each method's ground-truth-class
     map on the "faithfulness" subset: AOPC over cfg["bins"], top-k % word pieces deleted / kept."""
-    from lab.models.training import torch_threads
-
     rows, curves = {}, {}
     n = len(ctx.subset("faithfulness"))
     for method, scores in maps.items():
@@ -488,7 +477,7 @@ def faithfulness_results(ctx: Context, maps: Mapping[str, torch.Tensor]) -> dict
 
         def compute(idx=idx, s=scores[:m, :width], width=width):
             t0 = time.perf_counter()
-            with torch_threads():
+            with config.torch_threads():
                 r = comprehensiveness_sufficiency(ctx.model, rows_of(ctx.inputs, idx), s, bins=ctx.cfg["bins"],
                                                   label="gold", labels=ctx.labels[idx],
                                                   special_mask=ctx.special[idx][:, :width], mode="delete",
