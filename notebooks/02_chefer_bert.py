@@ -49,6 +49,7 @@ import lab
 lab.config.set_profile(profile)  # outputs go to this profile's folders, whoever runs the notebook
 from lab.experiments import chefer_bert as cb
 from lab.results import claims_markdown, table_frame
+from lab.viz import chefer_bert as viz_cb
 from lab.widgets import controls
 
 cfg = cb.settings(profile, model=model, checkpoint=checkpoint, n_examples=n_examples, methods=methods, seed=seed,
@@ -77,7 +78,7 @@ print({k: v for k, v in ctx.timings.items() if k.startswith("explain")})
 
 # %%
 fig3 = cb.figure3_results(ctx, maps)
-fig = cb.figure3_plot(fig3)
+fig = viz_cb.figure3_plot(fig3, cb.LABELS, cb.PAPER_METHODS)
 lab.save_figure(fig, "02_chefer_bert", "figure3_token_f1")
 fig
 
@@ -96,7 +97,7 @@ cb.figure3_frame(fig3_other).round(3)
 
 # %%
 faith = cb.faithfulness_results(ctx, maps)
-fig = cb.faithfulness_plot(faith)
+fig = viz_cb.faithfulness_plot(faith, cb.LABELS, cb.PAPER_METHODS)
 lab.save_figure(fig, "02_chefer_bert", "eraser_faithfulness")
 fig
 

@@ -67,6 +67,7 @@ lab.config.set_profile(profile)  # outputs go to this profile's folders, whoever
 from IPython.display import Markdown, display
 from lab.experiments import benchmark as B
 from lab.results import claims_markdown
+from lab.viz import benchmark as viz_bench
 from lab.widgets import controls
 
 cfg = B.settings(profile, tasks=tasks, methods=methods, token=token, tokens=tokens, mode=mode,
@@ -115,7 +116,8 @@ for name in quality:
     display(B.ranking_overview(quality[name]))
 
 # %%
-fig_ranks = B.ranks_figure(quality)
+figs = B.figures(quality, runs)  # drawn by lab.viz.benchmark
+fig_ranks = figs["ranks"]
 lab.save_figure(fig_ranks, B.NOTEBOOK, "ranks")
 fig_ranks
 
@@ -125,7 +127,7 @@ fig_ranks
 # +1 = the two metrics rank the methods identically).
 
 # %%
-fig_agree = B.agreement_figure(quality)
+fig_agree = figs["metric_agreement"]
 lab.save_figure(fig_agree, B.NOTEBOOK, "metric_agreement")
 fig_agree
 
@@ -134,7 +136,7 @@ fig_agree
 # Mean rank over the metrics (1 = best, top) against the cost in forward+backward passes (log scale).
 
 # %%
-fig_cost = B.cost_quality_figure(quality, runs)
+fig_cost = figs["cost_quality"]
 lab.save_figure(fig_cost, B.NOTEBOOK, "cost_quality")
 fig_cost
 
@@ -164,7 +166,7 @@ for name, r in rand.items():
         print(f"{B.TASK_LABELS[name]}: {r['n']} examples, the randomised copy changes "
               f"{100 * r['prediction_changed']:.0f}% of the predictions; original untouched: {r['original_untouched']}")
 display(B.randomisation_frame(rand))
-fig_rand = B.randomisation_figure(rand)
+fig_rand = viz_bench.randomisation_figure(rand)
 lab.save_figure(fig_rand, B.NOTEBOOK, "randomisation")
 fig_rand
 

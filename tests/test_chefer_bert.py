@@ -77,11 +77,11 @@ def test_encode_reviews_rejects_examples_without_rationale(tok):
 
 
 @pytest.mark.parametrize("method", ["chefer", "rollout", "attn_gradcam"])
-def test_explain_scores_batching_matches_one_review_at_a_time(model, tok, method):
+def test_explain_many_batching_matches_one_review_at_a_time(model, tok, method):
     inputs, _, _, _ = cb.encode_reviews(EXAMPLES, tok, 16)
     targets = torch.tensor([e.label for e in EXAMPLES])
-    batched = cb.explain_scores(model, inputs, method, targets, batch_size=4)
-    single = cb.explain_scores(model, inputs, method, targets, batch_size=1)
+    batched = cb.explain_many(model, inputs, method, targets, batch_size=4, sort=False).scores
+    single = cb.explain_many(model, inputs, method, targets, batch_size=1).scores
     assert batched.shape == inputs["input_ids"].shape
     assert torch.allclose(batched, single, atol=1e-5)
     assert (batched[inputs["attention_mask"] == 0] == 0).all()
@@ -307,8 +307,8 @@ def test_maps_are_cached_per_review_and_reused(ctx, monkeypatch):
     ctx.cfg["use_cache"], ctx.model_id = True, "tiny-test-model"
     first = cb.explain_reviews(ctx, "chefer", [0, 1, 2])
     calls = []
-    real = cb.explain_scores
-    monkeypatch.setattr(cb, "explain_scores", lambda model, inputs, *a, **k: calls.append(len(inputs["input_ids"]))
+    real = cb.explain_many
+    monkeypatch.setattr(cb, "explain_many", lambda model, inputs, *a, **k: calls.append(len(inputs["input_ids"]))
                         or real(model, inputs, *a, **k))
     again = cb.explain_reviews(ctx, "chefer", [2, 0, 1, 3])  # three cached, one new
     assert calls == [1]

@@ -58,8 +58,10 @@ from lab.metrics.agreement import kendall_tau, rank_correlation_matrix, spearman
 from lab.metrics.perturbation import (ERASER_BINS, MASK_LRP_FRACTIONS, aopc_lodds, auc_rep,
                                       comprehensiveness_sufficiency, deletion_curve)
 from lab.metrics.rationales import token_f1_curve
+from lab.explainers.batch import explain_many, predict_logits, trim_rows
 from lab.models.adapters import get_adapter
 from lab.progress import progress as progress_bar
+from lab.viz import benchmark as viz_benchmark
 
 NOTEBOOK = "07_benchmark"
 TASKS = ("sst2", "movies", "vit")
@@ -200,7 +202,7 @@ class Task:
         """Model inputs of examples `idx` (text: cut to their longest sequence)."""
         if self.modality == "vision":
             return {"pixel_values": self.inputs["pixel_values"][torch.as_tensor(idx, dtype=torch.long)]}
-        return cb.rows_of(self.inputs, idx)
+        return trim_rows(self.inputs, idx)
 
     @property
     def content(self) -> torch.Tensor:
@@ -214,15 +216,6 @@ class Task:
                              self.rationale, self.head_mask, masks])
 
 
-def _predict(model, inputs: Mapping, batch_size: int = 64) -> torch.Tensor:
-    if "pixel_values" in inputs:
-        with torch.no_grad():
-            x = inputs["pixel_values"]
-            return torch.cat([model(pixel_values=x[s:s + batch_size]).logits.float()
-                              for s in range(0, x.shape[0], batch_size)])
-    return cb.predict_logits(model, inputs, batch_size)
-
-
 def text_task(name: str, model, inputs: Mapping, labels, tokenizer=None, rationale=None, label_names=(),
               info: dict | None = None, head_mask=None) -> Task:
     """A text task from a classifier and a padded batch (any BERT-family model; tests use tiny random ones)."""
@@ -231,7 +224,7 @@ def text_task(name: str, model, inputs: Mapping, labels, tokenizer=None, rationa
     adapter = get_adapter(model)
     prepared = adapter.prepare(inputs)
     valid, special = adapter.valid_mask(prepared).cpu(), adapter.special_mask(prepared).cpu()
-    logits = _predict(model, inputs)
+    logits = predict_logits(model, inputs, 64)
     labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
     info = dict(info or {})
     info.setdefault("accuracy_on_examples", float((logits.argmax(-1) == labels).double().mean()))
@@ -244,7 +237,7 @@ def image_task(name: str, model, test, cfg: Mapping, info: dict | None = None) -
     model.eval()
     info = dict(info or {})
     ctx = cv.Context(model, test, test, {"fill": cfg["fill"], "batch_size": cfg["batch_size"]}, info)
-    logits = _predict(model, {"pixel_values": test.images})
+    logits = predict_logits(model, {"pixel_values": test.images}, 64)
     info.setdefault("accuracy_on_examples", float((logits.argmax(-1) == test.labels).double().mean()))
     return Task(name, "vision", model, {"pixel_values": test.images}, test.labels, logits.argmax(-1),
                 tuple(test.class_names), vit=ctx, info=info)
@@ -400,29 +393,16 @@ def method_params(task: Task, method: str, cfg: Mapping) -> dict:
     return {}
 
 
-def _vision_maps(model, images: torch.Tensor, method: str, targets: torch.Tensor, batch_size: int,
-                 progress: bool, **params) -> torch.Tensor:
-    """Native maps [N, h, w] (patch grid, or pixels for pixel-level methods) of `method` for class `targets`."""
-    maps = []
-    for start in progress_bar(range(0, images.shape[0], batch_size), method, progress):
-        e = lab.explain(model, images[start:start + batch_size], method, target=targets[start:start + batch_size],
-                        **params)
-        maps.append(e.patch_map().detach().float().cpu())
-    return torch.cat(maps)
-
-
 def explain_all(task: Task, method: str, cfg: Mapping, model=None, n: int | None = None,
                 progress: bool = False) -> torch.Tensor:
-    """Scores of `method` for the first n examples of the task (default all), explaining task.targets."""
+    """Scores of `method` for the first n examples of the task (default all), explaining task.targets: text
+    [n, S], vision native maps [n, h, w]. Batches in the task's order (`sort=False`: the recorded runs' batches)."""
     model = task.model if model is None else model
     n = len(task) if n is None else min(int(n), len(task))
-    params = method_params(task, method, cfg)
-    idx = torch.arange(n)
     batch = 1 if method == "integrated_gradients" and task.modality == "text" else cfg["batch_size"]
-    if task.modality == "vision":
-        return _vision_maps(model, task.inputs["pixel_values"][:n], method, task.targets[:n], batch, progress, **params)
-    inputs = {k: v[idx] for k, v in task.inputs.items()}
-    return cb.explain_scores(model, inputs, method, task.targets[:n], batch, progress, desc=method, **params)
+    inputs = {k: v[:n] for k, v in task.inputs.items()}
+    return explain_many(model, inputs, method, task.targets[:n], batch_size=batch, sort=False, progress=progress,
+                        desc=method, **method_params(task, method, cfg)).scores
 
 
 def reference_seconds(task: Task, cfg: Mapping) -> float:
@@ -675,6 +655,17 @@ def cost_frame(run: TaskRun):
     return pd.DataFrame.from_dict(run.cost, orient="index").reindex(columns=list(COST_COLUMNS))
 
 
+def figures(quality: Mapping, runs: Mapping[str, TaskRun]) -> dict:
+    """{name: Figure} of the ranks, the metric agreement and cost against quality (`lab.viz.benchmark`)."""
+    labels = {t: TASK_LABELS.get(t, t) for t in quality}
+    return {"ranks": viz_benchmark.ranks_figure({t: rank_frame(q) for t, q in quality.items()}, labels),
+            "metric_agreement": viz_benchmark.agreement_figure({t: metric_agreement(q) for t, q in quality.items()},
+                                                               labels),
+            "cost_quality": viz_benchmark.cost_quality_figure(
+                {t: rank_frame(q)["mean_rank"] for t, q in quality.items()},
+                {t: {m: c["ratio_fb"] for m, c in runs[t].cost.items()} for t in quality}, labels)}
+
+
 def randomisation_frame(rand: Mapping[str, Mapping]):
     """Methods × tasks: Spearman ρ between the explanations of the trained and the randomised model."""
     import pandas as pd
@@ -820,7 +811,7 @@ def randomisation_check(task: Task, run: TaskRun, cfg: Mapping) -> dict:
     before = [p.detach().clone() for p in task.model.parameters()]
     clone = randomised_copy(task.model, cfg["randomise_layers"], cfg["seed"])
     with torch.no_grad():
-        logits = _predict(clone, {k: v[:n] for k, v in task.inputs.items()})
+        logits = predict_logits(clone, {k: v[:n] for k, v in task.inputs.items()}, 64)
     rows, rhos, clone_digest = {}, {}, cache.digest(clone) if cfg.get("use_cache") else None
     with config.torch_threads(cfg.get("threads"), "load"):
         for method in progress_bar(run.methods, f"randomised {task.name}", cfg["progress"], total=len(run.methods)):
@@ -838,85 +829,6 @@ def randomisation_check(task: Task, run: TaskRun, cfg: Mapping) -> dict:
     run.timings["randomisation_s"] = round(time.perf_counter() - started, 1)
     return {"rows": rows, "rho": rhos, "n": n, "layers": int(cfg["randomise_layers"]), "original_untouched": untouched,
             "prediction_changed": float((logits.argmax(-1) != task.targets[:n]).double().mean())}
-
-
-# ---- figures ----------------------------------------------------------------------------------------------
-
-
-def ranks_figure(quality: Mapping[str, Mapping[str, Mapping[str, float]]]):
-    """Per task: methods (rows, best mean rank first) × metrics (columns), cells = rank (1 = best)."""
-    from matplotlib.figure import Figure
-
-    names = list(quality)
-    frames = {t: rank_frame(quality[t]) for t in names}
-    height = max(len(f) for f in frames.values()) * 0.32 + 1.6
-    fig = Figure(figsize=(sum(0.55 * f.shape[1] + 2.4 for f in frames.values()), height), layout="constrained")
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
-    for ax, t in zip(axes, names):
-        f = frames[t]
-        lab.viz.heatmap_matrix(f.to_numpy(), list(f.index), list(f.columns), ax=ax, fmt=".1f", cmap="RdYlGn_r",
-                               colorbar=False, title=f"{TASK_LABELS.get(t, t)}: rank (1 = best)")
-    return fig
-
-
-def agreement_figure(quality: Mapping[str, Mapping[str, Mapping[str, float]]]):
-    """Per task: Kendall τ between the method rankings of each pair of metrics."""
-    from matplotlib.figure import Figure
-
-    names = list(quality)
-    mats = {t: metric_agreement(quality[t]) for t in names}
-    fig = Figure(figsize=(sum(0.5 * m.shape[1] + 2.2 for m in mats.values()), 0.45 * max(len(m) for m in
-                                                                                        mats.values()) + 1.8),
-                 layout="constrained")
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
-    for ax, t in zip(axes, names):
-        m = mats[t]
-        lab.viz.heatmap_matrix(m.to_numpy(), list(m.index), list(m.columns), ax=ax, cmap="RdBu_r", vmin=-1, vmax=1,
-                               colorbar=t == names[-1], title=f"{TASK_LABELS.get(t, t)}: τ between metrics")
-    return fig
-
-
-def cost_quality_figure(quality: Mapping, runs: Mapping[str, TaskRun]):
-    """Quality (mean rank over metrics, 1 = best, axis inverted) against cost (× one forward+backward), per task."""
-    from matplotlib.figure import Figure
-
-    names = list(quality)
-    fig = Figure(figsize=(4.6 * len(names), 3.8), layout="constrained")
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
-    for ax, t in zip(axes, names):
-        ranks = rank_frame(quality[t])["mean_rank"]
-        points = {m: (max(runs[t].cost[m]["ratio_fb"], 1e-3), float(ranks[m])) for m in ranks.index}
-        lab.viz.scatter_cost_quality(points, ax=ax, xlabel="cost (× one forward+backward)",
-                                     ylabel="mean rank over metrics (1 = best)", title=TASK_LABELS.get(t, t))
-        ax.invert_yaxis()
-    return fig
-
-
-def randomisation_figure(rand: Mapping[str, Mapping]):
-    """Spearman ρ between explanations of the trained and the top-randomised model, per method and task."""
-    rows = {m: {t: r["rows"][m]["spearman"] for t, r in rand.items() if r and m in r["rows"]}
-            for t, r in rand.items() if r for m in r["rows"]}
-    fig = lab.viz.bar_table(rows, ylabel="Spearman ρ (trained vs randomised)",
-                            title="model randomisation: lower = the method depends on the weights")
-    ax = fig.axes[0]
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.legend(fontsize=6, ncol=3)
-    return fig
-
-
-def metric_bars(values: Mapping[str, float], metric: str, title: str | None = None):
-    """Horizontal bars of one metric per method, best on top."""
-    from matplotlib.figure import Figure
-
-    higher = METRICS[metric][0] == "higher"
-    order = sorted((m for m in values if np.isfinite(values[m])), key=values.get, reverse=not higher)
-    fig = Figure(figsize=(5.5, 0.28 * len(order) + 1.2), layout="constrained")
-    ax = fig.subplots()
-    colours = ["tab:grey" if m == "random" else "tab:blue" for m in order]
-    ax.barh(order, [values[m] for m in order], color=colours)
-    ax.set_xlabel(f"{metric} ({'higher' if higher else 'lower'} is better)")
-    ax.set_title(title or METRICS[metric][1], fontsize=9)
-    return fig
 
 
 # ---- results --------------------------------------------------------------------------------------------
@@ -1198,7 +1110,8 @@ def widget_renderer(tasks: Mapping[str, Task], runs: Mapping[str, TaskRun], cfg:
         values = {m: method_metrics(t, runs[task], m, cfg, token=token, n=n, metrics=[metric]).get(metric, np.nan)
                   for m in runs[task].methods}
         tok = f", token {TOKEN_LABELS[token]}" if t.modality == "text" and metric in REPLACEMENT_METRICS else ""
-        return metric_bars(values, metric, f"{TASK_LABELS[task]}: {metric} on {n} examples{tok}")
+        return viz_benchmark.metric_bars(values, METRICS[metric][0] == "higher", metric,
+                                         f"{TASK_LABELS[task]}: {metric} on {n} examples{tok}")
 
     return render
 
@@ -1295,9 +1208,7 @@ def main(argv=None) -> int:
             path = out["results"].save()
             tables = export_tables(out)
             if not args.no_figures:
-                for name, fig in (("ranks", ranks_figure(out["quality"])),
-                                  ("metric_agreement", agreement_figure(out["quality"])),
-                                  ("cost_quality", cost_quality_figure(out["quality"], out["runs"]))):
+                for name, fig in figures(out["quality"], out["runs"]).items():
                     lab.save_figure(fig, NOTEBOOK, name)
     except (ExperimentError, lab.metrics.MetricInputError) as err:
         print(f"python -m lab benchmark: {err}", file=sys.stderr)

@@ -44,10 +44,10 @@ import lab
 import lab.viz
 from lab import cache, config, stats
 from lab.data import align_rationale, encode_words
+from lab.explainers.batch import explain_many, predict_logits, trim_rows
 from lab.metrics.agreement import spearman
 from lab.metrics.perturbation import ERASER_BINS, comprehensiveness_sufficiency, groups_from_word_ids, top_k_mask
 from lab.metrics.rationales import token_f1_at_k, token_f1_curve
-from lab.progress import progress as progress_bar
 
 NOTEBOOK = "02_chefer_bert"
 PAPER_METHODS = ("chefer", "partial_lrp", "raw_attention", "attn_gradcam", "lrp", "rollout")
@@ -193,29 +193,6 @@ def encode_reviews(examples: Sequence, tokenizer, max_length: int
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, rationale, kept, words
 
 
-def rows_of(inputs: Mapping[str, torch.Tensor], idx, trim: bool = True) -> dict:
-    """The rows `idx` of a padded batch, cut to their longest real sequence when `trim`."""
-    idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
-    rows = {k: v[idx] for k, v in inputs.items()}
-    if trim:
-        width = max(int(rows["attention_mask"].sum(1).max()), 1)
-        rows = {k: v[:, :width] for k, v in rows.items()}
-    return rows
-
-
-def predict_logits(model, inputs: Mapping[str, torch.Tensor], batch_size: int = 16,
-                   progress: bool = False) -> torch.Tensor:
-    """Logits [N, C] of the classifier on a padded batch (no gradients, in batches of trimmed rows)."""
-    n = inputs["input_ids"].shape[0]
-    out = []
-    model.eval()
-    with torch.no_grad():
-        for start in progress_bar(range(0, n, batch_size), "predict", progress, total=-(-n // batch_size)):
-            rows = rows_of(inputs, torch.arange(start, min(start + batch_size, n)))
-            out.append(model(**rows).logits.float().cpu())
-    return torch.cat(out)
-
-
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -301,24 +278,6 @@ def method_params(cfg: Mapping, method: str) -> dict:
     return params
 
 
-def explain_scores(model, inputs: Mapping[str, torch.Tensor], method: str, targets, batch_size: int = 4,
-                   progress: bool = False, desc: str | None = None, **params) -> torch.Tensor:
-    """Scores [N, S] of `method` explaining class `targets[i]` of each row, `lab.explain` in batches of trimmed rows
-    (padding positions are 0)."""
-    n, width = inputs["input_ids"].shape
-    targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
-    if targets.numel() != n:
-        raise ExperimentError(f"{targets.numel()} targets for {n} reviews")
-    out = torch.zeros(n, width)
-    starts = range(0, n, int(batch_size))
-    for start in progress_bar(starts, desc or method, progress, total=len(starts)):
-        idx = torch.arange(start, min(start + int(batch_size), n))
-        rows = rows_of(inputs, idx)
-        e = lab.explain(model, rows, method, target=targets[idx], **params)
-        out[idx, :rows["input_ids"].shape[1]] = e.scores.float().cpu()
-    return out
-
-
 def _cached(ctx: Context, kind: str, key_params: dict, compute):
     """compute(), memoised (`lab.cache.memoize`) per classifier, reviews and `key_params` when the classifier has a
     stable id and `use_cache` is on."""
@@ -363,8 +322,9 @@ def explain_reviews(ctx: Context, method: str, idx, target: str = "ground truth"
         batch = ctx.cfg["ig_batch_size"] if method == "integrated_gradients" else ctx.cfg["batch_size"]
         t0 = time.perf_counter()
         with config.torch_threads():
-            new = explain_scores(ctx.model, rows_of(ctx.inputs, idx[todo_t], trim=False), method, targets[todo_t],
-                                 batch, ctx.cfg["progress"], desc=f"{method} ({target})", **params)
+            new = explain_many(ctx.model, trim_rows(ctx.inputs, idx[todo_t], trim=False), method, targets[todo_t],
+                               batch_size=batch, sort=False, progress=ctx.cfg["progress"], desc=f"{method} ({target})",
+                               **params).scores
         per_review = (time.perf_counter() - t0) / len(todo)
         scores[todo_t], seconds[todo_t] = new, per_review
         for j in todo:
@@ -440,28 +400,6 @@ def figure3_results(ctx: Context, maps: Mapping[str, torch.Tensor], unit: str | 
     return out
 
 
-@lab.viz.paper_style()
-def figure3_plot(fig3: Mapping, which: str = "macro"):
-    """Fig. 3: token-F1 vs k, one line per method (paper methods solid, beyond-the-paper methods dashed)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 3.6), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, kind, title in zip(axes, ("macro", "micro"), ("per-document F1 (ERASER macro, reported)",
-                                                          "pooled F1 (micro)")):
-        for method, ys in fig3[kind].items():
-            style = "-" if method in PAPER_METHODS else "--"
-            n = fig3["n"][method]
-            label = LABELS.get(method, method) + ("" if n == max(fig3["n"].values()) else f" (n={n})")
-            ax.plot(fig3["ks"], ys, style, marker="o", markersize=3, label=label)
-        ax.set_xlabel("k (top word pieces)")
-        ax.set_ylabel("token F1")
-        ax.set_title(title, fontsize=10)
-        ax.set_xticks(fig3["ks"])
-    lab.viz.legend_outside(axes[1], fontsize=7)  # same methods and styles in both panels
-    return fig
-
-
 # ---- ERASER comprehensiveness / sufficiency ----------------------------------------------------------------
 
 
@@ -478,7 +416,7 @@ def faithfulness_results(ctx: Context, maps: Mapping[str, torch.Tensor]) -> dict
         def compute(idx=idx, s=scores[:m, :width], width=width):
             t0 = time.perf_counter()
             with config.torch_threads():
-                r = comprehensiveness_sufficiency(ctx.model, rows_of(ctx.inputs, idx), s, bins=ctx.cfg["bins"],
+                r = comprehensiveness_sufficiency(ctx.model, trim_rows(ctx.inputs, idx), s, bins=ctx.cfg["bins"],
                                                   label="gold", labels=ctx.labels[idx],
                                                   special_mask=ctx.special[idx][:, :width], mode="delete",
                                                   batch_size=ctx.cfg["perturb_batch"], progress=ctx.cfg["progress"])
@@ -497,28 +435,6 @@ def faithfulness_results(ctx: Context, maps: Mapping[str, torch.Tensor]) -> dict
 
 def _width(ctx: Context, idx) -> int:
     return max(int(ctx.valid[idx].sum(1).max()), 1)
-
-
-@lab.viz.paper_style()
-def faithfulness_plot(faith: Mapping):
-    """Comprehensiveness and sufficiency per bin (fraction of word pieces deleted / kept), one line per method."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(12, 3.4), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, kind, better in zip(axes, ("comprehensiveness", "sufficiency"), ("higher", "lower")):
-        for method, c in faith["curves"].items():
-            style = "-" if method in PAPER_METHODS else "--"
-            value = faith["rows"][method][kind]
-            ax.plot(faith["bins"], c[kind], style, marker="o", markersize=3,
-                    label=f"{LABELS.get(method, method)} ({value:.3f})")
-        ax.set_xscale("log")
-        ax.set_xticks(faith["bins"], labels=[f"{100 * b:g}%" for b in faith["bins"]])
-        ax.set_xlabel("top word pieces deleted" if kind == "comprehensiveness" else "top word pieces kept")
-        ax.set_ylabel("p(y|x) − p(y|x')")
-        ax.set_title(f"{kind} ({better} is better; AOPC in legend)", fontsize=10)
-        lab.viz.legend_outside(ax, fontsize=7)  # each panel's own AOPC values
-    return fig
 
 
 # ---- support for both classes, [SEP] mass ------------------------------------------------------------------

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from lab.metrics import MetricInputError
+from lab.progress import progress as progress_bar
 
 # Mask-LRP [CODE] `evaluate_explanability.py`: k = round(linspace(0, 1, 10) * len)[1:], i.e. 1/9, 2/9, ..., 1.
 MASK_LRP_FRACTIONS = tuple(i / 9 for i in range(1, 10))
