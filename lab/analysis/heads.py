@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from lab import cache
+from lab.progress import progress as progress_bar
 
 RELATIONS = ("nsubj", "dobj", "amod", "advmod")
 RELATION_ALIASES = {"obj": "dobj"}  # UD v2 name -> the paper's (Stanford/spaCy) name
@@ -317,10 +318,7 @@ def head_statistics(model, tokenizer, texts: Sequence[str], text_pairs: Sequence
     stats = _empty(adapter.num_layers, adapter.num_heads, max_offset, relations)
     order = np.argsort([len(t) + len(text_pairs[i] if text_pairs else "") for i, t in enumerate(texts)], kind="stable")
     starts = range(0, len(texts), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="head statistics", unit="batch", dynamic_ncols=True)
+    starts = progress_bar(starts, "head statistics", progress, leave=True, unit="batch")
     was_training = model.training
     model.eval()
     try:

@@ -41,7 +41,6 @@ import functools
 import os
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -53,11 +52,9 @@ from lab import bench, cache, config, stats
 from lab.experiments import ExperimentError, merge_settings
 from lab.experiments import chefer_bert as cb
 from lab.experiments import chefer_vit as cv
-from lab.metrics import images as mi
+from lab.metrics import protocols
 from lab.metrics.agreement import kendall_tau, rank_correlation_matrix, spearman
-from lab.metrics.perturbation import (ERASER_BINS, MASK_LRP_FRACTIONS, aopc_lodds, auc_rep,
-                                      comprehensiveness_sufficiency, deletion_curve)
-from lab.metrics.rationales import token_f1_curve
+from lab.metrics.perturbation import ERASER_BINS, MASK_LRP_FRACTIONS
 from lab.explainers.batch import explain_many, predict_logits, trim_rows
 from lab.models.adapters import get_adapter
 from lab.progress import progress as progress_bar
@@ -90,9 +87,6 @@ TEXT_METRICS = ("aopc", "lodds", "comprehensiveness", "sufficiency", "deletion_a
                 "token_f1")
 IMAGE_METRICS = ("positive_auc", "negative_auc", "pixel_accuracy", "mAP", "mIoU", "kendall_loo")
 REPLACEMENT_METRICS = ("aopc", "lodds", "comprehensiveness", "sufficiency", "deletion_accuracy", "auc_rep")
-# which metric function computes which columns (text)
-_GROUPS = {"aopc": "aopc", "lodds": "aopc", "comprehensiveness": "eraser", "sufficiency": "eraser",
-           "deletion_accuracy": "deletion", "auc_rep": "auc_rep", "kendall_loo": "loo", "token_f1": "f1"}
 COST_COLUMNS = ("s_per_example", "ratio_fb", "peak_mb")
 MARGINALIZATION = "input_marginalization"  # needs a masked LM (lab.models.mlm) and ~|candidates| forwards per token
 SMOKE_METHODS = ("chefer", "rollout", "saliency", "leave_one_out", "erasure", "random")
@@ -477,113 +471,48 @@ def token_id(task: Task, token: str) -> int:
     return int(tid) if tid is not None else replacement_id(get_adapter(task.model), token)
 
 
-def _subset(task: Task, scores: torch.Tensor, n: int | None):
+def text_units(task: Task, scores: torch.Tensor, token: str, n: int | None = None,
+               reference: torch.Tensor | None = None, batch_size: int = 64) -> protocols.TextUnits:
+    """The first n examples of a text task with one method's scores, as the metric protocols read them."""
     n = min(len(task) if n is None else int(n), scores.shape[0])
     idx = torch.arange(n)
     rows = task.rows(idx)
-    width = rows["input_ids"].shape[1]
-    return idx, rows, scores[:n, :width].double(), task.special[:n, :width]
+    w = rows["input_ids"].shape[1]
+    return protocols.TextUnits(
+        task.model, rows, scores[:n, :w].double(), task.special[:n, :w], task.content[idx][:, :w],
+        task.valid[idx][:, :w], task.labels[idx], token_id(task, token), token_id(task, "pad"), batch_size,
+        None if task.rationale is None else task.rationale[idx][:, :w],
+        None if reference is None else reference[idx][:, :w])
 
 
 def text_metrics(task: Task, scores: torch.Tensor, cfg: Mapping, token: str | None = None, n: int | None = None,
                  metrics: Sequence[str] | None = None, reference: torch.Tensor | None = None,
                  model=None, per_example: bool = False):
-    """The text metrics of one method's scores [N, S] on the first n examples (default all).
-
-    token: the replacement token (default the protocol's); metrics: which columns (default all that apply);
+    """The text metrics (`lab.metrics.protocols`) of one method's scores [N, S] on the first n examples (default
+    all). token: the replacement token (default the protocol's); metrics: which columns (default all that apply);
     reference: leave-one-out scores for `kendall_loo`. With `per_example`, returns (means, {metric: [n] values})
-    whose nan-means are the means (deletion accuracy: NaN for misclassified examples; token-F1: each example's
-    F1 averaged over k, whose mean equals the macro-F1 when every example has a rationale).
-    """
-    model = task.model if model is None else model
-    token = cfg["token"] if token is None else token
+    whose nan-means are the means."""
+    units = text_units(task, scores, cfg["token"] if token is None else token, n, reference, cfg["perturb_batch"])
+    if model is not None:
+        units.model = model
     metrics = [m for m in (metrics or task.metrics) if m in task.metrics]
-    groups = {_GROUPS[m] for m in metrics}
-    idx, rows, s, special = _subset(task, scores, n)
-    tid = token_id(task, token)
-    common = dict(special_mask=special, batch_size=cfg["perturb_batch"], progress=False)
-    out: dict[str, float] = {}
-    pe: dict[str, np.ndarray] = {}
-    if "aopc" in groups:
-        r = aopc_lodds(model, rows, s, fractions=cfg["fractions"], token_id=tid, label="predicted", **common)
-        out.update(aopc=r["aopc_mean"], lodds=r["lodds_mean"])
-        pe.update(aopc=_np(r["aopc"]), lodds=_np(r["lodds"]))
-    if "eraser" in groups:
-        r = comprehensiveness_sufficiency(model, rows, s, bins=cfg["bins"], mode=cfg["mode"], token_id=tid,
-                                          pad_id=token_id(task, "pad"), **common)
-        out.update(comprehensiveness=r["comprehensiveness_mean"], sufficiency=r["sufficiency_mean"])
-        pe.update(comprehensiveness=_np(r["comprehensiveness"]), sufficiency=_np(r["sufficiency"]))
-    if "deletion" in groups:
-        with warnings.catch_warnings():  # no correctly classified example: the area is NaN (shown as missing)
-            warnings.simplefilter("ignore", UserWarning)
-            r = deletion_curve(model, rows, s, task.labels[idx], max_words=cfg["deletion_max"], mode=cfg["mode"],
-                               token_id=tid, pad_id=token_id(task, "pad"), **common)
-        out["deletion_accuracy"] = r["auc"]
-        pe["deletion_accuracy"] = np.full(len(idx), np.nan)
-        pe["deletion_accuracy"][_np(r["examples"]).astype(int)] = _np(r["correct"].double().mean(1))
-    if "auc_rep" in groups:
-        r = auc_rep(model, rows, s, stop=cfg["auc_rep_stop"], token_id=tid, **common)
-        out["auc_rep"], pe["auc_rep"] = r["auc_mean"], _np(r["auc"])
-    content = task.content[idx][:, :s.shape[1]]
-    if "loo" in groups and reference is not None:
-        tau = kendall_tau(s, reference[idx][:, :s.shape[1]].double(), mask=content).statistic
-        out["kendall_loo"] = float(np.nanmean(tau)) if np.isfinite(tau).any() else float("nan")
-        pe["kendall_loo"] = _np(tau)
-    if "f1" in groups and task.rationale is not None:
-        curve = token_f1_curve(s, task.rationale[idx][:, :s.shape[1]], task.valid[idx][:, :s.shape[1]],
-                               cfg["ks"], special_mask=special)
-        out["token_f1"] = float(np.mean(curve["macro_f1"]))
-        pe["token_f1"] = np.mean([_np(v["f1"]) for v in curve["per_k"].values()], axis=0)
-    means = {m: out[m] for m in metrics if m in out}
-    return (means, {m: pe[m] for m in means}) if per_example else means
-
-
-def _np(x) -> np.ndarray:
-    return np.asarray(x.detach().cpu().double() if hasattr(x, "detach") else x, dtype=float).reshape(-1)
-
-
-def _patch_level(maps: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """[N, gh, gw]: maps at the patch grid (pixel-level maps are averaged per patch)."""
-    if tuple(maps.shape[-2:]) == tuple(grid):
-        return maps
-    return torch.nn.functional.adaptive_avg_pool2d(maps[:, None].float(), grid)[:, 0]
+    means, per = protocols.text_protocols(units, metrics, cfg)
+    return (means, per) if per_example else means
 
 
 def image_metrics(task: Task, maps: torch.Tensor, cfg: Mapping, n: int | None = None,
                   metrics: Sequence[str] | None = None, reference: torch.Tensor | None = None,
                   per_example: bool = False):
-    """Chefer Tables 1-2 (positive/negative perturbation AUC, segmentation) and τ with leave-one-out, first n images.
-    With `per_example`, also {metric: [n] per-image values} (mIoU: each image's own IoU, whereas the table pools
-    the intersections and unions over the images)."""
-    metrics = [m for m in (metrics or IMAGE_METRICS) if m in IMAGE_METRICS]
+    """Chefer Tables 1-2 and τ with leave-one-out (`lab.metrics.protocols.image_protocols`) on the first n images;
+    with `per_example`, also {metric: [n] per-image values}."""
     n = min(len(task) if n is None else int(n), maps.shape[0])
     test = task.vit.test[:n]
-    pixel = mi.pixel_maps(maps[:n], tuple(test.images.shape[-2:]))
-    out: dict[str, float] = {}
-    pe: dict[str, np.ndarray] = {}
-    fill = cv.fill_value(task.vit)
     fractions = cv.COMMON["fractions"]
-    for direction in ("positive", "negative"):
-        if f"{direction}_auc" in metrics:
-            hits = mi.perturbation_hits(task.model, test.images, test.labels, pixel, direction, fractions, fill,
-                                        cfg["batch_size"] * len(fractions))
-            pe[f"{direction}_auc"] = _np(mi.perturbation_auc(fractions, hits))
-            out[f"{direction}_auc"] = float(pe[f"{direction}_auc"].mean())
-    if {"pixel_accuracy", "mAP", "mIoU"} & set(metrics):
-        counts = mi.segmentation_counts(pixel, test.masks)
-        out.update({k: v for k, v in mi.segmentation_from_counts(counts).items() if k in cv.SEGMENTATION})
-        iou = [np.divide(counts[:, i], counts[:, i + 1], out=np.zeros(len(counts)), where=counts[:, i + 1] > 0)
-               for i in (3, 5)]
-        pe.update(pixel_accuracy=100 * counts[:, 0] / counts[:, 1], mAP=100 * counts[:, 2], mIoU=50 * (iou[0] + iou[1]))
-    if "kendall_loo" in metrics and reference is not None:
-        grid = get_adapter(task.model).grid
-        a = _patch_level(maps[:n], grid).flatten(1).double()
-        b = _patch_level(reference[:n], grid).flatten(1).double()
-        tau = kendall_tau(a, b).statistic
-        out["kendall_loo"] = float(np.nanmean(tau)) if np.isfinite(tau).any() else float("nan")
-        pe["kendall_loo"] = _np(tau)
-    means = {m: out[m] for m in metrics if m in out}
-    return (means, {m: pe[m] for m in means}) if per_example else means
+    units = protocols.ImageUnits(task.model, test.images, test.labels, test.masks, maps[:n],
+                                 get_adapter(task.model).grid, cv.fill_value(task.vit), fractions,
+                                 cfg["batch_size"] * len(fractions), None if reference is None else reference[:n])
+    means, per = protocols.image_protocols(units, metrics or IMAGE_METRICS)
+    return (means, per) if per_example else means
 
 
 def method_metrics(task: Task, run: TaskRun, method: str, cfg: Mapping, token: str | None = None,
@@ -792,7 +721,7 @@ def randomised_copy(model: torch.nn.Module, n_layers: int = 2, seed: int = 0) ->
 def _flat_units(task: Task, scores: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scores [n, units] and the mask of units to correlate (text: content tokens; vision: patches)."""
     if task.modality == "vision":
-        return _patch_level(scores[:n], get_adapter(task.model).grid).flatten(1).double(), None
+        return protocols.patch_level(scores[:n], get_adapter(task.model).grid).flatten(1).double(), None
     width = scores.shape[1]
     return scores[:n].double(), task.content[:n, :width]
 
@@ -824,7 +753,7 @@ def randomisation_check(task: Task, run: TaskRun, cfg: Mapping) -> dict:
             rho = spearman(a, b[:, :a.shape[1]], mask=mask).statistic
             value = float(np.nanmean(rho)) if np.isfinite(rho).any() else float("nan")
             rows[method] = {"spearman": value, "changed": 1.0 - value}
-            rhos[method] = _np(rho)
+            rhos[method] = protocols.as_numpy(rho)
     untouched = all(torch.equal(p, q) for p, q in zip(before, task.model.parameters()))
     run.timings["randomisation_s"] = round(time.perf_counter() - started, 1)
     return {"rows": rows, "rho": rhos, "n": n, "layers": int(cfg["randomise_layers"]), "original_untouched": untouched,
