@@ -49,7 +49,7 @@ def _bench(argv) -> int:
 
 def _benchmark(argv) -> int:
     try:
-        from lab.experiments.benchmark import main
+        from lab.experiments.benchmark_results import main
     except ModuleNotFoundError:
         print("python -m lab benchmark: the all-methods x all-metrics protocol (notebook 07) is not built yet",
               file=sys.stderr)
