@@ -62,3 +62,16 @@ def test_patch_level_pools_pixel_maps():
     maps = torch.arange(16.0).reshape(1, 4, 4)
     assert torch.equal(P.patch_level(maps, (4, 4)), maps)
     assert P.patch_level(maps, (2, 2))[0].tolist() == [[2.5, 4.5], [10.5, 12.5]]
+
+
+def test_units_from_an_explanation_set(units):
+    from lab.explainers.batch import explain_many
+
+    es = explain_many(units.model, units.rows, "saliency", batch_size=2)
+    u = P.TextUnits.from_explanations(es, units.model, units.rows, units.labels, UNK_ID, PAD_ID, 16)
+    assert u.scores.shape == (3, 7) and u.scores.dtype == torch.float64
+    assert torch.equal(u.content, units.content[:, :7])
+    means, per = P.text_protocols(u, ["aopc", "auc_rep"], SETTINGS)
+    direct = aopc_lodds(units.model, u.rows, u.scores, fractions=SETTINGS["fractions"], token_id=UNK_ID,
+                        label="predicted", special_mask=u.special, batch_size=16, progress=False)
+    assert means["aopc"] == pytest.approx(direct["aopc_mean"]) and per["auc_rep"].shape == (3,)

@@ -45,6 +45,18 @@ class TextUnits:
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
+    @classmethod
+    def from_explanations(cls, explanations, model, inputs: Mapping[str, torch.Tensor], labels, token_id: int,
+                          pad_id: int, batch_size: int = 64, rationale: torch.Tensor | None = None,
+                          reference: torch.Tensor | None = None) -> "TextUnits":
+        """Units of an `ExplanationSet` (`lab.explainers.batch.explain_many`) of the padded `inputs`, cut to their
+        longest real sequence."""
+        w = max(int(explanations.valid.sum(1).max()), 1)
+        return cls(model, {k: v[:, :w] for k, v in inputs.items()}, explanations.scores[:, :w].double(),
+                   explanations.special[:, :w], explanations.content[:, :w], explanations.valid[:, :w],
+                   torch.as_tensor(labels), token_id, pad_id, batch_size,
+                   None if rationale is None else rationale[:, :w], None if reference is None else reference[:, :w])
+
     @property
     def common(self) -> dict:
         return dict(special_mask=self.special, batch_size=self.batch_size, progress=False)
