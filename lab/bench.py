@@ -13,13 +13,13 @@ import argparse
 import contextlib
 import ctypes
 import json
-import os
 import threading
 import time
 
 import psutil
 import torch
 
+from lab import config
 from lab.explainers.base import EXPLAINERS, applies, explain
 from lab.models.adapters import get_adapter, special_token_ids
 
@@ -236,7 +236,7 @@ def main(argv=None) -> int:
     unknown = [m for m in methods if m not in EXPLAINERS]
     if unknown:
         parser.error(f"unknown explainers {unknown}; available: {', '.join(EXPLAINERS)}")
-    threads = args.threads or int(os.environ.get("LAB_NUM_THREADS", "0") or 0) or torch.get_num_threads()
+    threads = config.threads(args.threads) or torch.get_num_threads()
     torch.set_num_threads(max(1, min(threads, psutil.cpu_count(logical=True) or 1)))
     rows = []
     setups = ([] if args.no_text else [lambda: text_setup(args.batch, args.length)]) + \

@@ -1,4 +1,4 @@
-"""python -m lab data | explainers | reproduce | plan | report | cache | bench | benchmark"""
+"""python -m lab data | explainers | reproduce | plan | report | cache | bench | benchmark | diff"""
 from __future__ import annotations
 
 import argparse
@@ -52,7 +52,7 @@ def _bench(argv) -> int:
 
 def _benchmark(argv) -> int:
     try:
-        from lab.experiments.benchmark import main
+        from lab.experiments.benchmark_results import main
     except ModuleNotFoundError:
         print("python -m lab benchmark: the all-methods x all-metrics protocol (notebook 07) is not built yet",
               file=sys.stderr)
@@ -140,6 +140,31 @@ def _cache(argv) -> int:
     return {"list": _cache_list, "verify": _cache_verify, "clear": _cache_clear}[args.action](args.kind)
 
 
+def _diff(argv) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab diff", description=(
+        "compare two results folders (their *.json) or two results files: every table cell and claim (verdict, "
+        "interval, detail), ignoring run metadata, provenance and timings; exit 0 when identical, 1 otherwise"))
+    parser.add_argument("a", help="results folder or file (before)")
+    parser.add_argument("b", help="results folder or file (after)")
+    parser.add_argument("--tol", type=float, default=1e-9, help="relative or absolute tolerance on numbers")
+    parser.add_argument("--max-lines", type=int, default=20, help="differences printed (all are counted)")
+    args = parser.parse_args(argv)
+    from lab.results import diff_results
+
+    try:
+        diffs = diff_results(args.a, args.b, args.tol)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"python -m lab diff: {err}", file=sys.stderr)
+        return 2
+    if not diffs:
+        print(f"identical: {args.a} and {args.b} (tables and claims, tolerance {args.tol:g}; timings ignored)")
+        return 0
+    print("\n".join(diffs[:args.max_lines]))
+    more = f" ({len(diffs) - args.max_lines} more not shown)" if len(diffs) > args.max_lines else ""
+    print(f"{len(diffs)} difference(s) between {args.a} and {args.b}{more}")
+    return 1
+
+
 COMMANDS = {
     "data": (_data, "print path, split sizes, label balance and OK/missing for every dataset"),
     "explainers": (_explainers, "list registered explainers with their paper references and which architectures each supports"),
@@ -148,6 +173,7 @@ COMMANDS = {
     "plan": (_plan, "what reproduce would train and execute, with expected times (trains and loads nothing)"),
     "bench": (_bench, "time every explainer relative to one forward+backward pass"),
     "benchmark": (_benchmark, "every explainer x every metric on the fine-tuned models (notebook 07)"),
+    "diff": (_diff, "compare the tables and claims of two results folders or files (timings ignored)"),
     "cache": (_cache, "list | verify | clear [KIND] the cached models and memoised results (LAB_CACHE_DIR)"),
 }
 

@@ -9,6 +9,7 @@ LAB_RESULTS_DIR, LAB_FIGURES_DIR, LAB_EXECUTED_DIR   output folders of the defau
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -112,3 +113,37 @@ def apply_num_threads() -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+def machine_loaded() -> bool:
+    """True when the 1-minute load average is at least the number of cores."""
+    return os.getloadavg()[0] >= (os.cpu_count() or 1)
+
+
+def threads(requested: int | None = None, fallback: int | str | None = None) -> int | None:
+    """The one thread policy: ``requested``, else $LAB_NUM_THREADS, else ``fallback``, else None (torch's default).
+
+    ``fallback="load"`` means 1 when the machine is loaded (:func:`machine_loaded`; OpenMP threads then spin against
+    other jobs: measured 25x slower with 2 threads at load 10 on 2 cores), else None."""
+    if requested:
+        return int(requested)
+    env = num_threads()
+    if env is not None:
+        return env
+    if fallback == "load":
+        return 1 if machine_loaded() else None
+    return None if fallback is None else int(fallback)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None = None, fallback: int | str | None = None):
+    """Run torch with ``threads(n, fallback)`` intra-op threads (None: leave torch's setting), then restore."""
+    import torch
+
+    chosen, before = threads(n, fallback), torch.get_num_threads()
+    if chosen:
+        torch.set_num_threads(chosen)
+    try:
+        yield chosen
+    finally:
+        torch.set_num_threads(before)

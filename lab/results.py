@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 import time
 from importlib import metadata
 from pathlib import Path
@@ -311,3 +312,83 @@ def claims_markdown(results: Results | Mapping[str, Any]) -> str:
             detail = f" — {c['detail']}" if c.get("detail") else ""
             lines.append(f"- {mark} {c['claim']}{ci}{detail}")
     return "\n".join(lines)
+
+
+# ---- comparing two runs -------------------------------------------------------------------------------------
+# Tables and columns that measure time or memory (never compared: they change from run to run).
+TIMING_TABLES = re.compile(r"(^|_)(cost|timings?|bench)($|_)")
+TIMING_COLUMNS = re.compile(r"^(s_per_example|ratio_fb|peak_mb|seconds|.*_s|.*_seconds|.*_s_per_\w+)$")
+
+
+def _results_files(path: Path) -> dict[str, Path]:
+    """{name: file} of a results file, or of the ``*.json`` files directly inside a results folder."""
+    if path.is_file():
+        return {path.stem: path}
+    if path.is_dir():
+        return {p.stem: p for p in sorted(path.glob("*.json"))}
+    raise FileNotFoundError(f"{path}: no such results file or folder")
+
+
+def _close(a: Any, b: Any, tol: float) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
+            and not isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=tol, abs_tol=tol)
+    return a == b
+
+
+def _diff_tables(name: str, a: Mapping, b: Mapping, tol: float) -> list[str]:
+    out = []
+    for table in sorted(set(a) | set(b)):
+        if TIMING_TABLES.search(table):
+            continue
+        if table not in a or table not in b:
+            out.append(f"{name}: table {table} only in {'B' if table not in a else 'A'}")
+            continue
+        ra, rb = a[table]["rows"], b[table]["rows"]
+        for row in sorted(set(ra) | set(rb)):
+            cols = set(ra.get(row, {})) | set(rb.get(row, {}))
+            for col in sorted(c for c in cols if not TIMING_COLUMNS.match(c)):
+                ca, cb = ra.get(row, {}).get(col, {}), rb.get(row, {}).get(col, {})
+                for part in ("paper", "ours"):
+                    x, y = ca.get(part), cb.get(part)
+                    if not _close(x, y, tol):
+                        out.append(f"{name}: {table}[{row}][{col}].{part}: {x!r} != {y!r}")
+    return out
+
+
+def _claim_view(claim: Mapping) -> dict:
+    return {"verdict": _verdict(claim), "interval": claim.get("interval"), "detail": claim.get("detail")}
+
+
+def _diff_claims(name: str, a: list, b: list, tol: float) -> list[str]:
+    ca, cb = {c["claim"]: _claim_view(c) for c in a}, {c["claim"]: _claim_view(c) for c in b}
+    out = [f"{name}: claim only in {'B' if c not in ca else 'A'}: {c}" for c in sorted(set(ca) ^ set(cb))]
+    for claim in (c for c in ca if c in cb):
+        x, y = ca[claim], cb[claim]
+        for key in ("verdict", "detail"):
+            if x[key] != y[key]:
+                out.append(f"{name}: claim {claim!r}: {key} {x[key]!r} != {y[key]!r}")
+        ia, ib = x["interval"] or {}, y["interval"] or {}
+        for key in sorted(set(ia) | set(ib)):
+            if not _close(ia.get(key), ib.get(key), tol):
+                out.append(f"{name}: claim {claim!r}: interval {key} {ia.get(key)!r} != {ib.get(key)!r}")
+    return out
+
+
+def diff_results(a: str | Path, b: str | Path, tol: float = 1e-9) -> list[str]:
+    """Every difference between two results files or folders (``*.json`` directly inside): table cells (paper and
+    ours) and claims (verdict, interval, detail), numbers equal within ``tol`` (relative or absolute). Run metadata,
+    provenance and timing tables/columns (`TIMING_TABLES`, `TIMING_COLUMNS`) are ignored. Empty: identical."""
+    fa, fb = _results_files(Path(a)), _results_files(Path(b))
+    if Path(a).is_file() and Path(b).is_file():
+        fb = {next(iter(fa)): next(iter(fb.values()))}
+    out = [f"{n}: only in {'B' if n not in fa else 'A'}" for n in sorted(set(fa) ^ set(fb))]
+    for name in (n for n in fa if n in fb):
+        try:
+            da, db = (json.loads(p.read_text()) for p in (fa[name], fb[name]))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{name}: not a results file ({err})") from None
+        if not all(isinstance(d, Mapping) and {"tables", "claims"} <= set(d) for d in (da, db)):
+            raise ValueError(f"{name}: not a results file (no 'tables' and 'claims')")
+        out += _diff_tables(name, da["tables"], db["tables"], tol) + _diff_claims(name, da["claims"], db["claims"], tol)
+    return out

@@ -48,7 +48,9 @@ f1_unit = "word"  # Fig. 3 unit for the claims: "word" (the authors' pipeline: m
 import lab
 lab.config.set_profile(profile)  # outputs go to this profile's folders, whoever runs the notebook
 from lab.experiments import chefer_bert as cb
+from lab.experiments import chefer_bert_results as cbr
 from lab.results import claims_markdown, table_frame
+from lab.viz import chefer_bert as viz_cb
 from lab.widgets import controls
 
 cfg = cb.settings(profile, model=model, checkpoint=checkpoint, n_examples=n_examples, methods=methods, seed=seed,
@@ -77,17 +79,17 @@ print({k: v for k, v in ctx.timings.items() if k.startswith("explain")})
 
 # %%
 fig3 = cb.figure3_results(ctx, maps)
-fig = cb.figure3_plot(fig3)
+fig = viz_cb.figure3_plot(fig3, cb.LABELS, cb.PAPER_METHODS)
 lab.save_figure(fig, "02_chefer_bert", "figure3_token_f1")
 fig
 
 # %%
-cb.figure3_frame(fig3).round(3)
+cbr.figure3_frame(fig3).round(3)
 
 # %%
 fig3_other = cb.figure3_results(ctx, maps, unit=next(u for u in cb.F1_UNITS if u != cfg["f1_unit"]))
 print(f"Fig. 3 over {fig3_other['unit']}s (beside the reported {fig3['unit']}s):")
-cb.figure3_frame(fig3_other).round(3)
+cbr.figure3_frame(fig3_other).round(3)
 
 # %% [markdown]
 # ## ERASER comprehensiveness and sufficiency (beyond the paper)
@@ -96,7 +98,7 @@ cb.figure3_frame(fig3_other).round(3)
 
 # %%
 faith = cb.faithfulness_results(ctx, maps)
-fig = cb.faithfulness_plot(faith)
+fig = viz_cb.faithfulness_plot(faith, cb.LABELS, cb.PAPER_METHODS)
 lab.save_figure(fig, "02_chefer_bert", "eraser_faithfulness")
 fig
 
@@ -112,16 +114,16 @@ fig
 # %%
 support = cb.class_support(ctx, maps)
 special = cb.special_token_mass(ctx, maps)
-results = cb.build_results(ctx, fig3, faith, support, special, fig3_other)
+results = cbr.build_results(ctx, fig3, faith, support, special, fig3_other)
 results.save()
 table_frame(results, "eraser_faithfulness").xs("ours", axis=1, level="source")[
     ["comprehensiveness", "sufficiency", "n"]].round(3)
 
 # %%
-cb.rows_frame(support["rows"]).round(3)
+cbr.rows_frame(support["rows"]).round(3)
 
 # %%
-cb.rows_frame(special["rows"]).round(4)
+cbr.rows_frame(special["rows"]).round(4)
 
 # %% [markdown]
 # ## Text heatmaps (supplement Figs. 15–33)
@@ -154,7 +156,7 @@ figures[next(iter(figures))] if figures else None
  if "figure3_chefer_paired" in results.tables else "chefer is not among the methods")
 
 # %%
-print(cb.f1_table_markdown(fig3))
+print(cbr.f1_table_markdown(fig3))
 print()
 print(claims_markdown(results))
 print({k: v for k, v in ctx.timings.items()})

@@ -66,7 +66,9 @@ import lab
 lab.config.set_profile(profile)  # outputs go to this profile's folders, whoever runs the notebook
 from IPython.display import Markdown, display
 from lab.experiments import benchmark as B
+from lab.experiments import benchmark_results as BR
 from lab.results import claims_markdown
+from lab.viz import benchmark as viz_bench
 from lab.widgets import controls
 
 cfg = B.settings(profile, tasks=tasks, methods=methods, token=token, tokens=tokens, mode=mode,
@@ -78,7 +80,7 @@ for name, task in bench_tasks.items():
           f"setup {task.info['setup_s']} s")
 for name, reason in skipped_tasks.items():
     print(f"skipped {name}: {reason}")
-print(B.machine_line(cfg))
+print(BR.machine_line(cfg))
 
 # %% [markdown]
 # ## Explanations and their cost
@@ -102,7 +104,7 @@ for name, run in runs.items():
 quality = {name: B.quality_table(task, runs[name], cfg) for name, task in bench_tasks.items()}
 for name in quality:
     display(Markdown(f"### {B.TASK_LABELS[name]}"))
-    display(B.quality_frame(quality[name]).join(B.cost_frame(runs[name])).loc[B.rank_frame(quality[name]).index]
+    display(BR.quality_frame(quality[name]).join(BR.cost_frame(runs[name])).loc[BR.rank_frame(quality[name]).index]
             .style.format(precision=3))
 
 # %% [markdown]
@@ -112,10 +114,11 @@ for name in quality:
 # %%
 for name in quality:
     display(Markdown(f"**{B.TASK_LABELS[name]}**"))
-    display(B.ranking_overview(quality[name]))
+    display(BR.ranking_overview(quality[name]))
 
 # %%
-fig_ranks = B.ranks_figure(quality)
+figs = BR.figures(quality, runs)  # drawn by lab.viz.benchmark
+fig_ranks = figs["ranks"]
 lab.save_figure(fig_ranks, B.NOTEBOOK, "ranks")
 fig_ranks
 
@@ -125,7 +128,7 @@ fig_ranks
 # +1 = the two metrics rank the methods identically).
 
 # %%
-fig_agree = B.agreement_figure(quality)
+fig_agree = figs["metric_agreement"]
 lab.save_figure(fig_agree, B.NOTEBOOK, "metric_agreement")
 fig_agree
 
@@ -134,7 +137,7 @@ fig_agree
 # Mean rank over the metrics (1 = best, top) against the cost in forward+backward passes (log scale).
 
 # %%
-fig_cost = B.cost_quality_figure(quality, runs)
+fig_cost = figs["cost_quality"]
 lab.save_figure(fig_cost, B.NOTEBOOK, "cost_quality")
 fig_cost
 
@@ -148,7 +151,7 @@ sweep = {name: B.token_sweep(task, runs[name], cfg, quality[name]) for name, tas
 for name, s in sweep.items():
     if s:
         display(Markdown(f"**{B.TASK_LABELS[name]}** ({s['n']} examples; token ids {s['token_ids']})"))
-        display(B.sweep_frame(s))
+        display(BR.sweep_frame(s))
 
 # %% [markdown]
 # ## Sanity check: model randomisation
@@ -163,8 +166,8 @@ for name, r in rand.items():
     if r:
         print(f"{B.TASK_LABELS[name]}: {r['n']} examples, the randomised copy changes "
               f"{100 * r['prediction_changed']:.0f}% of the predictions; original untouched: {r['original_untouched']}")
-display(B.randomisation_frame(rand))
-fig_rand = B.randomisation_figure(rand)
+display(BR.randomisation_frame(rand))
+fig_rand = viz_bench.randomisation_figure(rand)
 lab.save_figure(fig_rand, B.NOTEBOOK, "randomisation")
 fig_rand
 
@@ -174,9 +177,9 @@ fig_rand
 # randomisation) and the claims below; CSV copies go to `results/07_benchmark/`.
 
 # %%
-results = B.build_results(cfg, bench_tasks, runs, quality, sweep, rand, skipped_tasks)
+results = BR.build_results(cfg, bench_tasks, runs, quality, sweep, rand, skipped_tasks)
 results.save()
-B.export_tables({"quality": quality, "runs": runs, "sweep": sweep, "randomisation": rand})
+BR.export_tables({"quality": quality, "runs": runs, "sweep": sweep, "randomisation": rand})
 print(claims_markdown(results))
 
 # %% [markdown]
@@ -185,7 +188,7 @@ print(claims_markdown(results))
 # say nothing); the summary below is generated from the same tables.
 
 # %%
-display(Markdown(B.summary_markdown(quality, runs, sweep, rand)))
+display(Markdown(BR.summary_markdown(quality, runs, sweep, rand)))
 
 # %% [markdown]
 # How to read it: (i) whether one method leads on every metric; (ii) the metric-agreement matrix — the
@@ -215,7 +218,7 @@ display(Markdown(B.summary_markdown(quality, runs, sweep, rand)))
 # on the first n examples (explanations are reused; the token only affects text replacement metrics).
 
 # %%
-controls(B.widget_renderer(bench_tasks, runs, cfg), export=(B.NOTEBOOK, "widget_{task}_{metric}"),
+controls(BR.widget_renderer(bench_tasks, runs, cfg), export=(B.NOTEBOOK, "widget_{task}_{metric}"),
          task=list(bench_tasks), metric=list(B.METRICS), n=(1, max(len(t) for t in bench_tasks.values()), 1,
                                                              max(len(t) for t in bench_tasks.values())),
          token=list(B.TOKENS))

@@ -1,4 +1,4 @@
-"""Jain & Wallace attention tests (lab.attention_tests): permutations, adversaries, importance, τ summaries, and the
+"""Jain & Wallace attention tests (lab.analysis.attention_tests): permutations, adversaries, importance, τ summaries, and the
 Transformer view that decodes the last block from fixed value vectors."""
 import functools
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lab import attention_tests as at
+from lab.analysis import attention_tests as at
 from lab.models import rnn
 from tests.models import text_batch, tiny_bert, tiny_roberta, unbatch
 

@@ -10,6 +10,7 @@ import torch
 import lab
 from lab.experiments import ExperimentError
 from lab.experiments import benchmark as B
+from lab.experiments import benchmark_results as BR
 from tests.models import MASK_ID, PAD_ID, UNK_ID, text_batch, tiny_bert, tiny_vit
 
 TEXT_METHODS = ["saliency", "rollout", "leave_one_out", "erasure", "random", "mask_lrp"]
@@ -137,23 +138,23 @@ def test_token_sweep_structure(text_setup):
         assert set(sweep["tau"][metric]) == {"pad~mask", "pad~unk", "mask~unk"}
         assert all(-1 <= v <= 1 for v in sweep["tau"][metric].values())
         assert sweep["best"][metric]["pad"] in run.scores
-    assert list(B.sweep_frame(sweep).index) == list(cfg["sweep_metrics"])
+    assert list(BR.sweep_frame(sweep).index) == list(cfg["sweep_metrics"])
 
 
 def test_rank_frame_and_agreement():
     quality = {"a": {"aopc": 0.3, "lodds": -1.0, "auc_rep": 0.2},
                "b": {"aopc": 0.2, "lodds": -0.5, "auc_rep": 0.4},
                "c": {"aopc": 0.1, "lodds": -0.1, "auc_rep": 0.3}}
-    ranks = B.rank_frame(quality)
+    ranks = BR.rank_frame(quality)
     assert list(ranks.index) == ["a", "b", "c"]
     assert ranks.loc["a", "lodds"] == 1 and ranks.loc["c", "aopc"] == 3 and ranks.loc["c", "auc_rep"] == 2
-    assert list(B.ranked_table(quality, "auc_rep")["method"]) == ["a", "c", "b"]
-    agree = B.metric_agreement(quality)
+    assert list(BR.ranked_table(quality, "auc_rep")["method"]) == ["a", "c", "b"]
+    agree = BR.metric_agreement(quality)
     assert agree.loc["aopc", "lodds"] == pytest.approx(1.0)  # lodds is "lower is better": same ranking
     assert agree.loc["aopc", "auc_rep"] == pytest.approx(1 / 3)
-    assert B.ranking_overview(quality).loc[1].tolist() == ["a", "a", "a"]
+    assert BR.ranking_overview(quality).loc[1].tolist() == ["a", "a", "a"]
     with pytest.raises(ExperimentError):
-        B.ranked_table(quality, "nope")
+        BR.ranked_table(quality, "nope")
 
 
 def test_image_task_metrics(image_setup):
@@ -207,7 +208,7 @@ def test_build_results_tables_claims_and_exports(text_setup, image_setup, lab_di
     quality = {t: B.quality_table(tasks[t], runs[t], cfg) for t in tasks}
     sweep = {t: B.token_sweep(tasks[t], runs[t], cfg, quality[t]) for t in tasks}
     rand = {t: B.randomisation_check(tasks[t], runs[t], {**cfg, "n_random": {"movies": 2, "vit": 2}}) for t in tasks}
-    res = B.build_results(cfg, tasks, runs, quality, sweep, rand, {"sst2": "not cached"})
+    res = BR.build_results(cfg, tasks, runs, quality, sweep, rand, {"sst2": "not cached"})
     for name in ("movies_quality", "movies_quality_half_widths", "movies_ranks", "movies_cost",
                  "movies_metric_agreement", "movies_token_sweep", "movies_randomisation", "vit_quality",
                  "vit_quality_half_widths", "vit_randomisation"):
@@ -221,18 +222,21 @@ def test_build_results_tables_claims_and_exports(text_setup, image_setup, lab_di
     path = res.save()
     assert json.loads(path.read_text())["tables"]["movies_cost"]["rows"]["saliency"]["ratio_fb"]["ours"] > 0
     out = {"quality": quality, "runs": runs, "sweep": sweep, "randomisation": rand}
-    written = B.export_tables(out, lab_dirs["results"] / "csv")
+    written = BR.export_tables(out, lab_dirs["results"] / "csv")
     assert {p.name for p in written} >= {"movies_quality.csv", "vit_cost.csv", "movies_token_sweep.csv"}
-    md = B.summary_markdown(quality, runs, sweep, rand)
+    md = BR.summary_markdown(quality, runs, sweep, rand)
     assert B.TASK_LABELS["movies"] in md and "Token sweep" in md and "Randomisation" in md
-    for fig in (B.ranks_figure(quality), B.agreement_figure(quality), B.cost_quality_figure(quality, runs),
-                B.randomisation_figure(rand)):
-        assert fig.axes
+    from lab.viz import benchmark as vb
+
+    figs = BR.figures(quality, runs)
+    assert set(figs) == {"ranks", "metric_agreement", "cost_quality"}
+    assert [len(f.axes) >= len(quality) for f in figs.values()] == [True] * 3
+    assert vb.randomisation_figure(rand).axes
 
 
 def test_widget_renderer(text_setup):
     task, cfg, run = text_setup
-    render = B.widget_renderer({"movies": task}, {"movies": run}, cfg)
+    render = BR.widget_renderer({"movies": task}, {"movies": run}, cfg)
     fig = render("movies", "aopc", 2, "mask")
     assert "[MASK]" in fig.axes[0].get_title() and len(fig.axes[0].patches) == len(run.scores)
     with pytest.raises(ExperimentError, match="does not apply"):
@@ -242,7 +246,7 @@ def test_widget_renderer(text_setup):
 
 
 def test_cli_rejects_bad_arguments_without_loading_models(capsys):
-    assert B.main(["--profile", "smoke", "--methods", "nope"]) == 2
+    assert BR.main(["--profile", "smoke", "--methods", "nope"]) == 2
     assert "unknown or no method" in capsys.readouterr().err
     from lab.cli import main as cli_main
 
@@ -316,20 +320,20 @@ def test_benchmark_claims_hold_fail_or_stay_open_on_their_intervals():
     means = {"good": {"aopc": 0.5, "auc_rep": 0.2}, "ok": {"aopc": 0.3, "auc_rep": 0.4},
              "random": {"aopc": 0.0, "auc_rep": 0.6}}
     pe = synthetic_per_example(means)
-    assert B.best_everywhere_claim("t", quality_of(pe), pe)["verdict"] == "fails"  # "good" is best everywhere
-    assert B.random_claim("t", pe)["verdict"] == "holds"
-    agree = B.agreement_claim("t", pe, n_boot=50)
+    assert BR.best_everywhere_claim("t", quality_of(pe), pe)["verdict"] == "fails"  # "good" is best everywhere
+    assert BR.random_claim("t", pe)["verdict"] == "holds"
+    agree = BR.agreement_claim("t", pe, n_boot=50)
     assert agree["interval"].low > 0.5  # both metrics rank good > ok > random
     means["ok"] = {"aopc": 0.7, "auc_rep": 0.4}  # ok best on aopc, good best on auc_rep
     pe = synthetic_per_example(means)
-    assert B.best_everywhere_claim("t", quality_of(pe), pe)["verdict"] == "holds"
+    assert BR.best_everywhere_claim("t", quality_of(pe), pe)["verdict"] == "holds"
     means["ok"] = {"aopc": 0.0, "auc_rep": 0.6}  # no better than random
     pe = synthetic_per_example(means, n=10, noise=0.3)
-    claim = B.random_claim("t", pe)
+    claim = BR.random_claim("t", pe)
     assert claim["verdict"] in ("inconclusive", "fails") and "ok" in claim["detail"]
     pe["good"]["aopc"][:3] = np.nan  # undefined values are left out pairwise
-    assert B.paired_advantage(pe, "good", "random", "aopc").n == 7
-    half = B.half_widths(pe)
+    assert BR.paired_advantage(pe, "good", "random", "aopc").n == 7
+    half = BR.half_widths(pe)
     assert 0 < half["good"]["aopc"][1] < half["good"]["auc_rep"][1] * 2 and half["ok"]["aopc"][0] is None
 
 
@@ -337,12 +341,12 @@ def test_benchmark_randomisation_and_sweep_claims():
     rng = np.random.default_rng(0)
     r = {"layers": 2, "original_untouched": True,
          "rho": {"saliency": rng.normal(0.1, 0.05, 30), "lrp": rng.normal(0.9, 0.05, 30), "random": np.ones(30)}}
-    change, untouched = B.randomisation_claims("t", r)
+    change, untouched = BR.randomisation_claims("t", r)
     assert change["verdict"] == "fails" and "lrp" in change["detail"] and untouched["exact"]
     r["rho"]["lrp"] = rng.normal(0.1, 0.05, 30)
-    assert B.randomisation_claims("t", r)[0]["verdict"] == "holds"
+    assert BR.randomisation_claims("t", r)[0]["verdict"] == "holds"
     means = {m: {"aopc": v} for m, v in (("a", 0.6), ("b", 0.4), ("c", 0.2), ("d", 0.0))}
     per = {"pad": synthetic_per_example(means, seed=1), "mask": synthetic_per_example(means, seed=2)}
     sweep = {"per_example": per, "tau": {"aopc": {"pad~mask": 1.0}}, "n": 80}
-    claim = B.sweep_claim("t", sweep, ["pad", "mask"], n_boot=50)
+    claim = BR.sweep_claim("t", sweep, ["pad", "mask"], n_boot=50)
     assert claim["interval"].estimate == pytest.approx(1.0) and claim["kind"] == "greater"

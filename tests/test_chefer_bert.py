@@ -11,6 +11,7 @@ import torch
 
 from lab.data.base import TextExample
 from lab.experiments import chefer_bert as cb
+from lab.experiments import chefer_bert_results as cbr
 from tests.models import tiny_bert
 
 WORDS = ["a", "good", "bad", "film", "plot", "the", "is", "was", "great", "awful", "movie", "acting", "dull",
@@ -77,11 +78,11 @@ def test_encode_reviews_rejects_examples_without_rationale(tok):
 
 
 @pytest.mark.parametrize("method", ["chefer", "rollout", "attn_gradcam"])
-def test_explain_scores_batching_matches_one_review_at_a_time(model, tok, method):
+def test_explain_many_batching_matches_one_review_at_a_time(model, tok, method):
     inputs, _, _, _ = cb.encode_reviews(EXAMPLES, tok, 16)
     targets = torch.tensor([e.label for e in EXAMPLES])
-    batched = cb.explain_scores(model, inputs, method, targets, batch_size=4)
-    single = cb.explain_scores(model, inputs, method, targets, batch_size=1)
+    batched = cb.explain_many(model, inputs, method, targets, batch_size=4, sort=False).scores
+    single = cb.explain_many(model, inputs, method, targets, batch_size=1).scores
     assert batched.shape == inputs["input_ids"].shape
     assert torch.allclose(batched, single, atol=1e-5)
     assert (batched[inputs["attention_mask"] == 0] == 0).all()
@@ -218,7 +219,7 @@ def _verdicts(ctx, fig3, support, special):
     from lab.results import Results
 
     res = Results(cb.NOTEBOOK, ctx.cfg["profile"])
-    for c in cb.claims(ctx, fig3, support, special):
+    for c in cbr.claims(ctx, fig3, support, special):
         res.add_claim(**c)
     return {c["claim"]: c["verdict"] for c in res.claims}
 
@@ -243,16 +244,16 @@ def test_claims_follow_the_paired_intervals(ctx):
 def test_support_claims_three_ways(ctx):
     support, _ = _claim_inputs(ctx)
     cfg = ctx.cfg
-    assert cb.support_criteria(support["per_review"]["lrp"], cfg)["same"] == "holds"
+    assert cbr.support_criteria(support["per_review"]["lrp"], cfg)["same"] == "holds"
     # LRP also "both classes" → "only Chefer" fails; a 2-review chefer pair decides nothing about the overlap
     support["per_review"]["lrp"] = _agreement(0.1, 0.3, seed=1)
-    claims = {c["claim"]: c["verdict"] for c in cb.support_claims(support, cfg)}
+    claims = {c["claim"]: c["verdict"] for c in cbr.support_claims(support, cfg)}
     assert claims[next(c for c in claims if "only Chefer" in c)] == "fails"
     two = {"overlap": np.array([0.2, 0.8]), "rho": np.array([0.1, np.nan]), "cf_constant": np.array([False, False])}
-    crit = cb.support_criteria(two, cfg)
+    crit = cbr.support_criteria(two, cfg)
     assert crit["distinct"] == "inconclusive" and crit["not_mirror"] == "inconclusive"  # one finite ρ decides nothing
     none = {"overlap": np.zeros(3), "rho": np.full(3, np.nan), "cf_constant": np.ones(3, dtype=bool)}
-    crit = cb.support_criteria(none, cfg)
+    crit = cbr.support_criteria(none, cfg)
     assert crit["live"] == "fails" and crit["mirror"] == crit["not_mirror"] == "fails"
 
 
@@ -280,7 +281,7 @@ def test_pipeline_end_to_end(ctx, lab_dirs):
     words = cb.figure3_results(ctx, maps, unit="word")
     with pytest.raises(cb.ExperimentError, match="unit"):
         cb.figure3_results(ctx, maps, unit="sentence")
-    res = cb.build_results(ctx, fig3, faith, support, special, words)
+    res = cbr.build_results(ctx, fig3, faith, support, special, words)
     data = res.to_dict()
     assert data["tables"]["figure3_token_f1_macro_word"]["rows"]["chefer"]["k=2"]["ours"] == words["macro"]["chefer"][0]
     row = data["tables"]["figure3_token_f1_macro"]["rows"]["chefer"]
@@ -294,7 +295,7 @@ def test_pipeline_end_to_end(ctx, lab_dirs):
     assert row["ΔF1"]["ours"] == pytest.approx(fig3["macro"]["chefer"][1] - fig3["macro"]["lrp"][1])
     assert row["n"]["ours"] == 6
     assert res.save().exists()
-    assert cb.figure3_frame(fig3).shape == (5, 5)  # n, k=2, k=4, k=8, max_se
+    assert cbr.figure3_frame(fig3).shape == (5, 5)  # n, k=2, k=4, k=8, max_se
     fig = cb.review_panels(ctx, 0, pair_methods=("chefer",), single_methods=("rollout",))
     assert len(fig.axes) == 4  # rationale, chefer GT / CF, rollout
     fig = cb.render_review(ctx, 1, ["chefer", "rollout"], "counterfactual", k=2, top_k_only=True)
@@ -307,8 +308,8 @@ def test_maps_are_cached_per_review_and_reused(ctx, monkeypatch):
     ctx.cfg["use_cache"], ctx.model_id = True, "tiny-test-model"
     first = cb.explain_reviews(ctx, "chefer", [0, 1, 2])
     calls = []
-    real = cb.explain_scores
-    monkeypatch.setattr(cb, "explain_scores", lambda model, inputs, *a, **k: calls.append(len(inputs["input_ids"]))
+    real = cb.explain_many
+    monkeypatch.setattr(cb, "explain_many", lambda model, inputs, *a, **k: calls.append(len(inputs["input_ids"]))
                         or real(model, inputs, *a, **k))
     again = cb.explain_reviews(ctx, "chefer", [2, 0, 1, 3])  # three cached, one new
     assert calls == [1]

@@ -1,12 +1,12 @@
-"""lab.heads: alignment, counting (Eqs. 7-8), masks, random/corrupted masks, caching."""
+"""lab.analysis.heads: alignment, counting (Eqs. 7-8), masks, random/corrupted masks, caching."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from lab import heads
-from lab.heads import HeadStats, ParsedSegment
+from lab.analysis import heads
+from lab.analysis.heads import HeadStats, ParsedSegment
 
 
 def _tiny_text_model(vocab_size, layers=2, n_heads=4, seed=0):

@@ -203,15 +203,16 @@ def test_curve_legends_sit_outside_the_data():
 
 def test_notebook_curve_figures_keep_legends_off_the_data():
     from lab.experiments import chefer_bert, mask_lrp
+    from lab.viz import chefer_bert as viz_cb
 
     bins = [0.01, 0.05, 0.1, 0.2, 0.5]
     curve = {"comprehensiveness": [0.1, 0.2, 0.3, 0.4, 0.5], "sufficiency": [0.5, 0.4, 0.3, 0.2, 0.1]}
     faith = {"bins": bins, "curves": {m: curve for m in ("chefer", "rollout", "lrp")},
              "rows": {m: {"comprehensiveness": 0.3, "sufficiency": 0.2} for m in ("chefer", "rollout", "lrp")}}
-    _legends_clear_of_data(chefer_bert.faithfulness_plot(faith))
+    _legends_clear_of_data(viz_cb.faithfulness_plot(faith, chefer_bert.LABELS, chefer_bert.PAPER_METHODS))
     fig3 = {"ks": [10, 20], "n": {"chefer": 5, "rollout": 5}, "macro": {"chefer": [0.2, 0.3], "rollout": [0.1, 0.2]},
             "micro": {"chefer": [0.2, 0.3], "rollout": [0.1, 0.2]}}
-    _legends_clear_of_data(chefer_bert.figure3_plot(fig3))
+    _legends_clear_of_data(viz_cb.figure3_plot(fig3, chefer_bert.LABELS, chefer_bert.PAPER_METHODS))
     fractions = [0.1, 0.2, 0.3]
     evaluation = {"methods": {m: {"aopc_curve": [0.1, 0.2, 0.3], "lodds_curve": [-0.1, -0.2, -0.3]}
                               for m in ("rollout", "chefer", "mask_lrp")}}

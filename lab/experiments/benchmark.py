@@ -11,7 +11,7 @@ call it in order:
     quality = {t: quality_table(tasks[t], runs[t], cfg) for t in tasks}   # method × metric
     sweep = {t: token_sweep(tasks[t], runs[t], cfg) for t in text tasks}  # [PAD] vs [MASK] vs [UNK]
     rand = {t: randomisation_check(tasks[t], runs[t], cfg) for t in tasks}  # re-initialised top layers
-    res = build_results(cfg, tasks, runs, quality, sweep, rand)  # results/07_benchmark.json
+    res = benchmark_results.build_results(cfg, tasks, runs, quality, sweep, rand)  # results/07_benchmark.json
 
 The protocol (our choices, stated once):
 - Every method explains the model's **predicted** class of each example; perturbation metrics follow p(ŷ) (the
@@ -35,13 +35,9 @@ The protocol (our choices, stated once):
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import functools
-import os
-import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -49,16 +45,16 @@ import numpy as np
 import torch
 
 import lab
-from lab import bench, cache, stats
+from lab import bench, cache, config
 from lab.experiments import ExperimentError, merge_settings
 from lab.experiments import chefer_bert as cb
 from lab.experiments import chefer_vit as cv
-from lab.metrics import images as mi
-from lab.metrics.agreement import kendall_tau, rank_correlation_matrix, spearman
-from lab.metrics.perturbation import (ERASER_BINS, MASK_LRP_FRACTIONS, aopc_lodds, auc_rep,
-                                      comprehensiveness_sufficiency, deletion_curve)
-from lab.metrics.rationales import token_f1_curve
+from lab.metrics import protocols
+from lab.metrics.agreement import kendall_tau, spearman
+from lab.metrics.perturbation import ERASER_BINS, MASK_LRP_FRACTIONS
+from lab.explainers.batch import explain_many, predict_logits, trim_rows
 from lab.models.adapters import get_adapter
+from lab.progress import progress as progress_bar
 
 NOTEBOOK = "07_benchmark"
 TASKS = ("sst2", "movies", "vit")
@@ -87,9 +83,6 @@ TEXT_METRICS = ("aopc", "lodds", "comprehensiveness", "sufficiency", "deletion_a
                 "token_f1")
 IMAGE_METRICS = ("positive_auc", "negative_auc", "pixel_accuracy", "mAP", "mIoU", "kendall_loo")
 REPLACEMENT_METRICS = ("aopc", "lodds", "comprehensiveness", "sufficiency", "deletion_accuracy", "auc_rep")
-# which metric function computes which columns (text)
-_GROUPS = {"aopc": "aopc", "lodds": "aopc", "comprehensiveness": "eraser", "sufficiency": "eraser",
-           "deletion_accuracy": "deletion", "auc_rep": "auc_rep", "kendall_loo": "loo", "token_f1": "f1"}
 COST_COLUMNS = ("s_per_example", "ratio_fb", "peak_mb")
 MARGINALIZATION = "input_marginalization"  # needs a masked LM (lab.models.mlm) and ~|candidates| forwards per token
 SMOKE_METHODS = ("chefer", "rollout", "saliency", "leave_one_out", "erasure", "random")
@@ -158,14 +151,9 @@ def settings(profile: str = "default", **overrides) -> dict:
 
 
 def threads(cfg: Mapping) -> int | None:
-    """Intra-op threads for the heavy loops: `threads`, else $LAB_NUM_THREADS, else 1 when the machine is loaded
-    (load average >= cores: OpenMP threads then spin against other jobs; measured 25x slower with 2 threads at
-    load 10 on 2 cores), else torch's default."""
-    if cfg.get("threads"):
-        return int(cfg["threads"])
-    if os.environ.get("LAB_NUM_THREADS"):
-        return int(os.environ["LAB_NUM_THREADS"])
-    return 1 if os.getloadavg()[0] >= (os.cpu_count() or 1) else None
+    """Intra-op threads of the heavy loops (`lab.config.threads`: `threads`, else $LAB_NUM_THREADS, else 1 on a
+    loaded machine)."""
+    return config.threads(cfg.get("threads"), "load")
 
 
 # ---- tasks: model + examples ------------------------------------------------------------------------------
@@ -204,7 +192,7 @@ class Task:
         """Model inputs of examples `idx` (text: cut to their longest sequence)."""
         if self.modality == "vision":
             return {"pixel_values": self.inputs["pixel_values"][torch.as_tensor(idx, dtype=torch.long)]}
-        return cb.rows_of(self.inputs, idx)
+        return trim_rows(self.inputs, idx)
 
     @property
     def content(self) -> torch.Tensor:
@@ -218,15 +206,6 @@ class Task:
                              self.rationale, self.head_mask, masks])
 
 
-def _predict(model, inputs: Mapping, batch_size: int = 64) -> torch.Tensor:
-    if "pixel_values" in inputs:
-        with torch.no_grad():
-            x = inputs["pixel_values"]
-            return torch.cat([model(pixel_values=x[s:s + batch_size]).logits.float()
-                              for s in range(0, x.shape[0], batch_size)])
-    return cb.predict_logits(model, inputs, batch_size)
-
-
 def text_task(name: str, model, inputs: Mapping, labels, tokenizer=None, rationale=None, label_names=(),
               info: dict | None = None, head_mask=None) -> Task:
     """A text task from a classifier and a padded batch (any BERT-family model; tests use tiny random ones)."""
@@ -235,7 +214,7 @@ def text_task(name: str, model, inputs: Mapping, labels, tokenizer=None, rationa
     adapter = get_adapter(model)
     prepared = adapter.prepare(inputs)
     valid, special = adapter.valid_mask(prepared).cpu(), adapter.special_mask(prepared).cpu()
-    logits = _predict(model, inputs)
+    logits = predict_logits(model, inputs, 64)
     labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
     info = dict(info or {})
     info.setdefault("accuracy_on_examples", float((logits.argmax(-1) == labels).double().mean()))
@@ -248,7 +227,7 @@ def image_task(name: str, model, test, cfg: Mapping, info: dict | None = None) -
     model.eval()
     info = dict(info or {})
     ctx = cv.Context(model, test, test, {"fill": cfg["fill"], "batch_size": cfg["batch_size"]}, info)
-    logits = _predict(model, {"pixel_values": test.images})
+    logits = predict_logits(model, {"pixel_values": test.images}, 64)
     info.setdefault("accuracy_on_examples", float((logits.argmax(-1) == test.labels).double().mean()))
     return Task(name, "vision", model, {"pixel_values": test.images}, test.labels, logits.argmax(-1),
                 tuple(test.class_names), vit=ctx, info=info)
@@ -339,8 +318,6 @@ TASK_BUILDERS = {"sst2": sst2_task, "movies": movies_task, "vit": vit_task}
 def load_tasks(cfg: Mapping) -> tuple[dict[str, Task], dict[str, str]]:
     """({task: Task}, {skipped task: reason}). With `train_missing=False` a task whose model is not cached is
     skipped instead of trained."""
-    from lab.models.training import torch_threads
-
     from lab.data.base import DatasetMissingError
 
     tasks, skipped = {}, {}
@@ -350,7 +327,7 @@ def load_tasks(cfg: Mapping) -> tuple[dict[str, Task], dict[str, str]]:
             if not cfg["train_missing"] and not _model_cached(name, cfg):
                 skipped[name] = f"no cached {cfg['model_profile']} model (train_missing=False)"
                 continue
-            with torch_threads(threads(cfg)):
+            with config.torch_threads(cfg.get("threads"), "load"):
                 tasks[name] = TASK_BUILDERS[name](cfg)
         except DatasetMissingError as err:  # e.g. no ERASER data: benchmark the other models
             skipped[name] = str(err).split(". ")[0]
@@ -406,29 +383,16 @@ def method_params(task: Task, method: str, cfg: Mapping) -> dict:
     return {}
 
 
-def _vision_maps(model, images: torch.Tensor, method: str, targets: torch.Tensor, batch_size: int,
-                 progress: bool, **params) -> torch.Tensor:
-    """Native maps [N, h, w] (patch grid, or pixels for pixel-level methods) of `method` for class `targets`."""
-    maps = []
-    for start in cb._progress(range(0, images.shape[0], batch_size), progress, method):
-        e = lab.explain(model, images[start:start + batch_size], method, target=targets[start:start + batch_size],
-                        **params)
-        maps.append(e.patch_map().detach().float().cpu())
-    return torch.cat(maps)
-
-
 def explain_all(task: Task, method: str, cfg: Mapping, model=None, n: int | None = None,
                 progress: bool = False) -> torch.Tensor:
-    """Scores of `method` for the first n examples of the task (default all), explaining task.targets."""
+    """Scores of `method` for the first n examples of the task (default all), explaining task.targets: text
+    [n, S], vision native maps [n, h, w]. Batches in the task's order (`sort=False`: the recorded runs' batches)."""
     model = task.model if model is None else model
     n = len(task) if n is None else min(int(n), len(task))
-    params = method_params(task, method, cfg)
-    idx = torch.arange(n)
     batch = 1 if method == "integrated_gradients" and task.modality == "text" else cfg["batch_size"]
-    if task.modality == "vision":
-        return _vision_maps(model, task.inputs["pixel_values"][:n], method, task.targets[:n], batch, progress, **params)
-    inputs = {k: v[idx] for k, v in task.inputs.items()}
-    return cb.explain_scores(model, inputs, method, task.targets[:n], batch, progress, desc=method, **params)
+    inputs = {k: v[:n] for k, v in task.inputs.items()}
+    return explain_many(model, inputs, method, task.targets[:n], batch_size=batch, sort=False, progress=progress,
+                        desc=method, **method_params(task, method, cfg)).scores
 
 
 def reference_seconds(task: Task, cfg: Mapping) -> float:
@@ -469,13 +433,11 @@ def _timed_explain(task: Task, method: str, cfg: Mapping, fb_seconds: float) -> 
 def explain_task(task: Task, cfg: Mapping) -> TaskRun:
     """Every method's explanations of the task, with cost: s/example, ratio to forward+backward, peak MB.
     With `use_cache` each method's scores and cost are memoised (model, examples, parameters, code)."""
-    from lab.models.training import torch_threads
-
     run = TaskRun()
     started = time.perf_counter()
-    with torch_threads(threads(cfg)):
+    with config.torch_threads(cfg.get("threads"), "load"):
         run.fb_seconds = reference_seconds(task, cfg)
-        bar = cb._progress(cfg["methods"], cfg["progress"], f"explain {task.name}", total=len(cfg["methods"]))
+        bar = progress_bar(cfg["methods"], f"explain {task.name}", cfg["progress"], total=len(cfg["methods"]))
         for method in bar:
             try:
                 params = method_params(task, method, cfg)
@@ -505,113 +467,48 @@ def token_id(task: Task, token: str) -> int:
     return int(tid) if tid is not None else replacement_id(get_adapter(task.model), token)
 
 
-def _subset(task: Task, scores: torch.Tensor, n: int | None):
+def text_units(task: Task, scores: torch.Tensor, token: str, n: int | None = None,
+               reference: torch.Tensor | None = None, batch_size: int = 64) -> protocols.TextUnits:
+    """The first n examples of a text task with one method's scores, as the metric protocols read them."""
     n = min(len(task) if n is None else int(n), scores.shape[0])
     idx = torch.arange(n)
     rows = task.rows(idx)
-    width = rows["input_ids"].shape[1]
-    return idx, rows, scores[:n, :width].double(), task.special[:n, :width]
+    w = rows["input_ids"].shape[1]
+    return protocols.TextUnits(
+        task.model, rows, scores[:n, :w].double(), task.special[:n, :w], task.content[idx][:, :w],
+        task.valid[idx][:, :w], task.labels[idx], token_id(task, token), token_id(task, "pad"), batch_size,
+        None if task.rationale is None else task.rationale[idx][:, :w],
+        None if reference is None else reference[idx][:, :w])
 
 
 def text_metrics(task: Task, scores: torch.Tensor, cfg: Mapping, token: str | None = None, n: int | None = None,
                  metrics: Sequence[str] | None = None, reference: torch.Tensor | None = None,
                  model=None, per_example: bool = False):
-    """The text metrics of one method's scores [N, S] on the first n examples (default all).
-
-    token: the replacement token (default the protocol's); metrics: which columns (default all that apply);
+    """The text metrics (`lab.metrics.protocols`) of one method's scores [N, S] on the first n examples (default
+    all). token: the replacement token (default the protocol's); metrics: which columns (default all that apply);
     reference: leave-one-out scores for `kendall_loo`. With `per_example`, returns (means, {metric: [n] values})
-    whose nan-means are the means (deletion accuracy: NaN for misclassified examples; token-F1: each example's
-    F1 averaged over k, whose mean equals the macro-F1 when every example has a rationale).
-    """
-    model = task.model if model is None else model
-    token = cfg["token"] if token is None else token
+    whose nan-means are the means."""
+    units = text_units(task, scores, cfg["token"] if token is None else token, n, reference, cfg["perturb_batch"])
+    if model is not None:
+        units.model = model
     metrics = [m for m in (metrics or task.metrics) if m in task.metrics]
-    groups = {_GROUPS[m] for m in metrics}
-    idx, rows, s, special = _subset(task, scores, n)
-    tid = token_id(task, token)
-    common = dict(special_mask=special, batch_size=cfg["perturb_batch"], progress=False)
-    out: dict[str, float] = {}
-    pe: dict[str, np.ndarray] = {}
-    if "aopc" in groups:
-        r = aopc_lodds(model, rows, s, fractions=cfg["fractions"], token_id=tid, label="predicted", **common)
-        out.update(aopc=r["aopc_mean"], lodds=r["lodds_mean"])
-        pe.update(aopc=_np(r["aopc"]), lodds=_np(r["lodds"]))
-    if "eraser" in groups:
-        r = comprehensiveness_sufficiency(model, rows, s, bins=cfg["bins"], mode=cfg["mode"], token_id=tid,
-                                          pad_id=token_id(task, "pad"), **common)
-        out.update(comprehensiveness=r["comprehensiveness_mean"], sufficiency=r["sufficiency_mean"])
-        pe.update(comprehensiveness=_np(r["comprehensiveness"]), sufficiency=_np(r["sufficiency"]))
-    if "deletion" in groups:
-        with warnings.catch_warnings():  # no correctly classified example: the area is NaN (shown as missing)
-            warnings.simplefilter("ignore", UserWarning)
-            r = deletion_curve(model, rows, s, task.labels[idx], max_words=cfg["deletion_max"], mode=cfg["mode"],
-                               token_id=tid, pad_id=token_id(task, "pad"), **common)
-        out["deletion_accuracy"] = r["auc"]
-        pe["deletion_accuracy"] = np.full(len(idx), np.nan)
-        pe["deletion_accuracy"][_np(r["examples"]).astype(int)] = _np(r["correct"].double().mean(1))
-    if "auc_rep" in groups:
-        r = auc_rep(model, rows, s, stop=cfg["auc_rep_stop"], token_id=tid, **common)
-        out["auc_rep"], pe["auc_rep"] = r["auc_mean"], _np(r["auc"])
-    content = task.content[idx][:, :s.shape[1]]
-    if "loo" in groups and reference is not None:
-        tau = kendall_tau(s, reference[idx][:, :s.shape[1]].double(), mask=content).statistic
-        out["kendall_loo"] = float(np.nanmean(tau)) if np.isfinite(tau).any() else float("nan")
-        pe["kendall_loo"] = _np(tau)
-    if "f1" in groups and task.rationale is not None:
-        curve = token_f1_curve(s, task.rationale[idx][:, :s.shape[1]], task.valid[idx][:, :s.shape[1]],
-                               cfg["ks"], special_mask=special)
-        out["token_f1"] = float(np.mean(curve["macro_f1"]))
-        pe["token_f1"] = np.mean([_np(v["f1"]) for v in curve["per_k"].values()], axis=0)
-    means = {m: out[m] for m in metrics if m in out}
-    return (means, {m: pe[m] for m in means}) if per_example else means
-
-
-def _np(x) -> np.ndarray:
-    return np.asarray(x.detach().cpu().double() if hasattr(x, "detach") else x, dtype=float).reshape(-1)
-
-
-def _patch_level(maps: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """[N, gh, gw]: maps at the patch grid (pixel-level maps are averaged per patch)."""
-    if tuple(maps.shape[-2:]) == tuple(grid):
-        return maps
-    return torch.nn.functional.adaptive_avg_pool2d(maps[:, None].float(), grid)[:, 0]
+    means, per = protocols.text_protocols(units, metrics, cfg)
+    return (means, per) if per_example else means
 
 
 def image_metrics(task: Task, maps: torch.Tensor, cfg: Mapping, n: int | None = None,
                   metrics: Sequence[str] | None = None, reference: torch.Tensor | None = None,
                   per_example: bool = False):
-    """Chefer Tables 1-2 (positive/negative perturbation AUC, segmentation) and τ with leave-one-out, first n images.
-    With `per_example`, also {metric: [n] per-image values} (mIoU: each image's own IoU, whereas the table pools
-    the intersections and unions over the images)."""
-    metrics = [m for m in (metrics or IMAGE_METRICS) if m in IMAGE_METRICS]
+    """Chefer Tables 1-2 and τ with leave-one-out (`lab.metrics.protocols.image_protocols`) on the first n images;
+    with `per_example`, also {metric: [n] per-image values}."""
     n = min(len(task) if n is None else int(n), maps.shape[0])
     test = task.vit.test[:n]
-    pixel = mi.pixel_maps(maps[:n], tuple(test.images.shape[-2:]))
-    out: dict[str, float] = {}
-    pe: dict[str, np.ndarray] = {}
-    fill = cv.fill_value(task.vit)
     fractions = cv.COMMON["fractions"]
-    for direction in ("positive", "negative"):
-        if f"{direction}_auc" in metrics:
-            hits = mi.perturbation_hits(task.model, test.images, test.labels, pixel, direction, fractions, fill,
-                                        cfg["batch_size"] * len(fractions))
-            pe[f"{direction}_auc"] = _np(mi.perturbation_auc(fractions, hits))
-            out[f"{direction}_auc"] = float(pe[f"{direction}_auc"].mean())
-    if {"pixel_accuracy", "mAP", "mIoU"} & set(metrics):
-        counts = mi.segmentation_counts(pixel, test.masks)
-        out.update({k: v for k, v in mi.segmentation_from_counts(counts).items() if k in cv.SEGMENTATION})
-        iou = [np.divide(counts[:, i], counts[:, i + 1], out=np.zeros(len(counts)), where=counts[:, i + 1] > 0)
-               for i in (3, 5)]
-        pe.update(pixel_accuracy=100 * counts[:, 0] / counts[:, 1], mAP=100 * counts[:, 2], mIoU=50 * (iou[0] + iou[1]))
-    if "kendall_loo" in metrics and reference is not None:
-        grid = get_adapter(task.model).grid
-        a = _patch_level(maps[:n], grid).flatten(1).double()
-        b = _patch_level(reference[:n], grid).flatten(1).double()
-        tau = kendall_tau(a, b).statistic
-        out["kendall_loo"] = float(np.nanmean(tau)) if np.isfinite(tau).any() else float("nan")
-        pe["kendall_loo"] = _np(tau)
-    means = {m: out[m] for m in metrics if m in out}
-    return (means, {m: pe[m] for m in means}) if per_example else means
+    units = protocols.ImageUnits(task.model, test.images, test.labels, test.masks, maps[:n],
+                                 get_adapter(task.model).grid, cv.fill_value(task.vit), fractions,
+                                 cfg["batch_size"] * len(fractions), None if reference is None else reference[:n])
+    means, per = protocols.image_protocols(units, metrics or IMAGE_METRICS)
+    return (means, per) if per_example else means
 
 
 def method_metrics(task: Task, run: TaskRun, method: str, cfg: Mapping, token: str | None = None,
@@ -626,12 +523,10 @@ def method_metrics(task: Task, run: TaskRun, method: str, cfg: Mapping, token: s
 
 def quality_table(task: Task, run: TaskRun, cfg: Mapping) -> dict[str, dict[str, float]]:
     """{method: {metric: value}} for every explained method under the protocol (the task's `n` examples)."""
-    from lab.models.training import torch_threads
-
     out = {}
     started = time.perf_counter()
-    with torch_threads(threads(cfg)):
-        for method in cb._progress(run.methods, cfg["progress"], f"metrics {task.name}", total=len(run.methods)):
+    with config.torch_threads(cfg.get("threads"), "load"):
+        for method in progress_bar(run.methods, f"metrics {task.name}", cfg["progress"], total=len(run.methods)):
             reference = run.scores.get("leave_one_out") if method != "leave_one_out" else None
             out[method], run.per_example[method] = _memo(
                 cfg, f"metrics-{task.name}-{method}",
@@ -646,88 +541,6 @@ def directions(metrics: Sequence[str]) -> dict[str, str]:
     return {m: METRICS[m][0] for m in metrics}
 
 
-def quality_frame(quality: Mapping[str, Mapping[str, float]]):
-    """Methods × metrics DataFrame (NaN where a metric does not apply)."""
-    import pandas as pd
-
-    return pd.DataFrame.from_dict({m: dict(r) for m, r in quality.items()}, orient="index").astype(float)
-
-
-def rank_frame(quality: Mapping[str, Mapping[str, float]]):
-    """Rank of every method on every metric (1 = best; ties share the mean rank) and the mean rank, sorted."""
-    frame = quality_frame(quality)
-    ranks = frame.copy()
-    for col in frame.columns:
-        ranks[col] = frame[col].rank(ascending=METRICS[col][0] == "lower", method="average")
-    ranks["mean_rank"] = ranks.mean(axis=1, skipna=True)
-    return ranks.sort_values("mean_rank")
-
-
-def ranked_table(quality: Mapping[str, Mapping[str, float]], metric: str):
-    """One metric's ranking: rank, method, value (best first)."""
-    import pandas as pd
-
-    if metric not in METRICS:
-        raise ExperimentError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    vals = {m: r[metric] for m, r in quality.items() if metric in r and np.isfinite(r[metric])}
-    if not vals:
-        raise ExperimentError(f"no method has a value for {metric!r} on this task")
-    order = sorted(vals, key=vals.get, reverse=METRICS[metric][0] == "higher")
-    frame = pd.DataFrame({"method": order, metric: [vals[m] for m in order]}, index=range(1, len(order) + 1))
-    frame.index.name = "rank"
-    return frame
-
-
-def cost_frame(run: TaskRun):
-    """Methods × cost columns (s/example, × forward+backward, peak MB)."""
-    import pandas as pd
-
-    return pd.DataFrame.from_dict(run.cost, orient="index").reindex(columns=list(COST_COLUMNS))
-
-
-def randomisation_frame(rand: Mapping[str, Mapping]):
-    """Methods × tasks: Spearman ρ between the explanations of the trained and the randomised model."""
-    import pandas as pd
-
-    return pd.DataFrame({t: {m: row["spearman"] for m, row in r["rows"].items()} for t, r in rand.items() if r})
-
-
-def machine_line(cfg: Mapping) -> str:
-    """Threads used and the machine's load (timings depend on both)."""
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return f"{threads(cfg) or torch.get_num_threads()} torch thread(s) on {os.cpu_count()} cores; load average {load}"
-
-
-def ranking_overview(quality: Mapping[str, Mapping[str, float]]):
-    """The ranked table of every metric side by side: rows = rank (1 = best), columns = metrics, cells = method."""
-    import pandas as pd
-
-    frame = quality_frame(quality)
-    cols = {}
-    for metric in frame.columns:
-        if not frame[metric].notna().any():  # e.g. deletion accuracy when no example is classified correctly
-            continue
-        ranked = ranked_table(quality, metric)
-        cols[metric] = pd.Series(list(ranked["method"]), index=ranked.index)
-    out = pd.DataFrame(cols)
-    out.index.name = "rank"
-    return out.fillna("")
-
-
-def metric_agreement(quality: Mapping[str, Mapping[str, float]], method: str = "kendall"):
-    """Metrics × metrics Kendall τ between the method rankings the metrics induce (+1: same ranking; "lower is
-    better" metrics are negated first)."""
-    frame = quality_frame(quality)
-    return rank_correlation_matrix(frame, method=method, directions=directions(list(frame.columns)))
-
-
-def mean_off_diagonal(matrix) -> float:
-    m = np.asarray(matrix, dtype=float)
-    off = m[~np.eye(m.shape[0], dtype=bool)]
-    off = off[np.isfinite(off)]
-    return float(off.mean()) if off.size else float("nan")
-
-
 # ---- replacement-token sweep ------------------------------------------------------------------------------
 
 
@@ -738,8 +551,6 @@ def token_sweep(task: Task, run: TaskRun, cfg: Mapping, quality: Mapping | None 
     Returns values {token: {method: {metric: v}}}, tau {metric: {"pad~mask": τ, ...}} (Kendall τ between the
     rankings of the methods under two tokens), best {metric: {token: best method}}, n.
     """
-    from lab.models.training import torch_threads
-
     n = min(cfg["n_sweep"].get(task.name, 0), len(task))
     if task.modality != "text" or n < 1 or len(cfg["tokens"]) < 2:
         return {}
@@ -748,8 +559,8 @@ def token_sweep(task: Task, run: TaskRun, cfg: Mapping, quality: Mapping | None 
     per: dict[str, dict] = {}
     started = time.perf_counter()
     steps = [(t, m) for t in cfg["tokens"] for m in run.methods]
-    with torch_threads(threads(cfg)):
-        for token, method in cb._progress(steps, cfg["progress"], f"token sweep {task.name}", total=len(steps)):
+    with config.torch_threads(cfg.get("threads"), "load"):
+        for token, method in progress_bar(steps, f"token sweep {task.name}", cfg["progress"], total=len(steps)):
             if quality is not None and token == cfg["token"] and n == len(task) and method in run.per_example:
                 values.setdefault(token, {})[method] = {k: quality[method][k] for k in metrics}
                 per.setdefault(token, {})[method] = {k: run.per_example[method][k] for k in metrics}
@@ -769,19 +580,6 @@ def token_sweep(task: Task, run: TaskRun, cfg: Mapping, quality: Mapping | None 
     run.timings["sweep_s"] = round(time.perf_counter() - started, 1)
     return {"values": values, "tau": tau, "best": best, "n": n, "token_ids": {t: token_id(task, t) for t in tokens},
             "per_example": per}
-
-
-def sweep_frame(sweep: Mapping):
-    """One row per swept metric: Kendall τ between the rankings under each pair of tokens, and the best method
-    under each token."""
-    import pandas as pd
-
-    rows = {}
-    for metric, taus in sweep["tau"].items():
-        row = {f"τ {' vs '.join(TOKEN_LABELS[t] for t in pair.split('~'))}": v for pair, v in taus.items()}
-        row.update({f"best {TOKEN_LABELS[t]}": m for t, m in sweep["best"][metric].items()})
-        rows[metric] = row
-    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 # ---- model randomisation --------------------------------------------------------------------------------
@@ -813,7 +611,7 @@ def randomised_copy(model: torch.nn.Module, n_layers: int = 2, seed: int = 0) ->
 def _flat_units(task: Task, scores: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scores [n, units] and the mask of units to correlate (text: content tokens; vision: patches)."""
     if task.modality == "vision":
-        return _patch_level(scores[:n], get_adapter(task.model).grid).flatten(1).double(), None
+        return protocols.patch_level(scores[:n], get_adapter(task.model).grid).flatten(1).double(), None
     width = scores.shape[1]
     return scores[:n].double(), task.content[:n, :width]
 
@@ -825,8 +623,6 @@ def randomisation_check(task: Task, run: TaskRun, cfg: Mapping) -> dict:
     Returns rows {method: {"spearman": mean ρ, "changed": 1 - ρ}}, n, layers, the share of predictions the
     randomised copy changes, and the check that the original weights are untouched.
     """
-    from lab.models.training import torch_threads
-
     n = min(cfg["n_random"].get(task.name, 0), len(task))
     if n < 1:
         return {}
@@ -834,10 +630,10 @@ def randomisation_check(task: Task, run: TaskRun, cfg: Mapping) -> dict:
     before = [p.detach().clone() for p in task.model.parameters()]
     clone = randomised_copy(task.model, cfg["randomise_layers"], cfg["seed"])
     with torch.no_grad():
-        logits = _predict(clone, {k: v[:n] for k, v in task.inputs.items()})
+        logits = predict_logits(clone, {k: v[:n] for k, v in task.inputs.items()}, 64)
     rows, rhos, clone_digest = {}, {}, cache.digest(clone) if cfg.get("use_cache") else None
-    with torch_threads(threads(cfg)):
-        for method in cb._progress(run.methods, cfg["progress"], f"randomised {task.name}", total=len(run.methods)):
+    with config.torch_threads(cfg.get("threads"), "load"):
+        for method in progress_bar(run.methods, f"randomised {task.name}", cfg["progress"], total=len(run.methods)):
             other = _memo(cfg, f"randomised-{task.name}-{method}",
                           functools.partial(explain_all, task, method, cfg, model=clone, n=n), task=task.fingerprint,
                           clone=clone_digest, method=method, n=n,
@@ -847,475 +643,8 @@ def randomisation_check(task: Task, run: TaskRun, cfg: Mapping) -> dict:
             rho = spearman(a, b[:, :a.shape[1]], mask=mask).statistic
             value = float(np.nanmean(rho)) if np.isfinite(rho).any() else float("nan")
             rows[method] = {"spearman": value, "changed": 1.0 - value}
-            rhos[method] = _np(rho)
+            rhos[method] = protocols.as_numpy(rho)
     untouched = all(torch.equal(p, q) for p, q in zip(before, task.model.parameters()))
     run.timings["randomisation_s"] = round(time.perf_counter() - started, 1)
     return {"rows": rows, "rho": rhos, "n": n, "layers": int(cfg["randomise_layers"]), "original_untouched": untouched,
             "prediction_changed": float((logits.argmax(-1) != task.targets[:n]).double().mean())}
-
-
-# ---- figures ----------------------------------------------------------------------------------------------
-
-
-def ranks_figure(quality: Mapping[str, Mapping[str, Mapping[str, float]]]):
-    """Per task: methods (rows, best mean rank first) × metrics (columns), cells = rank (1 = best)."""
-    from matplotlib.figure import Figure
-
-    names = list(quality)
-    frames = {t: rank_frame(quality[t]) for t in names}
-    height = max(len(f) for f in frames.values()) * 0.32 + 1.6
-    fig = Figure(figsize=(sum(0.55 * f.shape[1] + 2.4 for f in frames.values()), height), layout="constrained")
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
-    for ax, t in zip(axes, names):
-        f = frames[t]
-        lab.viz.heatmap_matrix(f.to_numpy(), list(f.index), list(f.columns), ax=ax, fmt=".1f", cmap="RdYlGn_r",
-                               colorbar=False, title=f"{TASK_LABELS.get(t, t)}: rank (1 = best)")
-    return fig
-
-
-def agreement_figure(quality: Mapping[str, Mapping[str, Mapping[str, float]]]):
-    """Per task: Kendall τ between the method rankings of each pair of metrics."""
-    from matplotlib.figure import Figure
-
-    names = list(quality)
-    mats = {t: metric_agreement(quality[t]) for t in names}
-    fig = Figure(figsize=(sum(0.5 * m.shape[1] + 2.2 for m in mats.values()), 0.45 * max(len(m) for m in
-                                                                                        mats.values()) + 1.8),
-                 layout="constrained")
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
-    for ax, t in zip(axes, names):
-        m = mats[t]
-        lab.viz.heatmap_matrix(m.to_numpy(), list(m.index), list(m.columns), ax=ax, cmap="RdBu_r", vmin=-1, vmax=1,
-                               colorbar=t == names[-1], title=f"{TASK_LABELS.get(t, t)}: τ between metrics")
-    return fig
-
-
-def cost_quality_figure(quality: Mapping, runs: Mapping[str, TaskRun]):
-    """Quality (mean rank over metrics, 1 = best, axis inverted) against cost (× one forward+backward), per task."""
-    from matplotlib.figure import Figure
-
-    names = list(quality)
-    fig = Figure(figsize=(4.6 * len(names), 3.8), layout="constrained")
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
-    for ax, t in zip(axes, names):
-        ranks = rank_frame(quality[t])["mean_rank"]
-        points = {m: (max(runs[t].cost[m]["ratio_fb"], 1e-3), float(ranks[m])) for m in ranks.index}
-        lab.viz.scatter_cost_quality(points, ax=ax, xlabel="cost (× one forward+backward)",
-                                     ylabel="mean rank over metrics (1 = best)", title=TASK_LABELS.get(t, t))
-        ax.invert_yaxis()
-    return fig
-
-
-def randomisation_figure(rand: Mapping[str, Mapping]):
-    """Spearman ρ between explanations of the trained and the top-randomised model, per method and task."""
-    rows = {m: {t: r["rows"][m]["spearman"] for t, r in rand.items() if r and m in r["rows"]}
-            for t, r in rand.items() if r for m in r["rows"]}
-    fig = lab.viz.bar_table(rows, ylabel="Spearman ρ (trained vs randomised)",
-                            title="model randomisation: lower = the method depends on the weights")
-    ax = fig.axes[0]
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.legend(fontsize=6, ncol=3)
-    return fig
-
-
-def metric_bars(values: Mapping[str, float], metric: str, title: str | None = None):
-    """Horizontal bars of one metric per method, best on top."""
-    from matplotlib.figure import Figure
-
-    higher = METRICS[metric][0] == "higher"
-    order = sorted((m for m in values if np.isfinite(values[m])), key=values.get, reverse=not higher)
-    fig = Figure(figsize=(5.5, 0.28 * len(order) + 1.2), layout="constrained")
-    ax = fig.subplots()
-    colours = ["tab:grey" if m == "random" else "tab:blue" for m in order]
-    ax.barh(order, [values[m] for m in order], color=colours)
-    ax.set_xlabel(f"{metric} ({'higher' if higher else 'lower'} is better)")
-    ax.set_title(title or METRICS[metric][1], fontsize=9)
-    return fig
-
-
-# ---- results --------------------------------------------------------------------------------------------
-
-
-def build_results(cfg: Mapping, tasks: Mapping[str, Task], runs: Mapping[str, TaskRun], quality: Mapping,
-                  sweep: Mapping, rand: Mapping, skipped_tasks: Mapping[str, str] | None = None,
-                  meta: Mapping | None = None):
-    """results/07_benchmark.json: per task the quality, rank, cost, metric-agreement, token-sweep and
-    randomisation tables (no paper values: no paper runs this comparison), and the claims checked on ours."""
-    from lab.results import Results
-
-    res = Results(NOTEBOOK, cfg["profile"], meta={
-        "protocol": {"target": "predicted class", "token": cfg["token"], "mode": cfg["mode"],
-                     "fractions": [round(f, 4) for f in cfg["fractions"]], "bins": list(cfg["bins"]),
-                     "auc_rep_stop": cfg["auc_rep_stop"], "deletion_max": cfg["deletion_max"], "ks": list(cfg["ks"]),
-                     "ig_steps": cfg["ig_steps"], "fill": cfg["fill"], "randomise_layers": cfg["randomise_layers"]},
-        "tasks": {t: {"n": len(task), **task.info} for t, task in tasks.items()},
-        "token_ids": {t: {tok: token_id(task, tok) for tok in cfg["tokens"]} for t, task in tasks.items()
-                      if task.modality == "text"},
-        "skipped_tasks": dict(skipped_tasks or {}), "skipped_methods": {t: r.skipped for t, r in runs.items()},
-        "forward_backward_s_per_example": {t: r.fb_seconds / len(tasks[t]) for t, r in runs.items()},
-        "timings": {t: {"setup_s": tasks[t].info.get("setup_s"), **r.timings} for t, r in runs.items()},
-        "total_s": round(sum(float(v or 0) for t, r in runs.items()
-                             for v in [tasks[t].info.get("setup_s"), *r.timings.values()]), 1),
-        "metrics": {m: {"direction": d, "source": s} for m, (d, s) in METRICS.items()},
-        "seed": cfg["seed"], "load_average": list(os.getloadavg()), "cpu_count": os.cpu_count(),
-        "torch_threads": threads(cfg) or torch.get_num_threads(), **(meta or {})})
-    for t, q in quality.items():
-        cols = list(quality_frame(q).columns)
-        res.add_table(f"{t}_quality", f"{TASK_LABELS[t]}: every method × every applicable metric under one protocol "
-                      f"({len(tasks[t])} examples; token {TOKEN_LABELS[cfg['token']]}); no paper reports these",
-                      {m: {c: (None, v) for c, v in r.items()} for m, r in q.items()}, directions(cols))
-        res.add_table(f"{t}_quality_half_widths", f"{TASK_LABELS[t]}: half-width of the 95 % bootstrap interval of "
-                      f"each quality value over the {len(tasks[t])} examples (mIoU: of the mean per-image IoU)",
-                      half_widths(runs[t].per_example))
-        ranks = rank_frame(q)
-        res.add_table(f"{t}_ranks", f"{TASK_LABELS[t]}: rank per metric (1 = best) and mean rank",
-                      {m: {c: (None, float(v)) for c, v in row.items()} for m, row in ranks.iterrows()},
-                      {c: "lower" for c in ranks.columns})
-        res.add_table(f"{t}_cost", f"{TASK_LABELS[t]}: seconds per example, ratio to one forward+backward on the "
-                      "same batches, peak resident-memory growth (MB); measured on a shared, loaded machine",
-                      {m: {c: (None, v) for c, v in r.items()} for m, r in runs[t].cost.items()},
-                      {c: "lower" for c in COST_COLUMNS})
-        agree = metric_agreement(q)
-        res.add_table(f"{t}_metric_agreement", f"{TASK_LABELS[t]}: Kendall τ between the method rankings of two "
-                      "metrics (+1 = same ranking)",
-                      {a: {b: (None, float(agree.loc[a, b])) for b in agree.columns} for a in agree.index})
-    for t, s in sweep.items():
-        if not s:
-            continue
-        res.add_table(f"{t}_token_sweep", f"{TASK_LABELS[t]}: Kendall τ between method rankings under two "
-                      f"replacement tokens ({s['n']} examples, explanations fixed)",
-                      {m: {pair: (None, v) for pair, v in taus.items()} for m, taus in s["tau"].items()},
-                      {pair: "higher" for pair in next(iter(s["tau"].values()))})
-        for token, vals in s["values"].items():
-            res.add_table(f"{t}_token_{token}", f"{TASK_LABELS[t]}: replacement metrics with "
-                          f"{TOKEN_LABELS[token]} (id {s['token_ids'][token]}), {s['n']} examples",
-                          {m: {c: (None, v) for c, v in r.items()} for m, r in vals.items()},
-                          directions(list(cfg["sweep_metrics"])))
-    for t, r in rand.items():
-        if not r:
-            continue
-        res.add_table(f"{t}_randomisation", f"{TASK_LABELS[t]}: Spearman ρ between explanations of the trained model "
-                      f"and of a copy with its top {r['layers']} blocks + head re-initialised ({r['n']} examples; "
-                      f"the copy changes {100 * r['prediction_changed']:.0f}% of the predictions)",
-                      {m: {c: (None, v) for c, v in row.items()} for m, row in r["rows"].items()},
-                      {"spearman": "lower", "changed": "higher"})
-    _claims(res, cfg, quality, runs, sweep, rand)
-    return res
-
-
-def half_widths(per_example: Mapping) -> dict:
-    """{method: {metric: (None, half-width)}} of the 95 % bootstrap interval of each mean (NaN values left out)."""
-    out = {}
-    for m, cols in per_example.items():
-        out[m] = {}
-        for c, v in cols.items():
-            v = np.asarray(v, float)[np.isfinite(v)]
-            iv = stats.bootstrap(v) if v.size > 1 else None
-            out[m][c] = (None, None if iv is None else (iv.high - iv.low) / 2)
-    return out
-
-
-def _oriented(values, metric: str) -> np.ndarray:
-    """Per-example values with "higher is better" for every metric."""
-    v = np.asarray(values, float)
-    return v if METRICS[metric][0] == "higher" else -v
-
-
-def paired_advantage(per_example: Mapping, a: str, b: str, metric: str) -> stats.Interval | None:
-    """Interval of how much method a beats b on `metric` (positive = a better), paired over the examples where
-    both are defined; None when fewer than two are."""
-    x, y = _oriented(per_example[a][metric], metric), _oriented(per_example[b][metric], metric)
-    keep = np.isfinite(x) & np.isfinite(y)
-    return stats.paired_difference(x[keep], y[keep]) if keep.sum() > 1 else None
-
-
-def _metrics_of(per_example: Mapping) -> list[str]:
-    return list(dict.fromkeys(c for cols in per_example.values() for c in cols))
-
-
-def best_everywhere_claim(task: str, quality: Mapping, per_example: Mapping) -> dict:
-    """'No single method is best on every metric': each method against the best other method (point estimate) on
-    every metric; a method is shown not best once one such interval lies below 0, best everywhere when all lie
-    above it."""
-    verdicts, shown = {}, []
-    for m in per_example:
-        ivs = {}
-        for c in per_example[m]:
-            others = {o: _oriented([quality[o][c]], c)[0] for o in per_example if o != m and c in per_example[o]
-                      and np.isfinite(quality[o][c])}
-            if others:
-                ivs[c] = paired_advantage(per_example, m, max(others, key=others.get), c)
-        decided = [stats.decide(iv, 0.0, "greater") for iv in ivs.values() if iv is not None]
-        verdicts[m] = ("holds" if "fails" in decided else "fails" if decided and set(decided) == {"holds"}
-                       else "inconclusive")
-        if verdicts[m] != "holds":
-            shown.append(f"{m} ({verdicts[m]})")
-    return {"claim": f"{task}: no single method is best on every metric", "verdict": stats.combine(verdicts.values()),
-            "detail": "each method vs the best other method per metric, paired intervals over examples; not shown "
-                      "to be beaten somewhere: " + (", ".join(shown) or "none")}
-
-
-def _matrix(per_example: Mapping, columns: Sequence[tuple[str, str]]) -> np.ndarray:
-    """[n, 2 × len(columns)]: oriented per-example values (NaN → 0) and their NaN mask, so a bootstrap keeps rows."""
-    v = np.stack([_oriented(per_example[m][c], c) for m, c in columns], 1)
-    return np.hstack([np.nan_to_num(v), np.isnan(v).astype(float)])
-
-
-def _masked_means(rows: np.ndarray) -> np.ndarray:
-    k = rows.shape[1] // 2
-    ok = 1.0 - rows[:, k:]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (rows[:, :k] * ok).sum(0) / ok.sum(0)
-
-
-def _kendall(a: np.ndarray, b: np.ndarray) -> float:
-    keep = np.isfinite(a) & np.isfinite(b)
-    return float(kendall_tau(a[keep], b[keep]).statistic) if keep.sum() > 2 else float("nan")
-
-
-def agreement_claim(task: str, per_example: Mapping, n_boot: int = 200) -> dict:
-    """'The metrics agree on the ranking of methods': the mean pairwise Kendall τ between the metrics' rankings of
-    the methods, recomputed on resampled examples."""
-    methods, metrics = list(per_example), _metrics_of(per_example)
-    cols = [(m, c) for c in metrics for m in methods]
-    nan = np.full(len(next(iter(next(iter(per_example.values())).values()))), np.nan)
-    per = {m: {c: per_example[m].get(c, nan) for c in metrics} for m in methods}
-
-    def statistic(rows):
-        means = _masked_means(rows).reshape(len(metrics), len(methods))
-        taus = [_kendall(means[i], means[j]) for i in range(len(metrics)) for j in range(i + 1, len(metrics))]
-        taus = [t for t in taus if np.isfinite(t)]
-        return float(np.mean(taus)) if taus else 0.0
-
-    iv = stats.bootstrap(_matrix(per, cols), statistic, n_boot=n_boot)
-    return {"claim": f"{task}: the metrics agree on the ranking of methods (mean pairwise Kendall τ > 0.5)",
-            "interval": iv, "margin": 0.5, "kind": "greater",
-            "detail": f"mean τ between the {len(metrics)} metrics' rankings, examples resampled ({n_boot} draws)"}
-
-
-def random_claim(task: str, per_example: Mapping) -> dict:
-    """'Every method beats the random explainer on a majority of metrics': per method, the paired advantage over
-    random on each metric decides that metric; a majority of metrics decides the method."""
-    verdicts, weak = {}, []
-    for m in per_example:
-        if m == "random":
-            continue
-        ivs = [paired_advantage(per_example, m, "random", c) for c in per_example[m] if c in per_example["random"]]
-        parts = [stats.decide(iv, 0.0, "greater") for iv in ivs if iv is not None]
-        if parts:
-            verdicts[m] = stats.majority(parts)
-            if verdicts[m] != "holds":
-                weak.append(f"{m} ({verdicts[m]}: beats random on {parts.count('holds')} of {len(parts)})")
-    return {"claim": f"{task}: every method beats the random explainer on a majority of metrics",
-            "verdict": stats.combine(verdicts.values()) if verdicts else None,
-            "detail": "paired intervals over examples; not shown: " + (", ".join(weak) or "none")}
-
-
-def sweep_claim(task: str, sweep: Mapping, tokens: Sequence[str], n_boot: int = 200) -> dict:
-    """'Rankings do not depend on the replacement token': the lowest Kendall τ (over swept metrics and token pairs)
-    between the method rankings under two tokens, recomputed on resampled examples."""
-    per = sweep["per_example"]
-    methods, metrics = list(per[tokens[0]]), list(sweep["tau"])
-    cols = [(f"{t}/{m}", c) for t in tokens for m in methods for c in metrics]
-    flat = {f"{t}/{m}": per[t][m] for t in tokens for m in methods}
-
-    def statistic(rows):
-        means = _masked_means(rows).reshape(len(tokens), len(methods), len(metrics))
-        return min(_kendall(means[i, :, c], means[j, :, c]) for c in range(len(metrics))
-                   for i in range(len(tokens)) for j in range(i + 1, len(tokens)))
-
-    iv = stats.bootstrap(_matrix(flat, cols), statistic, n_boot=n_boot)
-    return {"claim": f"{task}: method rankings do not depend on the replacement token (Kendall τ > 0.8 between "
-                     f"{'/'.join(TOKEN_LABELS[x] for x in tokens)} on every swept metric)",
-            "interval": iv, "margin": 0.8, "kind": "greater",
-            "detail": f"lowest τ on {sweep['n']} examples, examples resampled ({n_boot} draws)"}
-
-
-def randomisation_claims(task: str, r: Mapping) -> list[dict]:
-    """Re-initialising the top blocks changes every model-dependent method's explanations (mean ρ < 0.5, interval
-    over examples); the original model is untouched (an exact check)."""
-    parts = {m: stats.bootstrap(v[np.isfinite(v)]) for m, v in r["rho"].items()
-             if m != "random" and np.isfinite(v).sum() > 1}
-    verdicts = {m: stats.decide(iv, 0.5, "less") for m, iv in parts.items()}
-    stuck = [f"{m} {parts[m]} → {v}" for m, v in verdicts.items() if v != "holds"]
-    return [{"claim": f"{task}: re-initialising the top {r['layers']} blocks changes every model-dependent method's "
-                      "explanations (mean Spearman ρ < 0.5)",
-             "verdict": stats.combine(verdicts.values()) if verdicts else None,
-             "detail": "not shown: " + ("; ".join(stuck) or "none")},
-            {"claim": f"{task}: the original model is left untouched by the randomisation check",
-             "holds": bool(r["original_untouched"]), "detail": "torch.equal on every parameter", "exact": True}]
-
-
-def _claims(res, cfg, quality, runs, sweep, rand):
-    for t, q in quality.items():
-        pe = runs[t].per_example
-        res.add_claim(**best_everywhere_claim(t, q, pe))
-        res.add_claim(**agreement_claim(t, pe))
-        if "random" in pe:
-            res.add_claim(**random_claim(t, pe))
-    for t, s in sweep.items():
-        if s:
-            res.add_claim(**sweep_claim(t, s, list(cfg["tokens"])))
-    for t, r in rand.items():
-        for c in randomisation_claims(t, r) if r else []:
-            res.add_claim(**c)
-
-
-def summary_markdown(quality: Mapping, runs: Mapping[str, TaskRun], sweep: Mapping, rand: Mapping) -> str:
-    """A data-driven summary per task: the best mean rank and its cost, the cheapest method among the top three,
-    the best method per metric, how much the metrics agree, what the token sweep and the randomisation check show."""
-    lines = []
-    for t, q in quality.items():
-        ranks = rank_frame(q)
-        cost = {m: runs[t].cost[m]["ratio_fb"] for m in ranks.index}
-        top = list(ranks.index[:3])
-        cheap = min(top, key=cost.get)
-        best = {c: ranks[c].idxmin() for c in ranks.columns if c != "mean_rank" and ranks[c].notna().any()}
-        tau = mean_off_diagonal(metric_agreement(q))
-        text = (f"- **{TASK_LABELS[t]}**: best mean rank **{top[0]}** ({ranks['mean_rank'].iloc[0]:.1f}, "
-                f"{cost[top[0]]:.1f}× forward+backward); cheapest of the top three: {cheap} ({cost[cheap]:.1f}×). "
-                f"Best per metric: " + ", ".join(f"{c} → {m}" for c, m in best.items()) +
-                f". Mean Kendall τ between the metrics' rankings: {tau:.2f}.")
-        if "random" in ranks.index:
-            text += f" The random explainer's mean rank: {ranks.loc['random', 'mean_rank']:.1f} of {len(ranks)}."
-        s = sweep.get(t)
-        if s:
-            worst = min(((m, p, v) for m, taus in s["tau"].items() for p, v in taus.items()), key=lambda x: x[2])
-            moved = [m for m, b in s["best"].items() if len(set(b.values())) > 1]
-            text += (f" Token sweep ({s['n']} examples): lowest τ {worst[2]:.2f} ({worst[0]}, "
-                     f"{' vs '.join(TOKEN_LABELS[x] for x in worst[1].split('~'))}); the best method changes with "
-                     f"the token on: {', '.join(moved) or 'no metric'}.")
-        r = rand.get(t)
-        if r:
-            rho = sorted(r["rows"].items(), key=lambda kv: -kv[1]["spearman"])
-            text += (" Randomisation: highest ρ (least sensitive) " +
-                     ", ".join(f"{m} {row['spearman']:.2f}" for m, row in rho[:4]) + "; lowest " +
-                     ", ".join(f"{m} {row['spearman']:.2f}" for m, row in rho[-3:]) + ".")
-        lines.append(text)
-    return "\n".join(lines)
-
-
-# ---- widget -----------------------------------------------------------------------------------------------
-
-
-def widget_renderer(tasks: Mapping[str, Task], runs: Mapping[str, TaskRun], cfg: Mapping):
-    """render(task, metric, n, token) -> Figure: one metric for every method on the first n examples, recomputed
-    with the chosen replacement token (text; images ignore it)."""
-
-    def render(task: str, metric: str, n: int, token: str):
-        if task not in tasks:
-            raise ExperimentError(f"task {task!r} was not run; choose from {', '.join(tasks)}")
-        t = tasks[task]
-        if metric not in t.metrics:
-            raise ExperimentError(f"{metric} does not apply to {task}; choose from {', '.join(t.metrics)}")
-        n = max(1, min(int(n), len(t)))
-        values = {m: method_metrics(t, runs[task], m, cfg, token=token, n=n, metrics=[metric]).get(metric, np.nan)
-                  for m in runs[task].methods}
-        tok = f", token {TOKEN_LABELS[token]}" if t.modality == "text" and metric in REPLACEMENT_METRICS else ""
-        return metric_bars(values, metric, f"{TASK_LABELS[task]}: {metric} on {n} examples{tok}")
-
-    return render
-
-
-# ---- one call, and the CLI --------------------------------------------------------------------------------
-
-
-def run(cfg: Mapping) -> dict:
-    """Everything, in order: tasks, explanations + cost, quality, token sweep, randomisation, results."""
-    started = time.perf_counter()
-    tasks, skipped = load_tasks(cfg)
-    if not tasks:
-        raise ExperimentError("no task to run: " + "; ".join(f"{t}: {r}" for t, r in skipped.items()))
-    runs, quality, sweep, rand = {}, {}, {}, {}
-    for t, task in tasks.items():
-        runs[t] = explain_task(task, cfg)
-        quality[t] = quality_table(task, runs[t], cfg)
-        sweep[t] = token_sweep(task, runs[t], cfg, quality[t])
-        rand[t] = randomisation_check(task, runs[t], cfg)
-    res = build_results(cfg, tasks, runs, quality, sweep, rand, skipped,
-                        meta={"elapsed_s": round(time.perf_counter() - started, 1)})
-    return {"tasks": tasks, "skipped_tasks": skipped, "runs": runs, "quality": quality, "sweep": sweep,
-            "randomisation": rand, "results": res}
-
-
-def export_tables(out: Mapping, directory=None) -> list:
-    """CSV of every quality, rank, cost, agreement and sweep table under results/07_benchmark/."""
-    from pathlib import Path
-
-    from lab.config import results_dir
-
-    folder = Path(directory) if directory is not None else results_dir() / NOTEBOOK
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-
-    def save(frame, name):
-        path = folder / f"{name}.csv"
-        tmp = path.with_suffix(".csv.tmp")
-        frame.to_csv(tmp)
-        os.replace(tmp, path)
-        written.append(path)
-
-    import pandas as pd
-
-    for t, q in out["quality"].items():
-        save(quality_frame(q), f"{t}_quality")
-        save(rank_frame(q), f"{t}_ranks")
-        save(cost_frame(out["runs"][t]), f"{t}_cost")
-        save(metric_agreement(q), f"{t}_metric_agreement")
-        if out["sweep"].get(t):
-            save(sweep_frame(out["sweep"][t]), f"{t}_token_sweep")
-        if out["randomisation"].get(t):
-            save(pd.DataFrame.from_dict(out["randomisation"][t]["rows"], orient="index"), f"{t}_randomisation")
-
-    return written
-
-
-def _print_summary(out: Mapping) -> None:
-    import pandas as pd
-
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
-        for t, q in out["quality"].items():
-            print(f"\n== {TASK_LABELS[t]} ==")
-            frame = quality_frame(q).join(pd.DataFrame.from_dict(out["runs"][t].cost, orient="index"))
-            print(frame.loc[rank_frame(q).index].to_string())
-            if out["runs"][t].skipped:
-                print("skipped: " + "; ".join(f"{m} ({r})" for m, r in out["runs"][t].skipped.items()))
-            if out["sweep"].get(t):
-                print(sweep_frame(out["sweep"][t]).to_string())
-        for t, r in out["skipped_tasks"].items():
-            print(f"task {t} skipped: {r}")
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab benchmark",
-                                     description="every explainer x every metric on the fine-tuned models (notebook 07)")
-    parser.add_argument("--profile", default="default", choices=list(PROFILES))
-    parser.add_argument("--tasks", nargs="*", default=None, help=f"subset of {', '.join(TASKS)}")
-    parser.add_argument("--methods", nargs="*", default=None, help="explainers (default: every registered one)")
-    parser.add_argument("--token", default=None, choices=TOKENS, help="replacement token of the protocol")
-    parser.add_argument("--mode", default=None, choices=MODES, help="replace (protocol) or delete (ERASER, Wu & Ong)")
-    parser.add_argument("--n", type=int, default=None, help="examples per task (default: the profile's)")
-    parser.add_argument("--no-train", action="store_true", help="skip tasks whose model is not cached")
-    parser.add_argument("--no-figures", action="store_true")
-    args = parser.parse_args(argv)
-    from lab.runner import profile_outputs  # non-default profiles write under results/<profile>/, as notebooks do
-
-    try:
-        cfg = settings(args.profile, tasks=args.tasks, methods=args.methods, token=args.token, mode=args.mode,
-                       n=None if args.n is None else {t: args.n for t in TASKS},
-                       train_missing=False if args.no_train else None)
-        with profile_outputs(args.profile):
-            out = run(cfg)
-            path = out["results"].save()
-            tables = export_tables(out)
-            if not args.no_figures:
-                for name, fig in (("ranks", ranks_figure(out["quality"])),
-                                  ("metric_agreement", agreement_figure(out["quality"])),
-                                  ("cost_quality", cost_quality_figure(out["quality"], out["runs"]))):
-                    lab.save_figure(fig, NOTEBOOK, name)
-    except (ExperimentError, lab.metrics.MetricInputError) as err:
-        print(f"python -m lab benchmark: {err}", file=sys.stderr)
-        return 2
-    _print_summary(out)
-    print(f"\nresults: {path}; tables: {tables[0].parent if tables else '-'}")
-    return 0

@@ -42,8 +42,9 @@ import torch
 
 import lab
 import lab.viz
-from lab import cache, stats
+from lab import cache, config
 from lab.data import align_rationale, encode_words
+from lab.explainers.batch import explain_many, predict_logits, trim_rows
 from lab.metrics.agreement import spearman
 from lab.metrics.perturbation import ERASER_BINS, comprehensiveness_sufficiency, groups_from_word_ids, top_k_mask
 from lab.metrics.rationales import token_f1_at_k, token_f1_curve
@@ -192,35 +193,6 @@ def encode_reviews(examples: Sequence, tokenizer, max_length: int
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, rationale, kept, words
 
 
-def rows_of(inputs: Mapping[str, torch.Tensor], idx, trim: bool = True) -> dict:
-    """The rows `idx` of a padded batch, cut to their longest real sequence when `trim`."""
-    idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
-    rows = {k: v[idx] for k, v in inputs.items()}
-    if trim:
-        width = max(int(rows["attention_mask"].sum(1).max()), 1)
-        rows = {k: v[:, :width] for k, v in rows.items()}
-    return rows
-
-
-def _progress(iterable, enabled: bool, desc: str, total: int | None = None):
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, total=total, disable=not enabled, leave=False, dynamic_ncols=True)
-
-
-def predict_logits(model, inputs: Mapping[str, torch.Tensor], batch_size: int = 16,
-                   progress: bool = False) -> torch.Tensor:
-    """Logits [N, C] of the classifier on a padded batch (no gradients, in batches of trimmed rows)."""
-    n = inputs["input_ids"].shape[0]
-    out = []
-    model.eval()
-    with torch.no_grad():
-        for start in _progress(range(0, n, batch_size), progress, "predict", total=-(-n // batch_size)):
-            rows = rows_of(inputs, torch.arange(start, min(start + batch_size, n)))
-            out.append(model(**rows).logits.float().cpu())
-    return torch.cat(out)
-
-
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -256,8 +228,6 @@ def setup(cfg: Mapping, classifier=None, examples: Sequence | None = None) -> Co
     classifier: optional (model, tokenizer) to use instead (tests, or any BERT-family model already loaded);
     examples: optional ERASER examples instead of `lab.data.load(dataset, split)`.
     """
-    from lab.models.training import torch_threads
-
     start = time.perf_counter()
     if classifier is None:
         model, tok, names, info, model_id = load_classifier(cfg)
@@ -280,7 +250,7 @@ def setup(cfg: Mapping, classifier=None, examples: Sequence | None = None) -> Co
     ctx = Context(model, tok, names, dict(cfg), examples, inputs, rationale, valid, special,
                   torch.zeros(len(examples), len(names)), order, model_id, info, started=start, words=words)
     t0 = time.perf_counter()
-    with torch_threads():
+    with config.torch_threads():
         predicted = _cached(ctx, "predict", {"max_length": cfg["max_length"]},
                             lambda: {"logits": predict_logits(model, inputs, cfg["perturb_batch"], cfg["progress"])})
     ctx.logits = predicted["logits"]
@@ -308,24 +278,6 @@ def method_params(cfg: Mapping, method: str) -> dict:
     return params
 
 
-def explain_scores(model, inputs: Mapping[str, torch.Tensor], method: str, targets, batch_size: int = 4,
-                   progress: bool = False, desc: str | None = None, **params) -> torch.Tensor:
-    """Scores [N, S] of `method` explaining class `targets[i]` of each row, `lab.explain` in batches of trimmed rows
-    (padding positions are 0)."""
-    n, width = inputs["input_ids"].shape
-    targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
-    if targets.numel() != n:
-        raise ExperimentError(f"{targets.numel()} targets for {n} reviews")
-    out = torch.zeros(n, width)
-    starts = range(0, n, int(batch_size))
-    for start in _progress(starts, progress, desc or method, total=len(starts)):
-        idx = torch.arange(start, min(start + int(batch_size), n))
-        rows = rows_of(inputs, idx)
-        e = lab.explain(model, rows, method, target=targets[idx], **params)
-        out[idx, :rows["input_ids"].shape[1]] = e.scores.float().cpu()
-    return out
-
-
 def _cached(ctx: Context, kind: str, key_params: dict, compute):
     """compute(), memoised (`lab.cache.memoize`) per classifier, reviews and `key_params` when the classifier has a
     stable id and `use_cache` is on."""
@@ -347,8 +299,6 @@ def explain_reviews(ctx: Context, method: str, idx, target: str = "ground truth"
     ground-truth, counterfactual or predicted class. Each review's map is cached on its own (per classifier,
     explainer code, method, parameters, review and class), so other subsets and the figures reuse it; `seconds` is
     the compute time of those maps (measured when they were made)."""
-    from lab.models.training import torch_threads
-
     idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
     if target not in TARGETS:
         raise ExperimentError(f"target must be one of {TARGETS}, got {target!r}")
@@ -371,9 +321,10 @@ def explain_reviews(ctx: Context, method: str, idx, target: str = "ground truth"
         todo_t = torch.tensor(todo)
         batch = ctx.cfg["ig_batch_size"] if method == "integrated_gradients" else ctx.cfg["batch_size"]
         t0 = time.perf_counter()
-        with torch_threads():
-            new = explain_scores(ctx.model, rows_of(ctx.inputs, idx[todo_t], trim=False), method, targets[todo_t],
-                                 batch, ctx.cfg["progress"], desc=f"{method} ({target})", **params)
+        with config.torch_threads():
+            new = explain_many(ctx.model, trim_rows(ctx.inputs, idx[todo_t], trim=False), method, targets[todo_t],
+                               batch_size=batch, sort=False, progress=ctx.cfg["progress"], desc=f"{method} ({target})",
+                               **params).scores
         per_review = (time.perf_counter() - t0) / len(todo)
         scores[todo_t], seconds[todo_t] = new, per_review
         for j in todo:
@@ -449,36 +400,12 @@ def figure3_results(ctx: Context, maps: Mapping[str, torch.Tensor], unit: str | 
     return out
 
 
-@lab.viz.paper_style()
-def figure3_plot(fig3: Mapping, which: str = "macro"):
-    """Fig. 3: token-F1 vs k, one line per method (paper methods solid, beyond-the-paper methods dashed)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 3.6), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, kind, title in zip(axes, ("macro", "micro"), ("per-document F1 (ERASER macro, reported)",
-                                                          "pooled F1 (micro)")):
-        for method, ys in fig3[kind].items():
-            style = "-" if method in PAPER_METHODS else "--"
-            n = fig3["n"][method]
-            label = LABELS.get(method, method) + ("" if n == max(fig3["n"].values()) else f" (n={n})")
-            ax.plot(fig3["ks"], ys, style, marker="o", markersize=3, label=label)
-        ax.set_xlabel("k (top word pieces)")
-        ax.set_ylabel("token F1")
-        ax.set_title(title, fontsize=10)
-        ax.set_xticks(fig3["ks"])
-    lab.viz.legend_outside(axes[1], fontsize=7)  # same methods and styles in both panels
-    return fig
-
-
 # ---- ERASER comprehensiveness / sufficiency ----------------------------------------------------------------
 
 
 def faithfulness_results(ctx: Context, maps: Mapping[str, torch.Tensor]) -> dict:
     """ERASER comprehensiveness (higher better) and sufficiency (lower better) of each method's ground-truth-class
     map on the "faithfulness" subset: AOPC over cfg["bins"], top-k % word pieces deleted / kept."""
-    from lab.models.training import torch_threads
-
     rows, curves = {}, {}
     n = len(ctx.subset("faithfulness"))
     for method, scores in maps.items():
@@ -488,8 +415,8 @@ def faithfulness_results(ctx: Context, maps: Mapping[str, torch.Tensor]) -> dict
 
         def compute(idx=idx, s=scores[:m, :width], width=width):
             t0 = time.perf_counter()
-            with torch_threads():
-                r = comprehensiveness_sufficiency(ctx.model, rows_of(ctx.inputs, idx), s, bins=ctx.cfg["bins"],
+            with config.torch_threads():
+                r = comprehensiveness_sufficiency(ctx.model, trim_rows(ctx.inputs, idx), s, bins=ctx.cfg["bins"],
                                                   label="gold", labels=ctx.labels[idx],
                                                   special_mask=ctx.special[idx][:, :width], mode="delete",
                                                   batch_size=ctx.cfg["perturb_batch"], progress=ctx.cfg["progress"])
@@ -508,28 +435,6 @@ def faithfulness_results(ctx: Context, maps: Mapping[str, torch.Tensor]) -> dict
 
 def _width(ctx: Context, idx) -> int:
     return max(int(ctx.valid[idx].sum(1).max()), 1)
-
-
-@lab.viz.paper_style()
-def faithfulness_plot(faith: Mapping):
-    """Comprehensiveness and sufficiency per bin (fraction of word pieces deleted / kept), one line per method."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(12, 3.4), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, kind, better in zip(axes, ("comprehensiveness", "sufficiency"), ("higher", "lower")):
-        for method, c in faith["curves"].items():
-            style = "-" if method in PAPER_METHODS else "--"
-            value = faith["rows"][method][kind]
-            ax.plot(faith["bins"], c[kind], style, marker="o", markersize=3,
-                    label=f"{LABELS.get(method, method)} ({value:.3f})")
-        ax.set_xscale("log")
-        ax.set_xticks(faith["bins"], labels=[f"{100 * b:g}%" for b in faith["bins"]])
-        ax.set_xlabel("top word pieces deleted" if kind == "comprehensiveness" else "top word pieces kept")
-        ax.set_ylabel("p(y|x) − p(y|x')")
-        ax.set_title(f"{kind} ({better} is better; AOPC in legend)", fontsize=10)
-        lab.viz.legend_outside(ax, fontsize=7)  # each panel's own AOPC values
-    return fig
 
 
 # ---- support for both classes, [SEP] mass ------------------------------------------------------------------
@@ -628,222 +533,6 @@ def special_token_mass(ctx: Context, maps: Mapping[str, torch.Tensor]) -> dict:
                         "sep_top_fraction": float(sep_top.double().mean())}
         sep_tops[method] = sep_top.numpy()
     return {"rows": rows, "sep_top": sep_tops}
-
-
-# ---- results and claims ------------------------------------------------------------------------------------
-
-
-def _k_cols(ks) -> list[str]:
-    return [f"k={k}" for k in ks]
-
-
-def _paired_parts(per_doc: Mapping[str, np.ndarray], a: str, b: str, ks, margin: float = 0.0) -> dict:
-    """{k: (interval, verdict)} of mean F1_a − F1_b > margin at each k, on the reviews both methods scored."""
-    n = min(len(per_doc[a]), len(per_doc[b]))
-    out = {}
-    for i, k in enumerate(ks):
-        iv = stats.paired_difference(per_doc[a][:n, i], per_doc[b][:n, i])
-        out[k] = (iv, stats.decide(iv, margin, "greater"))
-    return out
-
-
-def f1_claims(fig3: Mapping, step_tolerance: float) -> list[dict]:
-    """The Fig. 3 claims, decided on paired per-review token-F1 differences."""
-    ks, per_doc, out = fig3["ks"], fig3["per_doc"], []
-    paper = [m for m in PAPER_METHODS if m in per_doc and m != "chefer"]
-    if "chefer" in per_doc and paper:
-        parts = {(m, k): p for m in paper for k, p in _paired_parts(per_doc, "chefer", m, ks).items()}
-        open_parts = [f"k={k} chefer − {m} {iv} {v}" for (m, k), (iv, v) in parts.items() if v != "holds"]
-        out.append({"claim": "Fig. 3: Chefer has the highest token-F1 at every k (among the paper's six methods)",
-                    "verdict": stats.combine(v for _, v in parts.values()),
-                    "detail": "; ".join(open_parts) or f"all {len(parts)} paired differences > 0"})
-    verdicts, notes = [], []
-    for m, f1 in per_doc.items():
-        rise = stats.paired_difference(f1[:, -1], f1[:, 0])
-        steps = [stats.paired_difference(f1[:, i + 1], f1[:, i]) for i in range(len(ks) - 1)]
-        vs = [stats.decide(rise, 0.0, "greater")] + [stats.decide(iv, -step_tolerance, "greater") for iv in steps]
-        verdicts.append(stats.combine(vs))
-        weakest = min(range(len(steps)), key=lambda i: steps[i].low) if steps else None
-        notes.append(f"{m}: k={ks[-1]} − k={ks[0]} {rise}" + ("" if weakest is None else
-                     f", weakest step k={ks[weakest]}→{ks[weakest + 1]} {steps[weakest]}") + f" → {verdicts[-1]}")
-    out.append({"claim": f"Fig. 3: token-F1 rises with k for every method (F1 at the largest k above the smallest, "
-                         f"no step down by more than {step_tolerance})",
-                "verdict": stats.combine(verdicts), "detail": "; ".join(notes)})
-    return out
-
-
-def support_criteria(agreement: Mapping, cfg: Mapping) -> dict[str, str]:
-    """Three-way verdicts of one method's GT-vs-CF criteria over the reviews (bootstrap): live (the CF map is
-    constant in under half the reviews), distinct / same (mean top-k overlap below / above overlap_below), mirror /
-    not_mirror (median ρ below / above mirror_below; a pair with no finite ρ is neither)."""
-    overlap = stats.bootstrap(np.asarray(agreement["overlap"], dtype=float))
-    constant = stats.bootstrap(np.asarray(agreement["cf_constant"], dtype=float))
-    rho = np.asarray(agreement["rho"], dtype=float)
-    rho = rho[np.isfinite(rho)]
-    median = stats.bootstrap(rho, np.median) if len(rho) else None
-    lo, mirror = cfg["overlap_below"], cfg["mirror_below"]
-    return {"live": stats.decide(constant, 0.5, "less"), "distinct": stats.decide(overlap, lo, "less"),
-            "same": stats.decide(overlap, lo, "greater"),
-            "mirror": "fails" if median is None else stats.decide(median, mirror, "less"),
-            "not_mirror": "fails" if median is None else stats.decide(median, mirror, "greater"),
-            "detail": f"top overlap {overlap}, median ρ {median or 'undefined'}, CF constant {constant}"}
-
-
-SUPPORT_KINDS = {"both classes": ("live", "distinct", "not_mirror"), "sign reversal": ("live", "distinct", "mirror"),
-                 "same map": ("live", "same")}
-
-
-def support_claims(support: Mapping, cfg: Mapping) -> list[dict]:
-    """The supplement's class-support claims, each criterion decided by a bootstrap interval over the reviews."""
-    per = support.get("per_review", {})
-    crit = {m: support_criteria(a, cfg) for m, a in per.items()}
-
-    def kind(m, name):
-        return stats.combine(crit[m][c] for c in SUPPORT_KINDS[name])
-
-    out = []
-    top, lo, mirror = cfg["support_top"], cfg["overlap_below"], cfg["mirror_below"]
-    if "chefer" in crit:
-        parts = [kind("chefer", "both classes")]
-        parts += [{"holds": "fails", "fails": "holds"}.get(v, v) for v in
-                  (kind(m, "both classes") for m in crit if m != "chefer")]
-        out.append({"claim": "Supplement: only Chefer shows support for both classes (criterion: its ground-truth and "
-                             f"counterfactual maps share < {100 * lo:.0f}% of their top-{top} tokens on average and "
-                             f"are not anti-correlated, median Spearman ρ > {mirror})",
-                    "verdict": stats.combine(parts),
-                    "detail": "; ".join(f"{m}: {c['detail']} → both classes {kind(m, 'both classes')}"
-                                        for m, c in crit.items())})
-    for method, name, text in (("attn_gradcam", "sign reversal", f"GradCAM shows a sign reversal between the two "
-                                f"classes (different top tokens, median ρ ≤ {mirror})"),
-                               ("lrp", "same map", f"LRP gives (nearly) the same map for both classes (top-{top} "
-                                f"overlap ≥ {lo:.0%})")):
-        if method in crit:
-            out.append({"claim": "Supplement: " + text, "verdict": kind(method, name),
-                        "detail": crit[method]["detail"]})
-    return out
-
-
-def claims(ctx: Context, fig3: Mapping, support: Mapping, special: Mapping) -> list[dict]:
-    """The paper's claims on our numbers, as `Results.add_claim` keyword arguments: each decided by a bootstrap
-    interval over reviews (paired where two methods are compared); smoke runs are "not evaluated" by add_claim."""
-    cfg = ctx.cfg
-    out = f1_claims(fig3, cfg["f1_step_tolerance"]) + support_claims(support, cfg)
-    if "rollout" in special.get("sep_top", {}):
-        r = special["rows"]["rollout"]
-        out.append({"claim": "Supplement: rollout focuses mostly on [SEP] ([SEP] is rollout's top token other than "
-                             f"[CLS] in at least {100 * cfg['sep_majority']:.0f}% of reviews)",
-                    "interval": stats.bootstrap(special["sep_top"]["rollout"].astype(float)),
-                    "margin": cfg["sep_majority"], "kind": "greater",
-                    "detail": f"[SEP] holds {100 * r['sep_share_without_cls']:.1f}% of the non-[CLS] mass (a uniform "
-                              f"map: {100 * r['uniform_share']:.2f}%); [CLS] {100 * r['cls_share']:.1f}% of all mass"})
-    out.append({"claim": f"the fine-tuned classifier reaches >= {100 * cfg['accuracy_target']:.0f}% test accuracy "
-                         "(issue target)", "interval": stats.bootstrap(ctx.correct.double().numpy()),
-                "margin": cfg["accuracy_target"], "kind": "greater",
-                "detail": f"{ctx.model_info.get('n_test')} test reviews at max_length {cfg['max_length']}"})
-    return out
-
-
-def build_results(ctx: Context, fig3: Mapping, faith: Mapping, support: Mapping, special: Mapping,
-                  fig3_other: Mapping | None = None):
-    """The `lab.results.Results` of the notebook: Figure 3 series (paper values null: the paper gives none; the
-    claims use `fig3`, `fig3_other` is the other F1 unit shown beside it), faithfulness, class support,
-    special-token mass, accuracy, claims."""
-    from lab.results import Results
-
-    meta = {"model": ctx.model_info.get("model") or ctx.model_info.get("checkpoint"),
-            "paper_model": "BERT-base (uncased) fine-tuned on ERASER Movies train; ours: see model / model_info",
-            "accuracy": ctx.model_info.get("test_accuracy"), "model_info": ctx.model_info,
-            "n_examples": len(ctx.subset("examples")), "n_faithfulness": len(ctx.subset("faithfulness")),
-            "n_class_support": len(ctx.subset("class_support")), "n_ig": len(ctx.subset("ig")),
-            "ig_steps": ctx.cfg["ig_steps"], "max_length": ctx.cfg["max_length"], "seed": ctx.cfg["seed"],
-            "method_params": {m: method_params(ctx.cfg, m) for m in ctx.cfg["methods"]},
-            "f1": f"ERASER token-level F1 of the top-k content units ({fig3.get('unit', 'word_piece')}s; a word scores "
-                  "the max over its pieces) vs the rationale; macro = per-document F1 averaged over documents "
-                  "(reported, ERASER instance_macro), micro = pooled counts",
-            "elapsed_s": round(time.perf_counter() - ctx.started, 1),
-            "target_class": "ground-truth label", "faithfulness": "ERASER AOPC over bins 1/5/10/20/50 %, word pieces "
-            "deleted, probability of the ground-truth class", "timings": ctx.timings}
-    res = Results(NOTEBOOK, ctx.cfg["profile"], meta=meta)
-    cols = _k_cols(fig3["ks"])
-    unit = fig3.get("unit", "word_piece")
-    for kind, caption in (("macro", f"Fig. 3: token-F1 of the top-k {unit}s vs the human rationale, per-document "
-                                    "mean (ERASER macro); the paper plots these curves without numbers"),
-                          ("micro", "Fig. 3 (pooled counts, ERASER micro)")):
-        rows = {m: {**{c: (None, v) for c, v in zip(cols, ys)}, "n": (None, fig3["n"][m])}
-                for m, ys in fig3[kind].items()}
-        if kind == "macro":  # standard error of the per-document mean, largest over k
-            for m in rows:
-                rows[m]["max_se"] = (None, max(fig3["se"][m]) if fig3["se"].get(m) else None)
-        res.add_table(f"figure3_token_f1_{kind}", caption, rows, {c: "higher" for c in cols})
-    if fig3_other is not None:
-        res.add_table(f"figure3_token_f1_macro_{fig3_other['unit']}", f"Fig. 3 with F1 over {fig3_other['unit']}s "
-                      f"(beside the reported {fig3['unit']}s), per-document mean",
-                      {m: {**{c: (None, v) for c, v in zip(cols, ys)}, "n": (None, fig3_other["n"][m])}
-                       for m, ys in fig3_other["macro"].items()}, {c: "higher" for c in cols})
-    paired, others = {}, [m for m in fig3["per_doc"] if m != "chefer"]
-    for m in others if "chefer" in fig3["per_doc"] else []:
-        for k, (iv, _) in _paired_parts(fig3["per_doc"], "chefer", m, fig3["ks"]).items():
-            paired[f"chefer − {m} (k={k})"] = {"ΔF1": iv.estimate, "ΔF1_low": iv.low, "ΔF1_high": iv.high,
-                                               "n": iv.n}
-    if paired:
-        res.add_table("figure3_chefer_paired", "Fig. 3: per-review token-F1 of Chefer minus each other method at each "
-                      "k on the same reviews, mean and bootstrap 95 % interval (n reviews per row)", paired,
-                      {"ΔF1": "higher", "ΔF1_low": "higher", "ΔF1_high": "higher"})
-    bins = faith["bins"]
-    rows = {}
-    for m, r in faith["rows"].items():
-        row = {"comprehensiveness": (None, r["comprehensiveness"]), "sufficiency": (None, r["sufficiency"])}
-        for i, b in enumerate(bins):
-            row[f"comp@{100 * b:g}%"] = (None, faith["curves"][m]["comprehensiveness"][i])
-            row[f"suff@{100 * b:g}%"] = (None, faith["curves"][m]["sufficiency"][i])
-        rows[m] = {**row, "n": (None, r["n"])}
-    direction = {c: ("higher" if c.startswith("comp") else "lower") for c in rows[next(iter(rows))] if c != "n"} \
-        if rows else {}
-    res.add_table("eraser_faithfulness", "ERASER comprehensiveness (higher is better) and sufficiency (lower is "
-                  "better), beyond the paper", rows, direction)
-    res.add_table("class_support", "Ground-truth vs counterfactual class maps: Spearman ρ over content tokens and "
-                  "top-k overlap (supplement Figs. 15-33, measured)",
-                  {m: {k: v for k, v in r.items() if k != "verdict"} for m, r in support["rows"].items()})
-    res.meta["class_support_verdicts"] = {m: r["verdict"] for m, r in support["rows"].items()}
-    res.add_table("special_tokens", "Share of each map's positive mass on [SEP] / [CLS]; how often [SEP] is the top "
-                  "token other than [CLS]", special["rows"])
-    res.add_table("accuracy", "Test accuracy of the fine-tuned classifier (the paper does not report BERT's)",
-                  {"classifier": {"test_accuracy": (None, ctx.model_info.get("test_accuracy")),
-                                  "n_test": (None, ctx.model_info.get("n_test"))}}, {"test_accuracy": "higher"})
-    for claim in claims(ctx, fig3, support, special):
-        res.add_claim(**claim)
-    return res
-
-
-def figure3_frame(fig3: Mapping, which: str = "macro"):
-    """The Figure 3 series as a DataFrame: methods × (n, k=10, ..., k=80)."""
-    import pandas as pd
-
-    frame = pd.DataFrame({f"k={k}": [fig3[which][m][i] for m in fig3[which]] for i, k in enumerate(fig3["ks"])},
-                         index=[m for m in fig3[which]])
-    frame.insert(0, "n", [fig3["n"][m] for m in fig3[which]])
-    if which == "macro":
-        frame["max_se"] = [max(fig3["se"][m]) for m in fig3[which]]
-    frame.index.name = f"token F1 ({which})"
-    return frame
-
-
-def rows_frame(rows: Mapping[str, Mapping], index_name: str = "method"):
-    """A {method: {column: value}} table (class support, special-token mass) as a DataFrame."""
-    import pandas as pd
-
-    frame = pd.DataFrame.from_dict({m: dict(r) for m, r in rows.items()}, orient="index")
-    frame.index.name = index_name
-    return frame
-
-
-def f1_table_markdown(fig3: Mapping, which: str = "macro") -> str:
-    """The Figure 3 series as a markdown table (methods × k)."""
-    head = "| method | n | " + " | ".join(f"k={k}" for k in fig3["ks"]) + " |"  # macro ± se in the frame
-    lines = [head, "|" + "---|" * (len(fig3["ks"]) + 2)]
-    for m, ys in fig3[which].items():
-        lines.append(f"| {LABELS.get(m, m)} | {fig3['n'][m]} | " + " | ".join(f"{y:.3f}" for y in ys) + " |")
-    return "\n".join(lines)
 
 
 # ---- text heatmaps (supplement Figs. 15-33) -----------------------------------------------------------------

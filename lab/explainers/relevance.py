@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from lab.models.adapters import ExplainInputError, ViTAdapter
-from lab.relevance.composites import ALPHA_BETA, ATTNLRP, CHEFER, CP_LRP, LRP_EQ4, Composite
+from lab.relevance.composites import ALPHA_BETA, ATTNLRP, CHEFER, CP_LRP, LRP_EQ4
 from lab.relevance.rules import per_example_sum
 
 from .base import ANY_READOUT, register
@@ -191,6 +191,3 @@ def cp_lrp(adapter, inputs, target, epsilon: float = 1e-6, score: str = "sum"):
     out = _from_logit(adapter, inputs, target, CP_LRP.with_(epsilon=epsilon), score)
     return dict(out, params=dict(epsilon=epsilon, score=score))
 
-
-def composite_for(name: str) -> Composite:
-    return {"chefer": CHEFER, "lrp": LRP_EQ4, "lrp_alpha_beta": ALPHA_BETA, "attnlrp": ATTNLRP, "cp_lrp": CP_LRP}[name]

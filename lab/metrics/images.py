@@ -26,12 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lab.metrics import MetricInputError
+
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DIRECTIONS = ("positive", "negative")
-
-
-class MetricInputError(ValueError):
-    """Bad input to an image metric (one-line message)."""
 
 
 # ---- maps -----------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from lab.metrics import MetricInputError
+from lab.progress import progress as progress_bar
 
 # Mask-LRP [CODE] `evaluate_explanability.py`: k = round(linspace(0, 1, 10) * len)[1:], i.e. 1/9, 2/9, ..., 1.
 MASK_LRP_FRACTIONS = tuple(i / 9 for i in range(1, 10))
@@ -357,7 +358,7 @@ class _Setup:
         out = []
         starts = range(0, len(example), self.batch_size)
         with _eval_mode(self.predictor.fn):
-            for start in _progress(starts, self.progress and len(starts) > 1, desc):
+            for start in progress_bar(starts, desc, self.progress and len(starts) > 1, unit="batch"):
                 ex = example[start:start + self.batch_size]
                 rows = {key: value[ex] for key, value in self.inputs.items()}
                 if counts is not None:
@@ -365,14 +366,6 @@ class _Setup:
                     rows = _apply(rows, selected, mode, self.token_id, self.pad_id)
                 out.append(self.predictor.log_probs(rows))
         return torch.cat(out)
-
-
-def _progress(iterable, enabled: bool, desc: str):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
 def _setup(model_or_predict, inputs, scores, special_mask, groups, order, reduce, token_id, pad_id, batch_size,

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 
 from lab import cache, config
+from lab.config import torch_threads  # noqa: F401 (re-exported: paper modules import it from here)
+from lab.progress import progress as progress_bar
 from lab.data.base import TextDataset
 from lab.models import adapters
 from lab.models.loading import DEFAULT_ENCODER, classifier_from_config, load_classifier, load_tokenizer
@@ -267,7 +269,7 @@ def predict_proba(model, tokenizer, texts: Sequence[str], text_pairs: Sequence[s
     model.eval()
     try:
         with torch.inference_mode():
-            for start in _tqdm(range(0, len(order), batch_size), progress, desc, unit="batch"):
+            for start in progress_bar(range(0, len(order), batch_size), desc, progress, leave=True, unit="batch"):
                 idx = order[start:start + batch_size]
                 batch = _collate(enc, idx, tokenizer.pad_token_id or 0, device)
                 logits = model(**batch).logits
@@ -416,22 +418,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@contextlib.contextmanager
-def torch_threads(n: int | None = None):
-    """Run torch with ``n`` intra-op threads (default: $LAB_NUM_THREADS, else torch's own choice), then restore.
-
-    On a CPU shared with other jobs, 1 thread per process is often faster than oversubscribing the cores.
-    """
-    n = n or int(os.environ.get("LAB_NUM_THREADS", "0") or 0)
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _train_and_save(run: _Run, *, force: bool, progress: bool) -> FineTuned:
     with torch_threads():
         return _train_and_save_inner(run, force=force, progress=progress)
@@ -473,7 +459,7 @@ def _train_and_save_inner(run: _Run, *, force: bool, progress: bool) -> FineTune
     for epoch in range(start_epoch, hp["epochs"]):
         _train_mode(model, hp["freeze_layers"], hp["freeze_embeddings"])
         batches = _length_batches([len(x) for x in enc["input_ids"]], hp["batch_size"], seed * 1000 + epoch)
-        bar = _tqdm(batches, progress, f"epoch {epoch + 1}/{hp['epochs']}", unit="step")
+        bar = progress_bar(batches, f"epoch {epoch + 1}/{hp['epochs']}", progress, leave=True, unit="step")
         for idx in bar:
             batch = _collate(enc, idx, pad_id, config.device())
             batch["labels"] = labels[idx].to(config.device())
@@ -598,7 +584,7 @@ def _precompute_prefix(model, enc: dict, k: int, pad_id: int, progress: bool) ->
     device = next(model.parameters()).device
     model.eval()
     with torch.no_grad(), _only_layers(model, slice(0, k)):
-        for start in _tqdm(range(0, len(order), 32), progress, f"frozen layers 1-{k}", unit="batch"):
+        for start in progress_bar(range(0, len(order), 32), f"frozen layers 1-{k}", progress, leave=True, unit="batch"):
             idx = order[start:start + 32]
             hidden = model.base_model(**_collate(enc, idx, pad_id, device)).last_hidden_state
             for row, i in enumerate(idx):
@@ -689,19 +675,6 @@ def _load_resume(path: Path, model, optimizer, scheduler) -> tuple[int, dict]:
 
 
 # ---------------------------------------------------------------- small helpers
-def _tqdm(iterable, enabled: bool, desc: str, **kw):
-    if not enabled:
-        return _Quiet(iterable)
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, dynamic_ncols=True, **kw)
-
-
-class _Quiet(list):
-    def set_postfix(self, *a, **k):
-        pass
-
-
 def _fmt_acc(acc) -> str:
     return "n/a" if acc is None else f"{100 * acc:.2f}%"
 

@@ -1,0 +1,77 @@
+"""`lab.metrics.protocols`: one method's explanations (+ model) -> {metric: mean} and per-example rows, equal to the
+metric functions they wrap and averaging to their means."""
+import numpy as np
+import pytest
+import torch
+
+from lab.metrics import aopc_lodds, auc_rep, comprehensiveness_sufficiency, kendall_tau, token_f1_curve
+from lab.metrics import protocols as P
+from tests.models import PAD_ID, UNK_ID, text_batch, tiny_bert
+
+SETTINGS = dict(fractions=(0.25, 0.5, 1.0), bins=(0.2, 0.5), mode="replace", deletion_max=2, auc_rep_stop=0.5,
+                ks=(1, 2))
+
+
+@pytest.fixture(scope="module")
+def units():
+    model = tiny_bert(num_labels=2, dtype=torch.float64).eval()
+    rows = text_batch(lengths=(6, 5, 7), seed=3)
+    n, s = rows["input_ids"].shape
+    valid = rows["attention_mask"].bool()
+    special = ~valid
+    special[:, 0] = True
+    special[torch.arange(n), valid.sum(1) - 1] = True
+    scores = torch.randn(n, s, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    rationale = torch.zeros(n, s, dtype=torch.bool)
+    rationale[:, 1:3] = True
+    return P.TextUnits(model, rows, scores, special, valid & ~special, valid, torch.tensor([0, 1, 1]), UNK_ID,
+                       PAD_ID, 16, rationale, scores.flip(1))
+
+
+def test_text_protocols_equal_the_metric_functions(units):
+    means, per = P.text_protocols(units, list(P.TEXT_COLUMNS), SETTINGS)
+    assert list(means) == list(P.TEXT_COLUMNS) and set(per) == set(means)
+    common = dict(special_mask=units.special, batch_size=16, progress=False)
+    r = aopc_lodds(units.model, units.rows, units.scores, fractions=SETTINGS["fractions"], token_id=UNK_ID,
+                   label="predicted", **common)
+    assert means["aopc"] == pytest.approx(r["aopc_mean"]) and means["lodds"] == pytest.approx(r["lodds_mean"])
+    r = comprehensiveness_sufficiency(units.model, units.rows, units.scores, bins=SETTINGS["bins"], mode="replace",
+                                      token_id=UNK_ID, pad_id=PAD_ID, **common)
+    assert means["sufficiency"] == pytest.approx(r["sufficiency_mean"])
+    r = auc_rep(units.model, units.rows, units.scores, stop=0.5, token_id=UNK_ID, **common)
+    assert means["auc_rep"] == pytest.approx(r["auc_mean"])
+    tau = kendall_tau(units.scores, units.reference, mask=units.content).statistic
+    assert means["kendall_loo"] == pytest.approx(float(np.nanmean(tau)))
+    curve = token_f1_curve(units.scores, units.rationale, units.valid, (1, 2), special_mask=units.special)
+    assert means["token_f1"] == pytest.approx(float(np.mean(curve["macro_f1"])))
+    for m, v in per.items():  # per-example rows average to the means (deletion: over the correct examples)
+        assert v.shape == (3,)
+        if np.isfinite(v).any():
+            assert np.nanmean(v) == pytest.approx(means[m], nan_ok=True), m
+
+
+def test_columns_follow_the_request_and_missing_inputs(units):
+    means, per = P.text_protocols(units, ["lodds", "aopc"], SETTINGS)
+    assert list(means) == ["lodds", "aopc"]
+    bare = P.TextUnits(**{**units.__dict__, "rationale": None, "reference": None})
+    means, _ = P.text_protocols(bare, ["token_f1", "kendall_loo", "auc_rep"], SETTINGS)
+    assert list(means) == ["auc_rep"]
+
+
+def test_patch_level_pools_pixel_maps():
+    maps = torch.arange(16.0).reshape(1, 4, 4)
+    assert torch.equal(P.patch_level(maps, (4, 4)), maps)
+    assert P.patch_level(maps, (2, 2))[0].tolist() == [[2.5, 4.5], [10.5, 12.5]]
+
+
+def test_units_from_an_explanation_set(units):
+    from lab.explainers.batch import explain_many
+
+    es = explain_many(units.model, units.rows, "saliency", batch_size=2)
+    u = P.TextUnits.from_explanations(es, units.model, units.rows, units.labels, UNK_ID, PAD_ID, 16)
+    assert u.scores.shape == (3, 7) and u.scores.dtype == torch.float64
+    assert torch.equal(u.content, units.content[:, :7])
+    means, per = P.text_protocols(u, ["aopc", "auc_rep"], SETTINGS)
+    direct = aopc_lodds(units.model, u.rows, u.scores, fractions=SETTINGS["fractions"], token_id=UNK_ID,
+                        label="predicted", special_mask=u.special, batch_size=16, progress=False)
+    assert means["aopc"] == pytest.approx(direct["aopc_mean"]) and per["auc_rep"].shape == (3,)
