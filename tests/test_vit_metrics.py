@@ -323,3 +323,48 @@ def test_vit_fig2_claims_use_per_pair_shifts():
     assert [c["verdict"] for c in res.claims] == ["holds", "holds"] and "interval" in res.claims[1]
     spec["per_pair"]["rollout"] = 0.1 + rng.normal(0, 0.02, 40)  # a class-agnostic map that moves: not expected
     assert cv.specificity_claims(spec)[0]["verdict"] == "fails"
+
+
+# ---- perturbation protocol options: fills, extended steps, bounds -------------------------------------------------
+
+
+def test_blur_fill_takes_each_removed_pixel_from_the_blurred_image():
+    images = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    blurred = mi.blur(images, sigma=1.5)
+    assert blurred.shape == images.shape
+    assert torch.allclose(mi.blur(torch.full((1, 3, 12, 12), 0.3)), torch.full((1, 3, 12, 12), 0.3), atol=1e-6)
+    assert blurred.std() < images.std()  # smoother
+    order = mi.removal_order(torch.rand(2, 12, 12, generator=torch.Generator().manual_seed(1)), "positive")
+    out = mi.remove_pixels(images, order, 30, blurred)
+    removed = (out != images).any(1)
+    assert torch.equal(out[:, :, removed[0]][0], blurred[:, :, removed[0]][0])
+    assert torch.equal(out.masked_select(~removed[:, None]), images.masked_select(~removed[:, None]))
+    with pytest.raises(mi.MetricInputError, match="fill"):
+        mi.remove_pixels(images, order, 3, blurred[:1])
+
+
+def test_perturbation_with_per_image_fill_is_batched_consistently():
+    model, images, labels, oracle = _evidence_case(n=6)
+    fill = torch.zeros_like(images)
+    fill[:3] = 1.0  # the first three images are "repaired" by their fill: evidence stays present
+    hits = mi.perturbation_hits(model, images, labels, oracle, "positive", mi.EXTENDED_FRACTIONS, fill, batch_size=11)
+    assert hits.shape == (11, 6) and hits[:, :3].all() and not hits[1:, 3:].any()
+
+
+def test_bounds_random_and_oracle_and_the_normalised_auc():
+    model, images, labels, _ = _evidence_case(n=8)
+    masks = model.region.bool().expand(8, -1, -1)
+    oracle, rand = mi.oracle_map(masks), mi.random_map(masks.shape)
+    assert (oracle[masks] > oracle[~masks].max()).all()  # every object pixel above every other
+    aucs = {name: {d: mi.perturbation_auc(mi.EXTENDED_FRACTIONS, mi.perturbation_curve(
+        model, images, labels, m, d, mi.EXTENDED_FRACTIONS, fill=0.0)) for d in ("negative", "positive")}
+        for name, m in (("oracle", oracle), ("random", rand))}
+    assert aucs["oracle"]["negative"] > aucs["random"]["negative"]
+    assert aucs["oracle"]["positive"] < aucs["random"]["positive"]
+    for d in ("negative", "positive"):
+        assert mi.normalised_auc(aucs["oracle"][d], aucs["random"][d], aucs["oracle"][d]) == pytest.approx(100)
+        assert mi.normalised_auc(aucs["random"][d], aucs["random"][d], aucs["oracle"][d]) == pytest.approx(0)
+    assert mi.normalised_auc(40.0, 20.0, 60.0) == pytest.approx(50)  # negative: halfway
+    assert mi.normalised_auc(30.0, 40.0, 20.0) == pytest.approx(50)  # positive: halfway, lower is better
+    with pytest.raises(mi.MetricInputError, match="coincide"):
+        mi.normalised_auc(1.0, 2.0, 2.0)
