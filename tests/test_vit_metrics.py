@@ -204,6 +204,11 @@ def test_chefer_experiments_run_end_to_end_on_the_smoke_profile(tiny_cache, lab_
     t3 = cv.ablation_results(ctx, t1, t2)
     spec = cv.class_specificity(ctx, ["rollout", "chefer"])
     assert t1["rows"]["rollout"]["negative_target"] is None
+    assert len(t1["curves"]["negative_predicted"]["chefer"]) == len(mi.EXTENDED_FRACTIONS)  # steps to 99 %
+    b = t1["bound_rows"]
+    assert b["oracle"]["negative_predicted"] >= b["random"]["negative_predicted"] - 1e-9
+    assert t1["normalised"]["chefer"]["negative_predicted"] == pytest.approx(mi.normalised_auc(
+        t1["rows"]["chefer"]["negative_predicted"], b["random"]["negative_predicted"], b["oracle"]["negative_predicted"]))
     assert all(0 <= v <= 100 for r in t1["rows"].values() for v in r.values() if v is not None)
     assert set(t3["rows"]) == {"chefer_last_block", "chefer"}
     assert spec["rows"]["rollout"]["map_change"] == pytest.approx(0, abs=1e-6)  # same map for both classes
@@ -213,6 +218,9 @@ def test_chefer_experiments_run_end_to_end_on_the_smoke_profile(tiny_cache, lab_
     cell = res.tables["table2_segmentation"]["rows"]["chefer"]["mAP"]
     assert cell == {"paper": 86.03, "ours": t2["rows"]["chefer"]["mAP"]}
     assert any("Fig. 2" in c["claim"] for c in res.claims) and "table1_interval_half_widths" in res.tables
+    assert {"random", "oracle"} <= set(res.tables["table1_perturbation"]["rows"])  # the bounds are rows
+    assert not any("oracle" in c["claim"] or "random" in c["detail"] for c in res.claims)  # never in claims
+    assert set(res.tables["table1_oracle_gap"]["rows"]) == set(t1["rows"])
     assert res.claims and all(c["verdict"] == "not evaluated" for c in res.claims)  # smoke
     for fig in (cv.figure1(ctx, maps["predicted"], 2), cv.figure2(ctx, spec, 1), cv.curves_figure(t1),
                 cv.example_renderer(ctx)(index=1, method="chefer", target_class=cv.target_choices(ctx)[3])):
@@ -228,6 +236,9 @@ def test_experiment_settings_reject_bad_values():
         cv.settings("smoke", methods=["chefer", "magic"])
     with pytest.raises(cv.ExperimentError, match="fill"):
         cv.settings("smoke", fill="blue")
+    with pytest.raises(cv.ExperimentError, match="fractions"):
+        cv.settings("smoke", fractions=(0.95, 0.99))
+    assert cv.settings("smoke", fill="blur")["fill"] == "blur"
     assert cv.settings("smoke", n_examples=None)["n_examples"] == cv.PROFILES["smoke"]["n_examples"]
 
 
