@@ -242,23 +242,50 @@ def test_experiment_settings_reject_bad_values():
     assert cv.settings("smoke", n_examples=None)["n_examples"] == cv.PROFILES["smoke"]["n_examples"]
 
 
+PATCH_LOOPS = ("leave_one_out", "erasure")  # one forward pass per patch (196 here): timed by `lab bench` instead
+
+
 @pytest.mark.slow
-def test_same_code_runs_on_a_vit_b16_shaped_config():
-    """ViT-B/16 geometry (224 px, 16-px patches, width 768, 12 heads), 2 blocks to stay fast: the 14x14 grid and
-    all sizes come from the config."""
+def test_every_image_explainer_and_metric_runs_on_a_vit_b16_shaped_checkpoint(tmp_path, lab_dirs):
+    """ViT-B/16 geometry (224 px, 16-px patches, width 768, 12 heads; 2 blocks to stay fast), saved and loaded as a
+    checkpoint the way the notebook takes one: the 14x14 grid and all sizes come from the config. Every image
+    explainer but the two patch loops; perturbation (blur fill, bounds) on two of them to keep the cost down."""
+    import lab
     from transformers import ViTConfig, ViTForImageClassification
 
     from lab.experiments import chefer_vit as cv
 
     torch.manual_seed(0)
-    model = ViTForImageClassification(ViTConfig(num_hidden_layers=2, num_labels=8, attn_implementation="eager"))
-    cfg = cv.settings("smoke", n_examples=2, n_pairs=1, methods=["rollout", "chefer"], progress=False)
-    ctx = cv.setup(cfg, model=model)
-    assert ctx.model_info["grid"] == (14, 14) and ctx.image_size == (224, 224)
-    maps = cv.compute_maps(ctx, ["rollout", "chefer", "lrp"], "predicted")
-    assert all(m.shape == (2, 224, 224) for m in maps.values())
-    scores = cv.segmentation_results(ctx, maps)["rows"]["chefer"]
-    assert 0 <= scores["mIoU"] <= 100
+    ViTForImageClassification(ViTConfig(num_hidden_layers=2, num_labels=16)).save_pretrained(tmp_path / "b16")
+    vision = [m for m, spec in lab.EXPLAINERS.items() if "vision" in spec.modalities and m not in PATCH_LOOPS]
+    cfg = cv.settings("smoke", n_examples=2, n_pairs=1, methods=vision, progress=False, fill="blur",
+                      fractions=(0.1, 0.9, 0.99), checkpoint=str(tmp_path / "b16"))
+    ctx = cv.setup(cfg)
+    assert ctx.model_info["grid"] == (14, 14) and ctx.image_size == (224, 224) and ctx.model.config.hidden_size == 768
+    maps = {}
+    for name in vision:
+        params = {"head_mask": torch.ones(2, 12)} if name == "mask_lrp" else {}
+        params.update({"steps": 4} if name == "integrated_gradients" else {})
+        maps[name] = cv.explain_maps(ctx.model, ctx.test.images, name, **cv._params_for(name, params, 0))
+    assert all(m.shape == (2, 224, 224) and torch.isfinite(m).all() for m in maps.values()), list(maps)
+    t2 = cv.segmentation_results(ctx, maps)
+    assert set(t2["rows"]) == set(vision) and all(0 <= v <= 100 for r in t2["rows"].values() for v in r.values())
+    t1 = cv.perturbation_results(ctx, {"predicted": {k: maps[k] for k in ("rollout", "chefer")}})
+    assert {"random", "oracle"} == set(t1["bound_rows"]) and len(t1["curves"]["negative_predicted"]["chefer"]) == 3
+    spec = cv.class_specificity(ctx, ["rollout", "chefer"])
+    assert cv.build_results(ctx, t1, t2, {"rows": {}, "per_image": {}}, spec).tables["table1_normalised"]
+
+
+def test_checkpoint_loading_refuses_other_architectures_in_one_line(tmp_path):
+    from transformers import BertConfig
+
+    from lab.models import vit
+
+    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(tmp_path)
+    with pytest.raises(vit.VitProfileError, match="'bert' model; only ViT"):
+        vit.load_checkpoint(tmp_path)
+    with pytest.raises(vit.VitProfileError, match="cannot load checkpoint"):
+        vit.load_checkpoint(tmp_path / "missing")
 
 
 # ---- claims decided by paired bootstrap intervals over images ----------------------------------------------------

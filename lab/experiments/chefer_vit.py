@@ -12,8 +12,9 @@ Everything the notebook `01_chefer_vit` computes lives here, as small functions 
     res = build_results(ctx, t1, t2, t3, spec)      # paper vs ours + claims -> results/01_chefer_vit.json
 
 Nothing here knows the model's size: the patch grid, image size and number of blocks come from the model's
-config, so `setup(cfg, model=ViTForImageClassification.from_pretrained("google/vit-base-patch16-224"))`
-runs the same code (the procedural images are then rendered at the model's resolution).
+config, so `settings(profile, checkpoint="google/vit-base-patch16-224")` (or `setup(cfg, model=...)`) runs the same
+code on ViT-B/16 (the procedural images are then rendered at the model's resolution; accuracy against our labels
+only means something for a model trained on them).
 
 Paper protocol (REPRODUCTION_SPEC 000.3), and our choices where the paper is silent:
 - "target class" = the ground-truth class (the authors' `--vis-class target` passes the dataset label as the class
@@ -110,7 +111,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "default": dict(model_profile="default", n_examples=500, n_pairs=48, n_figure=6, batch_size=50),
     "paper": dict(model_profile="paper", n_examples=2000, n_pairs=200, n_figure=8, batch_size=50),
 }
-COMMON = dict(methods=METHODS, ablations=tuple(ABLATIONS), seed=0, fill="mean", start_layer=0,
+COMMON = dict(methods=METHODS, ablations=tuple(ABLATIONS), seed=0, fill="mean", start_layer=0, checkpoint=None,
               fractions=mi.EXTENDED_FRACTIONS, partial_lrp_close=3.0, progress=True)
 FILLS = ("mean", "zero", "blur")
 BOUNDS = ("random", "oracle")  # perturbation orders that bound every map (never part of the paper's claims)
@@ -167,9 +168,13 @@ def _image_size(model) -> int:
 
 
 def setup(cfg: Mapping, model: torch.nn.Module | None = None) -> Context:
-    """Train or load the profile's ViT (or take `model`), and build the test set and two-object set at its size."""
+    """Train or load the profile's ViT (or take `model`, or load `cfg["checkpoint"]`: any Hugging Face ViT
+    classifier), and build the test set and two-object set at its resolution."""
     start = time.perf_counter()
     info: dict[str, Any] = {}
+    if model is None and cfg.get("checkpoint"):
+        model = vit_models.load_checkpoint(cfg["checkpoint"])
+        info["checkpoint"] = str(cfg["checkpoint"])
     if model is None:
         trained = vit_models.train_vit(cfg["model_profile"], seed=cfg["seed"], progress=cfg["progress"])
         model, info = trained.model, dict(trained.metrics, checkpoint=str(trained.path))

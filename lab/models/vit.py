@@ -188,3 +188,20 @@ def load_vit(path: str | Path) -> TrainedViT:
     settings = json.loads((path / "settings.json").read_text())
     metrics = json.loads((path / "metrics.json").read_text())
     return TrainedViT(model, settings, metrics, path)
+
+
+def load_checkpoint(name_or_path: str | Path) -> nn.Module:
+    """Any Hugging Face ViT checkpoint (a hub name when online, or a local folder) as an eval-mode
+    `ViTForImageClassification` with eager attention: google/vit-*, facebook/deit-* without distillation.
+    Other architectures (e.g. distilled DeiT) are refused in one line."""
+    from transformers import AutoConfig, ViTForImageClassification
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:
+        raise VitProfileError(f"cannot load checkpoint {str(name_or_path)!r}: {str(exc).splitlines()[0]}") from None
+    if config.model_type != "vit":
+        raise VitProfileError(f"checkpoint {str(name_or_path)!r} is a {config.model_type!r} model; only ViT "
+                              "classifiers are supported (google/vit-*, facebook/deit-* without distillation)")
+    return ViTForImageClassification.from_pretrained(name_or_path, attn_implementation="eager").eval()
+
