@@ -207,8 +207,9 @@ def test_chefer_experiments_run_end_to_end_on_the_smoke_profile(tiny_cache, lab_
     assert len(t1["curves"]["negative_predicted"]["chefer"]) == len(mi.EXTENDED_FRACTIONS)  # steps to 99 %
     b = t1["bound_rows"]
     assert b["oracle"]["negative_predicted"] >= b["random"]["negative_predicted"] - 1e-9
-    assert t1["normalised"]["chefer"]["negative_predicted"] == pytest.approx(mi.normalised_auc(
-        t1["rows"]["chefer"]["negative_predicted"], b["random"]["negative_predicted"], b["oracle"]["negative_predicted"]))
+    col = "negative_predicted"
+    assert t1["normalised"]["chefer"][col] == pytest.approx(mi.normalised_auc(
+        t1["rows"]["chefer"][col], b["random"][col], b["oracle"][col]))
     assert all(0 <= v <= 100 for r in t1["rows"].values() for v in r.values() if v is not None)
     assert set(t3["rows"]) == {"chefer_last_block", "chefer"}
     assert spec["rows"]["rollout"]["map_change"] == pytest.approx(0, abs=1e-6)  # same map for both classes
@@ -236,8 +237,8 @@ def test_experiment_settings_reject_bad_values():
         cv.settings("smoke", methods=["chefer", "magic"])
     with pytest.raises(cv.ExperimentError, match="fill"):
         cv.settings("smoke", fill="blue")
-    with pytest.raises(cv.ExperimentError, match="fractions"):
-        cv.settings("smoke", fractions=(0.95, 0.99))
+    with pytest.raises(cv.ExperimentError, match="extra_fractions"):
+        cv.settings("smoke", extra_fractions=(0.5,))
     assert cv.settings("smoke", fill="blur")["fill"] == "blur"
     assert cv.settings("smoke", n_examples=None)["n_examples"] == cv.PROFILES["smoke"]["n_examples"]
 
@@ -259,7 +260,7 @@ def test_every_image_explainer_and_metric_runs_on_a_vit_b16_shaped_checkpoint(tm
     ViTForImageClassification(ViTConfig(num_hidden_layers=2, num_labels=16)).save_pretrained(tmp_path / "b16")
     vision = [m for m, spec in lab.EXPLAINERS.items() if "vision" in spec.modalities and m not in PATCH_LOOPS]
     cfg = cv.settings("smoke", n_examples=2, n_pairs=1, methods=vision, progress=False, fill="blur",
-                      fractions=(0.1, 0.9, 0.99), checkpoint=str(tmp_path / "b16"))
+                      fractions=(0.1, 0.9), extra_fractions=(0.99,), checkpoint=str(tmp_path / "b16"))
     ctx = cv.setup(cfg)
     assert ctx.model_info["grid"] == (14, 14) and ctx.image_size == (224, 224) and ctx.model.config.hidden_size == 768
     maps = {}

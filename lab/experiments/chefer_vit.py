@@ -22,8 +22,9 @@ Paper protocol (REPRODUCTION_SPEC 000.3), and our choices where the paper is sil
   Class-agnostic methods (rollout, raw attention) give the same map for any class, so, as in the paper, they
   have no target-class entries.
 - Removed pixels are set to the test set's per-channel mean (`fill="mean"`); "zero" reproduces the authors'
-  black (0 in [0, 1] space), "blur" takes each removed pixel from a Gaussian blur of the image. Curves run to 95 %
-  and 99 %; the AUC stays the paper's: mean accuracy over 10 %...90 % (trapezoid / 0.8), see `lab.metrics.images`.
+  black (0 in [0, 1] space), "blur" takes each removed pixel from a Gaussian blur of the image. Curves run on to
+  95 % and 99 % (`extra_fractions`); the AUC stays the paper's: mean accuracy over the `fractions` 10 %...90 %
+  (trapezoid / 0.8), see `lab.metrics.images`.
 - Bounds: pixels removed in random order (`random`) and by the object mask (`oracle`: object last under negative,
   first under positive perturbation) are Table 1 rows of their own; `normalised` places each method between them
   (0 = random, 100 = oracle). They never enter the paper's claims.
@@ -103,7 +104,6 @@ TABLE1_DIRECTION = {"negative_predicted": "higher", "negative_target": "higher",
                     "positive_target": "lower"}
 TABLE2_DIRECTION = {"pixel_accuracy": "higher", "mAP": "higher", "mIoU": "higher"}
 SEGMENTATION = tuple(TABLE2_DIRECTION)
-PAPER_RANGE = (0.1, 0.9)  # fractions removed over which the AUC is taken (the paper's); curves may go further
 TABLE3_DIRECTION = {**TABLE2_DIRECTION, "positive_predicted": "lower", "negative_predicted": "higher"}
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -112,7 +112,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "paper": dict(model_profile="paper", n_examples=2000, n_pairs=200, n_figure=8, batch_size=50),
 }
 COMMON = dict(methods=METHODS, ablations=tuple(ABLATIONS), seed=0, fill="mean", start_layer=0, checkpoint=None,
-              fractions=mi.EXTENDED_FRACTIONS, partial_lrp_close=3.0, progress=True)
+              fractions=mi.FRACTIONS, extra_fractions=mi.EXTENDED_FRACTIONS[len(mi.FRACTIONS):],
+              partial_lrp_close=3.0, progress=True)
 FILLS = ("mean", "zero", "blur")
 BOUNDS = ("random", "oracle")  # perturbation orders that bound every map (never part of the paper's claims)
 ATTENTION_DERIVED = ("rollout", "raw_attention", "partial_lrp", "chefer")  # the methods the benchmark must separate
@@ -129,10 +130,9 @@ def settings(profile: str = "default", **overrides) -> dict:
         raise ExperimentError(f"unknown ablation(s) {bad}; choose from {', '.join(ABLATIONS)}")
     if not (cfg["fill"] in FILLS or isinstance(cfg["fill"], (int, float))):
         raise ExperimentError(f"fill must be 'mean', 'zero', 'blur' or a number, got {cfg['fill']!r}")
-    fr = np.asarray(cfg["fractions"], dtype=float)
-    if not (fr <= PAPER_RANGE[1] + 1e-9).sum() >= 2 or (fr < PAPER_RANGE[0] - 1e-9).any():
-        raise ExperimentError(f"fractions must hold at least two steps in the paper's AUC range {PAPER_RANGE[0]}.."
-                              f"{PAPER_RANGE[1]} and none below it, got {list(cfg['fractions'])}")
+    if len(cfg["fractions"]) < 2 or any(f <= max(cfg["fractions"]) for f in cfg["extra_fractions"]):
+        raise ExperimentError(f"fractions (the AUC's steps) need at least two values and extra_fractions (curve only) "
+                              f"must lie beyond them, got {list(cfg['fractions'])} and {list(cfg['extra_fractions'])}")
     return cfg
 
 
@@ -275,14 +275,19 @@ def compute_maps(ctx: Context, names: Sequence[str], setting: str = "predicted")
 # ---- Table 1: perturbation ------------------------------------------------------------------------------
 
 
+def curve_fractions(cfg: Mapping) -> list[float]:
+    """Every fraction removed along a curve: the AUC's steps, then the extra ones (95 %, 99 %)."""
+    return [*cfg["fractions"], *cfg["extra_fractions"]]
+
+
 def _perturb(ctx: Context, maps: torch.Tensor, direction: str, fill) -> tuple[np.ndarray, np.ndarray]:
-    """(per-image AUC over the paper's range [N], accuracy curve over every configured fraction [F])."""
-    fr = np.asarray(ctx.cfg["fractions"], dtype=float)
+    """(per-image AUC over `fractions` [N], accuracy curve over `curve_fractions` [F])."""
+    fr = curve_fractions(ctx.cfg)
     forward_batch = ctx.cfg["batch_size"] * len(fr)  # every fraction of a batch in one pass
     hits = mi.perturbation_hits(ctx.model, ctx.test.images, ctx.test.labels, maps, direction, fr, fill,
                                 forward_batch)
-    auc_steps = fr <= PAPER_RANGE[1] + 1e-9
-    return mi.perturbation_auc(fr[auc_steps], hits[auc_steps]), hits.mean(1)
+    k = len(ctx.cfg["fractions"])
+    return mi.perturbation_auc(fr[:k], hits[:k]), hits.mean(1)
 
 
 def perturbation_results(ctx: Context, maps: Mapping[str, Mapping[str, torch.Tensor]], timing: str = "table1",
@@ -308,8 +313,8 @@ def perturbation_results(ctx: Context, maps: Mapping[str, Mapping[str, torch.Ten
     for name in rows:  # class-agnostic methods: no target entries (as in the paper)
         for col in TABLE1_DIRECTION:
             rows[name].setdefault(col, None)
-    out = {"rows": rows, "curves": curves, "per_image": per_image, "fractions": list(ctx.cfg["fractions"]),
-           "auc_range": PAPER_RANGE, "clean_accuracy": ctx.model_info["accuracy_on_examples"]}
+    out = {"rows": rows, "curves": curves, "per_image": per_image, "fractions": curve_fractions(ctx.cfg),
+           "clean_accuracy": ctx.model_info["accuracy_on_examples"]}
     if bounds:
         out.update(bound_results(ctx, fill, rows))
     ctx.timings[f"{timing}_perturbation_s"] = round(time.perf_counter() - start, 1)
@@ -621,7 +626,7 @@ def build_results(ctx: Context, table1: Mapping, table2: Mapping, table3: Mappin
     meta = {"model": f"ViTForImageClassification trained here ({ctx.cfg['model_profile']} profile)",
             "n_examples": len(ctx.test), "n_pairs": len(ctx.pairs), "seed": ctx.cfg["seed"],
             "accuracy": ctx.model_info.get("test_accuracy"), "model_info": ctx.model_info,
-            "fill": ctx.cfg["fill"], "start_layer": ctx.cfg["start_layer"], "fractions": list(ctx.cfg["fractions"]),
+            "fill": ctx.cfg["fill"], "start_layer": ctx.cfg["start_layer"], "fractions": curve_fractions(ctx.cfg),
             "auc": "trapezoid over fractions 0.1..0.9 divided by 0.8, percent (mean accuracy over the curve)",
             "target_class": "ground-truth label", "timings": ctx.timings,
             "elapsed_s": round(time.perf_counter() - ctx.started, 1)}
