@@ -323,7 +323,8 @@ def perturbation_results(ctx: Context, maps: Mapping[str, Mapping[str, torch.Ten
 
 def bound_results(ctx: Context, fill, rows: Mapping) -> dict:
     """Random-order and mask-oracle AUCs (predicted-class columns: neither depends on the class) and each row of
-    `rows` normalised between them (0 = random, 100 = oracle; target columns use the same bounds)."""
+    `rows` normalised between them (0 = random, 100 = oracle; target columns use the same bounds; None where the
+    bounds coincide)."""
     seed = ctx.cfg["seed"]
     bound_maps = {"random": mi.random_map(ctx.test.masks.shape, seed), "oracle": mi.oracle_map(ctx.test.masks, seed)}
     b_rows, b_curves, b_per = {}, {}, {}
@@ -333,9 +334,12 @@ def bound_results(ctx: Context, fill, rows: Mapping) -> dict:
             b_per.setdefault(name, {})[col], curve = _perturb(ctx, m, direction, fill)
             b_rows.setdefault(name, {})[col] = float(b_per[name][col].mean())
             b_curves.setdefault(col, {})[name] = curve.tolist()
-    normalised = {name: {col: None if v is None else mi.normalised_auc(
-        v, b_rows["random"][col.split("_")[0] + "_predicted"], b_rows["oracle"][col.split("_")[0] + "_predicted"])
-        for col, v in r.items()} for name, r in rows.items()}
+    def normalise(v, col):
+        bound = col.split("_")[0] + "_predicted"
+        x = None if v is None else mi.normalised_auc(v, b_rows["random"][bound], b_rows["oracle"][bound])
+        return None if x is None or np.isnan(x) else x  # None: no value, or bounds that coincide
+
+    normalised = {name: {col: normalise(v, col) for col, v in r.items()} for name, r in rows.items()}
     return {"bound_rows": b_rows, "bound_curves": b_curves, "bound_per_image": b_per, "normalised": normalised}
 
 

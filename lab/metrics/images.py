@@ -132,12 +132,11 @@ def oracle_map(masks: torch.Tensor, seed: int = 0) -> torch.Tensor:
 
 def normalised_auc(auc, random, oracle):
     """Where an AUC lies between the random-order bound (0) and the mask-oracle bound (100); the same formula
-    serves both directions (positive perturbation: the oracle's AUC is the lowest, and lower is better)."""
-    auc, random, oracle = (np.asarray(v, dtype=float) for v in (auc, random, oracle))
+    serves both directions (positive perturbation: the oracle's AUC is the lowest, and lower is better). NaN where
+    the bounds coincide (a model at chance): the benchmark cannot rank maps there."""
+    auc, random, oracle = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (auc, random, oracle)))
     gap = oracle - random
-    if np.any(gap == 0):
-        raise MetricInputError("normalised_auc: the oracle and random bounds coincide; the benchmark cannot rank maps")
-    out = 100 * (auc - random) / gap
+    out = np.divide(100 * (auc - random), gap, out=np.full(gap.shape, np.nan), where=gap != 0)
     return float(out) if out.ndim == 0 else out
 
 
