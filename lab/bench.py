@@ -1,9 +1,10 @@
 """`python -m lab bench`: cost of every explainer as a ratio to one forward+backward pass on the same batch.
 
 Text: the MiniLM classifier (the fine-tuned SST-2 checkpoint when cached, else the pretrained encoder with a fresh
-head: timing does not depend on the weights) on a fixed batch of 16 x 128 tokens. Vision: a small ViT. Decoder: a
-randomly initialised GPT-2-shaped causal LM of MiniLM's width, explained at its next-token prediction (only the
-explainers that apply to it, `explainers.base.applies`).
+head: timing does not depend on the weights) on a fixed batch of 16 x 128 tokens. Vision: a small ViT (16 images)
+and ViT-B/16's shape (224 px, 14x14 patches, 12 blocks, random weights; 2 images): the paper-scale cost per image.
+Decoder: a randomly initialised GPT-2-shaped causal LM of MiniLM's width, explained at its next-token prediction
+(only the explainers that apply to it, `explainers.base.applies`).
 Peak memory is the peak resident-set growth over one extra call (sampled every 5 ms, glibc set to return freed
 memory at once; see `rss_tracks_live_memory`), so it is approximate.
 """
@@ -150,6 +151,16 @@ def vision_setup(batch: int = 16, seed: int = 0):
     return "vit-64px-p8", model, {"pixel_values": torch.randn(batch, 3, 64, 64, generator=torch.Generator().manual_seed(seed))}
 
 
+def vit_b16_setup(batch: int = 2, seed: int = 0):
+    """ViT-B/16's shape (224 px, 14x14 grid, 12 blocks of width 768), random weights: the paper-scale cost."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    model = ViTForImageClassification(ViTConfig(num_labels=1000, attn_implementation="eager")).eval()
+    pixels = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
+    return "vit-b16-224px", model, {"pixel_values": pixels}
+
+
 def method_params(name: str, model) -> dict:
     if name == "mask_lrp":
         cfg = model.config
@@ -240,7 +251,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, min(threads, psutil.cpu_count(logical=True) or 1)))
     rows = []
     setups = ([] if args.no_text else [lambda: text_setup(args.batch, args.length)]) + \
-             ([] if args.no_vision else [lambda: vision_setup(args.batch)]) + \
+             ([] if args.no_vision else [lambda: vision_setup(args.batch), lambda: vit_b16_setup()]) + \
              ([] if args.no_decoder else [lambda: decoder_setup(args.batch, args.length)])
     for setup in setups:
         label, model, inputs = setup()

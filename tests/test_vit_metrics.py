@@ -204,6 +204,12 @@ def test_chefer_experiments_run_end_to_end_on_the_smoke_profile(tiny_cache, lab_
     t3 = cv.ablation_results(ctx, t1, t2)
     spec = cv.class_specificity(ctx, ["rollout", "chefer"])
     assert t1["rows"]["rollout"]["negative_target"] is None
+    assert len(t1["curves"]["negative_predicted"]["chefer"]) == len(mi.EXTENDED_FRACTIONS)  # steps to 99 %
+    b = t1["bound_rows"]
+    assert b["oracle"]["negative_predicted"] >= b["random"]["negative_predicted"] - 1e-9
+    col = "negative_predicted"
+    assert t1["normalised"]["chefer"][col] == pytest.approx(mi.normalised_auc(
+        t1["rows"]["chefer"][col], b["random"][col], b["oracle"][col]))
     assert all(0 <= v <= 100 for r in t1["rows"].values() for v in r.values() if v is not None)
     assert set(t3["rows"]) == {"chefer_last_block", "chefer"}
     assert spec["rows"]["rollout"]["map_change"] == pytest.approx(0, abs=1e-6)  # same map for both classes
@@ -213,6 +219,9 @@ def test_chefer_experiments_run_end_to_end_on_the_smoke_profile(tiny_cache, lab_
     cell = res.tables["table2_segmentation"]["rows"]["chefer"]["mAP"]
     assert cell == {"paper": 86.03, "ours": t2["rows"]["chefer"]["mAP"]}
     assert any("Fig. 2" in c["claim"] for c in res.claims) and "table1_interval_half_widths" in res.tables
+    assert {"random", "oracle"} <= set(res.tables["table1_perturbation"]["rows"])  # the bounds are rows
+    assert not any("oracle" in c["claim"] or "random" in c["detail"] for c in res.claims)  # never in claims
+    assert set(res.tables["table1_oracle_gap"]["rows"]) == set(t1["rows"])
     assert res.claims and all(c["verdict"] == "not evaluated" for c in res.claims)  # smoke
     for fig in (cv.figure1(ctx, maps["predicted"], 2), cv.figure2(ctx, spec, 1), cv.curves_figure(t1),
                 cv.example_renderer(ctx)(index=1, method="chefer", target_class=cv.target_choices(ctx)[3])):
@@ -228,26 +237,56 @@ def test_experiment_settings_reject_bad_values():
         cv.settings("smoke", methods=["chefer", "magic"])
     with pytest.raises(cv.ExperimentError, match="fill"):
         cv.settings("smoke", fill="blue")
+    with pytest.raises(cv.ExperimentError, match="extra_fractions"):
+        cv.settings("smoke", extra_fractions=(0.5,))
+    assert cv.settings("smoke", fill="blur")["fill"] == "blur"
     assert cv.settings("smoke", n_examples=None)["n_examples"] == cv.PROFILES["smoke"]["n_examples"]
 
 
+PATCH_LOOPS = ("leave_one_out", "erasure")  # one forward pass per patch (196 here): timed by `lab bench` instead
+
+
 @pytest.mark.slow
-def test_same_code_runs_on_a_vit_b16_shaped_config():
-    """ViT-B/16 geometry (224 px, 16-px patches, width 768, 12 heads), 2 blocks to stay fast: the 14x14 grid and
-    all sizes come from the config."""
+def test_every_image_explainer_and_metric_runs_on_a_vit_b16_shaped_checkpoint(tmp_path, lab_dirs):
+    """ViT-B/16 geometry (224 px, 16-px patches, width 768, 12 heads; 2 blocks to stay fast), saved and loaded as a
+    checkpoint the way the notebook takes one: the 14x14 grid and all sizes come from the config. Every image
+    explainer but the two patch loops; perturbation (blur fill, bounds) on two of them to keep the cost down."""
+    import lab
     from transformers import ViTConfig, ViTForImageClassification
 
     from lab.experiments import chefer_vit as cv
 
     torch.manual_seed(0)
-    model = ViTForImageClassification(ViTConfig(num_hidden_layers=2, num_labels=8, attn_implementation="eager"))
-    cfg = cv.settings("smoke", n_examples=2, n_pairs=1, methods=["rollout", "chefer"], progress=False)
-    ctx = cv.setup(cfg, model=model)
-    assert ctx.model_info["grid"] == (14, 14) and ctx.image_size == (224, 224)
-    maps = cv.compute_maps(ctx, ["rollout", "chefer", "lrp"], "predicted")
-    assert all(m.shape == (2, 224, 224) for m in maps.values())
-    scores = cv.segmentation_results(ctx, maps)["rows"]["chefer"]
-    assert 0 <= scores["mIoU"] <= 100
+    ViTForImageClassification(ViTConfig(num_hidden_layers=2, num_labels=16)).save_pretrained(tmp_path / "b16")
+    vision = [m for m, spec in lab.EXPLAINERS.items() if "vision" in spec.modalities and m not in PATCH_LOOPS]
+    cfg = cv.settings("smoke", n_examples=2, n_pairs=1, methods=vision, progress=False, fill="blur",
+                      fractions=(0.1, 0.9), extra_fractions=(0.99,), checkpoint=str(tmp_path / "b16"))
+    ctx = cv.setup(cfg)
+    assert ctx.model_info["grid"] == (14, 14) and ctx.image_size == (224, 224) and ctx.model.config.hidden_size == 768
+    maps = {}
+    for name in vision:
+        params = {"head_mask": torch.ones(2, 12)} if name == "mask_lrp" else {}
+        params.update({"steps": 4} if name == "integrated_gradients" else {})
+        maps[name] = cv.explain_maps(ctx.model, ctx.test.images, name, **cv._params_for(name, params, 0))
+    assert all(m.shape == (2, 224, 224) and torch.isfinite(m).all() for m in maps.values()), list(maps)
+    t2 = cv.segmentation_results(ctx, maps)
+    assert set(t2["rows"]) == set(vision) and all(0 <= v <= 100 for r in t2["rows"].values() for v in r.values())
+    t1 = cv.perturbation_results(ctx, {"predicted": {k: maps[k] for k in ("rollout", "chefer")}})
+    assert {"random", "oracle"} == set(t1["bound_rows"]) and len(t1["curves"]["negative_predicted"]["chefer"]) == 3
+    spec = cv.class_specificity(ctx, ["rollout", "chefer"])
+    assert cv.build_results(ctx, t1, t2, {"rows": {}, "per_image": {}}, spec).tables["table1_normalised"]
+
+
+def test_checkpoint_loading_refuses_other_architectures_in_one_line(tmp_path):
+    from transformers import BertConfig
+
+    from lab.models import vit
+
+    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(tmp_path)
+    with pytest.raises(vit.VitProfileError, match="'bert' model; only ViT"):
+        vit.load_checkpoint(tmp_path)
+    with pytest.raises(vit.VitProfileError, match="cannot load checkpoint"):
+        vit.load_checkpoint(tmp_path / "missing")
 
 
 # ---- claims decided by paired bootstrap intervals over images ----------------------------------------------------
@@ -323,3 +362,47 @@ def test_vit_fig2_claims_use_per_pair_shifts():
     assert [c["verdict"] for c in res.claims] == ["holds", "holds"] and "interval" in res.claims[1]
     spec["per_pair"]["rollout"] = 0.1 + rng.normal(0, 0.02, 40)  # a class-agnostic map that moves: not expected
     assert cv.specificity_claims(spec)[0]["verdict"] == "fails"
+
+
+# ---- perturbation protocol options: fills, extended steps, bounds -------------------------------------------------
+
+
+def test_blur_fill_takes_each_removed_pixel_from_the_blurred_image():
+    images = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    blurred = mi.blur(images, sigma=1.5)
+    assert blurred.shape == images.shape
+    assert torch.allclose(mi.blur(torch.full((1, 3, 12, 12), 0.3)), torch.full((1, 3, 12, 12), 0.3), atol=1e-6)
+    assert blurred.std() < images.std()  # smoother
+    order = mi.removal_order(torch.rand(2, 12, 12, generator=torch.Generator().manual_seed(1)), "positive")
+    out = mi.remove_pixels(images, order, 30, blurred)
+    removed = (out != images).any(1)
+    assert torch.equal(out[:, :, removed[0]][0], blurred[:, :, removed[0]][0])
+    assert torch.equal(out.masked_select(~removed[:, None]), images.masked_select(~removed[:, None]))
+    with pytest.raises(mi.MetricInputError, match="fill"):
+        mi.remove_pixels(images, order, 3, blurred[:1])
+
+
+def test_perturbation_with_per_image_fill_is_batched_consistently():
+    model, images, labels, oracle = _evidence_case(n=6)
+    fill = torch.zeros_like(images)
+    fill[:3] = 1.0  # the first three images are "repaired" by their fill: evidence stays present
+    hits = mi.perturbation_hits(model, images, labels, oracle, "positive", mi.EXTENDED_FRACTIONS, fill, batch_size=11)
+    assert hits.shape == (11, 6) and hits[:, :3].all() and not hits[1:, 3:].any()
+
+
+def test_bounds_random_and_oracle_and_the_normalised_auc():
+    model, images, labels, _ = _evidence_case(n=8)
+    masks = model.region.bool().expand(8, -1, -1)
+    oracle, rand = mi.oracle_map(masks), mi.random_map(masks.shape)
+    assert (oracle[masks] > oracle[~masks].max()).all()  # every object pixel above every other
+    aucs = {name: {d: mi.perturbation_auc(mi.EXTENDED_FRACTIONS, mi.perturbation_curve(
+        model, images, labels, m, d, mi.EXTENDED_FRACTIONS, fill=0.0)) for d in ("negative", "positive")}
+        for name, m in (("oracle", oracle), ("random", rand))}
+    assert aucs["oracle"]["negative"] > aucs["random"]["negative"]
+    assert aucs["oracle"]["positive"] < aucs["random"]["positive"]
+    for d in ("negative", "positive"):
+        assert mi.normalised_auc(aucs["oracle"][d], aucs["random"][d], aucs["oracle"][d]) == pytest.approx(100)
+        assert mi.normalised_auc(aucs["random"][d], aucs["random"][d], aucs["oracle"][d]) == pytest.approx(0)
+    assert mi.normalised_auc(40.0, 20.0, 60.0) == pytest.approx(50)  # negative: halfway
+    assert mi.normalised_auc(30.0, 40.0, 20.0) == pytest.approx(50)  # positive: halfway, lower is better
+    assert np.isnan(mi.normalised_auc(1.0, 2.0, 2.0))  # a model at chance: the bounds coincide, nothing to rank

@@ -12,8 +12,9 @@ Everything the notebook `01_chefer_vit` computes lives here, as small functions 
     res = build_results(ctx, t1, t2, t3, spec)      # paper vs ours + claims -> results/01_chefer_vit.json
 
 Nothing here knows the model's size: the patch grid, image size and number of blocks come from the model's
-config, so `setup(cfg, model=ViTForImageClassification.from_pretrained("google/vit-base-patch16-224"))`
-runs the same code (the procedural images are then rendered at the model's resolution).
+config, so `settings(profile, checkpoint="google/vit-base-patch16-224")` (or `setup(cfg, model=...)`) runs the same
+code on ViT-B/16 (the procedural images are then rendered at the model's resolution; accuracy against our labels
+only means something for a model trained on them).
 
 Paper protocol (REPRODUCTION_SPEC 000.3), and our choices where the paper is silent:
 - "target class" = the ground-truth class (the authors' `--vis-class target` passes the dataset label as the class
@@ -21,7 +22,12 @@ Paper protocol (REPRODUCTION_SPEC 000.3), and our choices where the paper is sil
   Class-agnostic methods (rollout, raw attention) give the same map for any class, so, as in the paper, they
   have no target-class entries.
 - Removed pixels are set to the test set's per-channel mean (`fill="mean"`); "zero" reproduces the authors'
-  black (0 in [0, 1] space). AUC = mean accuracy over 10 %...90 % (trapezoid / 0.8), see `lab.metrics.images`.
+  black (0 in [0, 1] space), "blur" takes each removed pixel from a Gaussian blur of the image. Curves run on to
+  95 % and 99 % (`extra_fractions`); the AUC stays the paper's: mean accuracy over the `fractions` 10 %...90 %
+  (trapezoid / 0.8), see `lab.metrics.images`.
+- Bounds: pixels removed in random order (`random`) and by the object mask (`oracle`: object last under negative,
+  first under positive perturbation) are Table 1 rows of their own; `normalised` places each method between them
+  (0 = random, 100 = oracle). They never enter the paper's claims.
 - Segmentation: patch maps upsampled bilinearly, min–max normalised, thresholded at the mean; the class explained
   is the predicted one (authors' code).
 """
@@ -105,9 +111,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     "default": dict(model_profile="default", n_examples=500, n_pairs=48, n_figure=6, batch_size=50),
     "paper": dict(model_profile="paper", n_examples=2000, n_pairs=200, n_figure=8, batch_size=50),
 }
-COMMON = dict(methods=METHODS, ablations=tuple(ABLATIONS), seed=0, fill="mean", start_layer=0,
-              fractions=mi.FRACTIONS, partial_lrp_close=3.0, progress=True)
-FILLS = ("mean", "zero")
+COMMON = dict(methods=METHODS, ablations=tuple(ABLATIONS), seed=0, fill="mean", start_layer=0, checkpoint=None,
+              fractions=mi.FRACTIONS, extra_fractions=mi.EXTENDED_FRACTIONS[len(mi.FRACTIONS):],
+              partial_lrp_close=3.0, progress=True)
+FILLS = ("mean", "zero", "blur")
+BOUNDS = ("random", "oracle")  # perturbation orders that bound every map (never part of the paper's claims)
+ATTENTION_DERIVED = ("rollout", "raw_attention", "partial_lrp", "chefer")  # the methods the benchmark must separate
 
 
 def settings(profile: str = "default", **overrides) -> dict:
@@ -120,7 +129,10 @@ def settings(profile: str = "default", **overrides) -> dict:
     if bad:
         raise ExperimentError(f"unknown ablation(s) {bad}; choose from {', '.join(ABLATIONS)}")
     if not (cfg["fill"] in FILLS or isinstance(cfg["fill"], (int, float))):
-        raise ExperimentError(f"fill must be 'mean', 'zero' or a number, got {cfg['fill']!r}")
+        raise ExperimentError(f"fill must be 'mean', 'zero', 'blur' or a number, got {cfg['fill']!r}")
+    if len(cfg["fractions"]) < 2 or any(f <= max(cfg["fractions"]) for f in cfg["extra_fractions"]):
+        raise ExperimentError(f"fractions (the AUC's steps) need at least two values and extra_fractions (curve only) "
+                              f"must lie beyond them, got {list(cfg['fractions'])} and {list(cfg['extra_fractions'])}")
     return cfg
 
 
@@ -156,9 +168,13 @@ def _image_size(model) -> int:
 
 
 def setup(cfg: Mapping, model: torch.nn.Module | None = None) -> Context:
-    """Train or load the profile's ViT (or take `model`), and build the test set and two-object set at its size."""
+    """Train or load the profile's ViT (or take `model`, or load `cfg["checkpoint"]`: any Hugging Face ViT
+    classifier), and build the test set and two-object set at its resolution."""
     start = time.perf_counter()
     info: dict[str, Any] = {}
+    if model is None and cfg.get("checkpoint"):
+        model = vit_models.load_checkpoint(cfg["checkpoint"])
+        info["checkpoint"] = str(cfg["checkpoint"])
     if model is None:
         trained = vit_models.train_vit(cfg["model_profile"], seed=cfg["seed"], progress=cfg["progress"])
         model, info = trained.model, dict(trained.metrics, checkpoint=str(trained.path))
@@ -182,8 +198,11 @@ def class_name(ctx: Context, index: int) -> str:
 
 
 def fill_value(ctx: Context) -> torch.Tensor:
-    """Per-channel value (in the model's normalised input space) that removed pixels get."""
+    """Per-channel value (in the model's normalised input space) that removed pixels get, or with "blur" the
+    blurred test images (sigma = 1/32 of the image side) whose pixels replace the removed ones."""
     fill = ctx.cfg["fill"]
+    if fill == "blur":
+        return mi.blur(ctx.test.images, sigma=ctx.image_size[0] / 32)
     if fill == "mean":
         return ctx.test.channel_mean()
     mean, std = torch.tensor(ctx.test.mean), torch.tensor(ctx.test.std)
@@ -256,32 +275,90 @@ def compute_maps(ctx: Context, names: Sequence[str], setting: str = "predicted")
 # ---- Table 1: perturbation ------------------------------------------------------------------------------
 
 
-def perturbation_results(ctx: Context, maps: Mapping[str, Mapping[str, torch.Tensor]], timing: str = "table1") -> dict:
+def curve_fractions(cfg: Mapping) -> list[float]:
+    """Every fraction removed along a curve: the AUC's steps, then the extra ones (95 %, 99 %)."""
+    return [*cfg["fractions"], *cfg["extra_fractions"]]
+
+
+def _perturb(ctx: Context, maps: torch.Tensor, direction: str, fill) -> tuple[np.ndarray, np.ndarray]:
+    """(per-image AUC over `fractions` [N], accuracy curve over `curve_fractions` [F])."""
+    fr = curve_fractions(ctx.cfg)
+    forward_batch = ctx.cfg["batch_size"] * len(fr)  # every fraction of a batch in one pass
+    hits = mi.perturbation_hits(ctx.model, ctx.test.images, ctx.test.labels, maps, direction, fr, fill,
+                                forward_batch)
+    k = len(ctx.cfg["fractions"])
+    return mi.perturbation_auc(fr[:k], hits[:k]), hits.mean(1)
+
+
+def perturbation_results(ctx: Context, maps: Mapping[str, Mapping[str, torch.Tensor]], timing: str = "table1",
+                         bounds: bool = True) -> dict:
     """Table 1: AUC (%) of accuracy vs fraction removed, per method, for {negative, positive} x {predicted, target}.
 
-    maps: {"predicted": {method: maps}, "target": {method: maps}}. Returns rows, curves and the fractions.
+    maps: {"predicted": {method: maps}, "target": {method: maps}}. Returns rows, curves, per-image AUCs and the
+    fractions; with `bounds` also the random / oracle rows (`bound_rows`, `bound_curves`, `bound_per_image`) and
+    every method's AUC normalised between them (`normalised`).
     """
     start = time.perf_counter()
     rows: dict[str, dict[str, float | None]] = {}
     curves: dict[str, dict[str, list[float]]] = {}
-    per_image: dict[str, dict[str, np.ndarray]] = {}  # per-example AUCs, for standard errors of differences
+    per_image: dict[str, dict[str, np.ndarray]] = {}  # per-example AUCs, for paired intervals
     fill = fill_value(ctx)
-    forward_batch = ctx.cfg["batch_size"] * len(ctx.cfg["fractions"])  # every fraction of a batch in one pass
     for setting, by_method in maps.items():
         for name, m in by_method.items():
             for direction in DIRECTIONS:
-                hits = mi.perturbation_hits(ctx.model, ctx.test.images, ctx.test.labels, m, direction,
-                                            ctx.cfg["fractions"], fill, forward_batch)
                 col = f"{direction}_{setting}"
-                per_image.setdefault(name, {})[col] = mi.perturbation_auc(ctx.cfg["fractions"], hits)
+                per_image.setdefault(name, {})[col], curve = _perturb(ctx, m, direction, fill)
                 rows.setdefault(name, {})[col] = float(per_image[name][col].mean())
-                curves.setdefault(col, {})[name] = hits.mean(1).tolist()
+                curves.setdefault(col, {})[name] = curve.tolist()
     for name in rows:  # class-agnostic methods: no target entries (as in the paper)
         for col in TABLE1_DIRECTION:
             rows[name].setdefault(col, None)
+    out = {"rows": rows, "curves": curves, "per_image": per_image, "fractions": curve_fractions(ctx.cfg),
+           "clean_accuracy": ctx.model_info["accuracy_on_examples"]}
+    if bounds:
+        out.update(bound_results(ctx, fill, rows))
     ctx.timings[f"{timing}_perturbation_s"] = round(time.perf_counter() - start, 1)
-    return {"rows": rows, "curves": curves, "per_image": per_image, "fractions": list(ctx.cfg["fractions"]),
-            "clean_accuracy": ctx.model_info["accuracy_on_examples"]}
+    return out
+
+
+def bound_results(ctx: Context, fill, rows: Mapping) -> dict:
+    """Random-order and mask-oracle AUCs (predicted-class columns: neither depends on the class) and each row of
+    `rows` normalised between them (0 = random, 100 = oracle; target columns use the same bounds; None where the
+    bounds coincide)."""
+    seed = ctx.cfg["seed"]
+    bound_maps = {"random": mi.random_map(ctx.test.masks.shape, seed), "oracle": mi.oracle_map(ctx.test.masks, seed)}
+    b_rows, b_curves, b_per = {}, {}, {}
+    for name, m in bound_maps.items():
+        for direction in DIRECTIONS:
+            col = f"{direction}_predicted"
+            b_per.setdefault(name, {})[col], curve = _perturb(ctx, m, direction, fill)
+            b_rows.setdefault(name, {})[col] = float(b_per[name][col].mean())
+            b_curves.setdefault(col, {})[name] = curve.tolist()
+    def normalise(v, col):
+        bound = col.split("_")[0] + "_predicted"
+        x = None if v is None else mi.normalised_auc(v, b_rows["random"][bound], b_rows["oracle"][bound])
+        return None if x is None or np.isnan(x) else x  # None: no value, or bounds that coincide
+
+    normalised = {name: {col: normalise(v, col) for col, v in r.items()} for name, r in rows.items()}
+    return {"bound_rows": b_rows, "bound_curves": b_curves, "bound_per_image": b_per, "normalised": normalised}
+
+
+def benchmark_checks(table1: Mapping, oracle_gap: float = 2.0, spread: float = 5.0) -> dict:
+    """Does the benchmark separate the maps? Per method, the paired interval of (oracle − method) negative-
+    perturbation AUC (its low end should stay above `oracle_gap` points), and the spread (max − min) of the
+    attention-derived methods' negative AUCs (should reach `spread` points)."""
+    col = "negative_predicted"
+    oracle = table1.get("bound_per_image", {}).get("oracle", {}).get(col)
+    per = table1["per_image"]
+    rows = {}
+    if oracle is not None:
+        for name in per:
+            if col in per[name]:
+                iv = stats.paired_difference(oracle, per[name][col])
+                rows[name] = {"gap_to_oracle": iv.estimate, "gap_low": iv.low, "gap_high": iv.high}
+    att = {m: table1["rows"][m][col] for m in ATTENTION_DERIVED if m in table1["rows"]}
+    return {"rows": rows, "attention_spread": (max(att.values()) - min(att.values())) if len(att) > 1 else None,
+            "oracle_gap": oracle_gap, "spread_target": spread}
 
 
 # ---- Table 2: segmentation ------------------------------------------------------------------------------
@@ -306,7 +383,7 @@ def ablation_results(ctx: Context, table1: Mapping, table2: Mapping, names: Sequ
     """Table 3: the variants' segmentation and predicted-class perturbation, next to the full method (reused)."""
     names = list(ctx.cfg["ablations"] if names is None else names)
     maps = compute_maps(ctx, names, "predicted")
-    t1 = perturbation_results(ctx, {"predicted": maps}, timing="table3")
+    t1 = perturbation_results(ctx, {"predicted": maps}, timing="table3", bounds=False)
     t2 = segmentation_results(ctx, maps, timing="table3")
     rows, per_image = {}, {}
     for name in names + ["chefer"]:
@@ -379,7 +456,8 @@ def figure2(ctx: Context, specificity: Mapping, n: int | None = None):
 
 
 def curves_figure(table1: Mapping):
-    """Accuracy vs fraction of pixels removed, one panel per (direction, setting), AUC in the legend."""
+    """Accuracy vs fraction of pixels removed, one panel per (direction, setting), AUC in the legend; the random-order
+    and mask-oracle bounds dashed in grey on the predicted-class panels."""
     from matplotlib.figure import Figure
 
     cols = [c for c in TABLE1_DIRECTION if c in table1["curves"]]
@@ -388,13 +466,18 @@ def curves_figure(table1: Mapping):
     fig = Figure(figsize=(5.6 * len(cols), 3.2), layout="constrained")
     axes = fig.subplots(1, len(cols), squeeze=False)[0]
     for ax, col in zip(axes, cols):
-        curves = {LABELS.get(k, k): v for k, v in table1["curves"][col].items()}
-        aucs = {LABELS.get(k, k): table1["rows"][k][col] for k in table1["curves"][col]}
+        bounds = table1.get("bound_curves", {}).get(col, {})
+        curves = {LABELS.get(k, k): v for k, v in {**table1["curves"][col], **bounds}.items()}
+        aucs = {LABELS.get(k, k): {**table1["rows"], **table1.get("bound_rows", {})}[k][col] for k in
+                [*table1["curves"][col], *bounds]}
         lab.viz.perturbation_curves(table1["fractions"], curves, ax=ax, ylabel="top-1 accuracy",
                                     xlabel="fraction of pixels removed", title=col.replace("_", ", "),
                                     legend_values=aucs, legend_fmt="{name} ({value:.1f})")
-        for line, k in zip(ax.get_lines(), table1["curves"][col]):  # one colour per method in every panel
-            line.set_color(colour[k])
+        for line, k in zip(ax.get_lines(), [*table1["curves"][col], *bounds]):  # one colour per method
+            line.set_color(colour.get(k, "0.5"))
+            if k in BOUNDS:
+                line.set_linestyle("--")
+                line.set_marker("")
         lab.viz.legend_outside(ax)  # re-drawn with the new colours, off the curves
     return fig
 
@@ -547,15 +630,25 @@ def build_results(ctx: Context, table1: Mapping, table2: Mapping, table3: Mappin
     meta = {"model": f"ViTForImageClassification trained here ({ctx.cfg['model_profile']} profile)",
             "n_examples": len(ctx.test), "n_pairs": len(ctx.pairs), "seed": ctx.cfg["seed"],
             "accuracy": ctx.model_info.get("test_accuracy"), "model_info": ctx.model_info,
-            "fill": ctx.cfg["fill"], "start_layer": ctx.cfg["start_layer"],
+            "fill": ctx.cfg["fill"], "start_layer": ctx.cfg["start_layer"], "fractions": curve_fractions(ctx.cfg),
             "auc": "trapezoid over fractions 0.1..0.9 divided by 0.8, percent (mean accuracy over the curve)",
             "target_class": "ground-truth label", "timings": ctx.timings,
             "elapsed_s": round(time.perf_counter() - ctx.started, 1)}
     res = Results(NOTEBOOK, ctx.cfg["profile"], meta=meta)
+    bounds = {m: {c: r.get(c) for c in TABLE1_DIRECTION} for m, r in table1.get("bound_rows", {}).items()}
     res.add_table("table1_perturbation", "Positive / negative perturbation AUC (%), predicted and target class; "
-                  f"positive: lower is better, negative: higher is better; n = {len(ctx.test)} test images",
-                  pair(PAPER_TABLE1, table1["rows"]),
-                  TABLE1_DIRECTION)
+                  f"positive: lower is better, negative: higher is better; n = {len(ctx.test)} test images; "
+                  "rows random / oracle: pixels removed in random order / by the object mask (bounds, not methods)",
+                  pair(PAPER_TABLE1, {**table1["rows"], **bounds}), TABLE1_DIRECTION)
+    if "normalised" in table1:
+        res.add_table("table1_normalised", "Table 1 AUCs normalised between the random-order (0) and mask-oracle "
+                      "(100) bounds; higher is better in every column", table1["normalised"])
+        checks = benchmark_checks(table1)
+        res.meta["attention_spread_negative"] = checks["attention_spread"]
+        res.add_table("table1_oracle_gap", "Negative-perturbation AUC points below the mask oracle (paired 95 % "
+                      f"interval over images; a saturated benchmark has gap_low under {checks['oracle_gap']:g}); the "
+                      f"attention-derived methods spread over {checks['attention_spread'] or 0:.1f} points",
+                      checks["rows"])
     half = {m: {c: _half_width(stats.bootstrap(v)) for c, v in cols.items()}
             for m, cols in table1["per_image"].items()}
     res.add_table("table1_interval_half_widths", f"Half-width of the 95 % bootstrap interval of each Table 1 AUC "

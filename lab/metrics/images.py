@@ -4,9 +4,11 @@ Pure functions on tensors; the model enters only through a `predict` callable (o
 
 Perturbation (Table 1): pixels are removed in order of relevance, highest first (*positive*: a good map makes the
 accuracy drop fast, lower AUC is better) or lowest first (*negative*: higher is better), for 10 %, 20 %, ..., 90 %
-of the pixels; a removed pixel gets `fill` in every channel (we use the dataset's per-channel mean; the authors'
-code sets pixels to 0 in [0, 1] space, i.e. black). Top-1 accuracy against the ground-truth label is measured at
-each step.
+of the pixels (`EXTENDED_FRACTIONS` adds 95 % and 99 %); a removed pixel gets `fill`: one value per channel (the
+authors' code sets pixels to 0 in [0, 1] space, i.e. black; or the dataset's mean) or, per pixel, an image of
+replacement values such as `blur(images)`. Top-1 accuracy against the ground-truth label is measured at each step.
+Bounds: `random_map` removes pixels in random order, `oracle_map` removes the object last (negative) or first
+(positive); `normalised_auc` places a method between the two (0 = random order, 100 = the mask oracle).
 AUC normalisation (the paper does not state it): the trapezoidal area under accuracy-vs-fraction over
 [0.1, 0.9], divided by the width 0.8, times 100, i.e. the mean accuracy over the curve in percent; this is what
 the paper's values behave like (54.16 for a model whose clean accuracy is ~81 %).
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from lab.metrics import MetricInputError
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+EXTENDED_FRACTIONS = FRACTIONS + (0.95, 0.99)
 DIRECTIONS = ("positive", "negative")
 
 
@@ -80,16 +83,59 @@ def removal_order(relevance: torch.Tensor, direction: str = "positive") -> torch
 
 
 def remove_pixels(images: torch.Tensor, order: torch.Tensor, k: int, fill) -> torch.Tensor:
-    """Copy of images [N, C, H, W] with the first k pixels of `order` set to `fill` (scalar or per channel)."""
+    """Copy of images [N, C, H, W] with the first k pixels of `order` set to `fill`: a scalar, one value per
+    channel, or replacement images [N, C, H, W] (e.g. `blur(images)`) whose pixel is taken at each removed one."""
     n, c, h, w = images.shape
     out = images.clone().reshape(n, c, h * w)
-    fill = torch.as_tensor(fill, dtype=images.dtype, device=images.device).reshape(-1)
-    if fill.numel() not in (1, c):
-        raise MetricInputError(f"fill must be a scalar or have one value per channel ({c}), got {fill.numel()}")
-    idx = order[:, :k].to(images.device)
-    values = fill.reshape(1, -1, 1).expand(n, c, k) if fill.numel() == c else fill.expand(n, c, k)
-    out.scatter_(2, idx[:, None, :].expand(n, c, k), values)
+    fill = torch.as_tensor(fill, dtype=images.dtype, device=images.device)
+    idx = order[:, :k].to(images.device)[:, None, :].expand(n, c, k)
+    if fill.dim() == 4:
+        if fill.shape != images.shape:
+            raise MetricInputError(f"fill images {list(fill.shape)} must match images {list(images.shape)}")
+        values = fill.reshape(n, c, h * w).gather(2, idx)
+    elif fill.numel() in (1, c):
+        values = fill.reshape(1, -1, 1).expand(n, c, k)
+    else:
+        raise MetricInputError(f"fill must be a scalar, one value per channel ({c}) or images like the input, got "
+                               f"shape {list(fill.shape)}")
+    out.scatter_(2, idx, values)
     return out.reshape(n, c, h, w)
+
+
+def blur(images: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    """Gaussian blur of images [N, C, H, W] (separable, reflect padding, radius 3 sigma): a `fill` that keeps the
+    low frequencies of what is removed."""
+    if sigma <= 0:
+        raise MetricInputError(f"blur: sigma must be positive, got {sigma}")
+    radius = max(1, min(int(3 * sigma), images.shape[-1] - 1, images.shape[-2] - 1))
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype)
+    kernel = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    c = images.shape[1]
+    out = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def random_map(shape, seed: int = 0) -> torch.Tensor:
+    """Uniform noise maps of `shape` [N, H, W]: removing pixels in random order (the lower bound)."""
+    return torch.rand(tuple(shape), generator=torch.Generator().manual_seed(seed))
+
+
+def oracle_map(masks: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The mask oracle [N, H, W]: every object pixel above every other, in random order within each region."""
+    masks = torch.as_tensor(masks)
+    return masks.float() + 0.5 * random_map(masks.shape, seed)
+
+
+def normalised_auc(auc, random, oracle):
+    """Where an AUC lies between the random-order bound (0) and the mask-oracle bound (100); the same formula
+    serves both directions (positive perturbation: the oracle's AUC is the lowest, and lower is better). NaN where
+    the bounds coincide (a model at chance): the benchmark cannot rank maps there."""
+    auc, random, oracle = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (auc, random, oracle)))
+    gap = oracle - random
+    out = np.divide(100 * (auc - random), gap, out=np.full(gap.shape, np.nan), where=gap != 0)
+    return float(out) if out.ndim == 0 else out
 
 
 def _predictor(predict) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -126,7 +172,8 @@ def perturbation_hits(predict, images: torch.Tensor, labels: torch.Tensor, relev
     for start in range(0, images.shape[0], step):
         x, y = images[start:start + step], torch.as_tensor(labels[start:start + step]).cpu()
         order = removal_order(relevance[start:start + step], direction)
-        batch = torch.cat([remove_pixels(x, order, int(round(f * n_pixels)), fill) for f in fr])
+        f_batch = fill[start:start + step] if torch.is_tensor(fill) and fill.dim() == 4 else fill
+        batch = torch.cat([remove_pixels(x, order, int(round(f * n_pixels)), f_batch) for f in fr])
         pred = run(batch).argmax(-1).cpu().reshape(len(fr), len(x))
         hits[:, start:start + len(x)] = (pred == y[None]).numpy()
     return hits
