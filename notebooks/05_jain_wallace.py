@@ -228,8 +228,7 @@ table_frame(res, "timing")
 jw.add_claims(res, cfg, perf, analyses, tr)
 res.save()
 print(claims_markdown(res))
-if "average_readings" in res.tables:
-    display(table_frame(res, "average_readings"))
+display(jw.readings_frame(res))  # Average claims under both readings (empty when not compared)
 
 # %% [markdown]
 # **Discussion**, formatted from this run's results (tables and claims above): every claim is decided by a 95 %

@@ -126,9 +126,9 @@ def test_reading_comparison_lists_both_verdicts_and_adds_the_changed_claims():
             analyses[name, enc] = analysis(name, enc, n, tau)
     cfg = jw.settings("default")
     res = jw.add_claims(jw.Results(jw.NOTEBOOK, "default"), cfg, {}, analyses, None)
-    rows = res.tables["average_readings"]["rows"]
-    key = next(k for k in rows if k.startswith("Average-encoder attention–gradient"))
-    assert {c: v["ours"] for c, v in rows[key].items()} == {"verdict_authors": "holds", "verdict_appendix": "fails"}
+    frame = jw.readings_frame(res)
+    key = next(k for k in frame.index if k.startswith("Average-encoder attention–gradient"))
+    assert frame.loc[key].to_dict() == {"authors": "holds", "appendix": "fails"}
     texts = [c["claim"] for c in res.claims if c["claim"].startswith("Average-encoder attention–gradient")]
     assert len(texts) == 2 and texts[1].endswith("(ReLU/256, appendix) reading")
     assert "change verdict" in jw.discussion_markdown(res)
