@@ -957,7 +957,7 @@ def claims_and_readings(cfg: Mapping, perf: Mapping, analyses: Mapping, tr: Anal
     """`claims` and the rows of the Average-reading table (`reading_comparison`), computed once."""
     main = correlation_claims(analyses) + counterfactual_claims(cfg, analyses)
     rows, differ = reading_comparison(cfg, analyses, main)
-    out = main + performance_claims(perf) + differ
+    out = main + differ + performance_claims(perf)  # the other reading's claims right after the paper's
     if tr is not None and ("sst_jw", "lstm") in analyses:
         out += transformer_claims(tr, analyses["sst_jw", "lstm"])
     return out, rows
