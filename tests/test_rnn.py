@@ -25,10 +25,10 @@ class WordTokenizer:
 WORDS = "good bad movie plot the a was great awful fine where is john mary kitchen garden".split()
 
 
-def tiny_model(encoder="lstm", pair=False, num_classes=2, attention="tanh", seed=0):
+def tiny_model(encoder="lstm", pair=False, num_classes=2, attention="tanh", seed=0, average_reading="authors"):
     torch.manual_seed(seed)
     cfg = rnn.RNNConfig(vocab_size=20, num_classes=num_classes, encoder=encoder, attention=attention, embed_dim=6,
-                        hidden=4, pair=pair)
+                        hidden=4, pair=pair, average_reading=average_reading)
     return rnn.AttentionClassifier(cfg).double().eval()
 
 
@@ -98,8 +98,9 @@ def test_binary_output_is_sigmoid_and_multiclass_is_softmax():
 
 
 def test_detached_attention_gradient_matches_the_average_encoders_closed_form():
-    """Average encoder, α fixed: ∂z/∂e_t = α_t · W₁ᵀ(θ ⊙ 1[W₁e_t + b > 0]) — no path through the attention."""
-    model = tiny_model("average")
+    """Average encoder (appendix reading, ReLU), α fixed: ∂z/∂e_t = α_t · W₁ᵀ(θ ⊙ 1[W₁e_t + b > 0]) — no path
+    through the attention."""
+    model = tiny_model("average", average_reading="appendix")
     batch = rnn.make_batch(random_set(1, lengths=[5]))
     e = model.embed(batch.ids).detach().requires_grad_(True)
     out = model(batch, embeds=e, detach_attention=True)
@@ -144,3 +145,50 @@ def test_classification_metrics():
     m = rnn.classification_metrics(probs, [0, 1, 1, 1])
     assert m["accuracy"] == 0.75
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+@pytest.mark.parametrize("reading, width, act", [("authors", 128, torch.tanh), ("appendix", 256, torch.relu)])
+def test_average_readings_are_the_authors_tanh_128_and_the_appendixs_relu_256(reading, width, act):
+    """The authors' configuration (generate_average_config: activation tanh, hidden_size 128 = m) and the paper's
+    appendix (ReLU, 256) for hidden 128; h_t = act(W e_t + b) on every unpadded position, 0 on padding."""
+    torch.manual_seed(0)
+    cfg = rnn.RNNConfig(vocab_size=20, num_classes=2, encoder="average", embed_dim=6, hidden=128,
+                        average_reading=reading)
+    model = rnn.AttentionClassifier(cfg).double().eval()
+    assert cfg.hidden_dim == width and model.encoder.proj.out_features == width
+    assert model.attention.w1.in_features == width and model.out.in_features == width
+    batch = rnn.make_batch(random_set(2, lengths=[5, 3]))
+    e = model.embed(batch.ids)
+    h = model.encode(batch).h
+    expected = act(model.encoder.proj(e)) * batch.mask[..., None]
+    assert torch.allclose(h, expected, atol=1e-12)
+    assert (h[0] < 0).any() == (reading == "authors")  # tanh goes negative, ReLU never
+
+
+def test_average_reading_enters_the_cache_key_of_average_models_only():
+    """The default (authors) reading has its own key; the appendix reading keeps the key written before the option
+    existed (those cached models are all ReLU/256); other encoders' keys do not change."""
+    base = dict(vocab_size=20, num_classes=2, embed_dim=6, hidden=4)
+    authors = rnn.RNNConfig(encoder="average", **base)
+    appendix = rnn.RNNConfig(encoder="average", average_reading="appendix", **base)
+    assert authors.average_reading == "authors" and authors.key() != appendix.key()
+    old = {k: v for k, v in vars(appendix).items() if k != "average_reading"}
+    assert appendix.key() == old
+    lstm = [rnn.RNNConfig(encoder="lstm", average_reading=r, **base).key() for r in rnn.AVERAGE_READINGS]
+    assert lstm[0] == lstm[1] and "average_reading" not in lstm[0]
+    with pytest.raises(rnn.RNNInputError, match="average_reading must be one of"):
+        rnn.RNNConfig(encoder="average", average_reading="relu", **base)
+
+
+def test_a_cached_average_model_from_before_the_option_loads_as_the_appendix_reading(lab_dirs):
+    from lab import cache
+
+    model = tiny_model("average", average_reading="appendix").float()
+    final = cache.cached_dir("rnn", "old-average")
+    config = {k: v for k, v in vars(model.cfg).items() if k != "average_reading"}
+    with cache.atomic_dir(final) as tmp:
+        torch.save(model.state_dict(), tmp / "model.pt")
+        cache.atomic_write_json(tmp / "config.json", {"config": config, "pieces": []})
+        cache.atomic_write_json(tmp / "metrics.json", {})
+    loaded = rnn.load_trained(final)
+    assert loaded.config.average_reading == "appendix" and loaded.config.hidden_dim == 8

@@ -25,6 +25,15 @@ Protocol (REPRODUCTION_SPEC 003) and the choices forced or left open:
   attention detached. Long inputs are truncated to `max_length` word pieces.
 - Permutations: 100 per instance in one decoder call; adversaries: k = 5, λ = 500 (subtracted), ε = 0.01
   (classification, SNLI) / 0.05 (bAbI), Adam(amsgrad) lr 0.01, 500 steps, on a subsample of test instances.
+- Two readings where the paper's text and the authors' code differ (the authors' code, which produced the published
+  numbers, is the default): `average_reading` — the Average encoder is tanh with m = 128 in the authors'
+  configuration, ReLU with m = 256 in the appendix (`compare_average_reading` also trains and analyses the other
+  one, shown beside the default wherever a claim's verdict changes); `adversary_penalty` — the authors' code
+  penalises each adversary's hinge with λ = 500 ("authors"), the paper's Eq. 1 with λ/k ("paper").
+- The ε-max JSD is also stated relative to the largest JSD reachable on the instance (`reachable_max_jsd`: all
+  attention on the least-attended token), which is below ln 2 for short inputs. For pair tasks (SNLI, bAbI)
+  `context_zeroed_probs` is ŷ with the attended premise/story context set to 0 (the query kept): how much the
+  prediction relies on the premise at all.
 - Transformer (beyond the paper): the fine-tuned MiniLM SST-2 classifier (`fine_tune_preset("sst2", ...)`), its last
   block's [CLS] attention row averaged over heads; permutations/adversaries replace that row (per head) and recompute
   the last block from fixed value vectors; compared with |grad × input| (gradient of the predicted probability, no
@@ -54,7 +63,9 @@ from lab.viz.style import COLORBLIND
 
 NOTEBOOK = "05_jain_wallace"
 ENCODERS = ("lstm", "average")
-ENCODER_LABELS = {"lstm": "BiLSTM", "average": "Average", "cnn": "CNN", "transformer": "Transformer"}
+ENCODER_LABELS = {"lstm": "BiLSTM", "average": "Average", "cnn": "CNN", "transformer": "Transformer",
+                  "average:authors": "Average (tanh/128, authors)", "average:appendix": "Average (ReLU/256, appendix)"}
+ADVERSARY_PENALTIES = ("authors", "paper")  # hinge weight per adversary: λ (authors' code) | λ/k (Eq. 1)
 
 
 @dataclass(frozen=True)
@@ -113,7 +124,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 COMMON = dict(datasets=tuple(TASKS), encoders=ENCODERS, attention="tanh", embedding_std=0.33, n_permutations=100,
               k=5, lam=500.0, adv_lr=0.01, level=0.05, lr=1e-3, weight_decay=1e-5, seed=0, chunk=64,
-              adv_chunk=256, use_cache=True, progress=True)
+              adv_chunk=256, use_cache=True, progress=True, average_reading="authors", compare_average_reading=True,
+              adversary_penalty="authors")
 
 
 def settings(profile: str = "default", **overrides) -> dict:
@@ -128,7 +140,27 @@ def settings(profile: str = "default", **overrides) -> dict:
         raise ExperimentError(f"unknown encoder(s) {bad}; choose from {', '.join(rnn.ENCODERS)}")
     if cfg["attention"] not in rnn.ATTENTIONS:
         raise ExperimentError(f"attention must be one of {rnn.ATTENTIONS}, got {cfg['attention']!r}")
+    if cfg["average_reading"] not in rnn.AVERAGE_READINGS:
+        raise ExperimentError(f"average_reading must be one of {tuple(rnn.AVERAGE_READINGS)}, got "
+                              f"{cfg['average_reading']!r}")
+    if cfg["adversary_penalty"] not in ADVERSARY_PENALTIES:
+        raise ExperimentError(f"adversary_penalty must be one of {ADVERSARY_PENALTIES}, got "
+                              f"{cfg['adversary_penalty']!r}")
     return cfg
+
+
+def other_average(cfg: Mapping) -> str | None:
+    """The encoder key of the Average model in the other reading ("average:appendix" by default), when the run
+    compares readings (`compare_average_reading` and "average" among the encoders); else None."""
+    if not cfg["compare_average_reading"] or "average" not in cfg["encoders"]:
+        return None
+    return "average:" + next(r for r in rnn.AVERAGE_READINGS if r != cfg["average_reading"])
+
+
+def adversary_lambda(cfg: Mapping) -> float:
+    """The λ handed to `attention_tests.adversarial_attention`, whose penalty is (λ/k) Σ_i hinge_i: the authors'
+    code weighs each adversary's hinge by 500 itself (Binary_Classification.AdversaryMulti), so λ·k there."""
+    return cfg["lam"] * cfg["k"] if cfg["adversary_penalty"] == "authors" else cfg["lam"]
 
 
 def threads():
@@ -208,10 +240,12 @@ def load_tasks(cfg: Mapping) -> dict[str, Task]:
 
 # ---------------------------------------------------------------- models
 def model_config(task: Task, encoder: str, cfg: Mapping) -> rnn.RNNConfig:
+    """The model of one task; `encoder` may name an Average reading ("average:appendix"), else cfg's is used."""
+    encoder, _, reading = encoder.partition(":")
     hidden = max(2, int(round(task.spec.hidden * cfg["hidden_scale"])))
     return rnn.RNNConfig(vocab_size=len(task.vocab), num_classes=len(task.label_names), encoder=encoder,
                          attention=cfg["attention"], embed_dim=task.spec.embed_dim, hidden=hidden,
-                         pair=task.train.pair)
+                         pair=task.train.pair, average_reading=reading or cfg["average_reading"])
 
 
 _TABLE: dict[str, torch.Tensor] = {}
@@ -244,7 +278,9 @@ def train_model(task: Task, encoder: str, cfg: Mapping, force: bool = False) -> 
 
 
 def train_models(tasks: Mapping[str, Task], cfg: Mapping) -> dict[tuple[str, str], rnn.TrainedRNN]:
-    return {(name, enc): train_model(task, enc, cfg) for name, task in tasks.items() for enc in cfg["encoders"]}
+    """Every (dataset, encoder) model, plus the other Average reading's (`other_average`) when compared."""
+    encoders = [*cfg["encoders"], *filter(None, [other_average(cfg)])]
+    return {(name, enc): train_model(task, enc, cfg) for name, task in tasks.items() for enc in encoders}
 
 
 def test_performance(task: Task, trained: rnn.TrainedRNN) -> dict:
@@ -298,6 +334,20 @@ class Analysis:
     epsilon: float
     queries: list[str] | None = None
     timings: dict = field(default_factory=dict)
+    context_zeroed_probs: np.ndarray | None = None  # [N, C] pair tasks: ŷ with the attended context set to 0
+
+    @property
+    def adv_reachable_max(self) -> np.ndarray:
+        """Per adversarial instance, the largest JSD any attention could reach from α̂ (`reachable_max_jsd`)."""
+        return np.asarray([reachable_max_jsd(a) for a in self.attention[:self.adv_eps_max_jsd.size]])
+
+    @property
+    def adv_relative_jsd(self) -> np.ndarray:
+        """ε-max JSD / its reachable maximum per adversarial instance (empty when the attention is not kept)."""
+        top = self.adv_reachable_max
+        if top.size != self.adv_eps_max_jsd.size:
+            return np.zeros(0)
+        return self.adv_eps_max_jsd / np.maximum(top, 1e-12)
 
     @property
     def predicted(self) -> np.ndarray:
@@ -314,13 +364,21 @@ class Analysis:
         return len(self.tokens)
 
 
+def reachable_max_jsd(alpha) -> float:
+    """max over distributions q on α̂'s positions of JSD(q, α̂): JSD is convex in q, so a vertex attains it, and
+    JSD(δ_j, α̂) = ln 2 − ½[(1 + a) ln(1 + a) − a ln a] with a = α̂_j decreases in a: all mass on the least-attended
+    position. Equals ln 2 only when some α̂_j = 0."""
+    a = float(np.min(np.asarray(alpha, float)))
+    return float(at.LN2 - 0.5 * ((1 + a) * np.log1p(a) - (a * np.log(a) if a > 0 else 0.0)))
+
+
 def _chunks(rows: Sequence[int], lengths: Sequence[int], size: int) -> list[list[int]]:
     """Length-sorted chunks of `rows` (less padding)."""
     order = sorted(rows, key=lambda r: lengths[r])
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
-_PROTOCOL = ("chunk", "adv_chunk", "n_permutations", "k", "lam", "adv_steps", "adv_lr")
+_PROTOCOL = ("chunk", "adv_chunk", "n_permutations", "k", "lam", "adv_steps", "adv_lr", "adversary_penalty")
 
 
 def _memo(cfg: Mapping, prefix: str, compute, **key):
@@ -337,24 +395,27 @@ def _instances(task: Task) -> str:
                          [int(data.labels[r]) for r in rows], task.n_adversarial, task.epsilon])
 
 
-def analyse_rnn(task: Task, trained: rnn.TrainedRNN, cfg: Mapping, seed: int | None = None) -> Analysis:
+def analyse_rnn(task: Task, trained: rnn.TrainedRNN, cfg: Mapping, seed: int | None = None,
+                encoder: str | None = None) -> Analysis:
     """Algorithms 1–3 on the task's analysed test instances for one trained model: importance, τ and permutations
     in length-sorted chunks of `chunk` instances; adversaries for the first `n_adversarial` in chunks of
     `adv_chunk` (one optimisation per chunk: every instance and all k adversaries together). With `use_cache` the
-    analysis is memoised per model weights, instances, protocol and code (timings: those of the computing run)."""
+    analysis is memoised per model weights, instances, protocol and code (timings: those of the computing run).
+    `encoder` names the analysis (default: the model's encoder; "average:appendix" for the other reading)."""
     seed = cfg["seed"] if seed is None else seed
-    return _memo(cfg, f"rnn-{task.name}-{trained.config.encoder}", functools.partial(_analyse_rnn, task, trained,
-                                                                                    cfg, seed),
+    encoder = encoder or trained.config.encoder
+    return _memo(cfg, f"rnn-{task.name}-{encoder}", functools.partial(_analyse_rnn, task, trained, cfg, seed,
+                                                                      encoder),
                  model=cache.digest(trained.model), instances=_instances(task), seed=seed)
 
 
-def _analyse_rnn(task: Task, trained: rnn.TrainedRNN, cfg: Mapping, seed: int) -> Analysis:
+def _analyse_rnn(task: Task, trained: rnn.TrainedRNN, cfg: Mapping, seed: int, encoder: str) -> Analysis:
     model, data = trained.model, task.test
     rows = task.analysis_rows
     lengths = [len(s) for s in data.ids]
     out: dict[int, dict] = {}
     t = {"gradient": 0.0, "loo": 0.0, "permutation": 0.0, "adversarial": 0.0}
-    label = f"{task.spec.label}/{ENCODER_LABELS[trained.config.encoder]}"
+    label = f"{task.spec.label}/{ENCODER_LABELS[encoder]}"
     with threads():
         for chunk in _progress(_chunks(rows, lengths, cfg["chunk"]), cfg["progress"], label):
             batch = rnn.make_batch(data, chunk)
@@ -367,9 +428,11 @@ def _analyse_rnn(task: Task, trained: rnn.TrainedRNN, cfg: Mapping, seed: int) -
             view = at.rnn_view(model, batch)
             perm = at.permutation_test(view, cfg["n_permutations"], seed=seed)
             t["permutation"] += perm.seconds
+            zeroed = context_zeroed(view) if data.pair else None
             for i, r in enumerate(chunk):
                 n = int(batch.lengths[i])
                 out[r] = {"alpha": view.shown[i, :n].numpy(), "gradient": grad[i, :n].numpy(),
+                          **({} if zeroed is None else {"zeroed_probs": zeroed[i].numpy()}),
                           "loo": loo[i, :n].numpy(), "probs": view.probs[i].numpy(),
                           "perm_median": float(perm.median_tvd[i]), "max_attention": float(perm.max_attention[i]),
                           "perm_alpha": perm.median_alpha[i, :n].numpy(), "perm_probs": perm.median_probs[i].numpy()}
@@ -377,7 +440,8 @@ def _analyse_rnn(task: Task, trained: rnn.TrainedRNN, cfg: Mapping, seed: int) -
         for chunk in _progress(_chunks(adv_rows, lengths, cfg["adv_chunk"]), cfg["progress"], f"{label} adversary"):
             batch = rnn.make_batch(data, chunk)
             adv = at.adversarial_attention(at.rnn_view(model, batch), k=cfg["k"], epsilon=task.epsilon,
-                                           lam=cfg["lam"], steps=cfg["adv_steps"], lr=cfg["adv_lr"], seed=seed)
+                                           lam=adversary_lambda(cfg), steps=cfg["adv_steps"], lr=cfg["adv_lr"],
+                                           seed=seed)
             t["adversarial"] += adv.seconds
             for j, r in enumerate(chunk):
                 out[r].update(_adversarial_record(adv, j, int(batch.lengths[j])))
@@ -385,9 +449,16 @@ def _analyse_rnn(task: Task, trained: rnn.TrainedRNN, cfg: Mapping, seed: int) -
     queries = None
     if data.pair:
         queries = [" ".join(task.vocab.tokens(data.query_ids[r])).replace(" ##", "") for r in rows]
-    return _assemble(task.name, trained.config.encoder, task.label_names, tokens, [out[r] for r in rows],
+    return _assemble(task.name, encoder, task.label_names, tokens, [out[r] for r in rows],
                      [np.ones(len(x), bool) for x in tokens], np.asarray([data.labels[r] for r in rows]),
                      task.epsilon, t, queries)
+
+
+def context_zeroed(view: at.AttentionView) -> torch.Tensor:
+    """ŷ [B, C] with the attended premise/story context Σ_t α_t h_t set to 0 and the query kept (pair models): the
+    premise-reliance check — if ŷ hardly moves, the attention over the premise cannot matter either."""
+    with torch.no_grad():
+        return view.decode(torch.zeros_like(view.alpha)[:, None])[:, 0]
 
 
 def _adversarial_record(adv: at.AdversarialResult, j: int, n: int) -> dict:
@@ -425,7 +496,8 @@ def _assemble(dataset, encoder, label_names, tokens, recs, correlated, labels, e
         adv_alpha=[r["adv_alpha"] for r in adv],
         adv_probs=np.stack([r["adv_probs"] for r in adv]) if adv else np.zeros((0, len(label_names))),
         adv_feasible=np.asarray([r["adv_feasible"] for r in adv], bool), epsilon=epsilon, queries=queries,
-        timings=timings)
+        timings=timings, context_zeroed_probs=np.stack([r["zeroed_probs"] for r in recs])
+        if recs and "zeroed_probs" in recs[0] else None)
 
 
 def _progress(iterable, enabled: bool, desc: str):
@@ -437,7 +509,7 @@ def _progress(iterable, enabled: bool, desc: str):
 
 
 def analyse_models(tasks: Mapping[str, Task], models: Mapping, cfg: Mapping) -> dict[tuple[str, str], Analysis]:
-    return {key: analyse_rnn(tasks[key[0]], trained, cfg) for key, trained in models.items()}
+    return {key: analyse_rnn(tasks[key[0]], trained, cfg, encoder=key[1]) for key, trained in models.items()}
 
 
 # ---------------------------------------------------------------- the Transformer (beyond the paper)
@@ -489,7 +561,7 @@ def _transformer_chunk(model, tok, inputs, cfg, t: dict) -> list[dict]:
     view = at.transformer_view(model, inputs, tok)
     perm = at.permutation_test(view, cfg["n_permutations"], seed=cfg["seed"])
     t["permutation"] += perm.seconds
-    adv = at.adversarial_attention(view, k=cfg["k"], epsilon=at.EPSILON["classification"], lam=cfg["lam"],
+    adv = at.adversarial_attention(view, k=cfg["k"], epsilon=at.EPSILON["classification"], lam=adversary_lambda(cfg),
                                    steps=cfg["adv_steps"], lr=cfg["adv_lr"], seed=cfg["seed"])
     t["adversarial"] += adv.seconds
     out = []
@@ -617,12 +689,44 @@ def adversarial_rows(analyses: Mapping) -> dict:
             "mean_eps_max_jsd": (None, round(float(jsd.mean()), 3)),
             "median_eps_max_jsd": (None, round(float(np.median(jsd)), 3)),
             "frac_jsd_above_0.6": (None, round(float((jsd > 0.6).mean()), 3)),
+            **_relative_cells(a),
             "frac_feasible": (None, round(float(a.adv_feasible.mean()), 3)),
             "mean_any_iterate_jsd": (None, round(float(a.adv_any_iterate.mean()), 3)),
             "tau_jsd_vs_max_attention": (None, None if not np.isfinite(corr.statistic[0])
                                          else round(float(corr.statistic[0]), 3)),
             "s_per_instance": (None, round(a.timings["adversarial_s_per_instance"], 3)),
             "n": (None, int(jsd.size))}
+    return rows
+
+
+RELATIVE_JSD = 0.6 / at.LN2  # "near the bound": the absolute criterion JSD > 0.6 when the reachable maximum is ln 2
+
+
+def _relative_cells(a: Analysis) -> dict:
+    rel = a.adv_relative_jsd
+    if not rel.size:
+        return {}
+    return {"median_reachable_max_jsd": (None, round(float(np.median(a.adv_reachable_max)), 3)),
+            "median_relative_jsd": (None, round(float(np.median(rel)), 3)),
+            "frac_relative_jsd_above_0.87": (None, round(float((rel > RELATIVE_JSD).mean()), 3))}
+
+
+def premise_rows(analyses: Mapping) -> dict:
+    """Premise reliance (pair tasks): how often the prediction changes, and by how much (TVD), when the attended
+    premise/story context is zeroed; accuracy on the analysed instances with and without it. 95 % intervals."""
+    rows = {}
+    for (name, enc), a in analyses.items():
+        if a.context_zeroed_probs is None:
+            continue
+        changed = (a.context_zeroed_probs.argmax(-1) != a.predicted).astype(float)
+        moved = 0.5 * np.abs(a.context_zeroed_probs - a.probs).sum(-1)
+        row = {}
+        for col, iv in (("changed_prediction", stats.bootstrap(changed)), ("mean_tvd", stats.bootstrap(moved))):
+            row.update({col: (None, round(iv.estimate, 3)), f"{col}_ci_low": (None, round(iv.low, 3)),
+                        f"{col}_ci_high": (None, round(iv.high, 3))})
+        row["accuracy"] = (None, round(float((a.predicted == a.labels).mean()), 3))
+        row["accuracy_zeroed"] = (None, round(float((a.context_zeroed_probs.argmax(-1) == a.labels).mean()), 3))
+        rows[f"{TASKS[name].label} / {ENCODER_LABELS[enc]}"] = {**row, "n": (None, len(a))}
     return rows
 
 
@@ -769,11 +873,12 @@ def counterfactual_claims(cfg: Mapping, analyses: Mapping) -> list[dict]:
         parts = {}
         for k, a in per.items():
             peaked = a.max_attention >= np.median(a.max_attention)
-            parts[k] = (stats.bootstrap((a.perm_median_tvd[peaked] < 0.05).astype(float)), 0.25, "greater")
+            rate = float((a.perm_median_tvd[peaked] < 0.05).mean())
+            parts[k] = (stats.proportion(rate, int(peaked.sum())), 0.25, "greater")
         if parts:
-            out.append(_parts(f"Fig. 6: many instances with large attention barely move when it is permuted "
+            out.append(_parts(f"Fig. 6: there exist many instances with small Δŷ^med despite large attention "
                               f"({ENCODER_LABELS[enc]}): among the more peaked half (max α̂ ≥ its median), at least "
-                              f"a quarter have Δŷ^med < 0.05, on every dataset", parts))
+                              f"a quarter have Δŷ^med < 0.05, on every dataset (interval on the proportion)", parts))
     for enc in cfg["encoders"]:
         parts = {k: (stats.bootstrap((a.adv_eps_max_jsd > 0.6).astype(float)), 0.5, "greater")
                  for k, a in _by_encoder(analyses, enc).items() if a.adv_eps_max_jsd.size}
@@ -781,6 +886,12 @@ def counterfactual_claims(cfg: Mapping, analyses: Mapping) -> list[dict]:
             out.append(_parts(f"Fig. 7: adversarial attention is often near the JSD bound ln 2 ≈ 0.69 "
                               f"({ENCODER_LABELS[enc]}): ε-max JSD > 0.6 for more than half the instances on every "
                               "dataset", parts))
+        parts = {k: (stats.proportion(float((a.adv_relative_jsd > RELATIVE_JSD).mean()), a.adv_relative_jsd.size),
+                     0.5, "greater") for k, a in _by_encoder(analyses, enc).items() if a.adv_relative_jsd.size}
+        if parts:
+            out.append(_parts(f"Fig. 7, relative to each instance's reachable maximum ({ENCODER_LABELS[enc]}): ε-max "
+                              f"JSD above {RELATIVE_JSD:.0%} of the largest JSD any attention could reach from α̂ "
+                              "for more than half the instances on every dataset", parts))
     parts = {k: (stats.bootstrap(np.stack([a.adv_eps_max_jsd, a.max_attention[:a.adv_eps_max_jsd.size]], 1),
                                  _kendall_rows), 0.0, "less")
              for k, a in _by_encoder(analyses, "lstm").items() if a.adv_eps_max_jsd.size > 2}
@@ -805,13 +916,51 @@ def performance_claims(perf: Mapping) -> list[dict]:
     return out
 
 
+def verdict_of(claim: Mapping) -> str | None:
+    """The verdict a claim dict will get from `Results.add_claim` (before the smoke rule)."""
+    if "interval" in claim:
+        return stats.decide(claim["interval"], claim["margin"], claim["kind"])
+    return claim.get("verdict")
+
+
+def reading_comparison(cfg: Mapping, analyses: Mapping, main: Sequence[dict]) -> tuple[dict, list[dict]]:
+    """The Average claims under both readings (`average_reading` and `other_average`); `main`: the claims of the
+    default reading. Returns table rows {claim: verdict per reading} and the other reading's claims whose verdict
+    differs from the default's (to be shown beside them)."""
+    alt = other_average(cfg)
+    if alt is None or not any(e == alt for _, e in analyses):
+        return {}, []
+    swapped = {(n, "average" if e == alt else e): a for (n, e), a in analyses.items() if e != "average"}
+    average_only = {k: a for k, a in swapped.items() if k[1] == "average"}
+    other = {c["claim"]: c for c in correlation_claims(swapped)
+             + counterfactual_claims({**cfg, "encoders": ("average",)}, average_only)}
+    rows, differ = {}, []
+    for c in main:
+        o = other.get(c["claim"])
+        if o is None or "Average" not in c["claim"]:
+            continue
+        v, w = verdict_of(c), verdict_of(o)
+        rows[c["claim"]] = {cfg["average_reading"]: v, alt.partition(":")[2]: w}
+        if v != w:
+            differ.append({**o, "claim": f"{o['claim']} — {ENCODER_LABELS[alt]} reading"})
+    return rows, differ
+
+
 def claims(cfg: Mapping, perf: Mapping, analyses: Mapping, tr: Analysis | None) -> list[dict]:
     """The paper's claims on our numbers, each a dict of `Results.add_claim` arguments (claim, detail, and an
-    interval with its margin and kind, or a verdict combined from per-dataset intervals)."""
-    out = correlation_claims(analyses) + counterfactual_claims(cfg, analyses) + performance_claims(perf)
+    interval with its margin and kind, or a verdict combined from per-dataset intervals); the other Average
+    reading's claims follow where their verdict differs."""
+    return claims_and_readings(cfg, perf, analyses, tr)[0]
+
+
+def claims_and_readings(cfg: Mapping, perf: Mapping, analyses: Mapping, tr: Analysis | None) -> tuple[list, dict]:
+    """`claims` and the rows of the Average-reading table (`reading_comparison`), computed once."""
+    main = correlation_claims(analyses) + counterfactual_claims(cfg, analyses)
+    rows, differ = reading_comparison(cfg, analyses, main)
+    out = main + differ + performance_claims(perf)  # the other reading's claims right after the paper's
     if tr is not None and ("sst_jw", "lstm") in analyses:
         out += transformer_claims(tr, analyses["sst_jw", "lstm"])
-    return out
+    return out, rows
 
 
 def transformer_claims(tr: Analysis, lstm: Analysis) -> list[dict]:
@@ -843,6 +992,7 @@ def start_results(cfg: Mapping, tasks: Mapping[str, Task], meta: Mapping | None 
     """The notebook's Results, with the run's settings in `meta`; tables and claims are added as they are computed."""
     return Results(NOTEBOOK, cfg["profile"], meta={
         "datasets": list(tasks), "encoders": list(cfg["encoders"]), "attention": cfg["attention"],
+        "average_reading": cfg["average_reading"], "adversary_penalty": cfg["adversary_penalty"],
         "embeddings": "MiniLM-L6 word-piece table (384-d); bAbI: random 50-d",
         "n_analysis": {TASKS[n].label: len(t.analysis_rows) for n, t in tasks.items()},
         "n_adversarial": {TASKS[n].label: t.n_adversarial for n, t in tasks.items()},
@@ -869,9 +1019,19 @@ def add_analysis_tables(res: Results, analyses: Mapping, models: Mapping, level:
     res.add_table("fig6_permutation", "Permutation (Alg. 2): Δŷ^med = median TVD over 100 permutations of α̂ with h "
                   "fixed (one decoder call per batch)", permutation_rows(analyses))
     res.add_table("fig7_adversarial", "Adversarial attention (Alg. 3, k = 5, λ = 500, 500 Adam steps): ε-max JSD of "
-                  "the final iterates; any_iterate = the best feasible JSD seen during the optimisation",
+                  "the final iterates; any_iterate = the best feasible JSD seen during the optimisation; relative = "
+                  "ε-max JSD / the largest JSD any attention could reach from α̂ on that instance (all mass on its "
+                  "least-attended token; below ln 2 on short inputs)",
                   adversarial_rows(analyses), direction={"mean_eps_max_jsd": "higher"})
+    premise = premise_rows(analyses)
+    if premise:
+        res.add_table("premise_reliance", "Premise reliance (pair tasks; the check behind the SNLI Average result, "
+                      "in place of a dead-ReLU story): share of analysed instances whose prediction changes, and mean "
+                      "TVD of ŷ, when the attended premise/story context is set to 0 (query kept), with 95 % bootstrap "
+                      "intervals; accuracy with and without the context. A model that ignores the premise leaves its "
+                      "attention over the premise nothing to explain.", premise)
     return res
+
 
 
 def add_timing(res: Results, models: Mapping, analyses: Mapping) -> Results:
@@ -889,9 +1049,21 @@ def add_transformer(res: Results, tr: Analysis, analyses: Mapping) -> Results:
 
 
 def add_claims(res: Results, cfg: Mapping, perf: Mapping, analyses: Mapping, tr: Analysis | None) -> Results:
-    for c in claims(cfg, perf, analyses, tr):
+    """Every claim, and the table of the Average claims' verdicts under both readings (when compared)."""
+    out, rows = claims_and_readings(cfg, perf, analyses, tr)
+    for c in out:
         res.add_claim(**c)
+    if rows and res.profile != "smoke":  # words, not table values: kept in meta, shown by `readings_frame`; under
+        res.meta["average_readings"] = rows  # smoke every sampled verdict is "not evaluated" (Results.add_claim)
     return res
+
+
+def readings_frame(res: Results):
+    """The Average claims' verdicts under the authors' configuration (tanh, m = 128) and the paper's appendix (ReLU,
+    m = 256), one row per claim (empty when the readings were not compared)."""
+    import pandas as pd
+
+    return pd.DataFrame.from_dict(res.meta.get("average_readings", {}), orient="index")
 
 
 def _cells(table: Mapping, col: str, fmt: str = "{:.2f}", ci: bool = False) -> str:
@@ -931,9 +1103,23 @@ def discussion_markdown(res: Results) -> str:
                      + _cells(t["fig6_permutation"], "frac_median_tvd_below_0.05") + ".")
     if "fig7_adversarial" in t:
         parts.append("*Adversarial attention (Figs. 7–8).* Share of instances with ε-max JSD > 0.6 (bound "
-                     "ln 2 ≈ 0.69): " + _cells(t["fig7_adversarial"], "frac_jsd_above_0.6") + "; Kendall τ of the "
+                     "ln 2 ≈ 0.69): " + _cells(t["fig7_adversarial"], "frac_jsd_above_0.6") + "; above 87 % of the "
+                     "instance's reachable maximum: " + _cells(t["fig7_adversarial"], "frac_relative_jsd_above_0.87")
+                     + "; Kendall τ of the "
                      "JSD with the maximum attention: " + _cells(t["fig7_adversarial"], "tau_jsd_vs_max_attention")
                      + ".")
+    if "premise_reliance" in t:
+        parts.append("*Premise reliance (pair tasks).* Share of predictions that change when the attended "
+                     "premise/story context is zeroed: " + _cells(t["premise_reliance"], "changed_prediction",
+                                                                   ci=True) + ".")
+    readings = res.meta.get("average_readings")
+    if readings:
+        changed = [k for k, r in readings.items() if len(set(r.values())) > 1]
+        parts.append("*Average encoder, two readings.* " + (
+            f"{len(changed)} of {len(readings)} Average claims change verdict between the "
+            "authors' tanh/128 and the appendix's ReLU/256; both verdicts are listed with the claims."
+            if changed else "No Average claim changes verdict between the authors' tanh/128 and the appendix's "
+            "ReLU/256."))
     if "transformer" in t:
         parts.append("*The Transformer (beyond the paper), SST.* τ with gradient: "
                      + _cells(t["transformer"], "tau_vs_grad") + ". τ with LOO: "

@@ -8,8 +8,10 @@
 
 Model pieces (REPRODUCTION_SPEC 003.1 / 003.3):
 - embedding E (pretrained rows when given; pad row 0);
-- encoder h = Enc(x_e) ∈ R^{T×m}: "lstm" (BiLSTM, m = 2·hidden), "average" (h_t = ReLU(W e_t), m = 2·hidden, i.e.
-  256 for hidden 128 as in the paper), "cnn" (kernels 1/3/5/7 × hidden/2 filters, ReLU, m = 2·hidden);
+- encoder h = Enc(x_e) ∈ R^{T×m}: "lstm" (BiLSTM, m = 2·hidden), "average" (h_t = act(W e_t + b); `average_reading`
+  "authors" = tanh with m = hidden, i.e. tanh/128, the authors' configuration `generate_average_config`; "appendix"
+  = ReLU with m = 2·hidden, i.e. ReLU/256 as the paper's appendix states), "cnn" (kernels 1/3/5/7 × hidden/2
+  filters, ReLU, m = 2·hidden);
 - attention α̂ = softmax(φ(h, Q)): "tanh" (additive, φ = vᵀ tanh(W₁h + W₂Q)) or "dot" (scaled, φ = h·Q/√m); without a
   query (single-sequence classification) Q is absent for "tanh" and a learned vector for "dot";
 - decoder ŷ = σ(θ·h_α) for two classes (one logit), softmax(θ·h_α) otherwise; for pairs (SNLI premise/hypothesis,
@@ -44,6 +46,7 @@ from lab import cache
 PAD, UNK = 0, 1
 ENCODERS = ("lstm", "average", "cnn")
 ATTENTIONS = ("tanh", "dot")
+AVERAGE_READINGS = {"authors": ("tanh", 1), "appendix": ("relu", 2)}  # reading -> (activation, m / hidden)
 CNN_KERNELS = (1, 3, 5, 7)
 RNN_VERSION = 1  # bump when the model or training procedure changes (invalidates cached models)
 
@@ -220,12 +223,16 @@ class RNNConfig:
     encoder: str = "lstm"
     attention: str = "tanh"
     embed_dim: int = 384
-    hidden: int = 128  # BiLSTM hidden per direction; Average/CNN use 2·hidden so that every encoder has m = 2·hidden
+    hidden: int = 128  # BiLSTM hidden per direction; CNN (and the Average's "appendix" reading) m = 2·hidden
     pair: bool = False
+    average_reading: str = "authors"  # Average encoder: "authors" (tanh, m = hidden) | "appendix" (ReLU, m = 2·hidden)
 
     def __post_init__(self):
         if self.encoder not in ENCODERS:
             raise RNNInputError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if self.average_reading not in AVERAGE_READINGS:
+            raise RNNInputError(f"average_reading must be one of {tuple(AVERAGE_READINGS)}, got "
+                                f"{self.average_reading!r}")
         if self.attention not in ATTENTIONS:
             raise RNNInputError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
         if self.num_classes < 2:
@@ -236,7 +243,17 @@ class RNNConfig:
     @property
     def hidden_dim(self) -> int:
         """m, the size of each h_t."""
+        if self.encoder == "average":
+            return AVERAGE_READINGS[self.average_reading][1] * self.hidden
         return 2 * self.hidden if self.encoder != "cnn" else len(CNN_KERNELS) * max(1, (2 * self.hidden) // 4)
+
+    def key(self) -> dict:
+        """The settings that change this model's weights (a cache key). `average_reading` enters only for the Average
+        encoder's "authors" reading: keys written before the option existed (all of them "appendix") stay valid."""
+        out = asdict(self)
+        if self.encoder != "average" or self.average_reading == "appendix":
+            out.pop("average_reading")
+        return out
 
 
 class LSTMEncoder(nn.Module):
@@ -254,14 +271,16 @@ class LSTMEncoder(nn.Module):
 
 
 class AverageEncoder(nn.Module):
-    """h_t = ReLU(W e_t + b) (no interaction between tokens); the final state is the mean of the h_t."""
+    """h_t = act(W e_t + b), act = tanh or ReLU (no interaction between tokens); the final state is the mean of the
+    h_t over the unpadded positions."""
 
-    def __init__(self, d: int, m: int):
+    def __init__(self, d: int, m: int, activation: str = "tanh"):
         super().__init__()
         self.proj = nn.Linear(d, m)
+        self.activation = {"tanh": torch.tanh, "relu": torch.relu}[activation]
 
     def forward(self, e, lengths, mask):
-        h = torch.relu(self.proj(e)) * mask[..., None]
+        h = self.activation(self.proj(e)) * mask[..., None]
         return h, h.sum(1) / lengths[:, None].to(h.dtype)
 
 
@@ -282,7 +301,7 @@ def _encoder(cfg: RNNConfig) -> nn.Module:
     if cfg.encoder == "lstm":
         return LSTMEncoder(cfg.embed_dim, cfg.hidden)
     if cfg.encoder == "average":
-        return AverageEncoder(cfg.embed_dim, cfg.hidden_dim)
+        return AverageEncoder(cfg.embed_dim, cfg.hidden_dim, AVERAGE_READINGS[cfg.average_reading][0])
     return CNNEncoder(cfg.embed_dim, cfg.hidden_dim // len(CNN_KERNELS))
 
 
@@ -508,7 +527,7 @@ def train_cached(name: str, train: EncodedSet, dev: EncodedSet | None, vocab: Vo
                  tc: TrainConfig, embeddings: torch.Tensor | None = None, embeddings_id: str = "random",
                  force: bool = False, progress: bool = True) -> TrainedRNN:
     """Train (or load from the cache) one model; the key covers the data, vocabulary, config and training config."""
-    key = cache.cache_key(f"{name}-{cfg.encoder}-{cfg.attention}", version=RNN_VERSION, config=asdict(cfg),
+    key = cache.cache_key(f"{name}-{cfg.encoder}-{cfg.attention}", version=RNN_VERSION, config=cfg.key(),
                           train=asdict(tc), data=train.digest(), dev=dev.digest() if dev is not None else None,
                           vocab=vocab.digest(), embeddings=embeddings_id)
     final = cache.cached_dir("rnn", key)
@@ -531,7 +550,7 @@ def load_trained(path: str | Path, tokenizer=None) -> TrainedRNN:
     if not cache.verify(path):
         raise FileNotFoundError(f"{path} is not a complete, intact cached model; train it again")
     meta = cache.read_json(path / "config.json")
-    cfg = RNNConfig(**meta["config"])
+    cfg = RNNConfig(**{"average_reading": "appendix", **meta["config"]})  # older entries: the appendix reading
     model = AttentionClassifier(cfg)
     model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
     model.eval()
