@@ -15,9 +15,15 @@ from .common import cls_row, head_mean, relevance_trace, resolve_target, rollout
 
 CLAMPS = ("before_mean", "after_mean")
 ABLATIONS = (None, "no_gradient", "last_block", "second_block")
-# reading="text": the rules as the paper prints them; reading="code": as the authors' code computes them
-# (hila-chefer/Transformer-Explainability; tests/test_reference_chefer.py checks both against its outputs).
-# Rule parameters left at None take the reading's value; given, they override it.
+# reading= of chefer / partial_lrp / lrp: "text" (default) applies the rules as Chefer et al. 2021 print them,
+# "code" as their code computes them (hila-chefer/Transformer-Explainability; tests/test_reference_chefer.py
+# matches it to 1e-3):
+#   method       | text                                      | code
+#   chefer       | sum|R| normalisation, A·V/Q·K^T           | |sum R|, A·V/Q·K^T halved, rollout rows normalised
+#                | normalised, rollout rows as they are      | (text models; their ViT generator does not)
+#   partial_lrp  | Eq. 6 linear rule, normalised adds/matmul | Eq. 4 linear rule, z-rule adds, A·V/Q·K^T halved
+#   lrp          | Eq. 4, z-rule adds, naive A·V/Q·K^T       | A·V/Q·K^T halved; z^B at ViT pixels (image min/max)
+# Rule parameters (absolute, matmul, rollout_normalize) left at None take the reading's value; given, they win.
 READINGS = {"text": dict(absolute="sum_abs", matmul="normalized", rollout_normalize=False),
             "code": dict(absolute="abs_sum", matmul="halve", rollout_normalize=True)}
 
@@ -62,9 +68,8 @@ def _input_scores(adapter, inputs, target, composite, reduce, pixels):
           "Bach et al. 2015; Chefer et al. 2021 Eq. 4", own_forward=True)
 def lrp(adapter, inputs, target, linear: str = "eq4", score: str = "sum", pixels: bool = True, epsilon: float = 1e-6,
         reading: str = "text"):
-    """reading="text": A·V and Q·K^T take the naive rule (each operand gets all of R, Lemma 1); reading="code":
-    both halved, and the ViT's patch projection takes the z^B rule (bounds: each image's min / max), as the
-    authors' LRP baseline (their layers_lrp.py)."""
+    """reading="text": naive A·V and Q·K^T (each operand gets all of R, Lemma 1); "code": the authors' LRP
+    baseline (READINGS)."""
     composite = LRP_EQ4.with_(linear=linear, epsilon=epsilon)
     if _is_code(reading):
         composite = composite.with_(matmul="halve", first_linear="zb")
@@ -102,8 +107,7 @@ def lrp_alpha_beta(adapter, inputs, target, alpha: float = 1.0, beta: float = 0.
           "Voita et al. 2019; Chefer et al. 2021 Sec. 4", own_forward=True)
 def partial_lrp(adapter, inputs, target, absolute: str | None = None, matmul: str | None = None,
                 reading: str = "text"):
-    """reading="text": Chefer's composite (Eq. 6 linear rule, normalised adds); reading="code": the authors'
-    "orig LRP" baseline (Eq. 4 linear rule, z-rule adds, A·V and Q·K^T halved). See READINGS."""
+    """reading="text": Chefer's composite; "code": the authors' "orig LRP" baseline (READINGS)."""
     rules = _read(reading, absolute=absolute, matmul=matmul)
     composite = (LRP_EQ4 if _is_code(reading) else CHEFER).with_(**rules)
     trace = relevance_trace(adapter, inputs, target, composite)
@@ -148,9 +152,7 @@ def _chefer_scores(adapter, inputs, target, composite, start_layer, clamp, rollo
 def chefer(adapter, inputs, target, start_layer: int = 0, clamp: str = "before_mean",
            rollout_normalize: bool | None = None, absolute: str | None = None, matmul: str | None = None,
            gradient_of: str = "logit", ablation=None, reading: str = "text"):
-    """reading="text" (the paper): normalisation by sum|R|, A·V and Q·K^T normalised, rollout rows as they are;
-    reading="code" (the authors' code): |sum R|, A·V and Q·K^T halved, rollout rows normalised for text models
-    only (their ViT generator does not normalise). See READINGS."""
+    """reading="text": the rules as the paper prints them; "code": as the authors' code computes them (READINGS)."""
     if reading == "code" and rollout_normalize is None:
         rollout_normalize = adapter.modality == "text"
     rules = _read(reading, absolute=absolute, matmul=matmul, rollout_normalize=rollout_normalize)
