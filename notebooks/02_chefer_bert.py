@@ -74,12 +74,22 @@ print({k: v for k, v in ctx.timings.items() if k.startswith("explain")})
 # A method's predicted rationale is its top-k units (`f1_unit`): word pieces, F1 against the word pieces of the
 # annotated rationale words; or words (the authors' pipeline), each scored by the max over its pieces, F1 against
 # the rationale words. **Reported: per-document F1 averaged over reviews** (ERASER's `instance_macro`); the pooled
-# (micro) F1 is shown next to it. Paper methods are solid, methods beyond the paper dashed. The other unit's table
-# follows the figure.
+# (micro) F1 is shown next to it. Paper methods are solid, methods beyond the paper dashed. On the same axes, as
+# bounds: the **oracle ceiling** (black dotted: the rationale itself as the scores, so every top-k pick is rationale
+# while any is left) and a **random ranking** (grey dash-dot: one seeded draw of uniform scores). The other unit's
+# table follows the figure.
 
 # %%
+from lab.metrics import random_scores
+from lab.viz import reference_curves
+
 fig3 = cb.figure3_results(ctx, maps)
 fig = viz_cb.figure3_plot(fig3, cb.LABELS, cb.PAPER_METHODS)
+oracle = ctx.rationale[ctx.order[:max(len(m) for m in maps.values())]].double()
+bounds = cb.figure3_results(ctx, {"oracle": oracle, "random": random_scores(oracle, seed)})
+for ax, kind in zip(fig.axes, ("macro", "micro")):
+    reference_curves(bounds["ks"], {"oracle (ceiling)": bounds[kind]["oracle"], "random": bounds[kind]["random"]},
+                     ax=ax, legend={"fontsize": 7} if kind == "micro" else False)
 lab.save_figure(fig, "02_chefer_bert", "figure3_token_f1")
 fig
 

@@ -13,6 +13,16 @@ from lab.relevance import CHEFER, GRADIENT, LRP_EQ4, RelevanceOps
 from tests.models import text_batch, tiny_bert, tiny_roberta, tiny_vit
 
 RELEVANCE_METHODS = ["lrp", "lrp_alpha_beta", "partial_lrp", "chefer"]
+# the generic checks also run each method with reading="code" (the authors' code's rules) where it has one
+GENERIC = RELEVANCE_METHODS + ["mask_lrp", "lrp/code", "partial_lrp/code", "chefer/code"]
+
+
+def _method(case):
+    """'chefer/code' -> ('chefer', {'reading': 'code'}); mask_lrp gets a mixed head mask."""
+    method, _, reading = case.partition("/")
+    if method == "mask_lrp":
+        return method, {"head_mask": torch.tensor([[1, 0, 1, 1], [0, 1, 1, 0]])}
+    return method, {"reading": reading} if reading else {}
 
 
 def _images(n=3, seed=0):
@@ -178,11 +188,11 @@ def test_mask_lrp_mask_changes_scores_and_still_conserves():
     assert masked.delta.abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("method", RELEVANCE_METHODS + ["mask_lrp"])
+@pytest.mark.parametrize("case", GENERIC)
 @pytest.mark.parametrize("kind", ["bert", "vit"])
-def test_batched_equals_one_by_one(method, kind):
+def test_batched_equals_one_by_one(case, kind):
     model, batch = _model_and_batch(kind)
-    params = {"head_mask": torch.tensor([[1, 0, 1, 1], [0, 1, 1, 0]])} if method == "mask_lrp" else {}
+    method, params = _method(case)
     target = torch.tensor([2, 0, 1])
     full = lab.explain(model, batch, method, target=target, **params)
     for i in range(3):
@@ -198,13 +208,13 @@ def test_batched_equals_one_by_one(method, kind):
             assert torch.all(full.scores[i, n:] == 0)
 
 
-@pytest.mark.parametrize("method", RELEVANCE_METHODS + ["mask_lrp"])
-def test_model_unchanged_and_no_hooks_left(method):
+@pytest.mark.parametrize("case", GENERIC)
+def test_model_unchanged_and_no_hooks_left(case):
     model = tiny_bert(attn_implementation="sdpa")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     batch = text_batch()
     out_before = model(**batch).logits
-    params = {"head_mask": torch.ones(2, 4)} if method == "mask_lrp" else {}
+    method, params = _method(case)
     lab.explain(model, batch, method, **params)
     assert model.config._attn_implementation == "sdpa"
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -242,7 +252,8 @@ def test_chefer_options_and_ablations_are_distinct_and_recorded():
     assert base.params["clamp"] == "before_mean" and base.params["absolute"] == "sum_abs"
     variants = [dict(clamp="after_mean"), dict(rollout_normalize=True), dict(absolute="abs_sum"),
                 dict(matmul="halve"), dict(ablation="no_gradient"), dict(ablation="last_block"),
-                dict(ablation="second_block"), dict(start_layer=1), dict(gradient_of="probability")]
+                dict(ablation="second_block"), dict(start_layer=1), dict(gradient_of="probability"),
+                dict(reading="code")]
     for params in variants:
         other = lab.explain(model, batch, "chefer", **params)
         assert other.params | params == other.params
@@ -255,6 +266,8 @@ def test_chefer_bad_parameters_give_one_clear_error():
         lab.explain(model, text_batch(), "chefer", start_layer=5)
     with pytest.raises(ValueError, match="clamp"):
         lab.explain(model, text_batch(), "chefer", clamp="sometimes")
+    with pytest.raises(ValueError, match="reading must be one of"):
+        lab.explain(model, text_batch(), "partial_lrp", reading="paper")
     with pytest.raises(ValueError, match="head_mask"):
         lab.explain(model, text_batch(), "mask_lrp", head_mask=torch.ones(3, 3))
 

@@ -4,7 +4,8 @@ import torch
 from matplotlib.figure import Figure
 
 from lab.viz import (bar_table, heatmap_matrix, image_grid, overlay, paper_style, perturbation_curves,
-                     save_figure, scatter_cost_quality, token_heatmap, token_heatmap_panels, upsample_bilinear)
+                     reference_curves, save_figure, scatter_cost_quality, token_heatmap, token_heatmap_panels,
+                     upsample_bilinear)
 from lab.viz.text import layout_tokens, lines_of
 
 
@@ -88,6 +89,23 @@ def test_image_grid_has_examples_by_methods():
     assert [ax.get_title() for ax in fig.axes[:4]] == ["input", "rollout", "chefer", "gradcam"]
     with pytest.raises(ValueError, match="2 images"):
         image_grid(images, [[m] for m in maps["chefer"][:1]])
+
+
+def test_reference_curves_join_the_methods_on_their_axes():
+    """Token-F1 at k (Chefer Fig. 3) with the oracle ceiling and the random baseline on the same axes: the
+    references add unmarked black / grey lines below the curves and the legend lists methods then references."""
+    fig = perturbation_curves([10, 20], {"chefer": [0.4, 0.5], "rollout": [0.3, 0.35]})
+    ax = fig.axes[0]
+    assert reference_curves([10, 20], {"oracle": [1.0, 0.9], "random": [0.1, 0.15]}, ax=ax) is fig
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["chefer", "rollout", "oracle", "random"]
+    assert list(lines["oracle"].get_ydata()) == [1.0, 0.9] and lines["oracle"].get_marker() in ("None", "", None)
+    assert lines["oracle"].get_zorder() < lines["chefer"].get_zorder()
+    assert lines["oracle"].get_color() != lines["random"].get_color()
+    alone = reference_curves([1, 2], {"random": [0.1, 0.2]}, legend=False)
+    assert alone is not fig and alone.axes[0].get_legend() is None
+    with pytest.raises(ValueError, match="'random' has 3 points"):
+        reference_curves([1, 2], {"random": [0.1, 0.2, 0.3]})
 
 
 def test_curves_matrix_and_scatter():

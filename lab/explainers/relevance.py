@@ -15,6 +15,29 @@ from .common import cls_row, head_mean, relevance_trace, resolve_target, rollout
 
 CLAMPS = ("before_mean", "after_mean")
 ABLATIONS = (None, "no_gradient", "last_block", "second_block")
+# reading= of chefer / partial_lrp / lrp: "text" (default) applies the rules as Chefer et al. 2021 print them,
+# "code" as their code computes them (hila-chefer/Transformer-Explainability; tests/test_reference_chefer.py
+# matches it to 1e-3):
+#   method       | text                                      | code
+#   chefer       | sum|R| normalisation, A·V/Q·K^T           | |sum R|, A·V/Q·K^T halved, rollout rows normalised
+#                | normalised, rollout rows as they are      | (text models; their ViT generator does not)
+#   partial_lrp  | Eq. 6 linear rule, normalised adds/matmul | Eq. 4 linear rule, z-rule adds, A·V/Q·K^T halved
+#   lrp          | Eq. 4, z-rule adds, naive A·V/Q·K^T       | A·V/Q·K^T halved; z^B at ViT pixels (image min/max)
+# Rule parameters (absolute, matmul, rollout_normalize) left at None take the reading's value; given, they win.
+READINGS = {"text": dict(absolute="sum_abs", matmul="normalized", rollout_normalize=False),
+            "code": dict(absolute="abs_sum", matmul="halve", rollout_normalize=True)}
+
+
+def _is_code(reading: str) -> bool:
+    if reading not in READINGS:
+        raise ExplainInputError(f"reading must be one of {tuple(READINGS)}, got {reading!r}")
+    return reading == "code"
+
+
+def _read(reading: str, **given) -> dict:
+    """The rule parameters of `reading`, overridden by those `given` (not None)."""
+    _is_code(reading)
+    return {k: READINGS[reading][k] if v is None else v for k, v in given.items()}
 
 
 def _conservation_delta(trace) -> torch.Tensor:
@@ -44,11 +67,16 @@ def _input_scores(adapter, inputs, target, composite, reduce, pixels):
 @register("lrp", "full LRP with the standard rule (Eq. 4) propagated to the input; token score = sum over dims",
           "Bach et al. 2015; Chefer et al. 2021 Eq. 4",
           own_forward=True, readouts=ANY_READOUT)
-def lrp(adapter, inputs, target, linear: str = "eq4", score: str = "sum", pixels: bool = True, epsilon: float = 1e-6):
+def lrp(adapter, inputs, target, linear: str = "eq4", score: str = "sum", pixels: bool = True, epsilon: float = 1e-6,
+        reading: str = "text"):
+    """reading="text": naive A·V and Q·K^T (each operand gets all of R, Lemma 1); "code": the authors' LRP
+    baseline (READINGS)."""
     composite = LRP_EQ4.with_(linear=linear, epsilon=epsilon)
+    if _is_code(reading):
+        composite = composite.with_(matmul="halve", first_linear="zb")
     scores, delta, unit, logits = _input_scores(adapter, inputs, target, composite, score, pixels)
     out = {"scores": scores, "delta": delta, "logits": logits,
-           "params": dict(linear=linear, score=score, pixels=pixels, epsilon=epsilon)}
+           "params": dict(linear=linear, score=score, pixels=pixels, epsilon=epsilon, reading=reading)}
     if unit:
         out["unit"] = unit
     return out
@@ -79,11 +107,15 @@ def lrp_alpha_beta(adapter, inputs, target, alpha: float = 1.0, beta: float = 0.
 
 @register("partial_lrp", "relevance of the last block's attention map (Eq. 6 rules), positive part, head mean, [CLS] row",
           "Voita et al. 2019; Chefer et al. 2021 Sec. 4", own_forward=True)
-def partial_lrp(adapter, inputs, target, absolute: str = "sum_abs", matmul: str = "normalized"):
-    trace = relevance_trace(adapter, inputs, target, CHEFER.with_(absolute=absolute, matmul=matmul))
+def partial_lrp(adapter, inputs, target, absolute: str | None = None, matmul: str | None = None,
+                reading: str = "text"):
+    """reading="text": Chefer's composite; "code": the authors' "orig LRP" baseline (READINGS)."""
+    rules = _read(reading, absolute=absolute, matmul=matmul)
+    composite = (LRP_EQ4 if _is_code(reading) else CHEFER).with_(**rules)
+    trace = relevance_trace(adapter, inputs, target, composite)
     scores = cls_row(head_mean(trace.attention_relevance[-1].clamp(min=0)))
     return {"scores": scores, "delta": _conservation_delta(trace), "logits": trace.logits,
-            "params": dict(absolute=absolute, matmul=matmul)}
+            "params": dict(rules, reading=reading)}
 
 
 def _weighted_maps(relevances, gradients, clamp):
@@ -120,13 +152,18 @@ def _chefer_scores(adapter, inputs, target, composite, start_layer, clamp, rollo
 
 @register("chefer", "Chefer et al.: Eq. 6 LRP + add/matmul normalisation, rollout of I + E_h(grad A ⊙ R_A)+, [CLS] row",
           "Chefer, Gur & Wolf 2021 Eqs. 6, 13-16", own_forward=True)
-def chefer(adapter, inputs, target, start_layer: int = 0, clamp: str = "before_mean", rollout_normalize: bool = False,
-           absolute: str = "sum_abs", matmul: str = "normalized", gradient_of: str = "logit", ablation=None):
-    composite = CHEFER.with_(absolute=absolute, matmul=matmul)
-    scores, trace = _chefer_scores(adapter, inputs, target, composite, start_layer, clamp, rollout_normalize,
-                                   gradient_of, ablation)
-    params = dict(start_layer=start_layer, clamp=clamp, rollout_normalize=rollout_normalize, absolute=absolute,
-                  matmul=matmul, gradient_of=gradient_of, ablation=ablation)
+def chefer(adapter, inputs, target, start_layer: int = 0, clamp: str = "before_mean",
+           rollout_normalize: bool | None = None, absolute: str | None = None, matmul: str | None = None,
+           gradient_of: str = "logit", ablation=None, reading: str = "text"):
+    """reading="text": the rules as the paper prints them; "code": as the authors' code computes them (READINGS)."""
+    if reading == "code" and rollout_normalize is None:
+        rollout_normalize = adapter.modality == "text"
+    rules = _read(reading, absolute=absolute, matmul=matmul, rollout_normalize=rollout_normalize)
+    composite = CHEFER.with_(absolute=rules["absolute"], matmul=rules["matmul"])
+    scores, trace = _chefer_scores(adapter, inputs, target, composite, start_layer, clamp,
+                                   rules["rollout_normalize"], gradient_of, ablation)
+    params = dict(start_layer=start_layer, clamp=clamp, **rules, gradient_of=gradient_of, ablation=ablation,
+                  reading=reading)
     return {"scores": scores, "delta": _conservation_delta(trace), "params": params, "logits": trace.logits}
 
 

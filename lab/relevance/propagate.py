@@ -44,7 +44,7 @@ class RelevanceOps:
             return F.linear(x, weight, bias)
         params = {"alpha": c.alpha, "beta": c.beta, "epsilon": c.epsilon, "absorb": self._absorb}
         if rule == "zb":
-            low, high = self.first_layer_bounds if self.first_layer_bounds else (x.detach().min(), x.detach().max())
+            low, high = self.first_layer_bounds if self.first_layer_bounds else _example_bounds(x.detach())
             params.update(low=low, high=high)
         return LinearRelevance.apply(x, weight, bias, rule, params, self.mode)
 
@@ -101,3 +101,11 @@ class RelevanceOps:
 
 def _is_norm(fn) -> bool:
     return isinstance(fn, torch.nn.LayerNorm) or type(fn).__name__.endswith("RMSNorm")
+
+
+def _example_bounds(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each example's own min and max ([B, 1, ..., 1]): the z^B bounds when none are given (the authors' code
+    takes the image's X.min() / X.max()), so a batch gives what each example gives alone."""
+    flat = x.reshape(x.shape[0], -1)
+    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+    return flat.amin(1).reshape(shape), flat.amax(1).reshape(shape)

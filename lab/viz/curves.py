@@ -150,3 +150,30 @@ def scatter_cost_quality(points: Mapping[str, tuple[float, float]], ax=None,
     if title:
         ax.set_title(title)
     return fig
+
+
+REFERENCE_STYLES = ({"color": "black", "linestyle": ":"}, {"color": "0.5", "linestyle": "-."},
+                    {"color": "0.3", "linestyle": (0, (1, 3))})
+
+
+@paper_style()
+def reference_curves(x: Sequence[float], references: Mapping[str, Sequence[float]], ax=None,
+                     legend: bool | Mapping = True) -> Figure:
+    """Reference lines (e.g. an oracle ceiling and a random baseline) in black / grey, no markers, drawn under
+    the curves already on ``ax`` (e.g. token-F1 at k, Chefer Fig. 3). At most three references.
+
+    ``legend``: True redraws the axes' legend beside it (all its lines), a mapping also passes those keywords to
+    ``legend_outside``, False leaves the legend alone.
+    """
+    if len(references) > len(REFERENCE_STYLES):
+        raise ValueError(f"reference_curves: at most {len(REFERENCE_STYLES)} references, got {len(references)}")
+    xs = _values(x)
+    fig, ax = figure_axes(ax, figsize=(5.2, 3))
+    for (name, ys), style in zip(references.items(), REFERENCE_STYLES):
+        y = _values(ys)
+        if y.shape != xs.shape:
+            raise ValueError(f"reference_curves: {name!r} has {y.size} points, x has {xs.size}")
+        ax.plot(xs, y, label=name, linewidth=1.2, zorder=1, **style)
+    if legend:
+        legend_outside(ax, **(legend if isinstance(legend, Mapping) else {}))
+    return fig
