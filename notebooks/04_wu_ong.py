@@ -46,8 +46,8 @@
 #   positive / positive); the deletion test explains the gold class of correctly classified examples; its words'
 #   pieces are set to [PAD] and kept attended (their code, `deletion_modes[0]`), with removal (the sequence gets
 #   shorter) beside it. Table 1 as the authors aggregate (Pearson r over WordPieces of vocabulary-level means of
-#   per-sentence softmax(|R|)) beside the mean per-example Pearson r over words; Fig. 3 on per-sentence normalised
-#   |R| (raw per-word means beside).
+#   per-sentence |R| / max |R|, their code's active line; `sentence_norm="softmax"` is the commented-out one) beside
+#   the mean per-example Pearson r over words; Fig. 3 on per-sentence normalised |R| (raw per-word means beside).
 #
 # Models are fine-tuned and cached on first run (`LAB_CACHE_DIR`, default `~/.cache/lab`), explanations are cached
 # too; later runs load them.
@@ -56,7 +56,7 @@
 profile = "default"  # smoke | default | paper (injected by `python -m lab reproduce`)
 datasets = ["sst5", "sst2", "yelp", "imdb"]  # sst5 must stay first: Table 2 is on SST-5
 deletion_modes = ["pad", "delete"]  # the first decides the claims: pad ([PAD], kept attended: authors) | delete | replace ([MASK])
-sentence_norm = "softmax"  # per-sentence normalisation of |R| (Table 1 authors' aggregation, Fig. 3): softmax | max | l1
+sentence_norm = "max"  # per-sentence normalisation of |R| (Table 1 authors' aggregation, Fig. 3): max | softmax | l1
 scale = 1.0  # multiplies every sample size (default: 60 deletion, 60 seed, 600 SST-5 vocabulary examples)
 seed = 0  # test-sample seed and seed of the main models (Table 1 compares seeds 0 and 1)
 example_index = 0  # the deletion-set example shown in the Fig. 2-style panel

@@ -320,6 +320,18 @@ def test_authors_aggregation_ignores_per_sentence_scale():
     assert means["film"][0] == pytest.approx((1 / 4 + 2 / 2.5) / 2) and means["film"][1] == 2
 
 
+def test_softmax_of_small_scores_follows_sentence_length_not_relevance():
+    """Why "max" is the default: with |R| << 1, softmax(|R|) ~ 1/n, so two unrelated relevances agree (r ~ 1)."""
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(30)]
+    rows = [list(rng.choice(vocab, size=int(rng.integers(2, 12)), replace=False)) for _ in range(200)]
+    a = _rel([(w, list(1e-4 * rng.random(len(w)))) for w in rows])
+    b = _rel([(w, list(1e-4 * rng.random(len(w)))) for w in rows])
+    assert wo.vocabulary_seed_correlation(a, b, "softmax")["r"] > 0.99
+    assert abs(wo.vocabulary_seed_correlation(a, b, "max")["r"]) < 0.5
+    assert wo.settings("smoke")["sentence_norm"] == "max"
+
+
 def test_vocabulary_seed_claim_is_decided_over_wordpieces():
     rng = np.random.default_rng(0)
     x = rng.standard_normal(400)

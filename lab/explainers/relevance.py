@@ -1,4 +1,5 @@
-"""LRP-family explainers: full LRP, LRP-alpha-beta, partial LRP, Chefer et al. 2021, Mask-LRP, AttnLRP, CP-LRP.
+"""LRP-family explainers: full LRP, LRP-alpha-beta, Wu & Ong's readings, partial LRP, Chefer et al. 2021, Mask-LRP,
+AttnLRP, CP-LRP.
 
 They differ only in the composite (lab.relevance.composites) and in how the recorded relevances are read out.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lab.models.adapters import ExplainInputError, ViTAdapter
+from lab.models.adapters import BertAdapter, ExplainInputError, ViTAdapter
 from lab.relevance.composites import ALPHA_BETA, ATTNLRP, CHEFER, CP_LRP, LRP_EQ4, WU_ONG_PAPER, Composite
 from lab.relevance.rules import per_example_sum, rule_wu_ong_code
 
@@ -137,6 +138,8 @@ def lrp_wu_ong(adapter, inputs, target, reading: str = "code", start: str | None
     start = WU_ONG_READINGS[reading] if start is None else start
     if start not in STARTS:
         raise ExplainInputError(f"start must be one of {STARTS}, got {start!r}")
+    if not isinstance(adapter, BertAdapter):
+        raise ExplainInputError(f"lrp_wu_ong explains BERT-family classifiers, got {type(adapter.model).__name__}")
     if reading == "code":
         with frozen_parameters(adapter.model):
             rel, logits, r0 = _wu_ong_code(adapter, inputs, target, start)
