@@ -354,6 +354,9 @@ def test_no_lrp_reading_beating_random_is_said_plainly():
                   {**rows, "LRP (sst5)": {**cell, "Δauc": -0.3, "Δauc_low": -0.35, "Δauc_high": -0.25}})
     text = wo.reading_markdown(res)
     assert "no LRP reading" not in text and "beats random deletion (interval below −0.05) in LRP (sst5)" in text
+    smoke = wo.Results(wo.NOTEBOOK, "smoke")
+    smoke.add_table("fig1_deletion_paired", "Fig. 1 (pad): paired", rows)
+    assert "LRP reading" not in wo.reading_markdown(smoke)  # smoke samples decide nothing
 
 
 def test_settings_reject_bad_modes_and_norms():
