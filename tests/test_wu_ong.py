@@ -71,20 +71,25 @@ def test_settings_and_recipes():
 def test_explain_method_batched_sorted_equals_one_call(ft, tok):
     inputs = wo.tokenize(tok, TEXTS, 32)
     rel = wo.explain_method(ft.model, tok, inputs, "GS", target=1, batch_size=2)
-    ref = lab.explain(ft.model, inputs, "saliency", target=1, tokenizer=tok, gradient_of="probability")
+    ref = lab.explain(ft.model, inputs, "saliency", target=1, tokenizer=tok, **wo.METHODS["GS"][1])
     assert torch.allclose(rel.scores, ref.scores.double(), atol=1e-5)
     assert rel.tokens == ref.tokens
     assert torch.equal(rel.special, ref.special | ~ref.valid)
     assert torch.equal(rel.target, torch.ones(len(TEXTS), dtype=torch.long))
 
 
-def test_lrp_is_scaled_by_the_class_probability(ft, tok):
+def test_lrp_methods_are_the_wu_ong_readings(ft, tok):
+    """LRP = the authors' code reading; LRP-paper = alpha-beta with normalised add/matmul from R^(0) = f_c(x)."""
     inputs = wo.tokenize(tok, TEXTS[:3], 32)
     rel = wo.explain_method(ft.model, tok, inputs, "LRP", target=0, batch_size=8)
-    ref = lab.explain(ft.model, inputs, "lrp_alpha_beta", target=0, tokenizer=tok, alpha=1.0, beta=0.0)
-    p0 = ref.probabilities[:, 0].double()
-    assert torch.allclose(rel.scores, ref.scores.double() * p0[:, None], atol=1e-6)
-    assert (rel.scores >= 0).all()  # absolute sum over dimensions
+    ref = lab.explain(ft.model, inputs, "lrp_wu_ong", target=0, tokenizer=tok, reading="code")
+    assert torch.allclose(rel.scores, ref.scores.double(), atol=1e-6)
+    paper = wo.explain_method(ft.model, tok, inputs, "LRP-paper", target=0, batch_size=8)
+    old = lab.explain(ft.model, inputs, "lrp_alpha_beta", target=0, tokenizer=tok, add="normalized",
+                      matmul="normalized")
+    p0 = old.probabilities[:, 0].double()
+    assert torch.allclose(paper.scores, old.scores.double() * p0[:, None], atol=1e-6)
+    assert (rel.scores >= 0).all() and (paper.scores >= 0).all()  # absolute sum over dimensions
 
 
 def test_random_and_bad_method(ft, tok):
@@ -157,12 +162,15 @@ def test_deletion_curve_and_perturbed_example(ft, tok, lab_dirs):
     vocab = {d: {m: wo.word_statistics(rel[m]) for m in wo.METHODS} for d in ("sst5", "sst2")}
     shared, matrices = wo.cross_dataset(vocab, 1)
     seeds = {"sst5": {m: wo.seed_correlation(rel[m], rel[m]) for m in wo.METHODS}}
-    res = wo.build_results("default", wo.settings("smoke"), {"sst5": ft}, {"sst5": ds}, seeds, vocab, matrices,
-                           shared)
+    pad = wo.run_deletion(wo.in_mode(ds, "pad"), max_words=3)
+    cfg = wo.settings("smoke", deletion_modes=["delete", "pad"])
+    res = wo.build_results("default", cfg, {"sst5": ft}, {"sst5": ds}, seeds, vocab, matrices, shared,
+                           deletion_beside={"pad": {"sst5": pad}})
     row = res.tables["fig1_deletion_paired"]["rows"]["GS (sst5)"]
     assert row["Δauc"]["ours"] == pytest.approx(summary["GS"]["auc"] - summary[wo.RANDOM]["auc"])
     assert row["Δauc_low"]["ours"] <= row["Δauc"]["ours"] <= row["Δauc_high"]["ours"] and row["n"]["ours"] == 6
-    assert len(res.claims) == 5 and all(c["verdict"] != "not evaluated" for c in res.claims), res.claims
+    assert "fig1_deletion_paired_pad" in res.tables and "(pad deletion)" in res.claims[4]["claim"]
+    assert len(res.claims) == 10 and all(c["verdict"] != "not evaluated" for c in res.claims), res.claims
     text = wo.reading_markdown(res)
     gs = row["Δauc"]["ours"]
     assert f"sst5 {gs:+.3f}" in text and "Seeds, GS" in text and "Across datasets" in text
@@ -205,7 +213,7 @@ def _fake_inputs(n=50, seed=0):
 def test_claims_hold_on_synthetic_examples(smoke):
     deletion, seeds, vectors = _fake_inputs()
     res = wo.Results(wo.NOTEBOOK, "smoke" if smoke else "default")
-    wo._claims(res, deletion, seeds, vectors)
+    wo._claims(res, {"delete": deletion}, seeds, vectors, main="delete")
     verdicts = [c["verdict"] for c in res.claims]
     assert len(verdicts) == 6
     assert set(verdicts) == ({"not evaluated"} if smoke else {"holds"}), res.claims
@@ -249,7 +257,7 @@ def test_unpaired_difference():
 
 def test_paper_values_are_complete():
     for d in wo.DATASETS:
-        assert set(wo.PAPER_TABLE1[d]) == set(wo.METHODS) and d in wo.PAPER_ACCURACY
+        assert set(wo.PAPER_TABLE1[d]) == {wo._paper(m) for m in wo.METHODS} and d in wo.PAPER_ACCURACY
         assert all(0 < v < 1 for v in wo.PAPER_TABLE1[d].values())
     assert all(len(v) == 10 for v in wo.PAPER_TABLE2.values()) and len(wo.RANKS) == 10
     assert not math.isnan(wo.PAPER_TABLE1["sst5"]["GS"])
@@ -264,3 +272,96 @@ def test_cached_relevance_round_trip(ft, tok, lab_dirs, tmp_path):
     assert torch.equal(first.scores, again.scores) and first.tokens == again.tokens
     wo.cached_relevance(on_disk, TEXTS[:3], "LAT", 0, 32)  # another target: another entry
     assert len(list((lab_dirs["cache"] / "wu_ong").glob("rel-LAT-*/value.pt"))) == 2
+
+
+def test_pad_deletion_keeps_the_words_attended(ft, tok):
+    """The authors' deletion: a word's pieces become [PAD] with attention mask 1; the prediction is the model's on
+    exactly that input."""
+    inputs = wo.tokenize(tok, TEXTS[:2], 32)
+    rel = {"GS": wo.explain_method(ft.model, tok, inputs, "GS", target=[0, 1])}
+    ds = wo.in_mode(wo.DeletionSet("toy", ft, TEXTS[:2], [0, 1], inputs, rel), "pad")
+    p = wo.perturbed_example(ds, "GS", 0, 2)
+    assert p["remaining"].split().count("[PAD]") == 2
+    words, scores = rel["GS"].words(0)
+    top2 = set(np.argsort(-scores, kind="stable")[:2])
+    row = {k: v[:1].clone() for k, v in inputs.items()}
+    groups = ds.groups[0].tolist()
+    for pos, g in enumerate(groups):
+        if g in top2:
+            row["input_ids"][0, pos] = tok.pad_token_id
+    assert int(row["attention_mask"].sum()) == int(inputs["attention_mask"][0].sum())
+    with torch.no_grad():
+        direct = ft.model(**row).logits.softmax(-1)[0].double().numpy()
+    assert np.allclose(p["probs_after"], direct, atol=1e-5)
+
+
+def test_sentence_normalisations():
+    rel = _rel([(["good", "film"], [3.0, -1.0]), (["dull"], [0.5])])
+    soft = rel.normalised(0, "softmax")
+    assert soft[:4].sum().item() == pytest.approx(1.0) and soft[4:].abs().sum() == 0  # [CLS] w w [SEP]; pads 0
+    assert soft[1] > soft[2] > soft[0]  # |3| > |-1| > 0 ([CLS])
+    assert rel.normalised(0, "max")[1].item() == 1.0 and rel.normalised(0, "l1")[:4].sum().item() == pytest.approx(1)
+    assert torch.equal(rel.normalised(0), rel.scores[0])
+    with pytest.raises(wo.WuOngInputError, match="sentence norm must be one of"):
+        rel.normalised(0, "l2")
+
+
+def test_authors_aggregation_ignores_per_sentence_scale():
+    """Per-sentence normalised vocabulary means do not see a per-example rescaling (which the raw per-word means
+    and the pooled correlation do): r = 1 between a relevance and its per-sentence rescaled copy."""
+    rows = [(["good", "film"], [3.0, 1.0]), (["dull", "film"], [0.5, 2.0]), (["good", "dull"], [1.0, 4.0])]
+    a = _rel(rows)
+    b = _rel([(w, [v * f for v in s]) for (w, s), f in zip(rows, (1.0, 100.0, 0.01))])
+    for norm in ("max", "l1"):
+        out = wo.vocabulary_seed_correlation(a, b, norm)
+        assert out["r"] == pytest.approx(1.0) and out["n"] == 3 and out["pairs"].shape == (3, 2)
+    assert wo.seed_correlation(a, b)["pooled"] < 0.99
+    means = wo.wordpiece_means(a, "l1")
+    assert means["film"][0] == pytest.approx((1 / 4 + 2 / 2.5) / 2) and means["film"][1] == 2
+
+
+def test_softmax_of_small_scores_follows_sentence_length_not_relevance():
+    """Why "max" is the default: with |R| << 1, softmax(|R|) ~ 1/n, so two unrelated relevances agree (r ~ 1)."""
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(30)]
+    rows = [list(rng.choice(vocab, size=int(rng.integers(2, 12)), replace=False)) for _ in range(200)]
+    a = _rel([(w, list(1e-4 * rng.random(len(w)))) for w in rows])
+    b = _rel([(w, list(1e-4 * rng.random(len(w)))) for w in rows])
+    assert wo.vocabulary_seed_correlation(a, b, "softmax")["r"] > 0.99
+    assert abs(wo.vocabulary_seed_correlation(a, b, "max")["r"]) < 0.5
+    assert wo.settings("smoke")["sentence_norm"] == "max"
+
+
+def test_vocabulary_seed_claim_is_decided_over_wordpieces():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(400)
+    good = {"per_example": [0.85] * 5, "vocabulary": {"pairs": np.stack([x, x + 0.6 * rng.standard_normal(400)], 1),
+                                                      "n": 400}}
+    seeds = {"sst5": {m: good for m in wo.METHODS}}
+    claim = wo.seed_claims(seeds)[-1]
+    assert "authors' aggregation" in claim[0] and claim[1] == "holds", claim
+    bad = {**good, "vocabulary": {"pairs": rng.standard_normal((400, 2)), "n": 400}}
+    assert wo.seed_claims({"sst5": {**seeds["sst5"], "LRP": bad}})[-1][1] == "fails"
+
+
+def test_no_lrp_reading_beating_random_is_said_plainly():
+    res = wo.Results(wo.NOTEBOOK, "default")
+    cell = {"Δauc": -0.01, "Δauc_low": -0.03, "Δauc_high": 0.01, "n": 40}
+    rows = {f"{m} (sst5)": cell for m in wo.METHODS}
+    res.add_table("fig1_deletion_paired", "Fig. 1 (pad): paired", rows)
+    assert "no LRP reading beats random deletion" in wo.reading_markdown(res)
+    res.add_table("fig1_deletion_paired", "Fig. 1 (pad): paired",
+                  {**rows, "LRP (sst5)": {**cell, "Δauc": -0.3, "Δauc_low": -0.35, "Δauc_high": -0.25}})
+    text = wo.reading_markdown(res)
+    assert "no LRP reading" not in text and "beats random deletion (interval below −0.05) in LRP (sst5)" in text
+    smoke = wo.Results(wo.NOTEBOOK, "smoke")
+    smoke.add_table("fig1_deletion_paired", "Fig. 1 (pad): paired", rows)
+    assert "LRP reading" not in wo.reading_markdown(smoke)  # smoke samples decide nothing
+
+
+def test_settings_reject_bad_modes_and_norms():
+    assert wo.settings("smoke")["deletion_modes"] == ["pad", "delete"]
+    with pytest.raises(wo.WuOngInputError, match="deletion_modes must be"):
+        wo.settings("smoke", deletion_modes=["drop"])
+    with pytest.raises(wo.WuOngInputError, match="sentence_norm must be"):
+        wo.settings("smoke", sentence_norm="l2")

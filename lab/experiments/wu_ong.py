@@ -7,20 +7,27 @@ Four attribution methods on BERT-style sentiment classifiers, compared by
 - consistency across datasets (Fig. 3): Pearson correlation of per-word mean relevance on the shared vocabulary;
 - top/bottom words by mean relevance (Table 2; Tables 4-6 in the appendix).
 
-Methods (`METHODS`), as in the paper's Sec. 3 and footnote 1 (word score = sum of its WordPiece scores):
+Methods (`METHODS`), as in the paper's Sec. 3 and footnote 1 (word score = sum of its WordPiece scores). Where the
+text and the authors' code (frankaging/BERT-LRP) differ, the code's reading is the default and the text's (or the
+workbook's earlier) reading is computed beside it:
 
-- GS  = `saliency` of the class probability f_c(x), L2 norm over embedding dims (Eq. 1);
+- GS  = `saliency` of the logit, squared L2 norm over embedding dims (their code; Eq. 1); beside it GS-L2 = the L2
+  norm of the gradient of the class probability (the workbook's earlier reading of Eq. 1);
 - GI  = `grad_x_input` (variant "l2") of f_c(x) (Eq. 2);
-- LRP = `lrp_alpha_beta` with alpha=1, beta=0 (the text does not give them), token score = sum_d |R_d|, started from
-  f_c(x) as in Eq. 3-8 (the explainer starts from 1; we multiply by f_c(x), which only rescales each example);
+- LRP = `lrp_wu_ong` reading "code" (their `backward_lrp`, R^(0) = the logit); beside it LRP-paper = reading "paper"
+  (alpha = 1, beta = 0, normalised add and matmul: conserves relevance, R^(0) = f_c(x)); token score = sum_d |R_d|;
+  the readings are documented in `lab.explainers.relevance.WU_ONG_READINGS`;
 - LAT = `lat` with heads summed, unit relevance at [CLS], no residual (Eq. 10);
 - Random = uniform random word order (deletion test only).
 
 Choices the paper leaves open, stated here: relevance for Tables 1-2 and Fig. 3 is for the "class of interest" (very
 positive / positive); the deletion test explains the gold (= predicted, since only correct examples are kept) class;
-words are removed (the sequence gets shorter), not replaced, unless `deletion_mode="replace"`; Table 1 is the mean
-over test examples of the per-example Pearson correlation between the two models' word scores (the pooled
-correlation over all words is reported as well).
+deletion modes (`DELETION_MODES`): "pad" replaces a word's pieces by [PAD] and keeps them attended (their code,
+the default), "delete" removes them (the sequence gets shorter), "replace" substitutes [MASK]. Table 1: the
+authors' aggregation (Pearson r over WordPieces of the vocabulary-level means of per-sentence normalised |R|, see
+`SENTENCE_NORMS`) beside the mean over test examples of the per-example Pearson r over words (and the pooled r).
+Fig. 3 correlates per-word means of per-sentence normalised |R| (raw means beside: their scale varies by orders of
+magnitude between examples).
 """
 from __future__ import annotations
 
@@ -30,7 +37,7 @@ import math
 import re
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -46,16 +53,23 @@ NOTEBOOK = "04_wu_ong"
 DATASETS = ("sst5", "sst2", "yelp", "imdb")
 # (explainer, parameters) per method of the paper
 METHODS: dict[str, tuple[str, dict]] = {
-    "GS": ("saliency", {"gradient_of": "probability"}),
+    "GS": ("saliency", {"gradient_of": "logit", "norm": "squared_l2"}),
     "GI": ("grad_x_input", {"variant": "l2", "gradient_of": "probability"}),
-    "LRP": ("lrp_alpha_beta", {"alpha": 1.0, "beta": 0.0, "score": "abs_sum"}),
+    "LRP": ("lrp_wu_ong", {"reading": "code"}),
     "LAT": ("lat", {"heads": "sum", "start": "cls"}),
+    "GS-L2": ("saliency", {"gradient_of": "probability"}),
+    "LRP-paper": ("lrp_wu_ong", {"reading": "paper"}),
 }
+PAPER_METHOD = {"GS-L2": "GS", "LRP-paper": "LRP"}  # readings shown beside the authors': the paper's row they share
+LRP_READINGS = ("code", "paper", "naive")  # conservation is reported for each (`lrp_wu_ong` readings)
 RANDOM = "Random"
-SCALE_BY_PROBABILITY = {"LRP"}  # R^LRP = f_c(x) * (...) (Eq. 3): relevance starts from the class probability
 CLASS_OF_INTEREST = {"sst5": "very positive", "sst2": "positive", "yelp": "positive", "imdb": "positive"}
-DELETION_MODES = ("delete", "replace")
-CACHE_VERSION = 1
+DELETION_MODES = ("pad", "delete", "replace")  # [PAD] kept attended (authors) | removal | [MASK]
+# Per-sentence normalisation of |R| before vocabulary means. "max" (|R| / max |R|) is the active line of the authors'
+# `load_attribution_scores` (lrp_visualize.ipynb; softmax is commented out there); "softmax" of |R| << 1 is ~1/n per
+# token, so its vocabulary means follow sentence length rather than relevance (tests/test_wu_ong.py shows it).
+SENTENCE_NORMS = ("max", "softmax", "l1")
+CACHE_VERSION = 2
 
 # What each of our datasets stands in for (the paper's Table 3 datasets).
 PAPER_DATASET = {"sst5": "SST-5", "sst2": "SemEval", "yelp": "Yelp-5", "imdb": "IMDb"}
@@ -127,17 +141,22 @@ class WuOngInputError(ValueError):
 
 
 def settings(profile: str, datasets: Sequence[str] | None = None, scale: float = 1.0,
-             deletion_mode: str = "delete") -> dict:
+             deletion_modes: Sequence[str] = ("pad", "delete"), sentence_norm: str = "max") -> dict:
     """Sizes of the run for `profile` (smoke | default | paper); `scale` multiplies every sample size (e.g. 0.2 on a
-    busy machine; at least 4 examples are kept); `datasets` picks a subset of DATASETS (smoke: the first two)."""
+    busy machine; at least 4 examples are kept); `datasets` picks a subset of DATASETS (smoke: the first two);
+    `deletion_modes`: DELETION_MODES to run, the first decides the claims; `sentence_norm`: one of SENTENCE_NORMS
+    (Table 1's authors' aggregation and Fig. 3)."""
     if profile not in ("smoke", "default", "paper"):
         raise WuOngInputError(f"profile must be smoke, default or paper, got {profile!r}")
     datasets = list(DATASETS if datasets is None else datasets)
     unknown = [d for d in datasets if d not in DATASETS]
     if unknown or not datasets:
         raise WuOngInputError(f"datasets must be a non-empty subset of {', '.join(DATASETS)}, got {datasets}")
-    if deletion_mode not in DELETION_MODES:
-        raise WuOngInputError(f"deletion_mode must be one of {DELETION_MODES}, got {deletion_mode!r}")
+    deletion_modes = [deletion_modes] if isinstance(deletion_modes, str) else list(deletion_modes)
+    if not deletion_modes or any(m not in DELETION_MODES for m in deletion_modes):
+        raise WuOngInputError(f"deletion_modes must be a non-empty list of {DELETION_MODES}, got {deletion_modes!r}")
+    if sentence_norm not in SENTENCE_NORMS:
+        raise WuOngInputError(f"sentence_norm must be one of {SENTENCE_NORMS}, got {sentence_norm!r}")
     if not 0 < float(scale) <= 10:
         raise WuOngInputError(f"scale must be in (0, 10], got {scale}")
     if profile == "smoke":
@@ -160,7 +179,8 @@ def settings(profile: str, datasets: Sequence[str] | None = None, scale: float =
         value = cfg[key]
         cfg[key] = ({d: max(4, round(v * scale)) for d, v in value.items()} if isinstance(value, Mapping)
                     else max(4, round(value * scale)))
-    return {"profile": profile, "datasets": datasets, "scale": float(scale), "deletion_mode": deletion_mode,
+    return {"profile": profile, "datasets": datasets, "scale": float(scale), "deletion_mode": deletion_modes[0],
+            "deletion_modes": deletion_modes, "sentence_norm": sentence_norm,
             "seeds": [0, 1], **cfg, "started": time.time()}
 
 
@@ -238,9 +258,29 @@ class Relevance:
     probs: torch.Tensor  # [N, C] the model's class probabilities on the intact input
     seconds: float = 0.0
 
-    def words(self, i: int) -> tuple[list[str], np.ndarray]:
-        """(words, word scores) of example i: WordPiece scores summed per word, special tokens dropped."""
-        return merge_wordpieces(self.tokens[i], self.scores[i], reduce="sum", special=self.special[i].tolist())
+    def normalised(self, i: int, norm: str | None = None) -> torch.Tensor:
+        """Token scores of example i; with `norm` (SENTENCE_NORMS), |R| normalised over the example's tokens
+        ([CLS]/[SEP] included, padding excluded, as the authors' `tokens[:seq_len]`), 0 on padding."""
+        scores = self.scores[i]
+        if norm is None:
+            return scores
+        valid = torch.tensor([t != "[PAD]" for t in self.tokens[i]])
+        a = scores.abs().masked_fill(~valid, 0.0)
+        if norm == "softmax":
+            out = torch.softmax(a.masked_fill(~valid, float("-inf")), -1)
+        elif norm == "max":
+            out = a / a.max() if a.max() > 0 else a
+        elif norm == "l1":
+            out = a / a.sum() if a.sum() > 0 else a
+        else:
+            raise WuOngInputError(f"sentence norm must be one of {SENTENCE_NORMS}, got {norm!r}")
+        return out.masked_fill(~valid, 0.0)
+
+    def words(self, i: int, norm: str | None = None) -> tuple[list[str], np.ndarray]:
+        """(words, word scores) of example i: WordPiece scores (normalised per sentence with `norm`) summed per
+        word, special tokens dropped."""
+        return merge_wordpieces(self.tokens[i], self.normalised(i, norm), reduce="sum",
+                                special=self.special[i].tolist())
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> dict:
@@ -261,7 +301,7 @@ def explain_method(model, tokenizer, inputs: Mapping, method: str, target=None, 
                    progress: bool = False) -> Relevance:
     """Token relevance of `method` (a key of METHODS, or "Random") for every row of `inputs`, in batches.
 
-    target: class index per example / one for all / None ("predicted"). LRP is scaled by f_c(x) (Eq. 3).
+    target: class index per example / one for all / None ("predicted").
     """
     if method != RANDOM and method not in METHODS:
         raise WuOngInputError(f"method must be one of {', '.join([*METHODS, RANDOM])}, got {method!r}")
@@ -288,8 +328,6 @@ def explain_method(model, tokenizer, inputs: Mapping, method: str, target=None, 
         exp = lab.explain(model, batch, explainer, target=tgt, tokenizer=tokenizer, **params)
         p = exp.probabilities.detach().double().cpu()
         sc = exp.scores.detach().double().cpu()
-        if method in SCALE_BY_PROBABILITY:
-            sc = sc * p.gather(1, exp.target.cpu()[:, None])
         if probs is None:
             probs = torch.zeros(n, p.shape[1], dtype=torch.float64)
         scores[idx, :w] = sc
@@ -342,17 +380,23 @@ def cached_relevance(ft, texts: Sequence[str], method: str, target, max_length: 
 
 
 def lrp_conservation(ft, dataset: str, cfg: Mapping, n: int = 8, seed: int = 0) -> dict:
-    """How far `lrp_alpha_beta` is from conserving relevance on `n` test examples of `dataset`: statistics of
-    |sum_t,d R - 1| (the explainer starts from R = 1 at the class of interest; 0 would be exact conservation)."""
+    """How far each LRP reading (`LRP_READINGS`) is from conserving relevance on `n` test examples of `dataset`:
+    {reading: {"median_abs_delta", "max_abs_delta", "median_rel_delta", "n"}} of |sum R - R^(0)| (R^(0) = f_c(x):
+    the logit for the code reading, the probability otherwise) and of that over |R^(0)|; 0 = conserved."""
     from lab.models.training import torch_threads
 
     texts, _ = test_texts(dataset, n, seed)
     inputs = tokenize(ft.tokenizer, texts, model_max_length(ft, cfg))
-    explainer, params = METHODS["LRP"]
-    with torch_threads():
-        exp = lab.explain(ft.model, inputs, explainer, target=class_index(ft, dataset), **params)
-    delta = exp.delta.detach().abs().double().cpu().numpy() if exp.delta is not None else np.full(len(texts), np.nan)
-    return {"median_abs_delta": float(np.median(delta)), "max_abs_delta": float(np.max(delta)), "n": len(texts)}
+    out = {}
+    for reading in LRP_READINGS:
+        with torch_threads():
+            exp = lab.explain(ft.model, inputs, "lrp_wu_ong", target=class_index(ft, dataset), reading=reading)
+        delta = exp.delta.detach().abs().double().cpu().numpy()
+        start = exp.logits if exp.params["start"] == "logit" else exp.probabilities
+        r0 = start.detach().double().cpu().gather(1, exp.target.cpu()[:, None]).reshape(-1).abs().numpy()
+        out[reading] = {"median_abs_delta": float(np.median(delta)), "max_abs_delta": float(np.max(delta)),
+                        "median_rel_delta": float(np.median(delta / np.maximum(r0, 1e-12))), "n": len(texts)}
+    return out
 
 
 # ---- Fig. 1: deletion test ---------------------------------------------------------------------------------
@@ -387,6 +431,21 @@ def deletion_set(dataset: str, ft, cfg: Mapping, seed: int = 0) -> DeletionSet:
     return DeletionSet(dataset, ft, texts, labels, inputs, relevance, mode=cfg["deletion_mode"])
 
 
+def in_mode(ds: DeletionSet, mode: str) -> DeletionSet:
+    """The same examples and relevance for a deletion run in another mode (curves not yet computed)."""
+    return replace(ds, curves={}, mode=mode)
+
+
+def _deletion_token(ds: DeletionSet, mode: str) -> tuple[str, int | None]:
+    """(deletion_curve mode, token id) of a DELETION_MODES entry."""
+    tokenizer = ds.fine_tuned.tokenizer
+    if mode == "pad":
+        return "replace", tokenizer.pad_token_id or 0
+    if mode == "replace":
+        return "replace", tokenizer.mask_token_id
+    return "delete", None
+
+
 def run_deletion(ds: DeletionSet, max_words: int, mode: str | None = None, progress: bool = False) -> DeletionSet:
     """Fig. 1: accuracy vs the number of words removed (most relevant first) for every method."""
     mode = mode or ds.mode
@@ -396,15 +455,15 @@ def run_deletion(ds: DeletionSet, max_words: int, mode: str | None = None, progr
 
     ds.mode = mode
     groups = ds.groups
+    curve_mode, token_id = _deletion_token(ds, mode)
     for method, rel in ds.relevance.items():
-        token_id = None if mode == "delete" else ds.fine_tuned.tokenizer.mask_token_id
         path = _cache_file(ds.fine_tuned, f"del-{method}", texts=_digest(ds.texts), labels=_digest(ds.labels),
                            method=method, params=METHODS.get(method, ("random", {})), mode=mode,
                            max_words=int(max_words), width=int(ds.inputs["input_ids"].shape[1]))
         curve = _load(path)
         if curve is None:
             with torch_threads():
-                curve = deletion_curve(ds.fine_tuned.model, ds.inputs, rel.scores, ds.labels, max_words, mode=mode,
+                curve = deletion_curve(ds.fine_tuned.model, ds.inputs, rel.scores, ds.labels, max_words, mode=curve_mode,
                                        special_mask=rel.special, groups=groups, token_id=token_id,
                                        progress=progress)
             _store(path, curve)
@@ -444,7 +503,8 @@ def deletion_figure(sets: Mapping[str, DeletionSet]):
         curves = {m: c["accuracy"] for m, c in ds.curves.items()}
         x = next(iter(ds.curves.values()))["x"]
         n = next(iter(ds.curves.values()))["n_examples"]
-        perturbation_curves(x, curves, ax=ax, xlabel=f"# words {'removed' if ds.mode == 'delete' else 'masked'}",
+        done = {"delete": "removed", "pad": "set to [PAD]", "replace": "set to [MASK]"}[ds.mode]
+        perturbation_curves(x, curves, ax=ax, xlabel=f"# words {done}",
                             ylabel="accuracy", title=f"{name} (n={n})")
         ax.set_ylim(-0.02, 1.02)
     fig.tight_layout()
@@ -484,8 +544,32 @@ def seed_correlation(rel_a: Relevance, rel_b: Relevance, min_words: int = 3) -> 
             "per_example": per}
 
 
+def wordpiece_means(rel: Relevance, norm: str) -> dict[str, tuple[float, int]]:
+    """{WordPiece: (mean over its occurrences of the per-sentence `norm`-alised |R|, count)}; special tokens and
+    punctuation dropped (the authors' vocabulary-level means, `load_attribution_scores`)."""
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for i, tokens in enumerate(rel.tokens):
+        values, special = rel.normalised(i, norm).tolist(), rel.special[i].tolist()
+        for t, v, sp in zip(tokens, values, special):
+            if not sp and is_word(t):
+                sums[t] += v
+                counts[t] += 1
+    return {t: (sums[t] / counts[t], counts[t]) for t in sums}
+
+
+def vocabulary_seed_correlation(rel_a: Relevance, rel_b: Relevance, norm: str, min_count: int = 1) -> dict:
+    """Table 1 as the authors aggregate: Pearson r over WordPieces (seen >= min_count times) of the two models'
+    vocabulary-level means of per-sentence normalised |R|. {"r", "n" WordPieces, "pairs" [W, 2] means}."""
+    a, b = wordpiece_means(rel_a, norm), wordpiece_means(rel_b, norm)
+    shared = sorted(t for t in a if t in b and a[t][1] >= min_count)
+    pairs = np.array([[a[t][0], b[t][0]] for t in shared], dtype=float).reshape(len(shared), 2)
+    return {"r": _pearson(pairs[:, 0], pairs[:, 1]), "n": len(shared), "pairs": pairs}
+
+
 def seed_table(dataset: str, cfg: Mapping, models: Sequence | None = None, seed: int = 0) -> dict:
-    """Table 1 row of `dataset`: {method: seed_correlation(...)} plus the two models' info under "_models"."""
+    """Table 1 row of `dataset`: {method: seed_correlation(...) plus "vocabulary": vocabulary_seed_correlation(...)}
+    and the two models' info under "_models"."""
     if models is None:
         models = [load_model(dataset, cfg, "pair", s) for s in cfg["seeds"]]
     ft_a, ft_b = models[0], models[1]
@@ -496,7 +580,8 @@ def seed_table(dataset: str, cfg: Mapping, models: Sequence | None = None, seed:
         target = class_index(ft_a, dataset)
         _, ra = cached_relevance(ft_a, texts, method, target, max_length, cfg["batch_size"], cfg["progress"])
         _, rb = cached_relevance(ft_b, texts, method, target, max_length, cfg["batch_size"], cfg["progress"])
-        row[method] = seed_correlation(ra, rb)
+        row[method] = {**seed_correlation(ra, rb),
+                       "vocabulary": vocabulary_seed_correlation(ra, rb, cfg["sentence_norm"], cfg["min_count"])}
     row["_models"] = [model_info(m) for m in models]
     return row
 
@@ -510,12 +595,13 @@ def is_word(word: str) -> bool:
     return bool(_HAS_ALNUM.search(word))
 
 
-def word_statistics(rel: Relevance) -> dict[str, tuple[float, int]]:
-    """{word: (mean relevance over its occurrences, count)} over all examples; punctuation dropped."""
+def word_statistics(rel: Relevance, norm: str | None = None) -> dict[str, tuple[float, int]]:
+    """{word: (mean relevance over its occurrences, count)} over all examples; punctuation dropped; `norm`: the
+    per-sentence normalisation of |R| first (SENTENCE_NORMS), None = raw scores."""
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     for i in range(len(rel.tokens)):
-        words, scores = rel.words(i)
+        words, scores = rel.words(i, norm)
         for w, s in zip(words, scores):
             w = w.lower()
             if is_word(w):
@@ -533,15 +619,15 @@ def top_bottom_words(stats: Mapping[str, tuple[float, int]], k: int = 5, min_cou
     return top, bottom
 
 
-def vocabulary_relevance(dataset: str, ft, cfg: Mapping, seed: int = 0) -> dict:
-    """{method: word_statistics} on `n_words` test examples of `dataset` (class of interest as target)."""
+def vocabulary_relevance(dataset: str, ft, cfg: Mapping, seed: int = 0, norm: str | None = None) -> dict:
+    """{method: word_statistics(., norm)} on `n_words` test examples of `dataset` (class of interest as target)."""
     texts, _ = test_texts(dataset, _per_dataset(cfg["n_words"], dataset), seed)
     max_length = model_max_length(ft, cfg)
     target = class_index(ft, dataset)
     out = {}
     for method in METHODS:
         _, rel = cached_relevance(ft, texts, method, target, max_length, cfg["batch_size"], cfg["progress"])
-        out[method] = word_statistics(rel)
+        out[method] = word_statistics(rel, norm)
     return out
 
 
@@ -612,7 +698,7 @@ def table2_frame(vocab_sst5: Mapping, min_count: int):
     ours = word_table(vocab_sst5, min_count)
     data = {}
     for method in ours.columns:
-        data[(method, "paper")] = PAPER_TABLE2.get(method, [""] * 10)
+        data[(method, "paper")] = PAPER_TABLE2.get(_paper(method), [""] * 10)
         data[(method, "ours")] = list(ours[method])
     frame = pd.DataFrame(data, index=RANKS)
     frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["method", "source"])
@@ -627,67 +713,105 @@ def _round(x, nd: int = 4):
 def build_results(profile: str, cfg: Mapping, main_models: Mapping, deletion: Mapping[str, DeletionSet],
                   seeds: Mapping[str, dict], vocab: Mapping[str, dict], matrices: Mapping[str, np.ndarray],
                   shared: Sequence[str], meta: Mapping | None = None,
-                  conservation: Mapping[str, dict] | None = None) -> Results:
-    """The results file of notebook 04: tables with paper values side by side, intervals and the paper's claims."""
+                  conservation: Mapping[str, dict] | None = None,
+                  deletion_beside: Mapping[str, Mapping[str, DeletionSet]] | None = None,
+                  raw_matrices: Mapping[str, np.ndarray] | None = None) -> Results:
+    """The results file of notebook 04: tables with paper values side by side, intervals and the paper's claims.
+
+    deletion: {dataset: DeletionSet} in the main mode (cfg["deletion_mode"]); deletion_beside: {mode: {dataset:
+    DeletionSet}} in the other modes; matrices: Fig. 3 on per-sentence normalised |R| (cfg["sentence_norm"]);
+    raw_matrices: Fig. 3 on raw per-word means (shown beside)."""
     res = Results(NOTEBOOK, profile, meta={
         "models": {d: model_info(ft) for d, ft in main_models.items()},
         "seed_models": {d: row.get("_models") for d, row in seeds.items()},
         "replacements": REPLACEMENT_NOTE, "paper_dataset": PAPER_DATASET,
         "methods": {m: {"explainer": e, "params": p} for m, (e, p) in METHODS.items()},
-        "lrp_alpha_beta": {"alpha": METHODS["LRP"][1]["alpha"], "beta": METHODS["LRP"][1]["beta"]},
-        "class_of_interest": CLASS_OF_INTEREST, "deletion_mode": cfg["deletion_mode"],
+        "paper_method": PAPER_METHOD, "class_of_interest": CLASS_OF_INTEREST,
+        "deletion_mode": cfg["deletion_mode"], "sentence_norm": cfg.get("sentence_norm"),
         "settings": {k: v for k, v in cfg.items() if k not in ("progress", "started")},
         "elapsed_s": round(time.time() - cfg["started"], 1) if "started" in cfg else None,
         "word_tables": {d: {m: dict(zip(["top", "bottom"], top_bottom_words(s, 5, cfg["min_count"])))
                             for m, s in v.items()} for d, v in vocab.items()},
         "paper_table2_sst5": PAPER_TABLE2, "paper_top5_appendix": PAPER_TOP5_APPENDIX,
         "n_shared_words": len(shared), **(meta or {})})
-
     res.add_table("table3_accuracy", "test accuracy of the fine-tuned classifiers (paper: BERT-base; sst2 row: "
                   "paper's SemEval)", {d: {"test_accuracy_%": (PAPER_ACCURACY[d], _round(100 * ft.accuracy, 2)
                                                                if ft.accuracy is not None else None)}
                                       for d, ft in main_models.items()}, direction={"test_accuracy_%": "higher"})
-
     if conservation:
-        res.add_table("lrp_conservation", "LRP-alpha-beta (alpha=1, beta=0; add/matmul split by contributions, no "
-                      "renormalisation) conservation: |sum R - 1| on a few test examples (0 = conserved)",
-                      {d: {k: (None, _round(v, 6)) for k, v in c.items()} for d, c in conservation.items()},
-                      direction={"median_abs_delta": "lower", "max_abs_delta": "lower"})
-    summaries = {d: deletion_summary(ds) for d, ds in deletion.items()}
+        _conservation_table(res, conservation)
+    modes = {cfg["deletion_mode"]: deletion, **(deletion_beside or {})}
+    aucs = {mode: {d: per_example_auc(ds) for d, ds in sets.items()} for mode, sets in modes.items()}
+    for mode, sets in modes.items():
+        _deletion_tables(res, mode, sets, aucs[mode], main=mode == cfg["deletion_mode"])
+    _seed_tables(res, seeds, cfg)
+    _cross_tables(res, matrices, list(vocab), len(shared), cfg.get("sentence_norm"), raw_matrices)
+    vectors = {m: word_vectors({d: vocab[d][m] for d in vocab}, shared) for m in matrices}
+    _claims(res, aucs, seeds, vectors, main=cfg["deletion_mode"])
+    return res
+
+
+def _paper(method: str) -> str:
+    return PAPER_METHOD.get(method, method)
+
+
+def _conservation_table(res: Results, conservation: Mapping[str, Mapping]) -> None:
+    rows = {f"{d} {reading}": {k: (None, _round(v, 6)) for k, v in c.items()}
+            for d, per in conservation.items() for reading, c in per.items()}
+    res.add_table("lrp_conservation", "LRP conservation per reading (`lrp_wu_ong`): |sum R - R^(0)| on a few test "
+                  "examples, R^(0) = f_c(x) (logit for the code reading, probability otherwise); rel = over |R^(0)|; "
+                  "0 = conserved", rows, direction={c: "lower" for c in ("median_abs_delta", "max_abs_delta",
+                                                                         "median_rel_delta")})
+
+
+def _deletion_tables(res: Results, mode: str, sets: Mapping[str, DeletionSet], aucs: Mapping, main: bool) -> None:
+    suffix = "" if main else f"_{mode}"
+    summaries = {d: deletion_summary(ds) for d, ds in sets.items()}
     rows = {m: {f"{d} {col}": (None, _round(v)) for d, s in summaries.items() for col, v in s[m].items()}
             for m in [*METHODS, RANDOM]}
-    res.add_table("fig1_deletion", f"Fig. 1 deletion test ({cfg['deletion_mode']}): accuracy after k words removed "
-                  "and the mean accuracy over k = 0..max_words (auc, lower = steeper); the paper gives curves only",
+    res.add_table(f"fig1_deletion{suffix}", f"Fig. 1 deletion test ({mode}): accuracy after k words removed and the "
+                  "mean accuracy over k = 0..max_words (auc, lower = steeper); the paper gives curves only",
                   rows, direction={c: "lower" for r in rows.values() for c in r})
+    res.add_table(f"fig1_deletion_paired{suffix}", f"Fig. 1 ({mode}): auc(method) − auc(Random) per initially-correct "
+                  "example (paired), mean and bootstrap 95 % interval; n per dataset: " + ", ".join(
+                      f"{d} {len(a[RANDOM])}" for d, a in aucs.items()), _deletion_intervals(aucs),
+                  direction={c: "lower" for c in ("Δauc", "Δauc_low", "Δauc_high")})
 
-    t1 = {d: {m: (PAPER_TABLE1[d][m], _round(row[m]["mean"])) for m in METHODS} for d, row in seeds.items()}
+
+def _seed_tables(res: Results, seeds: Mapping[str, dict], cfg: Mapping) -> None:
+    if not seeds:
+        return
+    t1 = {d: {m: (PAPER_TABLE1[d][_paper(m)], _round(row[m]["mean"])) for m in METHODS} for d, row in seeds.items()}
     res.add_table("table1_seed_pearson", "Table 1: Pearson r of word relevance between two seeds (mean over test "
                   "examples of the per-example r); sst2 row: paper's SemEval", t1,
                   direction={m: "higher" for m in METHODS})
+    if all("vocabulary" in row[m] for row in seeds.values() for m in METHODS):
+        tv = {d: {m: (PAPER_TABLE1[d][_paper(m)], _round(row[m]["vocabulary"]["r"])) for m in METHODS}
+              for d, row in seeds.items()}
+        n = ", ".join(f"{d} {row['GS']['vocabulary']['n']}" for d, row in seeds.items())
+        res.add_table("table1_seed_vocabulary", f"Table 1 as the authors aggregate: Pearson r over WordPieces of "
+                      f"vocabulary-level means of per-sentence {cfg.get('sentence_norm')}(|R|); WordPieces: {n}",
+                      tv, direction={m: "higher" for m in METHODS})
     acc = {d: {f"seed {m.get('seed')} accuracy_%": (None, _round(100 * m["eval_accuracy"], 2)
                                                     if m.get("eval_accuracy") is not None else None)
                for m in row.get("_models") or []} for d, row in seeds.items()}
-    if acc:
+    if any(acc.values()):
         res.add_table("table1_models", "test accuracy of the two seed models behind Table 1 (same recipe)", acc,
                       direction={c: "higher" for r in acc.values() for c in r})
-    t1p = {d: {m: (PAPER_TABLE1[d][m], _round(row[m]["pooled"])) for m in METHODS} for d, row in seeds.items()}
+    t1p = {d: {m: (PAPER_TABLE1[d][_paper(m)], _round(row[m]["pooled"])) for m in METHODS} for d, row in seeds.items()}
     res.add_table("table1_seed_pearson_pooled", "Table 1 variant: Pearson r over all (example, word) pairs", t1p,
                   direction={m: "higher" for m in METHODS})
 
-    names = list(vocab)
-    for method, m in matrices.items():
-        res.add_table(f"fig3_cross_dataset_{method}", f"Fig. 3 ({method}): Pearson r of per-word mean relevance "
-                      f"between datasets on {len(shared)} shared words (paper: no numbers)",
-                      {a: {b: (None, _round(m[i, j])) for j, b in enumerate(names)} for i, a in enumerate(names)})
 
-    aucs = {d: per_example_auc(ds) for d, ds in deletion.items()}
-    res.add_table("fig1_deletion_paired", "Fig. 1: auc(method) − auc(Random) per initially-correct example (paired), "
-                  "mean and bootstrap 95 % interval; n per dataset: " + ", ".join(
-                      f"{d} {len(a[RANDOM])}" for d, a in aucs.items()), _deletion_intervals(aucs),
-                  direction={c: "lower" for c in ("Δauc", "Δauc_low", "Δauc_high")})
-    vectors = {m: word_vectors({d: vocab[d][m] for d in names}, shared) for m in matrices}
-    _claims(res, aucs, seeds, vectors)
-    return res
+def _cross_tables(res: Results, matrices: Mapping, names: Sequence[str], n_shared: int, norm: str | None,
+                  raw_matrices: Mapping | None) -> None:
+    for label, mats in ((norm, matrices), ("raw", raw_matrices or {})):
+        suffix = "" if label == norm else "_raw"
+        for method, m in mats.items():
+            res.add_table(f"fig3_cross_dataset_{method}{suffix}", f"Fig. 3 ({method}, {label} per-sentence |R|): "
+                          f"Pearson r of per-word mean relevance between datasets on {n_shared} shared words "
+                          "(paper: no numbers)",
+                          {a: {b: (None, _round(m[i, j])) for j, b in enumerate(names)} for i, a in enumerate(names)})
 
 
 def _deletion_intervals(aucs: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
@@ -720,8 +844,11 @@ def _say(label: str, iv: Interval | None, verdict: str) -> str:
     return f"{label} {iv if iv is not None else 'no values'} → {verdict}"
 
 
-def deletion_claims(aucs: Mapping[str, Mapping[str, np.ndarray]]) -> list[tuple[str, str, str]]:
-    """(claim, verdict, detail) of the Fig. 1 claims from per-example deletion AUCs {dataset: {method: [M]}}."""
+def deletion_claims(aucs: Mapping[str, Mapping[str, np.ndarray]], mode: str | None = None
+                    ) -> list[tuple[str, str, str]]:
+    """(claim, verdict, detail) of the Fig. 1 claims from per-example deletion AUCs {dataset: {method: [M]}};
+    `mode` (a DELETION_MODES entry) is named in the claims; LRP-paper, when present, gets its own claim."""
+    tag = f" ({mode} deletion)" if mode else ""
     fast, spread, lat = {}, {}, {}
     for d, a in aucs.items():
         for m in ("GS", "GI", "LRP"):
@@ -729,16 +856,23 @@ def deletion_claims(aucs: Mapping[str, Mapping[str, np.ndarray]]) -> list[tuple[
         three = np.stack([a[m] for m in ("GS", "GI", "LRP")], 1)
         spread[d] = _part(lambda t=three: bootstrap(t, lambda x: float(np.ptp(x.mean(0)))), SPREAD_MARGIN, "less")
         lat[d] = _part(lambda a=a: paired_difference(a["LAT"], a[RANDOM]), LAT_MARGIN, "within")
-    return [
+    out = [
         (f"GS, GI and LRP drop accuracy faster than random deletion on every dataset (auc at least {SPEEDUP_MARGIN} "
-         "below random)", combine(v for _, v in fast.values()),
+         f"below random){tag}", combine(v for _, v in fast.values()),
          "; ".join(_say(f"{d} auc_{m} − auc_random", *p) for (d, m), p in fast.items())),
-        (f"GS, GI and LRP drop similarly (auc spread <= {SPREAD_MARGIN} on every dataset)",
+        (f"GS, GI and LRP drop similarly (auc spread <= {SPREAD_MARGIN} on every dataset){tag}",
          combine(v for _, v in spread.values()), "; ".join(_say(f"{d} spread", *p) for d, p in spread.items())),
-        (f"LAT is no better than random deletion (|auc_LAT - auc_random| <= {LAT_MARGIN} on every dataset)",
+        (f"LAT is no better than random deletion (|auc_LAT - auc_random| <= {LAT_MARGIN} on every dataset){tag}",
          combine(v for _, v in lat.values()),
          "; ".join(_say(f"{d} auc_LAT − auc_random", *p) for d, p in lat.items())),
     ]
+    if all("LRP-paper" in a for a in aucs.values()):
+        paper = {d: _part(lambda a=a: paired_difference(a["LRP-paper"], a[RANDOM]), -SPEEDUP_MARGIN, "less")
+                 for d, a in aucs.items()}
+        out.append((f"LRP, paper-text reading (conserving), drops accuracy faster than random deletion on every "
+                    f"dataset (auc at least {SPEEDUP_MARGIN} below random){tag}", combine(v for _, v in paper.values()),
+                    "; ".join(_say(f"{d} auc_LRP-paper − auc_random", *p) for d, p in paper.items())))
+    return out
 
 
 def seed_claims(seeds: Mapping[str, Mapping]) -> list[tuple[str, str, str]]:
@@ -761,7 +895,22 @@ def seed_claims(seeds: Mapping[str, Mapping]) -> list[tuple[str, str, str]]:
         out.append(("correlation is lower on long texts (IMDb below every sentence-level dataset, per method)",
                     combine(v for _, v in parts.values()),
                     "; ".join(_say(f"{m} r_imdb − r_{d}", *p) for (m, d), p in parts.items())))
+    if all("vocabulary" in row[m] for row in seeds.values() for m in METHODS):
+        out.append(_vocabulary_seed_claim(seeds))
     return out
+
+
+def _vocabulary_seed_claim(seeds: Mapping[str, Mapping]) -> tuple[str, str, str]:
+    """Table 1 as the authors aggregate: r over WordPieces of vocabulary-level means, resampling the WordPieces."""
+    lo, hi = SEED_BAND
+    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    cells = {(d, m): _part(lambda p=row[m]["vocabulary"]["pairs"]: bootstrap(
+        p, lambda x: _pearson(x[:, 0], x[:, 1]) - mid), half, "within") for d, row in seeds.items() for m in METHODS}
+    return (f"seed-to-seed correlation is about 0.8-0.9 with the authors' aggregation (r over WordPieces of "
+            f"vocabulary-level means, every cell within {lo}-{hi})", combine(v for _, v in cells.values()),
+            "; ".join(f"{d} {m} r " + ("no values" if iv is None else
+                                       f"{iv.estimate + mid:.3f} [{iv.low + mid:.3f}, {iv.high + mid:.3f}]") +
+                      f" (n={seeds[d][m]['vocabulary']['n']} WordPieces) → {v}" for (d, m), (iv, v) in cells.items()))
 
 
 def cross_claims(vectors: Mapping[str, np.ndarray]) -> list[tuple[str, str, str]]:
@@ -778,11 +927,70 @@ def cross_claims(vectors: Mapping[str, np.ndarray]) -> list[tuple[str, str, str]
              "; ".join(_say(f"{m} mean r over words", *p) for m, p in parts.items()))]
 
 
-def _claims(res: Results, aucs: Mapping, seeds: Mapping, vectors: Mapping) -> None:
-    rows = (deletion_claims(aucs) if aucs else []) + (seed_claims(seeds) if seeds else []) + \
-        (cross_claims(vectors) if vectors else [])
+def _claims(res: Results, aucs: Mapping, seeds: Mapping, vectors: Mapping, main: str | None = None) -> None:
+    """aucs: {deletion mode: {dataset: {method: [M]}}}, the `main` mode's claims first."""
+    order = sorted(aucs, key=lambda mode: mode != main)
+    rows = [c for mode in order if aucs[mode] for c in deletion_claims(aucs[mode], mode)] + \
+        (seed_claims(seeds) if seeds else []) + (cross_claims(vectors) if vectors else [])
     for claim, verdict, detail in rows:
         res.add_claim(claim, verdict=verdict, detail=detail)
+
+
+def _interval_text(c: Mapping) -> str:
+    if c["Δauc"]["ours"] is None:
+        return "no values"
+    return f"{c['Δauc']['ours']:+.3f} [{c['Δauc_low']['ours']:+.3f}, {c['Δauc_high']['ours']:+.3f}]"
+
+
+def _deletion_lines(t: Mapping, sizes: Mapping, profile: str) -> list[str]:
+    lines = []
+    for name in [n for n in t if n.startswith("fig1_deletion_paired")]:
+        rows, mode = t[name]["rows"], t[name]["caption"].split("(")[1].split(")")[0]
+        for m in METHODS:
+            cells = [(r.split(" (")[1][:-1], c) for r, c in rows.items() if r.startswith(f"{m} (")]
+            lines.append(f"- **Deletion ({mode}), {m}** − Random (mean accuracy over 0..{sizes.get('max_words')} words; "
+                         "< 0 = steeper than random): " + ", ".join(f"{d} {_interval_text(c)}" for d, c in cells) + ".")
+        if profile != "smoke":  # smoke samples decide nothing (as Results.add_claim)
+            lines.append(_lrp_finding(rows, mode))
+    return lines
+
+
+def _lrp_finding(rows: Mapping, mode: str) -> str:
+    """The plain statement of whether any LRP reading beats random deletion (whole interval below -margin)."""
+    beats = [r for r, c in rows.items() if r.startswith("LRP") and c["Δauc_high"]["ours"] is not None
+             and c["Δauc_high"]["ours"] < -SPEEDUP_MARGIN]
+    if beats:
+        return f"- **LRP vs random ({mode})**: beats random deletion (interval below −{SPEEDUP_MARGIN}) in " + \
+            ", ".join(beats) + "."
+    return (f"- **Finding ({mode}): no LRP reading beats random deletion** — for neither the authors' code reading "
+            f"nor the paper-text reading does the paired 95 % interval of auc − auc_random lie below "
+            f"−{SPEEDUP_MARGIN} on any dataset.")
+
+
+def _seed_lines(t: Mapping) -> list[str]:
+    lines = []
+    for name, label in (("table1_seed_pearson", "per-example r over words"),
+                        ("table1_seed_vocabulary", "authors' aggregation, r over WordPieces")):
+        cols = t.get(name, {}).get("rows", {})
+        for m in METHODS:
+            vals = {d: c[m]["ours"] for d, c in cols.items() if c[m]["ours"] is not None}
+            if vals:
+                paper = ", ".join(f"{d} {cols[d][m]['paper']}" for d in vals)
+                lines.append(f"- **Seeds, {m}** ({label}): r " + ", ".join(f"{d} {v:.3f}" for d, v in vals.items())
+                             + f" (paper: {paper}).")
+    return lines
+
+
+def _cross_line(t: Mapping, meta: Mapping, suffix: str, label: str) -> list[str]:
+    cross = {m: t[f"fig3_cross_dataset_{m}{suffix}"]["rows"] for m in METHODS if f"fig3_cross_dataset_{m}{suffix}" in t}
+    if not cross:
+        return []
+    means = {}
+    for m, rows in cross.items():
+        off = [c["ours"] for a, r in rows.items() for b, c in r.items() if a != b and c["ours"] is not None]
+        means[m] = f"{np.mean(off):.3f}" if off else "n/a"
+    return [f"- **Across datasets** ({label}; {meta.get('n_shared_words')} shared words), mean off-diagonal r: " +
+            ", ".join(f"{m} {v}" for m, v in means.items()) + "."]
 
 
 def reading_markdown(results: Results) -> str:
@@ -791,35 +999,14 @@ def reading_markdown(results: Results) -> str:
     sizes = meta.get("settings", {})
     lines = [f"Sizes of this run: deletion examples {sizes.get('n_deletion')}, seed-pair examples "
              f"{sizes.get('n_seed')}, vocabulary examples {sizes.get('n_words')}."]
-    if "fig1_deletion_paired" in t:
-        rows = t["fig1_deletion_paired"]["rows"]
-        for m in METHODS:
-            cells = [(r.split(" (")[1][:-1], c) for r, c in rows.items() if r.startswith(f"{m} (")]
-            lines.append(f"- **Deletion, {m}** − Random (mean accuracy over 0..{sizes.get('max_words')} words; < 0 = "
-                         "steeper than random): " + ", ".join(
-                             f"{d} {c['Δauc']['ours']:+.3f} [{c['Δauc_low']['ours']:+.3f}, "
-                             f"{c['Δauc_high']['ours']:+.3f}]" if c["Δauc"]["ours"] is not None else f"{d} no values"
-                             for d, c in cells) + ".")
+    lines += _deletion_lines(t, sizes, results.profile)
     if "lrp_conservation" in t:
-        med = {d: c["median_abs_delta"]["ours"] for d, c in t["lrp_conservation"]["rows"].items()}
-        lines.append("- **LRP-αβ conservation**, median |ΣR − 1| per dataset: " +
-                     ", ".join(f"{d} {v:.3g}" for d, v in med.items()) + " (0 = conserved).")
-    if "table1_seed_pearson" in t:
-        cols = t["table1_seed_pearson"]["rows"]
-        for m in METHODS:
-            vals = {d: c[m]["ours"] for d, c in cols.items() if c[m]["ours"] is not None}
-            if vals:
-                paper = ", ".join(f"{d} {cols[d][m]['paper']}" for d in vals)
-                lines.append(f"- **Seeds, {m}**: r " + ", ".join(f"{d} {v:.3f}" for d, v in vals.items()) +
-                             f" (paper: {paper}).")
-    cross = {m: t[f"fig3_cross_dataset_{m}"]["rows"] for m in METHODS if f"fig3_cross_dataset_{m}" in t}
-    if cross:
-        means = {}
-        for m, rows in cross.items():
-            off = [c["ours"] for a, r in rows.items() for b, c in r.items() if a != b and c["ours"] is not None]
-            means[m] = f"{np.mean(off):.3f}" if off else "n/a"
-        lines.append(f"- **Across datasets** ({meta.get('n_shared_words')} shared words), mean off-diagonal r: " +
-                     ", ".join(f"{m} {v}" for m, v in means.items()) + ".")
+        lines.append("- **LRP conservation**, median |ΣR − R⁽⁰⁾| / |R⁽⁰⁾| per dataset and reading: " + ", ".join(
+            f"{r} {c['median_rel_delta']['ours']:.3g}" for r, c in t["lrp_conservation"]["rows"].items()) +
+            " (0 = conserved).")
+    lines += _seed_lines(t)
+    lines += _cross_line(t, meta, "", f"per-sentence {meta.get('sentence_norm')}(|R|)")
+    lines += _cross_line(t, meta, "_raw", "raw per-word means")
     tables = meta.get("word_tables") or {}
     if tables:
         d = next(iter(tables))
@@ -857,17 +1044,18 @@ def perturbed_example(ds: DeletionSet, method: str, index: int, n_words: int, mo
     words, scores = rel.words(index)
     n_words = max(0, min(int(n_words), len(words)))
     tokenizer, model = ds.fine_tuned.tokenizer, ds.fine_tuned.model
-    token_id = tokenizer.mask_token_id if mode == "replace" else 0
+    curve_mode, token_id = _deletion_token(ds, mode)
     out = replace_top_k(row["input_ids"], row["attention_mask"], rel.scores[index:index + 1],
-                        rel.special[index:index + 1], k=n_words, mode=mode, groups=groups,
-                        token_type_ids=row.get("token_type_ids"), token_id=token_id,
+                        rel.special[index:index + 1], k=n_words, mode=curve_mode, groups=groups,
+                        token_type_ids=row.get("token_type_ids"), token_id=token_id or 0,
                         pad_id=tokenizer.pad_token_id or 0)
     order = sorted(range(len(words)), key=lambda w: (-scores[w], w))[:n_words]
     removed = np.zeros(len(words), dtype=bool)
     removed[order] = True
     with torch.no_grad():
         probs = model(**out).logits.softmax(-1)[0].double()
-    remaining = " ".join(w if not r else ("[MASK]" if mode == "replace" else "") for w, r in zip(words, removed))
+    shown = {"replace": "[MASK]", "pad": "[PAD]"}.get(mode, "")
+    remaining = " ".join(w if not r else shown for w, r in zip(words, removed))
     return {"words": words, "scores": scores, "removed": removed, "remaining": " ".join(remaining.split()),
             "probs_before": rel.probs[index].numpy(), "probs_after": probs.numpy(), "label": ds.labels[index]}
 

@@ -63,13 +63,21 @@ def _reduce_dims(t: torch.Tensor, adapter, how: str) -> tuple[torch.Tensor, str]
     raise ExplainInputError(f"reduction must be one of {GXI_VARIANTS}, got {how!r}")
 
 
-@register("saliency", "gradient sensitivity: L2 norm over embedding dims (pixels: over channels) of d y_t / d e_t",
-          "Wu & Ong 2021 Eq. 1 (GS, Li et al. 2016) with footnote 1's L2 aggregation",
-          own_forward=True, readouts=ANY_READOUT)
-def saliency(adapter, inputs, target, gradient_of: str = "logit"):
+SALIENCY_NORMS = ("l2", "squared_l2")
+
+
+@register("saliency", "gradient sensitivity: L2 norm (or its square) over embedding dims (pixels: over channels) of "
+          "d y_t / d e_t", "Wu & Ong 2021 Eq. 1 (GS, Li et al. 2016) with footnote 1's L2 aggregation; squared_l2: "
+          "their code (frankaging/BERT-LRP)", own_forward=True, readouts=ANY_READOUT)
+def saliency(adapter, inputs, target, gradient_of: str = "logit", norm: str = "l2"):
+    """norm "l2": ||g_t||; "squared_l2": ||g_t||^2 (Wu & Ong's code, with gradient_of="logit"; their gradient is
+    taken at the embedding-layer output, ours at the word embeddings e_t)."""
+    _choice("norm", norm, SALIENCY_NORMS)
     _, grad, logits = input_gradient(adapter, inputs, target, gradient_of)
     scores, unit = _reduce_dims(grad, adapter, "l2")
-    return {"scores": scores, "unit": unit, "params": {"gradient_of": gradient_of}, "logits": logits}
+    if norm == "squared_l2":
+        scores = scores.square()
+    return {"scores": scores, "unit": unit, "params": {"gradient_of": gradient_of, "norm": norm}, "logits": logits}
 
 
 @register("grad_x_input", "gradient x input e_t ⊙ d y_t/d e_t, reduced per token: l2 | signed_sum | abs_sum",

@@ -1,17 +1,20 @@
-"""LRP-family explainers: full LRP, LRP-alpha-beta, partial LRP, Chefer et al. 2021, Mask-LRP, AttnLRP, CP-LRP.
+"""LRP-family explainers: full LRP, LRP-alpha-beta, Wu & Ong's readings, partial LRP, Chefer et al. 2021, Mask-LRP,
+AttnLRP, CP-LRP.
 
 They differ only in the composite (lab.relevance.composites) and in how the recorded relevances are read out.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from lab.models.adapters import ExplainInputError, ViTAdapter
-from lab.relevance.composites import ALPHA_BETA, ATTNLRP, CHEFER, CP_LRP, LRP_EQ4
-from lab.relevance.rules import per_example_sum
+from lab.models.adapters import BertAdapter, ExplainInputError, ViTAdapter
+from lab.relevance.composites import ALPHA_BETA, ATTNLRP, CHEFER, CP_LRP, LRP_EQ4, WU_ONG_PAPER, Composite
+from lab.relevance.rules import per_example_sum, rule_wu_ong_code
 
 from .base import ANY_READOUT, register
 from .common import cls_row, head_mean, relevance_trace, resolve_target, rollout, with_identity
+from .gradient import frozen_parameters
 
 CLAMPS = ("before_mean", "after_mean")
 ABLATIONS = (None, "no_gradient", "last_block", "second_block")
@@ -103,6 +106,81 @@ def lrp_alpha_beta(adapter, inputs, target, alpha: float = 1.0, beta: float = 0.
     if unit:
         out["unit"] = unit
     return out
+
+
+# The LRP readings of Wu & Ong 2021 (notebook 04), one place: reading -> default start R^(0).
+#   "code":  the authors' code (frankaging/BERT-LRP `backward_lrp`, see `_wu_ong_code`); R^(0) = logit, as in their
+#            notebook; their alpha-beta rule (alpha = beta = 0.5, `rule_wu_ong_code`) on the classifier and pooler.
+#   "paper": the text (Sec. 3, Eqs. 3-8, "obeys conservation"): alpha = 1, beta = 0 with normalised add and matmul
+#            (`WU_ONG_PAPER`); R^(0) = f_c(x), the class probability.
+#   "naive": the workbook's earlier reading (= `lrp_alpha_beta` defaults): add/matmul split by contributions, so the
+#            total drifts (the matmul rule doubles it per block); R^(0) = the class probability.
+WU_ONG_READINGS = {"code": "logit", "paper": "probability", "naive": "probability"}
+STARTS = ("logit", "probability", "one")
+
+
+def _start_value(logits, target, start):
+    tgt = resolve_target(target, logits)
+    value = {"logit": logits, "probability": logits.softmax(-1), "one": torch.ones_like(logits)}[start]
+    return tgt, value.detach().gather(1, tgt[:, None]).reshape(-1)
+
+
+def _head_modules(adapter):
+    """(dense, tanh-output classifier) linear layers of a BERT (pooler, classifier) or RoBERTa head."""
+    if adapter.is_roberta:
+        return adapter.model.classifier.dense, adapter.model.classifier.out_proj
+    if getattr(adapter.base, "pooler", None) is None:
+        raise ExplainInputError(f"lrp_wu_ong reading='code' needs a BERT pooler or a RoBERTa head, got "
+                                f"{type(adapter.model).__name__}")
+    return adapter.base.pooler.dense, adapter.model.classifier
+
+
+def _wu_ong_code(adapter, inputs, target, start):
+    """The authors' `backward_lrp`: their rule on the classifier and the pooler dense (tanh passed), giving R at the
+    [CLS] state; each block then hands on `autograd.grad(block output, block input, R)` (their "residual", which
+    is the whole block's gradient) plus the LRP of its main path. That path starts from the LayerNorm gradient,
+    which sums to 0 per token, so their rescaling shrinks it to ~1e-7 of the total; it is left out here (the
+    fixture test bounds the difference). So R_input = J^T R_[CLS], J the encoder's Jacobian at the embedding output."""
+    x = adapter.embed(inputs).detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = adapter.forward(inputs, embeds=x, hidden_states=True)
+        emb, cls = out.hidden_states[0], out.hidden_states[-1][:, 0]
+        tgt, r0 = _start_value(out.logits, target, start)
+        dense, classifier = _head_modules(adapter)
+        pooled = torch.tanh(dense(cls))
+        seed = F.one_hot(tgt, out.logits.shape[-1]).to(pooled.dtype) * r0[:, None]
+        r_pooled = rule_wu_ong_code(pooled.detach(), classifier.weight, seed, bias=classifier.bias)
+        r_cls = rule_wu_ong_code(cls.detach(), dense.weight, r_pooled, bias=dense.bias)
+        (rel,) = torch.autograd.grad(cls, emb, grad_outputs=r_cls.detach())
+    return rel.detach(), out.logits.detach(), r0
+
+
+def _composite_reading(adapter, inputs, target, composite, start):
+    trace = relevance_trace(adapter, inputs, target, composite)
+    _, r0 = _start_value(trace.logits, target, start)
+    return trace.input_relevance * r0[:, None, None], trace.logits, r0
+
+
+@register("lrp_wu_ong", "Wu & Ong's LRP readings (code | paper | naive) from R^(0) = f_c(x); token score = sum_d |R|",
+          "Wu & Ong 2021 Sec. 3 Eqs. 3-8; frankaging/BERT-LRP backward_lrp", modalities=("text",), own_forward=True)
+def lrp_wu_ong(adapter, inputs, target, reading: str = "code", start: str | None = None):
+    """reading: a key of WU_ONG_READINGS (documented there); start: "logit" | "probability" | "one" (None: the
+    reading's default). delta = sum R_input - R^(0) per example (0 = conserved)."""
+    if reading not in WU_ONG_READINGS:
+        raise ExplainInputError(f"reading must be one of {tuple(WU_ONG_READINGS)}, got {reading!r}")
+    start = WU_ONG_READINGS[reading] if start is None else start
+    if start not in STARTS:
+        raise ExplainInputError(f"start must be one of {STARTS}, got {start!r}")
+    if not isinstance(adapter, BertAdapter):
+        raise ExplainInputError(f"lrp_wu_ong explains BERT-family classifiers, got {type(adapter.model).__name__}")
+    if reading == "code":
+        with frozen_parameters(adapter.model):
+            rel, logits, r0 = _wu_ong_code(adapter, inputs, target, start)
+    else:
+        rel, logits, r0 = _composite_reading(adapter, inputs, target, WU_ONG_PAPER if reading == "paper" else
+                                             ALPHA_BETA, start)
+    return {"scores": rel.abs().sum(-1), "delta": per_example_sum(rel).reshape(-1) - r0, "logits": logits,
+            "params": dict(reading=reading, start=start)}
 
 
 @register("partial_lrp", "relevance of the last block's attention map (Eq. 6 rules), positive part, head mean, [CLS] row",

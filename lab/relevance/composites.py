@@ -40,3 +40,6 @@ ATTNLRP = Composite(linear="epsilon", add="z", matmul="halve", softmax="taylor",
 # CP-LRP (Ali et al. 2022, AH- and LN-rules): the same, except that attention weights are constants, so all
 # relevance goes to the values and none through the softmax.
 CP_LRP = ATTNLRP.with_(matmul="first_constant")
+# Wu & Ong's text (Sec. 3, "obeys conservation"): alpha-beta with the add and matmul relevance normalised (Chefer
+# Sec. 3.2), so that sum R is kept block to block.
+WU_ONG_PAPER = ALPHA_BETA.with_(add="normalized", matmul="normalized")

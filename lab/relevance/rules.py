@@ -92,6 +92,23 @@ def rule_zb(x, weight, relevance, low=None, high=None, **_):
     return x * F.linear(s, weight.t()) - low * F.linear(s, wp.t()) - high * F.linear(s, wn.t())
 
 
+def rule_wu_ong_code(x, weight, relevance, bias=None, alpha: float = 0.5, beta: float = 0.5,
+                     epsilon: float = 1e-7, **_):
+    """The alpha-beta rule of Wu & Ong's code (frankaging/BERT-LRP `backprop_lrp_fc` + `rescale_lrp`).
+
+    Positive and negative *weights* are split (not contributions; inputs keep their sign), the biases' positive /
+    negative parts join the denominators, R_x = x * (alpha (R / z+) W+ + beta (R / z-) W-) with z+ = x W+ + b+ + eps,
+    z- = x W- + b- - eps; then |R_x| is rescaled per example to the incoming total: R_x <- |R_x| (sum R + eps) /
+    (sum |R_x| + eps): one sign per example, the incoming total kept."""
+    wp, wn = weight.clamp(min=0), weight.clamp(max=0)
+    bp = bias.clamp(min=0) if bias is not None else 0.0
+    bn = bias.clamp(max=0) if bias is not None else 0.0
+    c_p = F.linear(relevance / (F.linear(x, wp) + bp + epsilon), wp.t())
+    c_n = F.linear(relevance / (F.linear(x, wn) + bn - epsilon), wn.t())
+    out = (x * (alpha * c_p + beta * c_n)).abs()
+    return out * ((per_example_sum(relevance) + 1e-7) / (per_example_sum(out) + 1e-7))
+
+
 LINEAR_RULES = {"eq4": rule_eq4, "alpha_beta": rule_alpha_beta, "epsilon": rule_epsilon, "zb": rule_zb}
 
 
