@@ -48,6 +48,7 @@ methods = ["rollout", "raw_attention", "attn_gradcam", "lrp", "partial_lrp", "ch
 ablations = ["chefer_no_gradient", "chefer_last_block", "chefer_second_block"]
 fill = "mean"  # removed pixels: "mean" (test-set mean colour) | "zero" (black, authors' code) | "blur" | a number
 start_layer = 0  # first block of the rollout in chefer / rollout (paper: 0; the authors' scripts use 1)
+reading = "code"  # chefer / partial_lrp / lrp rules: "code" (Chefer et al.'s released code) | "text" (as printed)
 seed = 0
 checkpoint = None  # a Hugging Face ViT classifier (hub name or folder) instead of the ViT trained here
 
@@ -60,7 +61,7 @@ from lab.results import claims_markdown, table_frame
 from lab.widgets import controls
 
 cfg = cv.settings(profile, n_examples=n_examples, n_pairs=n_pairs, methods=methods, ablations=ablations,
-                  fill=fill, start_layer=start_layer, seed=seed, checkpoint=checkpoint)
+                  fill=fill, start_layer=start_layer, reading=reading, seed=seed, checkpoint=checkpoint)
 ctx = cv.setup(cfg)
 print({k: ctx.model_info.get(k) for k in ("test_accuracy", "test_size", "train_wall_s", "train_cpu_s",
                                             "parameters", "grid", "num_layers")})

@@ -59,7 +59,10 @@ KS = tuple(range(10, 90, 10))
 LABELS = {"chefer": "Ours (Chefer)", "partial_lrp": "partial LRP", "raw_attention": "raw attention",
           "attn_gradcam": "GradCAM", "lrp": "LRP", "rollout": "rollout", "gae": "GAE", "saliency": "saliency",
           "grad_x_input": "grad×input", "integrated_gradients": "integrated gradients"}
-METHOD_PARAMS: dict[str, dict] = {"attn_gradcam": {"weight_from": "matrix"}}
+# The authors' code reading (lab.explainers.relevance.READINGS; pinned by tests/test_reference_chefer.py): it
+# produced the paper's numbers. The text reading is `reading="text"` on these three methods.
+METHOD_PARAMS: dict[str, dict] = {"attn_gradcam": {"weight_from": "matrix"}, "chefer": {"reading": "code"},
+                                  "partial_lrp": {"reading": "code"}, "lrp": {"reading": "code"}}
 CATEGORIES = (("NEG", True), ("NEG", False), ("POS", True), ("POS", False))
 TARGETS = ("ground truth", "counterfactual", "predicted")
 # Fig. 3 unit: "word_piece" ranks word pieces; "word" (the authors' pipeline) scores each ERASER word by the max over

@@ -111,7 +111,11 @@ PROFILES: dict[str, dict[str, Any]] = {
     "default": dict(model_profile="default", n_examples=500, n_pairs=48, n_figure=6, batch_size=50),
     "paper": dict(model_profile="paper", n_examples=2000, n_pairs=200, n_figure=8, batch_size=50),
 }
+# reading= of chefer / partial_lrp / lrp (lab.explainers.relevance.READINGS): "code" = Chefer et al.'s released code,
+# which produced the paper's numbers (pinned by tests/test_reference_chefer.py); "text" = the rules as printed.
+READING_CHOICES = ("code", "text")
 COMMON = dict(methods=METHODS, ablations=tuple(ABLATIONS), seed=0, fill="mean", start_layer=0, checkpoint=None,
+              reading="code",
               fractions=mi.FRACTIONS, extra_fractions=mi.EXTENDED_FRACTIONS[len(mi.FRACTIONS):],
               partial_lrp_close=3.0, progress=True)
 FILLS = ("mean", "zero", "blur")
@@ -128,6 +132,8 @@ def settings(profile: str = "default", **overrides) -> dict:
     bad = [a for a in cfg["ablations"] if a not in ABLATIONS]
     if bad:
         raise ExperimentError(f"unknown ablation(s) {bad}; choose from {', '.join(ABLATIONS)}")
+    if cfg["reading"] not in READING_CHOICES:
+        raise ExperimentError(f"reading must be one of {READING_CHOICES}, got {cfg['reading']!r}")
     if not (cfg["fill"] in FILLS or isinstance(cfg["fill"], (int, float))):
         raise ExperimentError(f"fill must be 'mean', 'zero', 'blur' or a number, got {cfg['fill']!r}")
     if len(cfg["fractions"]) < 2 or any(f <= max(cfg["fractions"]) for f in cfg["extra_fractions"]):
@@ -245,8 +251,10 @@ def explain_maps(model, images: torch.Tensor, method: str, targets: torch.Tensor
 SINGLE_BLOCK = ("last_block", "second_block")  # ablations without a rollout: start_layer does not apply
 
 
-def _params_for(method: str, params: dict, start_layer: int) -> dict:
+def _params_for(method: str, params: dict, start_layer: int, reading: str = "code") -> dict:
     out = dict(params)
+    if accepts(method, "reading"):
+        out.setdefault("reading", reading)
     if accepts(method, "start_layer") and out.get("ablation") not in SINGLE_BLOCK:
         out.setdefault("start_layer", int(start_layer))
     return out
@@ -266,8 +274,9 @@ def compute_maps(ctx: Context, names: Sequence[str], setting: str = "predicted")
         if setting == "target" and not lab.EXPLAINERS[method].class_specific:
             continue
         start = time.perf_counter()
+        params = _params_for(method, params, ctx.cfg["start_layer"], ctx.cfg["reading"])
         out[name] = explain_maps(ctx.model, ctx.test.images, method, targets, ctx.cfg["batch_size"],
-                                 ctx.cfg["progress"], **_params_for(method, params, ctx.cfg["start_layer"]))
+                                 ctx.cfg["progress"], **params)
         ctx.timings[f"maps_{setting}_{name}_s_per_image"] = round((time.perf_counter() - start) / len(ctx.test), 4)
     return out
 
@@ -417,7 +426,7 @@ def class_specificity(ctx: Context, names: Sequence[str]) -> dict:
     pairs = ctx.pairs
     for name in names:
         method, params = method_spec(name)
-        params = _params_for(method, params, ctx.cfg["start_layer"])
+        params = _params_for(method, params, ctx.cfg["start_layer"], ctx.cfg["reading"])
         m = [explain_maps(ctx.model, pairs.images, method, pairs.labels[:, k], ctx.cfg["batch_size"], **params)
              for k in range(2)]
         maps[name] = m
@@ -700,7 +709,7 @@ def render_example(ctx: Context, index: int, method: str, target_class: str = "p
         if target_class not in ctx.class_names:
             raise ExperimentError(f"target_class must be one of {target_choices(ctx)}, got {target_class!r}")
         target = ctx.class_names.index(target_class)
-    params = _params_for(name, params, start_layer)
+    params = _params_for(name, params, start_layer, ctx.cfg["reading"])
     e = lab.explain(ctx.model, ctx.test.images[index:index + 1], name, target=target, **params)
     fig = Figure(figsize=(6.4, 3.3), layout="constrained")
     ax_in, ax_map = fig.subplots(1, 2)
