@@ -350,3 +350,16 @@ def test_benchmark_randomisation_and_sweep_claims():
     sweep = {"per_example": per, "tau": {"aopc": {"pad~mask": 1.0}}, "n": 80}
     claim = BR.sweep_claim("t", sweep, ["pad", "mask"], n_boot=50)
     assert claim["interval"].estimate == pytest.approx(1.0) and claim["kind"] == "greater"
+
+
+def test_conservative_rows_rank_attnlrp_against_the_baselines_paired_and_oriented():
+    means = {"attnlrp": {"aopc": 0.5, "auc_rep": 0.2}, "chefer": {"aopc": 0.3, "auc_rep": 0.4},
+             "integrated_gradients": {"aopc": 0.6}, "random": {"aopc": 0.0, "auc_rep": 0.6}}
+    rows = BR.conservative_rows(synthetic_per_example(means))
+    assert set(rows) == {"attnlrp vs chefer | aopc", "attnlrp vs chefer | auc_rep",
+                         "attnlrp vs integrated_gradients | aopc"}  # no cp_lrp, no gae, random never a baseline
+    aopc, rep, ig = (rows[k] for k in ("attnlrp vs chefer | aopc", "attnlrp vs chefer | auc_rep",
+                                       "attnlrp vs integrated_gradients | aopc"))
+    assert 0.17 < aopc["estimate"] < 0.23 and aopc["low"] > 0 and aopc["n"] == 80
+    assert 0.17 < rep["estimate"] < 0.23 and rep["low"] > 0  # auc_rep: lower is better, so attnlrp's 0.2 wins
+    assert ig["high"] < 0  # integrated gradients is better on aopc

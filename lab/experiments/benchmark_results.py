@@ -193,6 +193,7 @@ def quality_tables(res, cfg: Mapping, tasks: Mapping[str, Task], runs: Mapping[s
         res.add_table(f"{t}_metric_agreement", f"{TASK_LABELS[t]}: Kendall τ between the method rankings of two "
                       "metrics (+1 = same ranking)",
                       {a: {b: (None, float(agree.loc[a, b])) for b in agree.columns} for a in agree.index})
+        conservative_table(res, t, runs[t].per_example)
 
 
 def study_tables(res, cfg: Mapping, sweep: Mapping, rand: Mapping) -> None:
@@ -217,6 +218,32 @@ def study_tables(res, cfg: Mapping, sweep: Mapping, rand: Mapping) -> None:
                       f"the copy changes {100 * r['prediction_changed']:.0f}% of the predictions)",
                       {m: {c: (None, v) for c, v in row.items()} for m, row in r["rows"].items()},
                       {"spearman": "lower", "changed": "higher"})
+
+
+CONSERVATIVE = ("attnlrp", "cp_lrp")  # issue 21: ranked against these, paired over examples
+CONSERVATIVE_BASELINES = ("chefer", "gae", "integrated_gradients")
+
+
+def conservative_rows(per_example: Mapping) -> dict:
+    """{"a vs b | metric": {estimate, low, high, n}}: paired advantage (positive = a better, every metric oriented
+    "higher is better") of AttnLRP / CP-LRP over Chefer, GAE and integrated gradients, per shared metric."""
+    rows = {}
+    for a in (m for m in CONSERVATIVE if m in per_example):
+        for b in (m for m in CONSERVATIVE_BASELINES if m in per_example):
+            for c in (c for c in per_example[a] if c in per_example[b]):
+                iv = paired_advantage(per_example, a, b, c)
+                if iv is not None:
+                    rows[f"{a} vs {b} | {c}"] = {"estimate": iv.estimate, "low": iv.low, "high": iv.high, "n": iv.n}
+    return rows
+
+
+def conservative_table(res, task: str, per_example: Mapping) -> None:
+    rows = conservative_rows(per_example)
+    if rows:
+        res.add_table(f"{task}_conservative_paired", f"{TASK_LABELS[task]}: AttnLRP / CP-LRP minus Chefer, GAE and "
+                      "integrated gradients per metric (oriented: positive = the conservative method is better), "
+                      "mean paired difference with its 95 % bootstrap interval over the examples",
+                      {r: {k: (None, v) for k, v in d.items()} for r, d in rows.items()})
 
 
 def half_widths(per_example: Mapping) -> dict:
