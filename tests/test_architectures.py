@@ -277,10 +277,18 @@ def test_cli_prints_the_support_table_that_explain_enforces(capsys):
     for name, spec in EXPLAINERS.items():
         line = next(ln for ln in text.splitlines() if ln.split() and ln.split()[0] == name and ln.count("yes"))
         marks = ["yes" in line[s:s + len(n)] for s, n in zip(starts, names)]
-        assert marks == [applies(spec, a.adapter) is None for a in ARCHITECTURES], name
+        assert marks == [applies(spec, a.adapter, a.classes) is None for a in ARCHITECTURES], name
     chefer = dict(zip(names, [applies(EXPLAINERS["chefer"], a.adapter) is None for a in ARCHITECTURES]))
     assert chefer["DistilBERT"] and chefer["DeiT"] and not chefer["GPT-2 (next token)"]
     assert all(applies(EXPLAINERS["attnlrp"], a.adapter) is None for a in ARCHITECTURES)
+    wu_ong = dict(zip(names, [applies(EXPLAINERS["lrp_wu_ong"], a.adapter, a.classes) is None for a in ARCHITECTURES]))
+    assert wu_ong["BERT / MiniLM"] and wu_ong["RoBERTa"] and not wu_ong["ELECTRA"] and not wu_ong["DistilBERT"]
+
+
+def test_an_explainer_limited_to_model_classes_refuses_others_in_one_line():
+    model = tiny("distilbert")
+    with pytest.raises(ExplainInputError, match="lrp_wu_ong.*BertForSequenceClassification.*DistilBert"):
+        lab.explain(model, text_batch(), "lrp_wu_ong", target=0)
 
 
 def test_bench_times_a_decoder_with_the_explainers_that_apply():

@@ -89,6 +89,9 @@ class ExplainerSpec:
     # readouts: where the model reads its prediction that the method handles (`Adapter.readout`): methods built on
     # the [CLS] row of attention maps handle "first" only; input attributions any
     readouts: tuple[str, ...] = ("first",)
+    # model_classes: when not empty, the Hugging Face model classes the method is limited to (e.g. it needs a BERT
+    # pooler); checked on the model's class name
+    model_classes: tuple[str, ...] = ()
 
 
 ANY_READOUT = ("first", "first_two", "last")
@@ -96,7 +99,7 @@ EXPLAINERS: dict[str, ExplainerSpec] = {}
 
 
 def register(name: str, description: str, reference: str, modalities=("text", "vision"), class_specific=True,
-             own_forward=False, readouts=("first",)):
+             own_forward=False, readouts=("first",), model_classes=()):
     """Decorator: fn(adapter, inputs, target, **params) -> dict(scores=..., [delta=...], [unit=...], [extras=...],
     [logits=...]); own_forward=True: fn accepts target=None (the predicted class) and returns "logits";
     readouts: the `Adapter.readout`s the method handles (ANY_READOUT when it does not read a token row)."""
@@ -105,7 +108,7 @@ def register(name: str, description: str, reference: str, modalities=("text", "v
         if name in EXPLAINERS:
             raise ValueError(f"explainer {name!r} registered twice")
         EXPLAINERS[name] = ExplainerSpec(name, fn, description, reference, tuple(modalities), class_specific,
-                                         own_forward, tuple(readouts))
+                                         own_forward, tuple(readouts), tuple(model_classes))
         return fn
 
     return wrap
@@ -115,8 +118,13 @@ def describe_explainers() -> str:
     return "\n".join(f"{s.name:22s} {s.description} [{s.reference}]" for s in EXPLAINERS.values())
 
 
-def applies(spec: ExplainerSpec, adapter: Adapter | type) -> str | None:
-    """None when `spec` applies to the adapter (an instance or an adapter class), else the reason why not."""
+def applies(spec: ExplainerSpec, adapter: Adapter | type, classes: tuple[str, ...] | None = None) -> str | None:
+    """None when `spec` applies to the adapter (an instance, or an adapter class with the model `classes` it
+    serves), else the reason why not."""
+    if classes is None and isinstance(adapter, Adapter):
+        classes = tuple(c.__name__ for c in type(adapter.model).__mro__)  # a subclass counts as its parent
+    if spec.model_classes and classes is not None and not set(classes) & set(spec.model_classes):
+        return f"explainer {spec.name!r} applies to {', '.join(spec.model_classes)} only, got {classes[0]}"
     if adapter.modality not in spec.modalities:
         return f"explainer {spec.name!r} does not apply to {adapter.modality} models"
     if adapter.readout not in spec.readouts:
@@ -133,7 +141,7 @@ def support_table() -> str:
     width = max(map(len, EXPLAINERS))
     lines = [" " * width + "  " + "  ".join(names)]
     for spec in EXPLAINERS.values():
-        marks = ["yes" if applies(spec, a.adapter) is None else "-" for a in ARCHITECTURES]
+        marks = ["yes" if applies(spec, a.adapter, a.classes) is None else "-" for a in ARCHITECTURES]
         lines.append((f"{spec.name:{width}s}  " + "  ".join(m.center(len(n)) for m, n in zip(marks, names))).rstrip())
     return "\n".join(lines)
 

@@ -162,7 +162,9 @@ def _composite_reading(adapter, inputs, target, composite, start):
 
 
 @register("lrp_wu_ong", "Wu & Ong's LRP readings (code | paper | naive) from R^(0) = f_c(x); token score = sum_d |R|",
-          "Wu & Ong 2021 Sec. 3 Eqs. 3-8; frankaging/BERT-LRP backward_lrp", modalities=("text",), own_forward=True)
+          "Wu & Ong 2021 Sec. 3 Eqs. 3-8; frankaging/BERT-LRP backward_lrp", modalities=("text",), own_forward=True,
+          model_classes=("BertForSequenceClassification", "RobertaForSequenceClassification",
+                         "XLMRobertaForSequenceClassification"))
 def lrp_wu_ong(adapter, inputs, target, reading: str = "code", start: str | None = None):
     """reading: a key of WU_ONG_READINGS (documented there); start: "logit" | "probability" | "one" (None: the
     reading's default). delta = sum R_input - R^(0) per example (0 = conserved)."""
