@@ -13,6 +13,7 @@ import lab
 from lab.models.adapters import ExplainInputError, get_adapter
 from lab.relevance import ATTNLRP, CP_LRP, RelevanceOps
 from lab.relevance import rules
+from tests.reference import bert_from_fixture, padded_batch
 from tests.models import text_batch, tiny_bert, tiny_roberta, tiny_vit, unbatch
 
 FIXTURE = Path(__file__).parent / "fixtures" / "lxt" / "attnlrp_bert.json"
@@ -246,26 +247,9 @@ def test_methods_differ_and_bad_score_is_one_clear_error():
 
 
 def _lxt_model_and_examples():
-    from transformers import BertConfig, BertForSequenceClassification
-
     fixture = json.loads(FIXTURE.read_text())
-    model = BertForSequenceClassification(BertConfig(**fixture["config"], attn_implementation="eager"))
-    model = model.to(torch.float64).eval()
-    shapes = model.state_dict()
-    state = {k: torch.tensor(v, dtype=torch.float64).reshape(shapes[k].shape) for k, v in fixture["weights"].items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and all("position_ids" in k or "token_type_ids" in k for k in missing)
+    model = bert_from_fixture(fixture)
     return model, fixture["examples"]
-
-
-def _padded(examples):
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.zeros(len(examples), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, e in enumerate(examples):
-        ids[i, :len(e["input_ids"])] = torch.tensor(e["input_ids"])
-        mask[i, :len(e["input_ids"])] = 1
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
 
 
 @pytest.mark.parametrize("epsilon, tolerance", [(1e-6, 1e-3), (1e-12, 1e-6)])
@@ -275,7 +259,7 @@ def test_attnlrp_matches_lxt(epsilon, tolerance):
     assert FIXTURE.stat().st_size < 200_000
     model, examples = _lxt_model_and_examples()
     target = torch.tensor([e["target"] for e in examples])
-    ours = lab.explain(model, _padded(examples), "attnlrp", target=target, epsilon=epsilon)
+    ours = lab.explain(model, padded_batch(examples), "attnlrp", target=target, epsilon=epsilon)
     for i, e in enumerate(examples):
         n = len(e["input_ids"])
         torch.testing.assert_close(ours.logits[i], torch.tensor(e["logits"], dtype=torch.float64), atol=1e-9, rtol=0)

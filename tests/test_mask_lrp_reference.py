@@ -12,31 +12,16 @@ from scipy.stats import spearmanr
 import lab
 from lab.experiments.mask_lrp import READINGS, reading_params
 
+from tests.reference import bert_from_fixture, padded_batch
+
 FIXTURE = Path(__file__).parent / "fixtures" / "mask_lrp" / "mask_lrp_bert.json"
 SPEARMAN, TOLERANCE = 0.99, 1e-3
 
 
 def _model_and_fixture():
-    from transformers import BertConfig, BertForSequenceClassification
-
     fixture = json.loads(FIXTURE.read_text())
-    model = BertForSequenceClassification(BertConfig(**fixture["config"], attn_implementation="eager"))
-    model = model.to(torch.float64).eval()
-    shapes = model.state_dict()
-    state = {k: torch.tensor(v, dtype=torch.float64).reshape(shapes[k].shape) for k, v in fixture["weights"].items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and all("position_ids" in k or "token_type_ids" in k for k in missing)
+    model = bert_from_fixture(fixture)
     return model, fixture
-
-
-def _padded(examples):
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.zeros(len(examples), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, e in enumerate(examples):
-        ids[i, :len(e["input_ids"])] = torch.tensor(e["input_ids"])
-        mask[i, :len(e["input_ids"])] = 1
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
 
 
 def _agreement(ours, theirs, first: int = 1):
@@ -50,7 +35,7 @@ def _explain(method, **params):
     model, fixture = _model_and_fixture()
     examples = fixture["examples"]
     target = torch.tensor([e["target"] for e in examples])
-    exp = lab.explain(model, _padded(examples), method, target=target, **params)
+    exp = lab.explain(model, padded_batch(examples), method, target=target, **params)
     for i, e in enumerate(examples):
         torch.testing.assert_close(exp.logits[i], torch.tensor(e["logits"], dtype=torch.float64), atol=1e-9, rtol=0)
     return exp, examples

@@ -14,6 +14,8 @@ from scipy.stats import spearmanr
 
 import lab
 
+from tests.reference import padded_batch
+
 FIXTURES = Path(__file__).parent / "fixtures" / "chefer"
 CODE = dict(reading="code")  # lab's explainers reading the authors' code (lab.explainers.relevance.READINGS)
 LAST = 1  # the tiny models have 2 blocks; bert_pipeline.py uses generate_LRP's start_layer=11 of 12: the last
@@ -74,13 +76,7 @@ def _batch(name, fixture):
         size = fixture["config"]["image_size"]
         pixels = [torch.tensor(e["pixel_values"], dtype=torch.float64).reshape(3, size, size) for e in examples]
         return {"pixel_values": torch.stack(pixels)}
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.zeros(len(examples), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, e in enumerate(examples):
-        ids[i, :len(e["input_ids"])] = torch.tensor(e["input_ids"])
-        mask[i, :len(e["input_ids"])] = 1
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    return padded_batch(examples)
 
 
 def _compared(name, key, ours, theirs):

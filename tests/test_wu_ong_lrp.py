@@ -15,21 +15,15 @@ import lab
 from lab.explainers.relevance import WU_ONG_READINGS
 from lab.models.adapters import ExplainInputError
 from lab.relevance.rules import rule_wu_ong_code
+from tests.reference import bert_from_fixture
 from tests.models import text_batch, tiny_bert
 
 FIXTURE = Path(__file__).parent / "fixtures" / "bert_lrp" / "bert_lrp.json"
 
 
 def _authors_model_and_examples():
-    from transformers import BertConfig, BertForSequenceClassification
-
     fixture = json.loads(FIXTURE.read_text())
-    model = BertForSequenceClassification(BertConfig(**fixture["config"], attn_implementation="eager"))
-    model = model.to(torch.float64).eval()
-    shapes = model.state_dict()
-    state = {k: torch.tensor(v, dtype=torch.float64).reshape(shapes[k].shape) for k, v in fixture["weights"].items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and all("position_ids" in k or "token_type_ids" in k for k in missing)
+    model = bert_from_fixture(fixture)
     return model, fixture["examples"]
 
 
