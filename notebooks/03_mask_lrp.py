@@ -23,7 +23,7 @@
 # difference to each baseline).
 #
 # **What Mask-LRP does here.** A head mask M = M_synt ∨ M_pos (blocks × heads, binary) is computed once per model
-# from attention statistics on training sentences (`lab.heads`). During Chefer's LRP the relevance of each head's
+# from attention statistics on training sentences (`lab.analysis.heads`). During Chefer's LRP the relevance of each head's
 # context O_h = A_h V_h is multiplied by M before the A·V rule; the attention relevance used in the rollout is
 # recorded before masking, as in the authors' code (`lab.explain(..., "mask_lrp", head_mask=M)`). With an all-ones
 # mask it is exactly `chefer`, which this paper calls **GAE**.
@@ -48,7 +48,7 @@
 #
 # Protocol: top-k content tokens replaced by **[PAD]**, k = 1/9, 2/9, …, 1 of the tokens (the authors' code), AOPC and
 # LOdds averaged over examples and the 9 values of k; explanations and probabilities for the **gold** label;
-# examples with fewer than 20 tokens skipped (code). Details: `lab/experiments/mask_lrp.py`, `lab/heads.py`.
+# examples with fewer than 20 tokens skipped (code). Details: `lab/experiments/mask_lrp.py`, `lab/analysis/heads.py`.
 
 # %% tags=["parameters"]
 profile = "default"  # smoke | default | paper (injected by `python -m lab reproduce`)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lab import attention_tests as at
+from lab.analysis import attention_tests as at
 from lab.experiments import jain_wallace as jw
 from lab.metrics.agreement import Correlation
 from lab.models import rnn

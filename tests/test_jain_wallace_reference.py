@@ -20,7 +20,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from lab import attention_tests as at
+from lab.analysis import attention_tests as at
 from lab.models import rnn
 
 FIXTURE = Path(__file__).parent / "fixtures" / "attention_explanation" / "reference.json"

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import lab
-from lab import heads, stats
+from lab import stats
+from lab.analysis import heads
 from lab.experiments import mask_lrp as ml
 from lab.models.adapters import get_adapter
 from lab.models.training import FineTuned

@@ -52,7 +52,7 @@ import torch
 from matplotlib.figure import Figure
 
 import lab
-from lab import attention_tests as at
+from lab.analysis import attention_tests as at
 from lab import cache, stats
 from lab.experiments import ExperimentError, merge_settings
 from lab.data import load

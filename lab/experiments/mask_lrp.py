@@ -21,7 +21,7 @@ Protocol (REPRODUCTION_SPEC 001.3; the authors' `evaluate_explanability.py` wher
   ([CLS]/[SEP] included) are skipped (code); for the NLI pair task examples with p(gold) < 0.34 are skipped (the
   code's MNLI filter).
 - GAE = `chefer` (paper 000; Mask-LRP with an all-ones mask degenerates to it). Mask-LRP = `mask_lrp` with
-  M = M_synt ∨ M_pos from `lab.heads`: the relevance of each head's context O_h = A_h V_h is multiplied by M before
+  M = M_synt ∨ M_pos from `lab.analysis.heads`: the relevance of each head's context O_h = A_h V_h is multiplied by M before
   the A·V rule; the attention relevance used in the rollout is recorded before masking (authors' code).
 - Readings (`READINGS`, setting `reading`): "code" (default) follows the authors' released code, which produced the
   published numbers (no renormalisation after masking, row-normalised rollout, halved matmul relevance, |Σ R| add
@@ -54,7 +54,8 @@ import torch
 from matplotlib.figure import Figure
 
 import lab
-from lab import cache, heads, stats
+from lab import cache, stats
+from lab.analysis import heads
 from lab.experiments import ExperimentError, merge_settings
 from lab.data import load as load_data
 from lab.metrics.perturbation import MASK_LRP_FRACTIONS, aopc_lodds

@@ -253,7 +253,7 @@ def mask_lrp(adapter, inputs, target, head_mask=None, mask_recorded: bool = Fals
              recorded_rule: str | None = None, start_layer: int = 0, clamp: str = "before_mean",
              rollout_normalize: bool = False, absolute: str = "sum_abs", matmul: str = "normalized",
              gradient_of: str = "logit"):
-    """head_mask: {0,1} tensor [blocks, heads] (see lab.heads). The relevance of each head's context O_h = A_h V_h
+    """head_mask: {0,1} tensor [blocks, heads] (see lab.analysis.heads). The relevance of each head's context O_h = A_h V_h
     is multiplied by the mask before the A·V matmul rule and, with renormalize=True (the text's "normalise"),
     rescaled to conserve the block's total; renormalize=False is the authors' code (`cam * head_mask`, the total
     shrinks). The attention relevance used in the rollout is recorded before masking unless mask_recorded=True
@@ -265,7 +265,7 @@ def mask_lrp(adapter, inputs, target, head_mask=None, mask_recorded: bool = Fals
     if recorded_rule not in (None, "naive", "halve", "normalized"):
         raise ExplainInputError(f"recorded_rule must be None, 'naive', 'halve' or 'normalized', got {recorded_rule!r}")
     if head_mask is None:
-        raise ExplainInputError("mask_lrp needs head_mask: a [blocks, heads] 0/1 tensor (see lab.heads.head_mask)")
+        raise ExplainInputError("mask_lrp needs head_mask: a [blocks, heads] 0/1 tensor (see lab.analysis.heads.head_mask)")
     mask = torch.as_tensor(head_mask, dtype=adapter.dtype, device=adapter.device)
     if tuple(mask.shape) != (adapter.num_layers, adapter.num_heads):
         raise ExplainInputError(f"head_mask must have shape ({adapter.num_layers}, {adapter.num_heads}), got {tuple(mask.shape)}")
