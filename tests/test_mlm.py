@@ -122,7 +122,9 @@ def test_causal_lm_sequence_probability_is_the_chain_rule():
             for t in range(1, n):
                 total += lm(input_ids=ids[i:i + 1, :t]).logits[0, -1].double().log_softmax(-1)[ids[i, t]].item()
             assert abs(got[i].item() - total) < 1e-5
-    two = C.sentence_log_probs_fn(lm)({"input_ids": ids, "attention_mask": mask})
+    from lab.explainers.marginalization import sentence_log_probs_fn
+
+    two = sentence_log_probs_fn(lm)({"input_ids": ids, "attention_mask": mask})
     torch.testing.assert_close(two.exp().sum(-1), torch.ones(2, dtype=torch.float64))
     with pytest.raises(C.CausalLMError, match="seq >= 2"):
         C.sequence_log_prob(lm, torch.tensor([[2]]))

@@ -542,8 +542,7 @@ def causal_lm(cfg: dict, progress: bool = True):
 @one_thread
 def generative_attributions(lm, mlm, cfg: dict, sentences=FIG5_SENTENCES) -> dict:
     """a_i = logodds p(x) − logodds p^[i](x) for short sentences (class 1 of the LM's two-class view)."""
-    from lab.explainers.marginalization import marginalize
-    from lab.models.causal_lm import sentence_log_probs_fn
+    from lab.explainers.marginalization import marginalize, sentence_log_probs_fn
 
     inputs = tokenize(sentences, max_length=cfg["max_length"])
     fn = sentence_log_probs_fn(lm.model)
