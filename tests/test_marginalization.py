@@ -277,10 +277,10 @@ def test_auc_table_shows_interval_half_widths_and_claims_are_not_evaluated_in_sm
     from lab.experiments import input_marginalization as im
     from lab.results import Results
 
-    study = {"lstm": auc_study({"marg": 0.0, "unk": 0.05, "zero": 0.1})}
+    study = {"lstm": {"pad": auc_study({"marg": 0.0, "unk": 0.05, "zero": 0.1})}}
     res = Results(im.NOTEBOOK, "smoke")
     rows = im.add_auc_table(res, study, {"auc_stop": 0.2})
-    half = rows["Marg (ours)"]["BiLSTM (SST-2) ±"][1]
+    half = rows["Marg (ours)"]["BiLSTM (SST-2) · [PAD] ±"][1]
     assert 0 < half < 0.05
     assert res.claims[0]["verdict"] == "not evaluated"
 
