@@ -244,7 +244,10 @@ def mlm_table(res, mlm) -> dict:
                                               "steps": (None, m.get("steps_done")),
                                               "best_step": (None, m.get("best_step")),
                                               "output_vocabulary": (None, m.get("output_vocabulary")),
-                                              "train_min": (None, round(m.get("train_seconds", 0) / 60, 1))},
+                                              "oov_rate": (None, m.get("oov_rate")),
+                                              "train_min": (None, round(m.get("train_seconds", 0) / 60, 1)),
+                                              "train_cpu_min": (None, round(m.get("cpu_seconds", 0) / 60, 1)),
+                                              "load_at_start": (None, (m.get("load_average") or [None])[0])},
             "before MLM training": {"top1": (None, m["before_training"]["top1"]),
                                     "top5": (None, m["before_training"]["top5"]),
                                     "perplexity": (None, m["before_training"]["perplexity"])}}
@@ -318,7 +321,7 @@ def deletion_token(deletion: str, mlm, inputs: dict, special: torch.Tensor):
 
 @one_thread
 def auc_rep_study(models: dict, mlm, cfg: dict, methods=tuple(AUC_METHODS), progress: bool = True) -> dict:
-    """{model: {deletion: {method: auc_rep result}}} on cfg[AUC_SIZES[model]] SST-2 test sentences (the same first ones):
+    """{model: {deletion: {method: auc_rep result}}} on cfg[AUC_SIZES[model]] SST-2 test sentences (nested samples):
     each method's scores are computed once and its curve followed under every deletion of cfg['deletions']."""
     out, mlm_id = {}, _mlm_digest(mlm) if cfg.get("use_cache") else None
     for name in ("cnn", "lstm", "bert"):
