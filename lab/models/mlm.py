@@ -41,11 +41,12 @@ MASK_RATE = 0.15  # evaluation (and BERT's) rate of masked positions
 # evaluations without improvement stop early. `vocab="corpus"`: the output vocabulary is the word pieces of the
 # training corpus (the decoder's other rows are never proposed); `bias_prior`: the decoder bias starts at the log
 # unigram frequencies of that corpus; `mask_rate`: the fraction of content tokens predicted per training sentence.
-# "default": probes of 100 steps (one thread, nice 15, load average 13-14 on 2 cores, 2026-12-03) reached held-out
-# top-5 29.8 % with this recipe and 27.1 % with the whole vocabulary and a zero bias (16.7 % vs 0.2 % before any
-# step); the version-2 recipe (lr 2e-4, batch 16 SST-2 phrases) had 27.9 / 35.7 / 37.2 % at 250 / 1000 / 1750 steps.
-# A step costs about 1.4 CPU-s under that load; on a quiet machine we expect about 0.6 s (issue 20 measured the
-# loaded/quiet ratio at 2-3x), so 1500 steps take about 15 min. Whether it reaches top-5 >= 50 % is not measured.
+# "default": probes (one thread, nice 15, load average 9-14 on 2 cores, 2026-12-03; held-out top-5 on the 200
+# stopping sentences) reached 29.8 / 35.4 % at 100 / 200 steps with this recipe, and 27.1 % at 100 steps with the
+# whole vocabulary and a zero bias (16.7 % vs 0.2 % before any step); the version-2 recipe (lr 2e-4, batch 16 SST-2
+# phrases) had 27.9 / 35.7 / 37.2 % at 250 / 1000 / 1750 steps. A step costs 1.38 CPU-s under that load; on a quiet
+# machine we expect about 0.6 s (issue 20 measured the loaded/quiet ratio at 2-3x), so 1500 steps take about
+# 15 min. At about +5 points per doubling of steps the projection for 1500 steps is 45-50 %: not measured.
 PROFILES = {
     "smoke": {"steps": 8, "batch_size": 16, "max_length": 32, "train_size": 500, "eval_size": 24, "lr": 2e-4,
               "extra_corpora": (), "threads": 1, "freeze_layers": 3, "eval_every": 4, "stop_size": 16,
