@@ -42,11 +42,12 @@ MASK_RATE = 0.15  # evaluation (and BERT's) rate of masked positions
 # training corpus (the decoder's other rows are never proposed); `bias_prior`: the decoder bias starts at the log
 # unigram frequencies of that corpus; `mask_rate`: the fraction of content tokens predicted per training sentence.
 # "default": probes (one thread, nice 15, load average 9-14 on 2 cores, 2026-12-03; held-out top-5 on the 200
-# stopping sentences) reached 29.8 / 35.4 % at 100 / 200 steps with this recipe, and 27.1 % at 100 steps with the
+# stopping sentences) reached 29.8 / 35.4 / 37.1 % at 100 / 200 / 300 steps with this recipe, 27.1 % at 100 with the
 # whole vocabulary and a zero bias (16.7 % vs 0.2 % before any step); the version-2 recipe (lr 2e-4, batch 16 SST-2
-# phrases) had 27.9 / 35.7 / 37.2 % at 250 / 1000 / 1750 steps. A step costs 1.38 CPU-s under that load; on a quiet
-# machine we expect about 0.6 s (issue 20 measured the loaded/quiet ratio at 2-3x), so 1500 steps take about
-# 15 min. At about +5 points per doubling of steps the projection for 1500 steps is 45-50 %: not measured.
+# phrases) had 27.9 / 35.7 / 37.2 % at 250 / 1000 / 1750 steps. A step costs 1.32-1.38 CPU-s under that load; on a
+# quiet machine we expect about 0.6 s (issue 20 measured the loaded/quiet ratio at 2-3x), so 1500 steps take about
+# 15 min. The gain per doubling of steps fell from 5.6 to about 3 points, so 1500 steps project to 44-48 %: the
+# 50 % target is probably not reached by this budget (not measured).
 PROFILES = {
     "smoke": {"steps": 8, "batch_size": 16, "max_length": 32, "train_size": 500, "eval_size": 24, "lr": 2e-4,
               "extra_corpora": (), "threads": 1, "freeze_layers": 3, "eval_every": 4, "stop_size": 16,
