@@ -277,10 +277,10 @@ def test_auc_table_shows_interval_half_widths_and_claims_are_not_evaluated_in_sm
     from lab.experiments import input_marginalization as im
     from lab.results import Results
 
-    study = {"lstm": auc_study({"marg": 0.0, "unk": 0.05, "zero": 0.1})}
+    study = {"lstm": {"pad": auc_study({"marg": 0.0, "unk": 0.05, "zero": 0.1})}}
     res = Results(im.NOTEBOOK, "smoke")
     rows = im.add_auc_table(res, study, {"auc_stop": 0.2})
-    half = rows["Marg (ours)"]["BiLSTM (SST-2) ±"][1]
+    half = rows["Marg (ours)"]["BiLSTM (SST-2) · [PAD] ±"][1]
     assert 0 < half < 0.05
     assert res.claims[0]["verdict"] == "not evaluated"
 
@@ -323,3 +323,21 @@ def test_accuracy_and_mlm_claims_bootstrap_the_indicator_and_discussion_uses_res
     assert all("interval" in c for c in res.claims)
     text = im.discussion_markdown(res)
     assert "top-5 0.300" in text and "after 878 steps" in text
+
+
+def test_models_never_import_explainers():
+    """Dependencies point down (explainers -> models): no module of lab/models imports lab.explainers, even inside a
+    function (the causal LM once took log1mexp from the marginalisation explainer, closing a cycle)."""
+    import ast
+    from pathlib import Path
+
+    import lab.models
+
+    offenders = []
+    for path in sorted(Path(lab.models.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            offenders += [f"{path.name}: {n}" for n in names if n.startswith(("lab.explainers", "..explainers"))]
+    assert offenders == []

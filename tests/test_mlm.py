@@ -2,6 +2,7 @@
 of notebook 06, on tiny random models (seconds)."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -122,7 +123,9 @@ def test_causal_lm_sequence_probability_is_the_chain_rule():
             for t in range(1, n):
                 total += lm(input_ids=ids[i:i + 1, :t]).logits[0, -1].double().log_softmax(-1)[ids[i, t]].item()
             assert abs(got[i].item() - total) < 1e-5
-    two = C.sentence_log_probs_fn(lm)({"input_ids": ids, "attention_mask": mask})
+    from lab.explainers.marginalization import sentence_log_probs_fn
+
+    two = sentence_log_probs_fn(lm)({"input_ids": ids, "attention_mask": mask})
     torch.testing.assert_close(two.exp().sum(-1), torch.ones(2, dtype=torch.float64))
     with pytest.raises(C.CausalLMError, match="seq >= 2"):
         C.sequence_log_prob(lm, torch.tensor([[2]]))
@@ -148,3 +151,27 @@ def test_notebook06_studies_are_memoised(lab_dirs, monkeypatch):
     assert im.mc_study(models, mlm, cfg, sigmas=(1e-2,), seeds=(0,), progress=False) == first and calls == []
     im.mc_study(models, mlm, cfg, model="lstm", sigmas=(1e-2,), seeds=(0,), progress=False)  # another model
     assert len(calls) == 3  # exact reference, one σ, one MC draw
+
+
+def test_corpus_vocabulary_is_the_only_candidate_set_and_starts_the_bias_at_log_frequencies(tokenizer, tmp_path):
+    from transformers import BertForMaskedLM
+
+    mlm = tiny_bert_mlm()
+    special = M.excluded_ids(tokenizer) + [tokenizer.unk_token_id]
+    good, movie = tokenizer.convert_tokens_to_ids(["good", "movie"])
+    seqs = [[101, good, movie, good, 102], [101, good, 102]]
+    assert M.restrict_vocabulary(mlm, seqs, special) == 2
+    assert mlm.config.candidate_token_ids == sorted([good, movie])
+    bias = mlm.cls.predictions.bias.detach().double()
+    assert float(bias[good] - bias[movie]) == pytest.approx(math.log(4 / 2), abs=1e-6)  # add-one counts 3+1, 1+1
+    row = {"input_ids": torch.tensor([[101, good, movie, 102]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    probs = M.masked_log_probs(mlm, row, [1, 2]).exp()
+    torch.testing.assert_close(probs[:, [good, movie]].sum(-1), torch.ones(2, dtype=torch.float64))
+    mlm.save_pretrained(tmp_path)  # the vocabulary travels with the checkpoint
+    assert BertForMaskedLM.from_pretrained(tmp_path).config.candidate_token_ids == sorted([good, movie])
+    ev = M.evaluate_mlm(mlm, tokenizer, ["film film", "good movie good"])  # >= 1 masked position per sentence
+    assert 0 < ev["oov_rate"] < 1 and math.isfinite(ev["perplexity"])  # "film" is outside: a miss, not an inf
+    out = M.train_mlm(mlm, tokenizer, ["good movie good"] * 8, steps=3, batch_size=4, mask_rate=0.5, progress=False)
+    assert out["steps_done"] == 3 and math.isfinite(out["history"][-1]["loss"])
+    with pytest.raises(M.MLMError, match="unknown extra corpus"):
+        M.corpus_texts(10, ("wiki",))

@@ -11,17 +11,29 @@ from lab.experiments import ExperimentError, merge_settings
 
 NOTEBOOK = "06_input_marginalization"
 
+# AUC_rep sample sizes: n_auc (CNN), n_auc_lstm (BiLSTM), n_auc_bert (MiniLM). Marginalisation costs
+# (content tokens × candidates above σ) classifier rows per sentence; measured on this 2-core machine (one thread,
+# loaded, 2026-12-03): CNN 0.4, BiLSTM 2.3, MiniLM about 11 CPU-s per 1,000 rows of 27 tokens. With σ = 1e-4 and no
+# cap (K ≈ 300-1,000 candidates per position, 23 content tokens) a sentence costs the CNN 3-9 s, the BiLSTM 16-52 s
+# and the MiniLM 75-250 s, so the issue's n = 500 would take 0.4-1.3 h (CNN) and 2-7 h (BiLSTM): the default sizes
+# below fit about 15 minutes; `paper` is n = 700 for both. The MiniLM keeps a cap (max_candidates_bert).
 PROFILES = {
     "smoke": {"sst_train_size": 600, "snli_train_size": 300, "cnn_epochs": 1, "lstm_epochs": 1, "snli_epochs": 1,
-              "n_test": 48, "n_auc": 2, "n_auc_bert": 1, "auc_max_words": 8, "n_figure": 2, "n_mc_sentences": 1,
-              "mc_sizes": [4, 16], "mc_vocab": 50, "max_candidates": 4, "mc_max_words": 3, "use_cache": False},
+              "n_test": 48, "n_auc": 2, "n_auc_lstm": 2, "n_auc_bert": 1, "auc_max_words": 8, "n_figure": 2,
+              "n_mc_sentences": 1, "mc_sizes": [4, 16], "mc_vocab": 50, "max_candidates": 4, "max_candidates_bert": 4,
+              "mc_max_words": 3, "use_cache": False},
     "default": {"sst_train_size": 30000, "snli_train_size": None, "cnn_epochs": 2, "lstm_epochs": 2, "snli_epochs": 2,
-                "n_test": None, "n_auc": 100, "n_auc_bert": 16, "auc_max_words": None, "n_figure": 2,
-                "n_mc_sentences": 2, "mc_sizes": [10, 30, 100, 300], "mc_vocab": 1000, "max_candidates": 20,
-                "mc_max_words": 8},
+                "n_test": None, "n_auc": 100, "n_auc_lstm": 30, "n_auc_bert": 8, "auc_max_words": None, "n_figure": 2,
+                "n_mc_sentences": 2, "mc_sizes": [10, 30, 100, 300], "mc_vocab": 1000, "max_candidates": None,
+                "max_candidates_bert": 20, "mc_max_words": 8},
+    "paper": {"sst_train_size": 30000, "snli_train_size": None, "cnn_epochs": 2, "lstm_epochs": 2, "snli_epochs": 2,
+              "n_test": None, "n_auc": 700, "n_auc_lstm": 700, "n_auc_bert": 100, "auc_max_words": None,
+              "n_figure": 2, "n_mc_sentences": 2, "mc_sizes": [10, 30, 100, 300], "mc_vocab": 1000,
+              "max_candidates": None, "max_candidates_bert": None, "mc_max_words": 8},
 }
+AUC_SIZES = {"cnn": "n_auc", "lstm": "n_auc_lstm", "bert": "n_auc_bert"}
 COMMON = {"sigma": 1e-4, "renormalize": True, "max_length": 64, "auc_stop": 0.2, "seed": 0, "lstm_train_cap": 15000,
-          "n_samples": 100, "threads": 1, "use_cache": True}
+          "n_samples": 100, "threads": 1, "use_cache": True, "deletions": ["pad", "unk", "mlm"]}
 
 
 def settings(profile: str = "default", **overrides) -> dict:
@@ -193,6 +205,8 @@ def attribute(model, inputs: dict, method: str, mlm, cfg: dict, target=None, kee
     import lab
 
     p = {**method_params(method, cfg), **params}
+    if _is_hf(model) and p["candidates"] == "truncate" and "max_candidates" not in params:
+        p["max_candidates"] = cfg.get("max_candidates_bert", p.get("max_candidates"))
     with torch.no_grad():
         logp = log_probs_fn(model)(inputs)
     tgt = logp.argmax(-1) if target is None else torch.as_tensor(target).reshape(-1).expand(len(logp))
@@ -228,7 +242,12 @@ def mlm_table(res, mlm) -> dict:
     rows = {"MiniLM + tied MLM head (ours)": {"top1": (None, m["top1"]), "top5": (None, m["top5"]),
                                               "perplexity": (None, m["perplexity"]),
                                               "steps": (None, m.get("steps_done")),
-                                              "train_min": (None, round(m.get("train_seconds", 0) / 60, 1))},
+                                              "best_step": (None, m.get("best_step")),
+                                              "output_vocabulary": (None, m.get("output_vocabulary")),
+                                              "oov_rate": (None, m.get("oov_rate")),
+                                              "train_min": (None, round(m.get("train_seconds", 0) / 60, 1)),
+                                              "train_cpu_min": (None, round(m.get("cpu_seconds", 0) / 60, 1)),
+                                              "load_at_start": (None, (m.get("load_average") or [None])[0])},
             "before MLM training": {"top1": (None, m["before_training"]["top1"]),
                                     "top5": (None, m["before_training"]["top5"]),
                                     "perplexity": (None, m["before_training"]["perplexity"])}}
@@ -271,81 +290,132 @@ def sst_test_sentences(n: int, seed: int = 0, max_words: int | None = None) -> l
     return [examples[i] for i in sorted(rows)]
 
 
-@one_thread
-def auc_rep_study(models: dict, mlm, cfg: dict, methods=("zero", "unk", "marg"), progress: bool = True) -> dict:
-    """{model: {method: auc_rep result}} on cfg['n_auc'] SST-2 test sentences (BERT: cfg['n_auc_bert'])."""
-    from lab.metrics.perturbation import auc_rep
+DELETIONS = {"pad": "[PAD]", "unk": "[UNK]", "mlm": "MLM"}  # AUC_rep's replacement token (Sec. 3.1.4 reads [PAD])
+AUC_METHODS = {"zero": "Zero ([PAD])", "unk": "Unk", "marg": "Marg (ours)"}
 
+
+def mlm_replacements(mlm, inputs: dict, special: torch.Tensor) -> torch.Tensor:
+    """[B, S] replacement ids for AUC_rep's MLM deletion (Kim et al.'s original metric replaces tokens with masked-LM
+    predictions): at each content position the most likely word under p_MLM(·|x_{−i}) other than x_i itself (the
+    MLM's output vocabulary, specials excluded); other positions keep their id. `mlm`: (row, positions) -> [k, V]."""
+    out = inputs["input_ids"].clone()
+    for i in range(len(out)):
+        real = inputs["attention_mask"][i].bool().nonzero()[:, 0]
+        row = {k: v[i:i + 1, real] for k, v in inputs.items()}
+        local = (~special[i, real]).nonzero()[:, 0]
+        if len(local):
+            logp = mlm(row, local).clone()
+            logp[torch.arange(len(local)), row["input_ids"][0, local]] = float("-inf")
+            out[i, real[local]] = logp.argmax(-1)
+    return out
+
+
+def deletion_token(deletion: str, mlm, inputs: dict, special: torch.Tensor):
+    """AUC_rep's `token_id` for a deletion: [PAD], [UNK], or the per-position MLM replacements."""
+    if deletion == "mlm":
+        return mlm_replacements(mlm, inputs, special)
+    if deletion in DELETIONS:
+        return {"pad": PAD_ID, "unk": UNK_ID}[deletion]
+    raise ExperimentError(f"unknown deletion {deletion!r}; choose one of {', '.join(DELETIONS)}")
+
+
+@one_thread
+def auc_rep_study(models: dict, mlm, cfg: dict, methods=tuple(AUC_METHODS), progress: bool = True) -> dict:
+    """{model: {deletion: {method: auc_rep result}}} on cfg[AUC_SIZES[model]] SST-2 test sentences (nested samples):
+    each method's scores are computed once and its curve followed under every deletion of cfg['deletions']."""
     out, mlm_id = {}, _mlm_digest(mlm) if cfg.get("use_cache") else None
     for name in ("cnn", "lstm", "bert"):
-        n = cfg["n_auc_bert"] if name == "bert" else cfg["n_auc"]
+        n = cfg[AUC_SIZES[name]]
         examples = sst_test_sentences(n, cfg["seed"], cfg["auc_max_words"])
         inputs = tokenize([e.text for e in examples], max_length=cfg["max_length"])
         model = _classifier(models[name])
-        out[name] = {}
+        tokens = {d: deletion_token(d, mlm, inputs, special_mask(inputs)) for d in cfg["deletions"]}
+        by_method = {}
         for method in methods:
-            def compute(model=model, inputs=inputs, method=method, n_examples=len(examples)):
-                att = attribute(model, inputs, method, mlm, cfg, progress=progress)
-                curve = auc_rep(predictor(model), inputs, att["scores"], stop=cfg["auc_stop"], token_id=PAD_ID,
-                                special_mask=special_mask(inputs), progress=False)
-                curve["seconds_per_sentence"] = att["seconds"] / n_examples
-                curve["classifier_rows"] = att.get("cost", {}).get("classifier_rows")
-                return curve
+            def compute(model=model, inputs=inputs, method=method):
+                return _auc_curves(model, inputs, method, mlm, cfg, tokens, progress)
 
             # memoised per model, sentences, method and masked LM (seconds: those of the computing run)
-            out[name][method] = _memo(cfg, f"auc-{name}-{method}", compute, model=cache.digest(model),
-                                      inputs=cache.digest(inputs), method=method,
-                                      mlm=mlm_id if method_params(method, cfg)["candidates"] != "token" else None)
+            by_method[method] = _memo(cfg, f"auc-{name}-{method}", compute, model=cache.digest(model),
+                                      inputs=cache.digest(inputs), method=method, mlm=mlm_id)
+        out[name] = {d: {m: by_method[m][d] for m in methods} for d in cfg["deletions"]}
+    return out
+
+
+def _auc_curves(model, inputs: dict, method: str, mlm, cfg: dict, tokens: dict, progress: bool) -> dict:
+    """{deletion: auc_rep result} of one method's scores (with its cost per sentence)."""
+    from lab.metrics.perturbation import auc_rep
+
+    att = attribute(model, inputs, method, mlm, cfg, progress=progress)
+    out = {}
+    for deletion, token in tokens.items():
+        curve = auc_rep(predictor(model), inputs, att["scores"], stop=cfg["auc_stop"], token_id=token,
+                        special_mask=special_mask(inputs), progress=False)
+        curve["seconds_per_sentence"] = att["seconds"] / len(inputs["input_ids"])
+        curve["classifier_rows"] = att.get("cost", {}).get("classifier_rows")
+        out[deletion] = curve
     return out
 
 
 def auc_intervals(study: dict) -> dict:
-    """{model: {method: Interval}}: mean AUC_rep with its 95 % bootstrap interval over the sentences."""
-    return {m: {k: stats.bootstrap(np.asarray(v["auc"], float)) for k, v in by.items()} for m, by in study.items()}
+    """{model: {deletion: {method: Interval}}}: mean AUC_rep, 95 % bootstrap interval over the sentences."""
+    return {m: {d: {k: stats.bootstrap(np.asarray(v["auc"], float)) for k, v in by.items()}
+                for d, by in per.items()} for m, per in study.items()}
 
 
-def ordering_claim(model: str, per_method: dict, order=("marg", "unk", "zero")) -> dict:
+def ordering_claim(model: str, per_method: dict, order=("marg", "unk", "zero"), deletion: str = "pad") -> dict:
     """'AUC_rep a < b < c' on the same sentences: every adjacent paired difference (a − b, b − c) below 0."""
     parts = {f"{a} − {b}": stats.paired_difference(np.asarray(per_method[a]["auc"], float),
                                                      np.asarray(per_method[b]["auc"], float))
              for a, b in zip(order, order[1:])}
     verdicts = {k: stats.decide(iv, 0.0, "less") for k, iv in parts.items()}
     names = {"marg": "Marg", "unk": "Unk", "zero": "Zero"}
-    return {"claim": f"AUC_rep ordering {' < '.join(names[k] for k in order)} ({MODEL_NAMES[model]})",
+    return {"claim": f"AUC_rep ordering {' < '.join(names[k] for k in order)} ({MODEL_NAMES[model]}, "
+                     f"{DELETIONS[deletion]} deletion)",
             "verdict": stats.combine(verdicts.values()),
             "detail": "paired differences " + "; ".join(f"{k}: {iv} → {verdicts[k]}" for k, iv in parts.items())}
 
 
+def _column(model: str, deletion: str) -> str:
+    return f"{MODEL_NAMES[model]} · {DELETIONS[deletion]}"
+
+
 def add_auc_table(res, study: dict, cfg: dict) -> dict:
+    """Table 2 with one column per (model, deletion) and its '±' half-width; the ordering claim per column."""
     rows, ivs = {}, auc_intervals(study)
-    for method in ("zero", "unk", "marg"):
-        label = {"zero": "Zero ([PAD])", "unk": "Unk", "marg": "Marg (ours)"}[method]
+    for method, label in AUC_METHODS.items():
         rows[label] = {}
-        for m in study:
-            iv = ivs[m][method]
-            rows[label][MODEL_NAMES[m]] = (PAPER_AUC_REP[method][0] if m == "lstm" else None, iv.estimate)
-            rows[label][f"{MODEL_NAMES[m]} ±"] = (None, (iv.high - iv.low) / 2)
+        for m, per in study.items():
+            for d in per:
+                iv = ivs[m][d][method]
+                paper = PAPER_AUC_REP[method][0] if (m, d) == ("lstm", "pad") else None
+                rows[label][_column(m, d)] = (paper, iv.estimate)
+                rows[label][f"{_column(m, d)} ±"] = (None, (iv.high - iv.low) / 2)
         rows[label]["Kim et al. (orig.)"] = (PAPER_AUC_REP[method][1], None)
-    n = {m: len(study[m]["marg"]["auc"]) for m in study}
-    res.add_table("table2_auc_rep", f"AUC_rep (lower is better): tokens replaced by [PAD] most-important-first, "
-                  f"p(ŷ|x^[i]) for the predicted class, x = fraction of content tokens replaced, area from 0 to "
-                  f"{cfg['auc_stop']} divided by {cfg['auc_stop']}; sentences per model {n}; '±' = half-width of "
-                  "the 95 % bootstrap interval over sentences. Paper values (700 sentences, model not named) shown "
-                  "in the BiLSTM column.", rows, direction={MODEL_NAMES[m]: "lower" for m in study})
-    for m in study:
-        res.add_claim(**ordering_claim(m, study[m]))
+    n = {m: len(next(iter(per.values()))["marg"]["auc"]) for m, per in study.items()}
+    res.add_table("table2_auc_rep", f"AUC_rep (lower is better) under three deletions: tokens replaced "
+                  f"most-important-first by [PAD] (the reproduction's text), [UNK], or the masked LM's most likely "
+                  f"other word (Kim et al.'s original metric); p(ŷ|x^[i]) for the predicted class, x = fraction of "
+                  f"content tokens replaced, area from 0 to {cfg['auc_stop']} divided by {cfg['auc_stop']}; "
+                  f"sentences per model {n}; '±' = half-width of the 95 % bootstrap interval over sentences. Paper "
+                  "values (700 sentences, [PAD], model not named) shown in the BiLSTM · [PAD] column.", rows,
+                  direction={_column(m, d): "lower" for m, per in study.items() for d in per})
+    for m, per in study.items():
+        for d, by in per.items():
+            res.add_claim(**ordering_claim(m, by, deletion=d))
     return rows
 
 
-def deletion_figure(study: dict, model: str = "lstm"):
+def deletion_figure(study: dict, model: str = "lstm", deletion: str = "pad"):
     """Fig. 4: mean p(ŷ | x^[i]) against the fraction of tokens replaced, one line per method."""
     from lab.viz import perturbation_curves
 
-    curves = {k: v["mean_curve"].numpy() for k, v in study[model].items()}
-    grid = next(iter(study[model].values()))["grid"].numpy()
-    return perturbation_curves(grid, curves, ylabel="p(ŷ | x^[i])", xlabel="fraction of tokens replaced by [PAD]",
-                               title=f"AUC_rep curves, {MODEL_NAMES[model]}",
-                               legend_values={k: v["auc_mean"] for k, v in study[model].items()})
+    curves = {k: v["mean_curve"].numpy() for k, v in study[model][deletion].items()}
+    grid = next(iter(study[model][deletion].values()))["grid"].numpy()
+    return perturbation_curves(grid, curves, ylabel="p(ŷ | x^[i])",
+                               xlabel=f"fraction of tokens replaced by {DELETIONS[deletion]}",
+                               title=f"AUC_rep curves, {MODEL_NAMES[model]}, {DELETIONS[deletion]} deletion",
+                               legend_values={k: v["auc_mean"] for k, v in study[model][deletion].items()})
 
 
 # ---------------------------------------------------------------- Figs. 1-3: coloured sentences
@@ -542,8 +612,7 @@ def causal_lm(cfg: dict, progress: bool = True):
 @one_thread
 def generative_attributions(lm, mlm, cfg: dict, sentences=FIG5_SENTENCES) -> dict:
     """a_i = logodds p(x) − logodds p^[i](x) for short sentences (class 1 of the LM's two-class view)."""
-    from lab.explainers.marginalization import marginalize
-    from lab.models.causal_lm import sentence_log_probs_fn
+    from lab.explainers.marginalization import marginalize, sentence_log_probs_fn
 
     inputs = tokenize(sentences, max_length=cfg["max_length"])
     fn = sentence_log_probs_fn(lm.model)
@@ -655,6 +724,28 @@ def add_claims(res, cfg: dict, models: dict, mlm, gen: dict | None = None) -> No
                       word == "sam", detail=f"highest: {word!r} (one sentence of the paper's figure: no interval)")
 
 
+def _auc_discussion(res) -> str:
+    """Table 2 per (model, deletion) column, then the ordering verdicts counted per deletion."""
+    rows = res.tables["table2_auc_rep"]["rows"]
+    columns = [c for c in next(iter(rows.values())) if not c.endswith("±") and c != "Kim et al. (orig.)"]
+    per_col = ["{}: {}".format(c, ", ".join(f"{meth.split(' ')[0]} {r[c]['ours']:.3f} ± {r[c + ' ±']['ours']:.3f}"
+                                            for meth, r in rows.items())) for c in columns]
+    paper = ", ".join(f"{meth.split(' ')[0]} {r[c]['paper']}" for meth, r in rows.items() for c in columns
+                      if r[c].get("paper") is not None)
+    text = ("*Table 2, AUC_rep (mean ± 95 % half-width; lower is better).* " + "; ".join(per_col)
+            + (f" (reproduction's values, [PAD]: {paper})." if paper else "."))
+    verdicts = []
+    for deletion, label in DELETIONS.items():
+        found = [c["verdict"] for c in res.claims if c["claim"].startswith("AUC_rep ordering")
+                 and c["claim"].endswith(f"{label} deletion)")]
+        if found:
+            counts = ", ".join(f"{found.count(v)} {v}" for v in dict.fromkeys(found))
+            verdicts.append(f"{label} deletion: {counts} (of {len(found)} models)")
+    if verdicts:
+        text += " Marg < Unk < Zero under " + "; ".join(verdicts) + "."
+    return text
+
+
 def discussion_markdown(res) -> str:
     """The notebook's discussion, formatted from the results object's tables (no fixed numbers); the verdicts are
     `lab.results.claims_markdown`'s."""
@@ -669,14 +760,7 @@ def discussion_markdown(res) -> str:
         parts.append("*Table 1 (ours vs Mehta / Kim).* "
                      + "; ".join(f"{m} {a['ours']:.3f} ({a['paper']} / {k['paper']})" for m, a, k in acc) + ".")
     if "table2_auc_rep" in t:
-        rows = t["table2_auc_rep"]["rows"]
-        models = [c for c in next(iter(rows.values())) if not c.endswith("±") and c != "Kim et al. (orig.)"]
-        per_model = ["{}: {}".format(m, ", ".join(f"{meth.split(' ')[0]} {r[m]['ours']:.3f} ± {r[m + ' ±']['ours']:.3f}"
-                                                  for meth, r in rows.items())) for m in models]
-        paper = ", ".join(f"{meth.split(' ')[0]} {r[MODEL_NAMES['lstm']]['paper']}" for meth, r in rows.items()
-                          if r.get(MODEL_NAMES["lstm"], {}).get("paper") is not None)
-        parts.append("*Table 2, AUC_rep (mean ± 95 % half-width; lower is better).* " + "; ".join(per_model)
-                     + (f" (reproduction's values: {paper})." if paper else "."))
+        parts.append(_auc_discussion(res))
     if "mc_vs_truncation" in t:
         mc = t["mc_vs_truncation"]["rows"].items()
         parts.append("*Monte Carlo vs truncation (beyond the paper), mean |a − a_exact| at rows per token.* "

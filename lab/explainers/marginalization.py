@@ -34,6 +34,8 @@ from torch import nn
 from lab.explainers.base import register
 from lab.explainers.perturbation import example_seed
 from lab.models.adapters import ExplainInputError
+from lab.models.causal_lm import sequence_log_prob
+from lab.models.mlm import masked_log_probs
 
 CANDIDATES = ("truncate", "full", "mc", "token")
 DEFAULT_SIGMA = 1e-4
@@ -107,8 +109,6 @@ def _mlm_fn(mlm, mlm_batch: int):
         raise ExplainInputError(MISSING_MLM)
     model = mlm if isinstance(mlm, nn.Module) or callable(mlm) else getattr(mlm, "model", mlm)  # TrainedMLM
     if isinstance(model, nn.Module) and hasattr(model, "cls") and hasattr(model, "bert"):
-        from lab.models.mlm import masked_log_probs
-
         return lambda row, positions: masked_log_probs(model, row, positions, max_batch=mlm_batch)
     if callable(model) and not isinstance(model, nn.Module):
         return model  # (row, positions) -> [k, V] log-probabilities
@@ -204,6 +204,18 @@ def marginalize(log_probs_fn, inputs: dict, target, special: torch.Tensor, mlm=N
 def adapter_log_probs(adapter):
     """log_probs_fn of a Hugging Face classifier (through its adapter)."""
     return lambda rows: adapter.forward(rows).logits.double().log_softmax(-1)
+
+
+def sentence_log_probs_fn(lm):
+    """log_probs_fn of a causal LM seen as a two-class model whose class 1 is the sentence: rows -> [N, 2] =
+    [log(1 − p(x)), log p(x)] (the generative extension, Mehta et al. Sec. 5.2; target 1)."""
+
+    def fn(rows: dict) -> torch.Tensor:
+        with torch.no_grad():
+            lp = sequence_log_prob(lm, rows["input_ids"], rows.get("attention_mask"))
+        return torch.stack([log1mexp(lp), lp], dim=-1)
+
+    return fn
 
 
 @register("input_marginalization",

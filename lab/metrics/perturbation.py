@@ -193,12 +193,13 @@ def top_k_mask(scores, special_mask=None, valid_mask=None, *, fraction=None, k=N
 # ---- applying a perturbation -----------------------------------------------------------------------------
 
 
-def _apply(rows: dict, selected: torch.Tensor, mode: str, token_id: int, pad_id: int) -> dict:
-    """Replace the selected positions' ids by token_id, or delete them (compacting left, re-padding right)."""
+def _apply(rows: dict, selected: torch.Tensor, mode: str, token_id, pad_id: int) -> dict:
+    """Replace the selected positions' ids by token_id (an id, or per-position ids shaped like the rows), or delete
+    them (compacting left, re-padding right)."""
     selected = selected.to(rows["input_ids"].device)
     if mode == "replace":
         out = dict(rows)
-        out["input_ids"] = rows["input_ids"].masked_fill(selected, token_id)
+        out["input_ids"] = torch.where(selected, torch.as_tensor(token_id).to(rows["input_ids"]), rows["input_ids"])
         return out
     keep = rows["attention_mask"].bool() & ~selected
     order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
@@ -340,7 +341,7 @@ class _Setup:
     content: torch.Tensor
     rank: torch.Tensor
     n_units: torch.Tensor
-    token_id: int
+    token_id: int | torch.Tensor  # an id, or [N, S] per-position replacement ids
     pad_id: int
     batch_size: int
     progress: bool
@@ -363,7 +364,8 @@ class _Setup:
                 rows = {key: value[ex] for key, value in self.inputs.items()}
                 if counts is not None:
                     selected = _selected(self.rank[ex], self.content[ex], counts[start:start + self.batch_size], complement)
-                    rows = _apply(rows, selected, mode, self.token_id, self.pad_id)
+                    tid = self.token_id[ex] if torch.is_tensor(self.token_id) else self.token_id
+                    rows = _apply(rows, selected, mode, tid, self.pad_id)
                 out.append(self.predictor.log_probs(rows))
         return torch.cat(out)
 
@@ -380,9 +382,19 @@ def _setup(model_or_predict, inputs, scores, special_mask, groups, order, reduce
         special = predictor.special_mask(rows)
     content = _content_mask(rows["attention_mask"], special)
     rank, n_units = _unit_ranks(scores.cpu(), content, groups, order, reduce)
-    tid = predictor.default_token_id() if token_id is None else int(token_id)
+    tid = predictor.default_token_id() if token_id is None else _token_ids(token_id, rows["input_ids"].shape)
     pid = predictor.default_token_id() if pad_id is None else int(pad_id)
     return _Setup(predictor, rows, content, rank, n_units, tid, pid, int(batch_size), bool(progress))
+
+
+def _token_ids(token_id, shape) -> int | torch.Tensor:
+    """An int id, or a [B, S] tensor of per-position replacement ids matching the inputs."""
+    if torch.is_tensor(token_id) and token_id.dim() > 0:
+        if tuple(token_id.shape) != tuple(shape):
+            raise MetricInputError(f"per-position token_id must have the inputs' shape {list(shape)}, got "
+                                   f"{list(token_id.shape)}")
+        return token_id.long().cpu()
+    return int(token_id)
 
 
 def _targets(label, labels, base_log_probs: torch.Tensor) -> torch.Tensor:
@@ -558,7 +570,8 @@ def auc_rep(model_or_predict, inputs, scores, stop: float = 0.2, token_id: int |
             label: str = "predicted", labels=None, *, normalize: bool = True, special_mask=None, groups=None,
             reduce: str = "sum", grid_points: int = 21, batch_size: int = 64, progress: bool = True) -> dict:
     """AUC_rep of Kim et al. (2020), Sec. 3.1.4 of the reproduction: replace units most-important-first with [PAD]
-    (`token_id`, default the model's pad id) and follow p(ŷ | x^[i]), i = 0, 1, ... replaced units.
+    (`token_id`, default the model's pad id; or a [B, S] tensor of per-position replacements, e.g. a masked LM's
+    predictions as in Kim et al.'s original metric) and follow p(ŷ | x^[i]), i = 0, 1, ... replaced units.
 
     Lower is better (faithful scores make the curve drop fast). Choices (stated, since the text gives none):
     the x-axis is the fraction replaced, x_i = i / n (n content units); the curve is linear between points and
@@ -595,7 +608,8 @@ def auc_rep(model_or_predict, inputs, scores, stop: float = 0.2, token_id: int |
     curve = torch.tensor(np.stack(curves))
     return {"auc": auc, "auc_mean": float(auc.mean()), "target": y, "probs": probs, "steps": steps,
             "grid": torch.tensor(grid), "curve": curve, "mean_curve": curve.mean(0),
-            "params": {"stop": float(stop), "token_id": setup.token_id, "label": label, "normalize": normalize}}
+            "params": {"stop": float(stop), "label": label, "normalize": normalize,
+                       "token_id": "per-position" if torch.is_tensor(setup.token_id) else setup.token_id}}
 
 
 # ---- words -----------------------------------------------------------------------------------------------

@@ -3,10 +3,9 @@
 
     lm = causal_lm_preset("default")                     # cached in cache_dir()/causal_lm/<key>
     logp = sequence_log_prob(lm.model, ids, mask)        # [N]: log p(x) = Σ_{t ≥ 1} log p(x_t | x_<t)
-    fn = sentence_log_probs_fn(lm.model)                 # rows -> [N, 2] = [log(1 − p(x)), log p(x)]
 
-`sentence_log_probs_fn` turns the LM into a two-"class" model whose class 1 is "the sentence", so the weight of
-evidence of `lab.explainers.marginalization.marginalize` with target 1 is exactly
+`lab.explainers.marginalization.sentence_log_probs_fn(lm)` turns the LM into a two-"class" model whose class 1 is
+"the sentence", so the weight of evidence of `marginalize` with target 1 is exactly
 a_i = logodds p(x) − logodds Σ_w p(x_{i←w}) p_MLM(w|x_{−i}) (the paper's generative extension). [CLS] serves as
 the beginning-of-sequence token and [SEP] as the end (both predicted/conditioned like words; never replaced).
 One forward pass gives all T conditionals of a Transformer LM, so the cost is O(|candidates|·T) forward passes, not
@@ -75,18 +74,6 @@ def token_log_probs(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
 def sequence_log_prob(lm, input_ids, attention_mask=None) -> torch.Tensor:
     """log p(x) = Σ_{t ≥ 1} log p(x_t | x_<t), the first token (BOS) given: [N]."""
     return token_log_probs(lm, input_ids, attention_mask).sum(-1)
-
-
-def sentence_log_probs_fn(lm):
-    """rows -> [N, 2] = [log(1 − p(x)), log p(x)]: the LM as a two-class model with class 1 = the sentence."""
-    from lab.explainers.marginalization import log1mexp
-
-    def fn(rows: dict) -> torch.Tensor:
-        with torch.no_grad():
-            lp = sequence_log_prob(lm, rows["input_ids"], rows.get("attention_mask"))
-        return torch.stack([log1mexp(lp), lp], dim=-1)
-
-    return fn
 
 
 def _encode(tokenizer, texts, max_length):
