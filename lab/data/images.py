@@ -1,19 +1,16 @@
-"""Procedural scenes with pixel-exact object masks (offline stand-in for ImageNet / ImageNet-Segmentation).
+"""Procedural images with pixel-exact object masks (offline stand-in for ImageNet / ImageNet-Segmentation).
 
-Sixteen classes, each a **shape × texture** combination (4 shapes × 4 textures), so that neither the shape nor the
-texture alone identifies a class:
+Eight classes, each a distinct **shape with its own texture** (so neither colour nor position identifies a class):
 
-    SHAPES = disc, square, triangle, cross      TEXTURES = solid, stripes, checks, dots
+    disc/solid  square/stripes  triangle/checks  star/dots  cross/grid  ring/rings  hexagon/halves  crescent/speckle
 
-A scene holds 2–3 objects of different classes; the **designated object** is the largest one (35–60 % of the image
-before occlusion and clipping at the frame) and gives the label; the others (8–16 %) share its shapes and textures,
-so a map that lights up every object is penalised. Objects have random colours (a third of them grey), position,
-scale and rotation (the texture rotates with the object), and occlude each other in random depth order. The
-background is a low-contrast texture from the same set, plus small textured distractor shapes. Compositing has
-no anti-aliasing, so a mask is exactly the set of pixels where its object is visible.
+Every image has one object at a random position, scale and rotation (the texture rotates with it) on a cluttered
+background: low-frequency colour gratings, pixel noise and small distractors (dots and short thin lines, far
+smaller than any object and never textured, so they cannot be mistaken for a class). The object is composited
+without anti-aliasing, so its mask is exactly the set of pixels that show the object.
 
-Two-object scenes (`two_objects=True`, Chefer Fig. 2) hold two objects of different classes and similar size,
-one in each half (left/right or top/bottom), with both masks (disjoint by construction).
+Two-object images (`two_objects=True`) hold two objects of different classes in the two halves of the image
+(left/right or top/bottom), with both masks (disjoint by construction), for class-specific maps (Chefer Fig. 2).
 
     ds = make_dataset("test", 500, seed=0)            # ImageDataset: images [N,3,H,W] (normalised), labels, masks
     two = make_dataset("test", 16, seed=0, two_objects=True)   # labels [N,2], masks [N,2,H,W]
@@ -31,25 +28,22 @@ from typing import Iterator
 import numpy as np
 import torch
 
-SHAPES = ("disc", "square", "triangle", "cross")
-TEXTURES = ("solid", "stripes", "checks", "dots")
-CLASS_NAMES = tuple(f"{s}/{t}" for s in SHAPES for t in TEXTURES)  # class = shape index * 4 + texture index
+SHAPES = ("disc", "square", "triangle", "star", "cross", "ring", "hexagon", "crescent")
+TEXTURES = ("solid", "stripes", "checks", "dots", "grid", "rings", "halves", "speckle")
+CLASS_NAMES = tuple(f"{s}/{t}" for s, t in zip(SHAPES, TEXTURES))
 SPLITS = {"train": 0, "val": 1, "test": 2}
-DATA_VERSION = 3  # bump whenever rendering changes: part of the trained ViT's cache key
+DATA_VERSION = 2  # bump whenever rendering changes: part of the trained ViT's cache key
 IMAGE_SIZE = 64
 MEAN = (0.5, 0.5, 0.5)  # the ViT convention (Chefer's code normalises with mean = std = 0.5)
 STD = (0.5, 0.5, 0.5)
 CHUNK = 16  # images per independently seeded chunk (a multiple of the number of classes)
 
-# Sizes as fractions of the image (areas) or of its side (period), so a 32-px smoke image and a 224-px image look
-# alike. Areas are the shape's nominal area before occlusion and clipping at the frame.
-MAIN_AREA = (0.35, 0.6)  # the designated (labelled) object
-OTHER_AREA = (0.08, 0.16)  # the other 1-2 objects of a scene
-PAIR_AREA = (0.13, 0.17)  # each object of a two-object scene (fits in its half)
-DISTRACTOR_AREA = (0.01, 0.03)
-N_DISTRACTORS = 3
-GREY_SHARE = 1 / 3  # share of grey (unsaturated) objects
-TEXTURE_PERIOD = 7 / 64  # stripes/checks/dots period
+# Sizes as fractions of the image side, so a 32-px smoke image and a 224-px image look alike.
+OBJECT_RADIUS = (0.2, 0.33)  # single-object images
+PAIR_RADIUS = (0.18, 0.22)  # two-object images (each object fits in its half)
+TEXTURE_PERIOD = 7 / 64  # stripes/checks/dots/grid/rings period
+N_DISTRACTORS = 6
+
 
 class ImageDataError(ValueError):
     """Bad arguments to the image dataset (one-line message)."""
@@ -113,28 +107,46 @@ def _polygon(u, v, n_sides: int, apothem: float):
     return inside
 
 
+def _star(u, v):
+    """Five-pointed star: radius limit interpolated linearly in angle between tips (r=1) and notches (r=0.45)."""
+    r = np.hypot(u, v)
+    phi = np.mod(np.arctan2(v, u) - np.pi / 2, 2 * np.pi / 5) / (2 * np.pi / 5)  # 0 at a tip, 0.5 at a notch
+    limit = 1.0 - 2 * np.minimum(phi, 1 - phi) * (1.0 - 0.45)
+    return r <= limit
+
+
 def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    r = np.hypot(u, v)
     if shape == "disc":
-        return np.hypot(u, v) <= 0.95
+        return r <= 0.95
     if shape == "square":
         return np.maximum(np.abs(u), np.abs(v)) <= 0.7
     if shape == "triangle":
         return _polygon(u, v, 3, 0.5)
+    if shape == "star":
+        return _star(u, v)
     if shape == "cross":
         return ((np.abs(u) <= 0.3) & (np.abs(v) <= 0.95)) | ((np.abs(v) <= 0.3) & (np.abs(u) <= 0.95))
+    if shape == "ring":
+        return (r <= 0.95) & (r >= 0.55)
+    if shape == "hexagon":
+        return _polygon(u, v, 6, 0.85)
+    if shape == "crescent":
+        return (r <= 0.95) & (np.hypot(u - 0.45, v) >= 0.75)
     raise ImageDataError(f"unknown shape {shape!r}; shapes: {', '.join(SHAPES)}")
 
 
-@functools.lru_cache(maxsize=None)
-def unit_area(shape: str) -> float:
-    """Area of `shape` at radius 1 (in units of the radius squared), measured on a fine grid."""
-    g = (np.arange(800) + 0.5) / 400 - 1
-    u, v = np.meshgrid(g, g)
-    return float(shape_mask(shape, u, v).mean() * 4)
+def _cell_noise(ix: np.ndarray, iy: np.ndarray, salt: np.ndarray) -> np.ndarray:
+    """A fixed pseudo-random value in [0, 1) per integer cell (ix, iy) and per-object salt (a hash, no state)."""
+    h = np.sin(ix * np.float32(12.9898) + iy * np.float32(78.233) + salt) * np.float32(43758.547)
+    return h - np.floor(h)
 
 
-def texture_tone(texture: str, px: np.ndarray, py: np.ndarray, period) -> np.ndarray:
-    """Boolean second-tone pattern in object-aligned pixel coordinates (px, py); True -> the darker colour."""
+def texture_tone(texture: str, px: np.ndarray, py: np.ndarray, period: float, salt: np.ndarray) -> np.ndarray:
+    """Boolean second-tone pattern in object-aligned pixel coordinates (px, py); True -> the darker colour.
+
+    salt: per-object random offsets [n, 1, 1] (only "speckle" uses it: random cells of a third of the period).
+    """
     phase_x, phase_y = px / period, py / period
     if texture == "solid":
         return np.zeros(px.shape, dtype=bool)
@@ -144,82 +156,87 @@ def texture_tone(texture: str, px: np.ndarray, py: np.ndarray, period) -> np.nda
         return (np.floor(phase_x) + np.floor(phase_y)) % 2 == 0
     if texture == "dots":
         return np.hypot(np.mod(phase_x, 1.0) - 0.5, np.mod(phase_y, 1.0) - 0.5) < 0.3
+    if texture == "grid":
+        return (np.mod(phase_x, 1.0) < 0.3) | (np.mod(phase_y, 1.0) < 0.3)
+    if texture == "rings":
+        return np.mod(np.hypot(px, py) / period, 1.0) < 0.5
+    if texture == "halves":
+        return px > 0
+    if texture == "speckle":
+        cell = period / 3
+        return _cell_noise(np.floor(px / cell), np.floor(py / cell), salt) < 0.45
     raise ImageDataError(f"unknown texture {texture!r}; textures: {', '.join(TEXTURES)}")
 
 
 # ---- rendering ------------------------------------------------------------------------------------------
 
 
-def _colours(rng, n: int) -> np.ndarray:
-    """n RGB colours: random hue, saturation and value; a GREY_SHARE of them grey (so colour never names a class)."""
+def _saturated_colours(rng, n: int) -> np.ndarray:
+    """n bright saturated RGB colours (random hue): objects stand out from the greyish background."""
     hue = rng.uniform(0, 1, n)
     k = np.mod(hue[:, None] * 6 + np.array([5.0, 3.0, 1.0]), 6)
     rgb = 1 - np.clip(np.minimum(k, 4 - k), 0, 1)  # HSV with s=1, v=1
-    sat = rng.uniform(0.4, 1.0, n)[:, None] * (rng.uniform(0, 1, n) >= GREY_SHARE)[:, None]
-    val = rng.uniform(0.55, 1.0, n)[:, None]
+    sat = rng.uniform(0.65, 1.0, n)[:, None]
+    val = rng.uniform(0.75, 1.0, n)[:, None]
     return (val * (1 - sat * rgb)).astype(np.float32)
 
 
-def _frames(rng, centres: np.ndarray, size: int, yy, xx):
-    """Object-aligned pixel coordinates (px, py) [n,H,W] of objects at `centres` [n,2] (y, x), random rotation."""
-    theta = rng.uniform(0, 2 * np.pi, (len(centres), 1, 1)).astype(np.float32)
-    c = centres.astype(np.float32)
-    dx, dy = xx - c[:, 1, None, None], yy - c[:, 0, None, None]
-    cos, sin = np.cos(theta), np.sin(theta)
-    return dx * cos + dy * sin, dy * cos - dx * sin
-
-
-def _object_layer(rng, labels: np.ndarray, centres: np.ndarray, areas: np.ndarray, size: int, yy, xx):
-    """(mask [n,H,W] bool, dark-tone [n,H,W] bool, colour [n,3], dark colour [n,3]) of one object per image,
-    class `labels`, nominal area `areas` (fraction of the image)."""
-    n = labels.shape[0]
-    px, py = _frames(rng, centres, size, yy, xx)
-    colour = _colours(rng, n)
-    dark = colour * rng.uniform(0.2, 0.45, (n, 1)).astype(np.float32)
-    period = np.float32(TEXTURE_PERIOD * size) * rng.uniform(0.8, 1.25, (n, 1, 1)).astype(np.float32)
-    mask = np.zeros((n, size, size), dtype=bool)
-    tone = np.zeros((n, size, size), dtype=bool)
-    for s, shape in enumerate(SHAPES):  # grouped by shape, then by texture: a handful of vectorised calls
-        sel = labels // len(TEXTURES) == s
-        if sel.any():
-            r = np.float32(size / np.sqrt(unit_area(shape))) * np.sqrt(areas[sel]).astype(np.float32)[:, None, None]
-            mask[sel] = shape_mask(shape, px[sel] / r, py[sel] / r)
-    for t, texture in enumerate(TEXTURES[1:], 1):  # "solid" has no second tone
-        sel = labels % len(TEXTURES) == t
-        if sel.any():
-            tone[sel] = texture_tone(texture, px[sel], py[sel], period[sel])
-    return mask, tone, colour, dark
-
-
-def _paint(image: np.ndarray, on: np.ndarray, tone: np.ndarray, colour: np.ndarray, dark: np.ndarray) -> None:
-    """Set the pixels `on` [n,H,W] of image [n,H,W,3] to each image's colour, or its dark colour where `tone`."""
-    idx = np.nonzero(on)
-    image[idx] = np.where(tone[idx][:, None], dark[idx[0]], colour[idx[0]])
-
-
 def _background(rng, n: int, size: int, yy, xx) -> np.ndarray:
-    """A low-contrast texture from TEXTURES (random period, angle, colour) plus pixel noise: [n,H,W,3]."""
+    """Clutter: a greyish base tinted by three random low-frequency gratings, plus pixel noise. [n,H,W,3]."""
     f32 = np.float32
-    base = _colours(rng, n) * f32(0.6) + f32(0.2)
-    px, py = _frames(rng, rng.uniform(0, size, (n, 2)), size, yy, xx)
-    kind = rng.integers(0, len(TEXTURES), n)
-    period = (TEXTURE_PERIOD * size * rng.uniform(1.0, 2.0, (n, 1, 1))).astype(f32)
-    tone = np.zeros((n, size, size), dtype=bool)
-    for t in np.unique(kind):
-        tone[kind == t] = texture_tone(TEXTURES[t], px[kind == t], py[kind == t], period[kind == t])
-    img = np.where(tone[..., None], base[:, None, None] * f32(0.8), base[:, None, None]).astype(f32)
+    img = np.broadcast_to(rng.uniform(0.3, 0.6, (n, 1, 1, 1)).astype(f32), (n, size, size, 3)).copy()
+    for _ in range(3):
+        theta = rng.uniform(0, np.pi, (n, 1, 1)).astype(f32)
+        wavelength = (rng.uniform(0.3, 1.2, (n, 1, 1)) * size).astype(f32)
+        phase = rng.uniform(0, 2 * np.pi, (n, 1, 1)).astype(f32)
+        wave = np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * (f32(2 * np.pi) / wavelength) + phase)
+        img += wave[..., None] * rng.uniform(-0.1, 0.1, (n, 1, 1, 3)).astype(f32)
     img += rng.standard_normal((n, size, size, 3), dtype=f32) * f32(0.03)
     return np.clip(img, 0, 1, out=img)
 
 
 def _draw_distractors(rng, img: np.ndarray, size: int, yy, xx) -> None:
-    """Small textured shapes of random classes, in place (drawn under the objects)."""
-    n = img.shape[0]
-    for _ in range(N_DISTRACTORS):
-        labels = rng.integers(0, len(CLASS_NAMES), n)
-        mask, tone, colour, dark = _object_layer(rng, labels, rng.uniform(0, size, (n, 2)),
-                                                 rng.uniform(*DISTRACTOR_AREA, n), size, yy, xx)
-        _paint(img, mask, tone, colour, dark)
+    """Small solid dots and thin short lines in random colours, in place (drawn under the objects)."""
+    n, f32 = img.shape[0], np.float32
+    which = np.full((n, size, size), -1, dtype=np.int8)  # index of the distractor on top at each pixel
+    colours = rng.uniform(0, 1, (n, N_DISTRACTORS, 3)).astype(f32)
+    for d in range(N_DISTRACTORS):
+        cy, cx = rng.uniform(0, size, (2, n, 1, 1)).astype(f32)
+        is_line = rng.uniform(0, 1, (n, 1, 1)) < 0.5
+        radius = (rng.uniform(0.02, 0.045, (n, 1, 1)) * size).astype(f32)
+        angle = rng.uniform(0, np.pi, (n, 1, 1)).astype(f32)
+        length = (rng.uniform(0.08, 0.16, (n, 1, 1)) * size).astype(f32)
+        dx, dy = xx - cx, yy - cy
+        cos, sin = np.cos(angle), np.sin(angle)
+        line = (np.abs(dx * cos + dy * sin) <= length) & (np.abs(dy * cos - dx * sin) <= 0.6)
+        dot = dx * dx + dy * dy <= radius * radius
+        which[np.where(is_line, line, dot)] = d
+    hit = which >= 0
+    img[hit] = colours[np.arange(n)[:, None, None], np.maximum(which, 0)][hit]
+
+
+def _object_layer(rng, labels: np.ndarray, centres: np.ndarray, radii: np.ndarray, size: int, yy, xx):
+    """(mask [n,H,W] bool, colour layer [n,H,W,3]) of one object per image, class `labels`."""
+    n = labels.shape[0]
+    theta = rng.uniform(0, 2 * np.pi, (n, 1, 1)).astype(np.float32)
+    centres = centres.astype(np.float32)
+    dx, dy = xx - centres[:, 1, None, None], yy - centres[:, 0, None, None]
+    cos, sin = np.cos(theta), np.sin(theta)
+    px = dx * cos + dy * sin  # object-aligned pixel coordinates
+    py = dy * cos - dx * sin
+    r = radii.astype(np.float32)[:, None, None]
+    colour = _saturated_colours(rng, n)
+    dark = colour * rng.uniform(0.15, 0.4, (n, 1)).astype(np.float32)
+    salt = rng.uniform(0, 100, (n, 1, 1)).astype(np.float32)
+    period = TEXTURE_PERIOD * size
+    mask = np.zeros((n, size, size), dtype=bool)
+    tone = np.zeros((n, size, size), dtype=bool)
+    for c in np.unique(labels):
+        sel = labels == c
+        mask[sel] = shape_mask(SHAPES[c], px[sel] / r[sel], py[sel] / r[sel])
+        tone[sel] = texture_tone(TEXTURES[c], px[sel], py[sel], period, salt[sel])
+    layer = np.where(tone[..., None], dark[:, None, None, :], colour[:, None, None, :]).astype(np.float32)
+    return mask, layer
 
 
 def _pixel_centres(size: int):
@@ -233,64 +250,44 @@ def _balanced_labels(rng, n: int, n_classes: int) -> np.ndarray:
     return np.concatenate([rng.permutation(n_classes) for _ in range(blocks)])[:n]
 
 
-def _other_labels(rng, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Two more labels per image [n, 2]: all three classes of an image differ."""
-    first = rng.integers(1, n_classes, len(labels))
-    second = rng.integers(1, n_classes - 1, len(labels))
-    second += second >= first  # skips the first offset
-    return (labels[:, None] + np.stack([first, second], 1)) % n_classes
-
-
-def _composite(rng, image: np.ndarray, objects: list, size: int, yy, xx) -> tuple[np.ndarray, list]:
-    """Draw objects [(labels, centres, areas, present)] in a random depth order per image; the visible masks."""
-    drawn = [(*_object_layer(rng, lab, cen, area, size, yy, xx), present) for lab, cen, area, present in objects]
-    depth = rng.permuted(np.tile(np.arange(len(objects)), (image.shape[0], 1)), axis=1)  # [n, objects]
-    owner = np.full(image.shape[:3], -1, dtype=np.int8)  # which object is visible at each pixel
-    for level in range(len(objects)):
-        for k, (mask, tone, colour, dark, present) in enumerate(drawn):
-            on = mask & (present & (depth[:, level] == k))[:, None, None]
-            _paint(image, on, tone, colour, dark)
-            owner[on] = k
-    return image, [owner == k for k in range(len(objects))]
-
-
 def _single_chunk(rng, n: int, size: int) -> dict:
-    """Scenes of 2-3 objects of different classes; the largest one is the label and the mask."""
     yy, xx = _pixel_centres(size)
-    labels = _balanced_labels(rng, n, len(CLASS_NAMES))
-    others = _other_labels(rng, labels, len(CLASS_NAMES))
+    labels = _balanced_labels(rng, n, len(SHAPES))
     background = _background(rng, n, size, yy, xx)
     _draw_distractors(rng, background, size, yy, xx)
-    main = (labels, rng.uniform(0.3, 0.7, (n, 2)) * size, rng.uniform(*MAIN_AREA, n), np.ones(n, bool))
-    third = rng.uniform(0, 1, n) < 0.5
-    objects = [main] + [(others[:, k], rng.uniform(0.1, 0.9, (n, 2)) * size, rng.uniform(*OTHER_AREA, n),
-                         np.ones(n, bool) if k == 0 else third) for k in range(2)]
-    image, masks = _composite(rng, background.copy(), objects, size, yy, xx)
-    return {"image": image, "label": labels, "mask": masks[0], "background": background,
-            "object_masks": np.stack(masks, 1), "object_labels": np.c_[labels, others[:, 0],
-                                                                       np.where(third, others[:, 1], -1)]}
+    radii = rng.uniform(*OBJECT_RADIUS, n) * size
+    centres = rng.uniform(0, 1, (n, 2)) * (size - 2 * radii[:, None] - 2) + radii[:, None] + 1
+    mask, layer = _object_layer(rng, labels, centres, radii, size, yy, xx)
+    image = np.where(mask[..., None], layer, background)
+    return {"image": image, "label": labels, "mask": mask, "background": background, "foreground": layer}
+
+
+def _pair_labels(rng, n: int, n_classes: int) -> np.ndarray:
+    first = _balanced_labels(rng, n, n_classes)
+    second = (first + rng.integers(1, n_classes, n)) % n_classes  # always a different class
+    return np.stack([first, second], axis=1)
 
 
 def _pair_chunk(rng, n: int, size: int) -> dict:
     """Two objects of different classes, one in each half (left/right or top/bottom): disjoint masks."""
     yy, xx = _pixel_centres(size)
-    first = _balanced_labels(rng, n, len(CLASS_NAMES))
-    labels = np.stack([first, _other_labels(rng, first, len(CLASS_NAMES))[:, 0]], 1)
+    labels = _pair_labels(rng, n, len(SHAPES))
     background = _background(rng, n, size, yy, xx)
     _draw_distractors(rng, background, size, yy, xx)
     vertical = rng.uniform(0, 1, n) < 0.5  # split top/bottom instead of left/right
-    image, masks = background.copy(), []
+    half = size / 2
+    image, masks, layers = background.copy(), [], []
     for k in range(2):
-        along = (rng.uniform(0.4, 0.6, n) + k) * size / 2  # inside half k
-        across = rng.uniform(0.4, 0.6, n) * size
+        radii = rng.uniform(*PAIR_RADIUS, n) * size
+        along = rng.uniform(0, 1, n) * (half - 2 * radii - 2) + radii + 1 + k * half  # inside half k
+        across = rng.uniform(0, 1, n) * (size - 2 * radii - 2) + radii + 1
         centres = np.where(vertical[:, None], np.stack([along, across], 1), np.stack([across, along], 1))
-        mask, tone, colour, dark = _object_layer(rng, labels[:, k], centres, rng.uniform(*PAIR_AREA, n), size,
-                                                 yy, xx)
-        mask &= np.where(vertical[:, None, None], (yy < size / 2) == (k == 0), (xx < size / 2) == (k == 0))
-        _paint(image, mask, tone, colour, dark)
+        mask, layer = _object_layer(rng, labels[:, k], centres, radii, size, yy, xx)
+        image = np.where(mask[..., None], layer, image)
         masks.append(mask)
+        layers.append(layer)
     return {"image": image, "label": labels, "mask": np.stack(masks, 1), "background": background,
-            "object_masks": np.stack(masks, 1), "object_labels": labels}
+            "foreground": np.stack(layers, 1)}
 
 
 def _chunk_rng(seed: int, split: str, two_objects: bool, chunk: int) -> np.random.Generator:
@@ -299,9 +296,7 @@ def _chunk_rng(seed: int, split: str, two_objects: bool, chunk: int) -> np.rando
 
 def render(split: str, n: int, seed: int = 0, two_objects: bool = False, image_size: int = IMAGE_SIZE,
            layers: bool = False) -> dict:
-    """Raw arrays: image [N,H,W,3] in [0,1], label, mask (with `layers` also the background, `object_masks`
-    [N,K,H,W]: the visible pixels of every object, the designated one first, and `object_labels` [N,K], -1 for an
-    absent third object)."""
+    """Raw arrays: image [N,H,W,3] in [0,1], label, mask (and with `layers` the background and object layers)."""
     _check(split, n, image_size)
     parts = []
     for c in range(-(-n // CHUNK)):

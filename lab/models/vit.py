@@ -8,9 +8,9 @@ from the config, so the same code runs on `google/vit-base-patch16-224`.
     vit = train_vit("default")        # trains once (progress bar), then loads from cache_dir()/models/<key>
     vit.model, vit.metrics["test_accuracy"], vit.path
 
-Profiles: smoke (seconds: 32-px images, 4x4 grid, 2 tiny blocks); default (64-px scenes, 8x8 grid of 8-px patches,
-6 blocks of width 96, 2,560 steps of 64 fresh images; about 1,750 CPU-s on one core, i.e. about 20 min on 2 quiet
-cores); paper (96-px images, 12x12 grid of 8-px patches, 8 blocks of width 192, longer training; not run here).
+Profiles: smoke (seconds: 32-px images, 4x4 grid, 2 tiny blocks); default (48-px images, 8x8 grid of 6-px patches,
+4 blocks of width 96, 4 x 36,864 fresh images: 96 % test accuracy after ~12 min of one CPU core); paper (64-px
+images, 8x8 grid of 8-px patches, 6 blocks of width 192, longer training; not run here).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from torch import nn
 from lab import cache
 from lab.data import images
 
-VIT_VERSION = 2  # bump when the training procedure changes, so old cached checkpoints are not reused
+VIT_VERSION = 1  # bump when the training procedure changes, so old cached checkpoints are not reused
 
 log = logging.getLogger("lab.models")  # lab.models.training gives it a "[lab] ..." stderr handler
 
@@ -36,11 +36,11 @@ log = logging.getLogger("lab.models")  # lab.models.training gives it a "[lab] .
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
                   epochs=1, train_size=512, batch_size=64, lr=2e-3, weight_decay=0.05, warmup=0.1, test_size=128),
-    "default": dict(image_size=64, patch_size=8, hidden_size=96, num_layers=6, num_heads=4, intermediate_size=192,
-                    epochs=4, train_size=40960, batch_size=64, lr=1e-3, weight_decay=0.05, warmup=0.05,
+    "default": dict(image_size=48, patch_size=6, hidden_size=96, num_layers=4, num_heads=4, intermediate_size=192,
+                    epochs=4, train_size=36864, batch_size=64, lr=1e-3, weight_decay=0.05, warmup=0.05,
                     test_size=1000),
-    "paper": dict(image_size=96, patch_size=8, hidden_size=192, num_layers=8, num_heads=4, intermediate_size=384,
-                  epochs=6, train_size=65536, batch_size=64, lr=1e-3, weight_decay=0.05, warmup=0.05,
+    "paper": dict(image_size=64, patch_size=8, hidden_size=192, num_layers=6, num_heads=4, intermediate_size=384,
+                  epochs=6, train_size=40960, batch_size=64, lr=1e-3, weight_decay=0.05, warmup=0.05,
                   test_size=2000),
 }
 ARCH_KEYS = ("image_size", "patch_size", "hidden_size", "num_layers", "num_heads", "intermediate_size")
