@@ -170,7 +170,7 @@ def test_deletion_curve_and_perturbed_example(ft, tok, lab_dirs):
     assert row["Δauc"]["ours"] == pytest.approx(summary["GS"]["auc"] - summary[wo.RANDOM]["auc"])
     assert row["Δauc_low"]["ours"] <= row["Δauc"]["ours"] <= row["Δauc_high"]["ours"] and row["n"]["ours"] == 6
     assert "fig1_deletion_paired_pad" in res.tables and "(pad deletion)" in res.claims[4]["claim"]
-    assert len(res.claims) == 10 and all(c["verdict"] != "not evaluated" for c in res.claims), res.claims
+    assert len(res.claims) == 11 and all(c["verdict"] != "not evaluated" for c in res.claims), res.claims
     text = wo.reading_markdown(res)
     gs = row["Δauc"]["ours"]
     assert f"sst5 {gs:+.3f}" in text and "Seeds, GS" in text and "Across datasets" in text
@@ -215,7 +215,7 @@ def test_claims_hold_on_synthetic_examples(smoke):
     res = wo.Results(wo.NOTEBOOK, "smoke" if smoke else "default")
     wo._claims(res, {"delete": deletion}, seeds, vectors, main="delete")
     verdicts = [c["verdict"] for c in res.claims]
-    assert len(verdicts) == 6
+    assert len(verdicts) == 7  # the cross-dataset claim: authors' readings, then the readings beside
     assert set(verdicts) == ({"not evaluated"} if smoke else {"holds"}), res.claims
     assert all("[" in c["detail"] for c in res.claims)
 
@@ -235,6 +235,13 @@ def test_claims_fail_or_stay_open_on_synthetic_examples():
     assert wo.cross_claims(unrelated)[0][1] == "fails"
     # two words only: the interval over words is as wide as it gets
     assert wo.cross_claims({"GS": np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 1.9]])})[0][1] == "inconclusive"
+
+    # a reading shown beside the authors' (LRP-paper) gets its own row and does not decide the authors' claim
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(60, 1))
+    agree = base + 0.05 * rng.normal(size=(60, 3))
+    rows = wo.cross_claims({"GS": agree, "LRP": agree.copy(), "LRP-paper": rng.normal(size=(60, 3))})
+    assert [r[1] for r in rows] == ["holds", "fails"] and "LRP-paper" in rows[1][0] and "LRP-paper" not in rows[0][2]
 
 
 def test_claim_parts_without_values_are_not_evaluated():
