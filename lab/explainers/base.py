@@ -22,8 +22,23 @@ class ExplainerError(RuntimeError):
     pass
 
 
+class Predictions:
+    """Shared by `Explanation` and `batch.ExplanationSet`: views of `logits` [N, C] and the length of `scores`."""
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        return self.logits.softmax(-1)
+
+    @property
+    def predicted(self) -> torch.Tensor:
+        return self.logits.argmax(-1)
+
+
 @dataclass
-class Explanation:
+class Explanation(Predictions):
     """Scores per token ([batch, seq]; text and ViT patches incl. [CLS]) or per pixel ([batch, H, W]).
 
     `valid` marks real (non-padding) positions and `special` the special tokens ([CLS], [SEP], padding);
@@ -44,16 +59,6 @@ class Explanation:
     grid: tuple[int, int] | None = None
     extras: dict = field(default_factory=dict)
 
-    @property
-    def probabilities(self) -> torch.Tensor:
-        return self.logits.softmax(-1)
-
-    @property
-    def predicted(self) -> torch.Tensor:
-        return self.logits.argmax(-1)
-
-    def __len__(self):
-        return self.scores.shape[0]
 
     def example(self, i: int, content_only: bool = False) -> tuple[list[str] | None, torch.Tensor]:
         """(tokens, scores) of example i without padding (and without special tokens if content_only)."""

@@ -16,13 +16,13 @@ import torch
 from lab import cache
 from lab.progress import progress as progress_bar
 
-from .base import ExplainerError, explain, get_adapter
+from .base import ExplainerError, Predictions, explain, get_adapter
 
 TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass
-class ExplanationSet:
+class ExplanationSet(Predictions):
     """Explanations of N examples by one method. Text: ``scores`` [N, S] over the padded inputs (0 on padding),
     ``valid`` / ``special`` [N, S] (padding is special); vision: ``scores`` the native maps [N, h, w] (patch grid or
     pixels) and no masks. ``deltas`` [N] where the method defines a conservation delta; ``seconds`` the compute
@@ -40,17 +40,6 @@ class ExplanationSet:
     deltas: torch.Tensor | None = None
     unit: str = "token"
     seconds: list[float] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    @property
-    def probabilities(self) -> torch.Tensor:
-        return self.logits.softmax(-1)
-
-    @property
-    def predicted(self) -> torch.Tensor:
-        return self.logits.argmax(-1)
 
     @property
     def content(self) -> torch.Tensor | None:
