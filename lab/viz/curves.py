@@ -17,6 +17,16 @@ def _values(x) -> np.ndarray:
     return np.asarray(x, dtype=float)
 
 
+
+def _decorate(ax, xlabel: str, ylabel: str, title: str | None, legend: bool = False) -> None:
+    """Axis labels, an optional title and (legend=True) the legend beside the axes: the end of every line plot."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if legend:
+        legend_outside(ax)
+
 @paper_style()
 def perturbation_curves(fractions: Sequence[float], curves: Mapping[str, Sequence[float]], ax=None,
                         ylabel: str = "accuracy", xlabel: str = "fraction of tokens removed",
@@ -35,11 +45,7 @@ def perturbation_curves(fractions: Sequence[float], curves: Mapping[str, Sequenc
         label = name if legend_values is None or name not in legend_values else \
             legend_fmt.format(name=name, value=legend_values[name])
         ax.plot(x, y, marker="o", label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    legend_outside(ax)
+    _decorate(ax, xlabel, ylabel, title, legend=True)
     return fig
 
 
@@ -57,11 +63,7 @@ def interval_curves(x: Sequence[float], series: Mapping[str, Mapping[str, Sequen
         ax.fill_between(xs, _values(s["low"]), _values(s["high"]), alpha=0.2, color=line.get_color())
     for name, value in (references or {}).items():
         ax.axhline(float(value), linestyle="--", color="black", linewidth=1, label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    legend_outside(ax)
+    _decorate(ax, xlabel, ylabel, title, legend=True)
     return fig
 
 
@@ -145,10 +147,7 @@ def scatter_cost_quality(points: Mapping[str, tuple[float, float]], ax=None,
     if logx:
         ax.set_xscale("log")
     ax.margins(0.15)  # room for the labels of extreme points
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
+    _decorate(ax, xlabel, ylabel, title)
     return fig
 
 
