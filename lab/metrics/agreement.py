@@ -5,7 +5,8 @@
   selecting each row's positions; or two lists of 1-D sequences of varying lengths.
   A row with fewer than 2 positions or a constant side gives NaN (scipy's convention), and NaN p-values count as
   not significant in `fraction_significant`.
-- `tvd`, `jsd`: batched distances between distributions over the last axis (Jain & Wallace Sec. 2).
+- `tvd`, `jsd`: batched distances between distributions over the last axis (Jain & Wallace Sec. 2);
+  `differentiable=True` is the form Jain & Wallace's attention tests optimise through (see `jsd`).
 - `rank_correlation_matrix`: do metrics rank the methods alike? (Kendall / Spearman between metric columns.)
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from scipy import stats
 from lab.metrics import MetricInputError
 
 LN2 = math.log(2.0)
+TINY = 1e-12  # floor of the entries inside `jsd(..., differentiable=True)`'s logarithms
 
 
 class Correlation(NamedTuple):
@@ -131,15 +133,24 @@ def _out(t: torch.Tensor, was_numpy: bool):
     return t
 
 
-def tvd(p, q, check: bool = True):
-    """Total variation distance ½ Σ_i |p_i − q_i| over the last axis (batched; in [0, 1])."""
+def tvd(p, q, check: bool = True, *, differentiable: bool = False):
+    """Total variation distance ½ Σ_i |p_i − q_i| over the last axis (batched; in [0, 1]).
+    ``differentiable=True``: torch tensors taken as they are (their own dtype, broadcast, unchecked)."""
+    if differentiable:
+        return 0.5 * (p - q).abs().sum(-1)
     tp, tq, was_numpy = _distributions(p, q, "tvd", check)
     return _out(0.5 * (tp - tq).abs().sum(-1), was_numpy)
 
 
-def jsd(p, q, check: bool = True):
+def jsd(p, q, check: bool = True, *, differentiable: bool = False):
     """Jensen–Shannon divergence ½ KL(p‖m) + ½ KL(q‖m), m = (p+q)/2, natural log (so 0 ≤ JSD ≤ ln 2 ≈ 0.693),
-    over the last axis (batched). Zero entries are handled exactly (0·log 0 = 0); rounding is clipped to [0, ln 2]."""
+    over the last axis (batched). Zero entries are handled exactly (0·log 0 = 0); rounding is clipped to [0, ln 2].
+
+    ``differentiable=True`` (Jain & Wallace's adversary optimises through it): torch tensors taken as they are (their
+    own dtype, not float64; broadcast; unchecked) and each log's argument floored at `TINY` instead of `xlogy`, whose
+    gradient is not finite where an entry is 0 (padding, a softmax's -inf logits)."""
+    if differentiable:
+        return _jsd_floored(p, q)
     tp, tq, was_numpy = _distributions(p, q, "jsd", check)
     tp, tq = tp.clamp_min(0), tq.clamp_min(0)
     m = 0.5 * (tp + tq)
@@ -148,6 +159,16 @@ def jsd(p, q, check: bool = True):
         return (torch.special.xlogy(a, a) - torch.special.xlogy(a, m)).sum(-1)
 
     return _out((0.5 * kl(tp) + 0.5 * kl(tq)).clamp(0.0, LN2), was_numpy)
+
+
+def _jsd_floored(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    m = 0.5 * (p + q)
+    log_m = m.clamp_min(TINY).log()
+
+    def kl(a):
+        return (a * (a.clamp_min(TINY).log() - log_m)).sum(-1)
+
+    return (0.5 * kl(p) + 0.5 * kl(q)).clamp(0.0, LN2)
 
 
 # ---- do metrics rank methods alike? ----------------------------------------------------------------------
