@@ -74,7 +74,9 @@ use_cache = None  # False: recompute the memoised explanations and metrics (None
 import lab
 lab.config.set_profile(profile)  # outputs go to this profile's folders, whoever runs the notebook
 from lab.experiments import jain_wallace as jw
+from lab.experiments import jain_wallace_results as jwr
 from lab.results import claims_markdown, table_frame
+from lab.viz import jain_wallace as vz
 from lab.widgets import controls
 
 cfg = jw.settings(profile, datasets=datasets, encoders=encoders, attention=attention,
@@ -82,7 +84,7 @@ cfg = jw.settings(profile, datasets=datasets, encoders=encoders, attention=atten
                   adversary_penalty=adversary_penalty, n_permutations=n_permutations, k=k, seed=seed,
                   use_cache=use_cache)
 tasks = jw.load_tasks(cfg)
-jw.task_overview(tasks)
+vz.task_overview(tasks)
 
 # %% [markdown]
 # ## Table 1: the models
@@ -92,9 +94,9 @@ jw.task_overview(tasks)
 
 # %%
 models = jw.train_models(tasks, cfg)
-res = jw.start_results(cfg, tasks)
-perf = jw.performance_rows(tasks, models)
-jw.add_performance(res, perf)
+res = jwr.start_results(cfg, tasks)
+perf = jwr.performance_rows(tasks, models)
+jwr.add_performance(res, perf)
 table_frame(res, "table1_performance")
 
 # %% [markdown]
@@ -106,17 +108,17 @@ table_frame(res, "table1_performance")
 
 # %%
 analyses = jw.analyse_models(tasks, models, cfg)
-jw.add_analysis_tables(res, analyses, models, cfg["level"])
+jwr.add_analysis_tables(res, analyses, models, cfg["level"])
 display(table_frame(res, "tau_means"))
 table_frame(res, "table2_kendall_tau")
 
 # %%
-fig = jw.tau_histograms(analyses, "attn_grad", cfg["encoders"])
+fig = vz.tau_histograms(analyses, "attn_grad", cfg["encoders"])
 lab.save_figure(fig, jw.NOTEBOOK, "fig2_tau_gradient")
 fig
 
 # %%
-fig = jw.tau_histograms(analyses, "attn_loo", cfg["encoders"])
+fig = vz.tau_histograms(analyses, "attn_loo", cfg["encoders"])
 lab.save_figure(fig, jw.NOTEBOOK, "fig2_tau_loo")
 fig
 
@@ -125,12 +127,12 @@ fig
 # Fig. 5: how much better attention agrees with them in the Average model than in the BiLSTM.
 
 # %%
-fig = jw.gap_figure(analyses, "lstm")
+fig = vz.gap_figure(analyses, "lstm")
 lab.save_figure(fig, jw.NOTEBOOK, "fig3_fig4_gaps")
 fig
 
 # %%
-fig = jw.encoder_figure(analyses)
+fig = vz.encoder_figure(analyses)
 lab.save_figure(fig, jw.NOTEBOOK, "fig5_average_vs_bilstm")
 fig
 
@@ -145,7 +147,7 @@ table_frame(res, "fig6_permutation")
 
 # %%
 for enc in cfg["encoders"]:
-    fig = jw.permutation_figure(analyses, enc)
+    fig = vz.permutation_figure(analyses, enc)
     lab.save_figure(fig, jw.NOTEBOOK, f"fig6_permutation_{enc}")
     display(fig)
 
@@ -163,10 +165,10 @@ table_frame(res, "fig7_adversarial")
 
 # %%
 for enc in cfg["encoders"]:
-    fig = jw.adversarial_histograms(analyses, enc)
+    fig = vz.adversarial_histograms(analyses, enc)
     lab.save_figure(fig, jw.NOTEBOOK, f"fig7_adversarial_jsd_{enc}")
     display(fig)
-    fig = jw.adversarial_scatter(analyses, enc)
+    fig = vz.adversarial_scatter(analyses, enc)
     lab.save_figure(fig, jw.NOTEBOOK, f"fig8_jsd_vs_max_attention_{enc}")
     display(fig)
 
@@ -186,7 +188,7 @@ if "premise_reliance" in res.tables:
 # adversarial attention, each with the model's output.
 
 # %%
-fig = jw.figure1(analyses)
+fig = vz.figure1(analyses)
 lab.save_figure(fig, jw.NOTEBOOK, "fig1_heatmaps")
 fig
 
@@ -202,12 +204,12 @@ fig
 tr = None
 if transformer and "sst_jw" in tasks:
     tr = jw.analyse_transformer(tasks["sst_jw"], cfg)
-    jw.add_transformer(res, tr, analyses)
+    jwr.add_transformer(res, tr, analyses)
     display(table_frame(res, "transformer"))
-    fig = jw.transformer_figure(tr, analyses.get(("sst_jw", "lstm")))
+    fig = vz.transformer_figure(tr, analyses.get(("sst_jw", "lstm")))
     lab.save_figure(fig, jw.NOTEBOOK, "transformer_summary")
     display(fig)
-    fig = jw.instance_panels(tr, jw.striking_instance(tr))
+    fig = vz.instance_panels(tr, vz.striking_instance(tr))
     lab.save_figure(fig, jw.NOTEBOOK, "transformer_heatmaps")
     display(fig)
 
@@ -218,17 +220,17 @@ if transformer and "sst_jw" in tasks:
 
 # %%
 all_analyses = {**analyses, **({("sst_jw", "transformer"): tr} if tr is not None else {})}
-jw.add_timing(res, models, all_analyses)
+jwr.add_timing(res, models, all_analyses)
 table_frame(res, "timing")
 
 # %% [markdown]
 # ## Which claims hold here
 
 # %%
-jw.add_claims(res, cfg, perf, analyses, tr)
+jwr.add_claims(res, cfg, perf, analyses, tr)
 res.save()
 print(claims_markdown(res))
-display(jw.readings_frame(res))  # Average claims under both readings (empty when not compared)
+display(vz.readings_frame(res))  # Average claims under both readings (empty when not compared)
 
 # %% [markdown]
 # **Discussion**, formatted from this run's results (tables and claims above): every claim is decided by a 95 %
@@ -238,7 +240,7 @@ display(jw.readings_frame(res))  # Average claims under both readings (empty whe
 # %%
 from IPython.display import Markdown  # noqa: E402
 
-Markdown(jw.discussion_markdown(res))
+Markdown(vz.discussion_markdown(res))
 
 # %% [markdown]
 # ## Explore
@@ -246,6 +248,6 @@ Markdown(jw.discussion_markdown(res))
 # original, median-permuted and adversarial attention with the outputs; **Export** saves the figure.
 
 # %%
-controls(jw.instance_renderer(all_analyses), export=(jw.NOTEBOOK, "widget_{dataset}_{encoder}_{instance}"),
+controls(vz.instance_renderer(all_analyses), export=(jw.NOTEBOOK, "widget_{dataset}_{encoder}_{instance}"),
          dataset=list(tasks), encoder=list(dict.fromkeys(e for _, e in all_analyses)),
          instance=(0, max(len(a) for a in all_analyses.values()) - 1, 1))

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from lab import stats
 from lab.analysis import attention_tests as at
+from lab.experiments import jain_wallace as jw
+from lab.experiments import jain_wallace_results as jwr
+from lab.metrics.agreement import jsd, tvd
 from lab.models import rnn
+from lab.results import Results
+from lab.viz import jain_wallace as vz
 from tests.models import text_batch, tiny_bert, tiny_roberta, unbatch
 
 
@@ -89,11 +95,25 @@ def test_an_output_that_ignores_attention_is_never_changed_by_permutation():
 def test_jsd_bounds_and_finite_gradients_at_zero_entries():
     p = torch.tensor([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]], requires_grad=True)
     q = torch.tensor([[0.0, 0.0, 1.0], [0.2, 0.3, 0.5]])
-    d = at.jsd(p, q)
+    d = jsd(p, q, differentiable=True)
     assert d[0].item() == pytest.approx(math.log(2), abs=1e-6) and d[1].item() == pytest.approx(0, abs=1e-7)
     logits = torch.tensor([[0.0, 1.0, float("-inf")]], requires_grad=True)
-    (g,) = torch.autograd.grad(at.jsd(torch.softmax(logits, -1), torch.tensor([[0.5, 0.5, 0.0]])).sum(), logits)
+    (g,) = torch.autograd.grad(jsd(torch.softmax(logits, -1), torch.tensor([[0.5, 0.5, 0.0]]), differentiable=True).sum(),
+                               logits)
     assert torch.isfinite(g).all()
+
+
+def test_differentiable_distances_keep_the_dtype_broadcast_and_equal_the_exact_ones():
+    """`agreement.tvd/jsd(differentiable=True)`, the form the adversary optimises: float32 stays float32 (the exact
+    form computes in float64), shapes broadcast (the adversaries' pairwise JSD), values agree with the exact form."""
+    torch.manual_seed(0)
+    p = torch.softmax(torch.randn(2, 4, 6), -1)
+    q = torch.softmax(torch.randn(2, 1, 6), -1)
+    assert jsd(p, q, differentiable=True).dtype == torch.float32 and tvd(p, q, differentiable=True).dtype == torch.float32
+    assert torch.allclose(jsd(p, q, differentiable=True).double(), jsd(p, q.expand_as(p)), atol=1e-6)
+    assert torch.allclose(tvd(p, q, differentiable=True).double(), tvd(p, q.expand_as(p)), atol=1e-6)
+    pairwise = jsd(p[:, :, None], p[:, None], differentiable=True)
+    assert pairwise.shape == (2, 4, 4) and torch.allclose(pairwise, pairwise.transpose(1, 2))
 
 
 def test_adversary_reaches_the_jsd_bound_when_the_output_ignores_attention():
@@ -210,6 +230,64 @@ def test_transformer_permutation_and_adversary_run_batched():
     assert torch.allclose(adv.eps_max_jsd, best)
 
 
+class DigitTokenizer:
+    """Texts of space-separated content ids -> [CLS] ids [SEP] (the tiny models' convention), right-padded."""
+
+    def __call__(self, texts, padding=True, truncation=True, max_length=128, return_tensors="pt"):
+        rows = [[2, *map(int, t.split())][:max_length - 1] + [3] for t in texts]
+        width = max(map(len, rows))
+        ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+        return {"input_ids": ids, "attention_mask": (ids != 0).long(), "token_type_ids": torch.zeros_like(ids)}
+
+    def convert_ids_to_tokens(self, ids):
+        return [f"t{i}" for i in ids]
+
+
+def test_transformer_analysis_explains_through_explain_many_as_chunk_by_chunk():
+    """Oracle: `lab.explain` on each chunk's own tokenisation (shortest texts first, chunks of 3) and the view of
+    each sentence alone; results come back in the input order."""
+    import lab
+
+    model, tok = tiny_bert(num_labels=2), DigitTokenizer()
+    gen = np.random.default_rng(0)
+    texts = [" ".join(map(str, gen.integers(5, 60, n))) for n in (6, 2, 9, 4, 3, 7, 5)]
+    proto = at.Protocol(n_permutations=5, k=2, steps=2, chunk=3)
+    a = at.analyse_transformer(model, tok, texts, [0, 1] * 3 + [0], proto, label_names=("a", "b"))
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(order), 3):
+        idx = order[start:start + 3]
+        inputs = tok([texts[i] for i in idx])
+        for name, method, params in at.TRANSFORMER_IMPORTANCE:
+            scores = lab.explain(model, inputs, method, **params).scores.detach().float()
+            for j, i in enumerate(idx):
+                assert np.array_equal(a.importance[name][i], scores[j, :len(a.tokens[i])].numpy()), (name, i)
+    for i, text in enumerate(texts):
+        alone = at.transformer_view(model, tok([text]))
+        assert np.allclose(a.attention[i], alone.shown[0].float().numpy(), atol=1e-6)
+        assert a.tokens[i][0] == "t2" and not a.correlated[i][0] and a.correlated[i][1:-1].all()
+    assert a.adv_eps_max_jsd.shape == (7,) and set(a.tau) >= {"chefer_grad", "chefer_loo"}
+
+
+def test_rnn_analysis_records_do_not_depend_on_the_chunking():
+    """Importance and attention per instance are the same in chunks of 2 as in one chunk, and equal the direct
+    calls; only the instances' order of analysis changes."""
+    model, data = tiny_rnn(), encoded([5, 3, 7, 2, 6])
+    vocab = rnn.Vocab(list(range(100, 118)), type("Tok", (), {"convert_ids_to_tokens": lambda self, ids: ids})())
+    run = lambda chunk: at.analyse_rnn(model, data, [4, 0, 2], 2, 0.01, at.Protocol(n_permutations=4, steps=2,  # noqa: E731
+                                                                                    chunk=chunk, adv_chunk=chunk),
+                                       vocab=vocab, dataset="sst_jw", encoder="lstm", label_names=("a", "b"))
+    small, whole = run(2), run(64)
+    batch = rnn.make_batch(data, [4, 0, 2])
+    grad = at.gradient_importance(model, batch)
+    for i, r in enumerate((4, 0, 2)):
+        n = len(data.ids[r])
+        assert np.allclose(small.importance["gradient"][i], whole.importance["gradient"][i], atol=1e-12)
+        assert np.allclose(small.importance["loo"][i], whole.importance["loo"][i], atol=1e-12)
+        assert np.allclose(small.attention[i], whole.attention[i], atol=1e-7)
+        assert np.allclose(whole.importance["gradient"][i], grad[i, :n].numpy(), atol=1e-12)
+    assert small.adv_eps_max_jsd.shape == (2,) and len(small) == 3
+
+
 def test_amsgrad_adam_matches_torch_optim():
     torch.manual_seed(0)
     a = torch.randn(3, 4, dtype=torch.float64)
@@ -226,8 +304,6 @@ def test_amsgrad_adam_matches_torch_optim():
 
 # ---------------------------------------------------------------- the notebook's experiment module
 def toy_task(n=12):
-    from lab.experiments import jain_wallace as jw
-
     class Tok:
         unk_token, unk_token_id = "[UNK]", 1
 
@@ -237,12 +313,10 @@ def toy_task(n=12):
     data = encoded([3 + i % 5 for i in range(n)], seed=1)
     data.labels = [i % 2 for i in range(n)]
     vocab = rnn.Vocab(list(range(100, 118)), Tok())
-    return jw.Task(jw.TASKS["sst_jw"], vocab, data, data, data, ("negative", "positive"), list(range(n)), 4)
+    return jw.Task("sst_jw", jw.TASKS["sst_jw"], vocab, data, data, data, ("negative", "positive"), list(range(n)), 4)
 
 
 def test_experiment_settings_reject_unknown_names():
-    from lab.experiments import jain_wallace as jw
-
     with pytest.raises(jw.ExperimentError, match="unknown profile"):
         jw.settings("huge")
     with pytest.raises(jw.ExperimentError, match="unknown dataset"):
@@ -251,8 +325,6 @@ def test_experiment_settings_reject_unknown_names():
 
 
 def test_rnn_analysis_tables_and_figures_fit_together():
-    from lab.experiments import jain_wallace as jw
-
     task = toy_task()
     cfg = jw.settings("smoke", progress=False, adv_steps=5, chunk=5, adv_chunk=3)
     model = rnn.AttentionClassifier(rnn.RNNConfig(vocab_size=20, num_classes=2, embed_dim=6, hidden=4)).eval()
@@ -263,31 +335,29 @@ def test_rnn_analysis_tables_and_figures_fit_together():
     assert np.allclose([x.sum() for x in a.attention], 1.0, atol=1e-5)
     assert set(a.tau) == {"attn_grad", "attn_loo", "grad_loo"} and len(a.tau["attn_grad"].statistic) == 12
     analyses = {("sst_jw", "lstm"): a}
-    rows = jw.table2_rows(analyses)
+    rows = jwr.table2_rows(analyses)
     assert all(k.startswith("SST / class") for k in rows) and "tau_g_bilstm" in next(iter(rows.values()))
-    assert set(jw.permutation_rows(analyses)) == set(jw.adversarial_rows(analyses)) == {"SST / BiLSTM"}
-    res = jw.add_claims(jw.Results(jw.NOTEBOOK, "smoke"), cfg, {}, analyses, None)
+    assert set(jwr.permutation_rows(analyses)) == set(jwr.adversarial_rows(analyses)) == {"SST / BiLSTM"}
+    res = jwr.add_claims(Results(jw.NOTEBOOK, "smoke"), cfg, {}, analyses, None)
     assert res.claims and all(c["verdict"] == "not evaluated" for c in res.claims)  # smoke: not tested
     assert any("interval" in c for c in res.claims)  # the intervals are still recorded
-    fig = jw.instance_panels(a, 0)
+    fig = vz.instance_panels(a, 0)
     assert len(fig.axes) == 3  # original, permuted, adversarial
-    with pytest.raises(jw.ExperimentError, match="instance must be in 0..11"):
-        jw.instance_renderer(analyses)("sst_jw", "lstm", 12)
-    with pytest.raises(jw.ExperimentError, match="no analysis for imdb/lstm"):
-        jw.instance_renderer(analyses)("imdb", "lstm", 0)
+    with pytest.raises(ValueError, match="instance must be in 0..11"):
+        vz.instance_renderer(analyses)("sst_jw", "lstm", 12)
+    with pytest.raises(ValueError, match="no analysis for imdb/lstm"):
+        vz.instance_renderer(analyses)("imdb", "lstm", 0)
 
 
 def test_rnn_analysis_is_memoised_per_model_and_instances(lab_dirs, monkeypatch):
-    from lab.experiments import jain_wallace as jw
-
     task = toy_task()
     cfg = jw.settings("smoke", progress=False, adv_steps=5, chunk=5, adv_chunk=3, use_cache=True)
     model = rnn.AttentionClassifier(rnn.RNNConfig(vocab_size=20, num_classes=2, embed_dim=6, hidden=4)).eval()
     trained = rnn.TrainedRNN(model, task.vocab, {"train_seconds": 1.0})
     first = jw.analyse_rnn(task, trained, cfg)
     calls = []
-    real = jw._analyse_rnn
-    monkeypatch.setattr(jw, "_analyse_rnn", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = at.analyse_rnn
+    monkeypatch.setattr(at, "analyse_rnn", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = jw.analyse_rnn(task, trained, cfg)
     assert calls == [] and np.array_equal(again.tau["attn_grad"].statistic, first.tau["attn_grad"].statistic)
     assert np.array_equal(again.adv_eps_max_jsd, first.adv_eps_max_jsd)
@@ -300,7 +370,6 @@ def test_rnn_analysis_is_memoised_per_model_and_instances(lab_dirs, monkeypatch)
 
 def fake_analysis(dataset, encoder="lstm", n=60, tau=None, seed=0, label_names=("negative", "positive"), **kw):
     """An Analysis with chosen per-instance values (no model): τ columns, permutation and adversarial arrays."""
-    from lab.experiments import jain_wallace as jw
     from lab.metrics.agreement import Correlation
 
     rng = np.random.default_rng(seed)
@@ -312,7 +381,7 @@ def fake_analysis(dataset, encoder="lstm", n=60, tau=None, seed=0, label_names=(
     arrays = dict(perm_median_tvd=rng.uniform(0, 0.02, n), max_attention=rng.uniform(0.2, 0.9, n),
                   adv_eps_max_jsd=rng.uniform(0.62, 0.69, n), adv_any_iterate=np.zeros(n), adv_feasible=np.ones(n))
     arrays.update(kw)
-    return jw.Analysis(dataset=dataset, encoder=encoder, label_names=tuple(label_names), tokens=[["a"]] * n,
+    return at.Analysis(dataset=dataset, encoder=encoder, label_names=tuple(label_names), tokens=[["a"]] * n,
                        attention=[], importance={}, correlated=[], probs=probs, labels=np.zeros(n, int), tau=taus,
                        perm_alpha=[], perm_probs=np.zeros((n, c)), adv_alpha=[], adv_probs=np.zeros((0, c)),
                        epsilon=0.01, **arrays)
@@ -322,23 +391,19 @@ def test_snli_table2_pairs_our_classes_with_the_papers_by_name():
     """The paper's SNLI order is neutral, contradiction, entailment (Fig. 2 caption); ours is entailment, neutral,
     contradiction: our class 0 (entailment) must sit beside the paper's class 2."""
     from lab.data.text import SNLI_LABELS
-    from lab.experiments import jain_wallace as jw
-
     n = 30
     tau = {m: np.full(n, 0.5) for m in ("attn_grad", "attn_loo", "grad_loo")}
     a = fake_analysis("snli", n=n, tau=tau, label_names=SNLI_LABELS)
-    rows = jw.table2_rows({("snli", "lstm"): a})
+    rows = jwr.table2_rows({("snli", "lstm"): a})
     paper = jw.PAPER_TABLE2["snli"]
     for ours, name in enumerate(SNLI_LABELS):
         row = next(r for k, r in rows.items() if k.startswith(f"SNLI / class {ours}"))
         p = paper[("neutral", "contradiction", "entailment").index(name)]
         assert row["tau_g_bilstm"] == (p[0][0], 0.5) and row["tau_loo_bilstm_sig"][0] == p[2][2]
-    assert jw.paper_class("sst_jw", 1, ("negative", "positive")) == 1  # binary tasks keep their indices
+    assert jwr.paper_class("sst_jw", 1, ("negative", "positive")) == 1  # binary tasks keep their indices
 
 
 def jw_cfg():
-    from lab.experiments import jain_wallace as jw
-
     return jw.settings("default", encoders=("lstm", "average"))
 
 
@@ -353,8 +418,6 @@ def test_jw_claims_are_decided_by_paired_intervals():
     """Known per-instance τ: Average beats BiLSTM everywhere (holds); the BiLSTM mean τ_g 0.375 sits inside
     0.30–0.45 (holds) while the Average's 0.5 lies outside 0.65–0.80 (fails); a noisy gap near the margin is
     inconclusive."""
-    from lab.experiments import jain_wallace as jw
-
     rng = np.random.default_rng(0)
     n, analyses = 200, {}
     for k, name in enumerate(("sst_jw", "imdb")):
@@ -364,7 +427,7 @@ def test_jw_claims_are_decided_by_paired_intervals():
                "grad_loo": 0.6 + rng.normal(0, 0.02, n)}
         analyses[name, "lstm"] = fake_analysis(name, "lstm", n, lstm, seed=k)
         analyses[name, "average"] = fake_analysis(name, "average", n, avg, seed=k)
-    res = jw.add_claims(jw.Results(jw.NOTEBOOK, "default"), jw_cfg(), {}, analyses, None)
+    res = jwr.add_claims(Results(jw.NOTEBOOK, "default"), jw_cfg(), {}, analyses, None)
     v = functools.partial(verdict_of, res.claims)
     assert v("BiLSTM attention–gradient τ_g") == "holds"
     assert v("Average-encoder attention–gradient τ_g") == "fails"
@@ -376,44 +439,37 @@ def test_jw_claims_are_decided_by_paired_intervals():
 
 
 def test_jw_fig6_claim_counts_peaked_instances_that_barely_move():
-    from lab.experiments import jain_wallace as jw
-
     n = 200
     mx = np.linspace(0.1, 0.9, n)
     moved = fake_analysis("sst_jw", "lstm", n, perm_median_tvd=np.where(mx > 0.5, 0.3, 0.0), max_attention=mx)
     still = fake_analysis("imdb", "lstm", n, max_attention=mx)  # every Δŷ^med < 0.02
     cfg = jw.settings("default", encoders=("lstm",))
-    assert verdict_of(jw.claims(cfg, {}, {("imdb", "lstm"): still}, None), "Fig. 6") == "holds"
-    both = jw.claims(cfg, {}, {("imdb", "lstm"): still, ("sst_jw", "lstm"): moved}, None)
-    assert verdict_of(both, "Fig. 6") == "fails"
+    claims = lambda analyses: jwr.add_claims(Results(jw.NOTEBOOK), cfg, {}, analyses, None).claims  # noqa: E731
+    assert verdict_of(claims({("imdb", "lstm"): still}), "Fig. 6") == "holds"
+    assert verdict_of(claims({("imdb", "lstm"): still, ("sst_jw", "lstm"): moved}), "Fig. 6") == "fails"
 
 
 def test_jw_performance_interval_and_discussion_come_from_results():
-    from lab.experiments import jain_wallace as jw
-
     perf = {"SST": {"test_lstm": (0.81, 0.84), "test_lstm_ci_low": (None, 0.82), "test_lstm_ci_high": (None, 0.86),
                     "n_test": (None, 1800)},
             "bAbI 1": {"test_lstm": (1.0, 0.90), "test_lstm_ci_low": (None, 0.88),
                        "test_lstm_ci_high": (None, 0.92), "n_test": (None, 1000)}}
-    res = jw.Results(jw.NOTEBOOK, "default")
-    jw.add_performance(res, perf)
-    jw.add_claims(res, jw.settings("default", encoders=("lstm",)), perf, {}, None)
+    res = Results(jw.NOTEBOOK, "default")
+    jwr.add_performance(res, perf)
+    jwr.add_claims(res, jw.settings("default", encoders=("lstm",)), perf, {}, None)
     assert verdict_of(res.claims, "Table 1: the BiLSTM's test performance on SST") == "holds"
     assert verdict_of(res.claims, "Table 1: the BiLSTM's test performance on bAbI 1") == "fails"
-    text = jw.discussion_markdown(res)
+    text = vz.discussion_markdown(res)
     assert "Average:" not in text  # no Average models: no empty list
     assert "SST 0.840 [0.820, 0.860] (paper 0.81); bAbI 1 0.900 [0.880, 0.920] (paper 1.00)" in text
 
 
-
 def test_jw_transformer_claims_pair_the_shared_instances():
-    from lab.experiments import jain_wallace as jw
-
     rng = np.random.default_rng(0)
     lstm = fake_analysis("sst_jw", "lstm", 60, {"attn_loo": 0.4 + rng.normal(0, 0.05, 60)})
     tau = {"attn_loo": 0.1 + rng.normal(0, 0.05, 40), "chefer_loo": 0.3 + rng.normal(0, 0.05, 40)}
     tr = fake_analysis("sst_jw", "transformer", 40, tau)
-    out = jw.transformer_claims(tr, lstm)
-    assert out[0]["interval"].n == 40 and jw.stats.decide(out[0]["interval"], 0.05, "less") == "holds"
-    assert jw.stats.decide(out[1]["interval"], 0.0, "greater") == "holds"
-    assert jw.stats.decide(out[2]["interval"], 0.05, "less") == "holds"  # Δŷ^med < 0.02 everywhere
+    out = jwr.transformer_claims(tr, lstm)
+    assert out[0]["interval"].n == 40 and stats.decide(out[0]["interval"], 0.05, "less") == "holds"
+    assert stats.decide(out[1]["interval"], 0.0, "greater") == "holds"
+    assert stats.decide(out[2]["interval"], 0.05, "less") == "holds"  # Δŷ^med < 0.02 everywhere

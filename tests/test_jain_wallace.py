@@ -1,4 +1,4 @@
-"""Notebook 05's readings and checks (lab.experiments.jain_wallace): the Average encoder's two readings, the
+"""Notebook 05's readings and checks (lab.experiments.jain_wallace, jain_wallace_results): the Average encoder's two readings, the
 authors' adversary penalty, the premise-reliance check and the ε-max JSD relative to its reachable maximum."""
 import itertools
 
@@ -8,8 +8,11 @@ import torch
 
 from lab.analysis import attention_tests as at
 from lab.experiments import jain_wallace as jw
-from lab.metrics.agreement import Correlation
+from lab.experiments import jain_wallace_results as jwr
+from lab.metrics.agreement import Correlation, jsd
 from lab.models import rnn
+from lab.results import Results
+from lab.viz import jain_wallace as vz
 
 
 def analysis(dataset="sst_jw", encoder="lstm", n=60, tau=None, attention=None, **kw):
@@ -19,7 +22,7 @@ def analysis(dataset="sst_jw", encoder="lstm", n=60, tau=None, attention=None, *
     arrays = dict(perm_median_tvd=np.full(n, 0.01), max_attention=np.linspace(0.2, 0.9, n),
                   adv_eps_max_jsd=np.full(n, 0.65), adv_any_iterate=np.zeros(n), adv_feasible=np.ones(n, bool))
     arrays.update(kw)
-    return jw.Analysis(dataset=dataset, encoder=encoder, label_names=("negative", "positive"), tokens=[["a"]] * n,
+    return at.Analysis(dataset=dataset, encoder=encoder, label_names=("negative", "positive"), tokens=[["a"]] * n,
                        attention=attention or [], importance={}, correlated=[], probs=probs,
                        labels=np.ones(n, int), tau={m: Correlation(np.asarray(v, float), np.zeros(n))
                                                     for m, v in tau.items()},
@@ -33,12 +36,12 @@ def test_reachable_max_jsd_is_the_largest_jsd_any_attention_reaches():
     alpha = torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64)
     grid = [torch.tensor([a, b, 1 - a - b], dtype=torch.float64) for a, b in
             itertools.product(np.linspace(0, 1, 41), repeat=2) if a + b <= 1 + 1e-12]
-    best = max(float(at.jsd(q.clamp_min(0), alpha)) for q in grid)
-    assert jw.reachable_max_jsd(alpha.numpy()) == pytest.approx(best, abs=1e-9)
-    assert jw.reachable_max_jsd(alpha.numpy()) == pytest.approx(float(at.jsd(torch.eye(3, dtype=torch.float64)[2],
+    best = max(float(jsd(q.clamp_min(0), alpha)) for q in grid)
+    assert at.reachable_max_jsd(alpha.numpy()) == pytest.approx(best, abs=1e-9)
+    assert at.reachable_max_jsd(alpha.numpy()) == pytest.approx(float(jsd(torch.eye(3, dtype=torch.float64)[2],
                                                                               alpha)), abs=1e-12)
-    assert jw.reachable_max_jsd([0.5, 0.5]) == pytest.approx(0.2158, abs=1e-4)  # far below ln 2 on two tokens
-    assert jw.reachable_max_jsd([1.0, 0.0]) == pytest.approx(at.LN2)
+    assert at.reachable_max_jsd([0.5, 0.5]) == pytest.approx(0.2158, abs=1e-4)  # far below ln 2 on two tokens
+    assert at.reachable_max_jsd([1.0, 0.0]) == pytest.approx(at.LN2)
 
 
 def test_fig7_relative_claim_credits_short_inputs_the_absolute_one_cannot():
@@ -46,11 +49,11 @@ def test_fig7_relative_claim_credits_short_inputs_the_absolute_one_cannot():
     although it is far from ln 2. The absolute claim fails, the relative one holds."""
     n = 80
     a = analysis(n=n, attention=[np.array([0.5, 0.5])] * n, adv_eps_max_jsd=np.full(n, 0.2))
-    assert np.allclose(a.adv_relative_jsd, 0.2 / jw.reachable_max_jsd([0.5, 0.5]))
-    out = jw.counterfactual_claims(jw.settings("default", encoders=("lstm",)), {("sst_jw", "lstm"): a})
+    assert np.allclose(a.adv_relative_jsd, 0.2 / at.reachable_max_jsd([0.5, 0.5]))
+    out = jwr.counterfactual_claims(jw.settings("default", encoders=("lstm",)), {("sst_jw", "lstm"): a})
     verdicts = {c["claim"][:22]: c["verdict"] for c in out if c["claim"].startswith("Fig. 7")}
     assert verdicts == {"Fig. 7: adversarial at": "fails", "Fig. 7, relative to ea": "holds"}
-    assert jw.adversarial_rows({("sst_jw", "lstm"): a})["SST / BiLSTM"]["frac_relative_jsd_above_0.87"] == (None, 1.0)
+    assert jwr.adversarial_rows({("sst_jw", "lstm"): a})["SST / BiLSTM"]["frac_relative_jsd_above_0.87"] == (None, 1.0)
 
 
 def tiny_pair_model():
@@ -65,12 +68,12 @@ def test_context_zeroed_is_the_decoder_on_the_query_alone():
     data = rnn.EncodedSet([[2, 5, 7, 9], [3, 4]], [0, 1], [[6, 8], [10, 11, 12]])
     batch = rnn.make_batch(data)
     view = at.rnn_view(model, batch)
-    zeroed = jw.context_zeroed(view)
+    zeroed = at.context_zeroed(view)
     q = model.encode(batch).query
     expected = torch.softmax(model.out(torch.tanh(model.linear_p.bias + model.linear_q(q))), -1)
     assert torch.allclose(zeroed, expected, atol=1e-12)
     other = rnn.make_batch(rnn.EncodedSet([[13, 14], [15, 16, 17, 18]], [0, 1], data.query_ids))
-    assert torch.allclose(jw.context_zeroed(at.rnn_view(model, other)), zeroed, atol=1e-12)
+    assert torch.allclose(at.context_zeroed(at.rnn_view(model, other)), zeroed, atol=1e-12)
     assert not torch.allclose(view.probs, zeroed)
 
 
@@ -80,7 +83,7 @@ def test_premise_rows_report_changed_predictions_with_intervals():
     zeroed = a.probs.copy()
     zeroed[:10] = [0.8, 0.2]  # a quarter of the predictions flip
     a.context_zeroed_probs = zeroed
-    row = jw.premise_rows({("snli", "lstm"): a, ("sst_jw", "lstm"): analysis()})
+    row = jwr.premise_rows({("snli", "lstm"): a, ("sst_jw", "lstm"): analysis()})
     assert list(row) == ["SNLI / BiLSTM"]  # single-sequence tasks have no premise
     r = row["SNLI / BiLSTM"]
     assert r["changed_prediction"] == (None, 0.25) and r["changed_prediction_ci_low"][1] < 0.25 < \
@@ -115,21 +118,39 @@ def test_model_config_builds_each_average_reading():
     assert authors.key() != appendix.key()
 
 
-def test_reading_comparison_lists_both_verdicts_and_adds_the_changed_claims():
-    """The authors' Average τ_g sits in 0.65–0.80 (holds); the appendix's at 0.4 does not (fails): the table has
-    both verdicts, and the appendix reading's claim is added beside the default one."""
+def reading_analyses(n=60):
+    """SST and IMDB analyses whose τ sit at 0.35 (BiLSTM), 0.72 (Average, authors) and 0.4 (Average, appendix)."""
     rng = np.random.default_rng(0)
-    n, analyses = 60, {}
+    analyses = {}
     for name in ("sst_jw", "imdb"):
         for enc, level in (("lstm", 0.35), ("average", 0.72), ("average:appendix", 0.4)):
             tau = {m: level + rng.normal(0, 0.02, n) for m in ("attn_grad", "attn_loo", "grad_loo")}
             analyses[name, enc] = analysis(name, enc, n, tau)
-    cfg = jw.settings("default")
-    res = jw.add_claims(jw.Results(jw.NOTEBOOK, "default"), cfg, {}, analyses, None)
-    frame = jw.readings_frame(res)
+    return analyses
+
+
+def test_reading_comparison_lists_both_verdicts_and_adds_the_changed_claims():
+    """The authors' Average τ_g sits in 0.65–0.80 (holds); the appendix's at 0.4 does not (fails): the table has
+    both verdicts, and the appendix reading's claim is added beside the default one."""
+    res = jwr.add_claims(Results(jw.NOTEBOOK, "default"), jw.settings("default"), {}, reading_analyses(), None)
+    frame = vz.readings_frame(res)
     key = next(k for k in frame.index if k.startswith("Average-encoder attention–gradient"))
     assert frame.loc[key].to_dict() == {"authors": "holds", "appendix": "fails"}
     texts = [c["claim"] for c in res.claims if c["claim"].startswith("Average-encoder attention–gradient")]
     assert len(texts) == 2 and texts[1].endswith("(ReLU/256, appendix) reading")
-    assert "change verdict" in jw.discussion_markdown(res)
+    assert "change verdict" in vz.discussion_markdown(res)
     assert not any("ReLU/256" in c["claim"] for c in res.claims if c["claim"].startswith("Fig. 6"))  # same verdict
+
+
+def test_smoke_lists_the_same_reading_claims_but_evaluates_none():
+    """Under smoke the other reading's claims that differ are still listed (the claims are those of a default run)
+    while every verdict, in the claims and in the readings table, is "not evaluated" (`Results.add_claim`'s rule);
+    the discussion then says nothing about readings."""
+    analyses = reading_analyses()
+    runs = {p: jwr.add_claims(Results(jw.NOTEBOOK, p), jw.settings(p, encoders=("lstm", "average")), {}, analyses,
+                              None) for p in ("default", "smoke")}
+    assert [c["claim"] for c in runs["smoke"].claims] == [c["claim"] for c in runs["default"].claims]
+    assert {c["verdict"] for c in runs["smoke"].claims} == {"not evaluated"}
+    frame = vz.readings_frame(runs["smoke"])
+    assert len(frame) == len(vz.readings_frame(runs["default"])) > 0 and (frame == "not evaluated").all().all()
+    assert "two readings" not in vz.discussion_markdown(runs["smoke"])

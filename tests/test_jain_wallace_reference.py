@@ -21,6 +21,7 @@ import torch
 from scipy.stats import spearmanr
 
 from lab.analysis import attention_tests as at
+from lab.metrics import agreement
 from lab.models import rnn
 
 FIXTURE = Path(__file__).parent / "fixtures" / "attention_explanation" / "reference.json"
@@ -140,9 +141,9 @@ def test_the_authors_adversarial_attention_gives_the_same_jsd_and_outputs(name):
         with torch.no_grad():
             probs = single.decode(adv[None])[0]
         assert np.allclose(probs[:, 1].numpy(), ref["adversarial_predictions"], atol=1e-5)
-        jsd = at.jsd(adv, view.alpha[i, :n][None].double())
+        jsd = agreement.jsd(adv, view.alpha[i, :n][None].double(), differentiable=True)
         assert np.allclose(jsd.numpy(), ref["adversarial_jsd"], atol=1e-3)
-        tvd = at.tvd(probs, single.probs)
+        tvd = agreement.tvd(probs, single.probs, differentiable=True)
         emax = float(torch.where(tvd <= 0.05, jsd, torch.zeros_like(jsd)).max())
         assert emax == pytest.approx(ref["emax_jsd_authors"], abs=1e-3)
 

@@ -147,6 +147,17 @@ def test_classification_metrics():
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
 
 
+def test_test_metrics_report_the_papers_metric_with_an_interval():
+    model, data = tiny_model(), random_set(n=40, seed=3)
+    probs = rnn.predict_proba(model, data)
+    exact = rnn.classification_metrics(probs, data.labels)
+    for metric in ("macro_f1", "accuracy"):
+        m = rnn.test_metrics(model, data, metric)
+        iv = m["paper_metric_interval"]
+        assert m["paper_metric"] == exact[metric] and iv.low <= exact[metric] <= iv.high and iv.n == 40
+        assert iv.estimate == pytest.approx(exact[metric], abs=1e-12)  # the resampled statistic is the same metric
+
+
 @pytest.mark.parametrize("reading, width, act", [("authors", 128, torch.tanh), ("appendix", 256, torch.relu)])
 def test_average_readings_are_the_authors_tanh_128_and_the_appendixs_relu_256(reading, width, act):
     """The authors' configuration (generate_average_config: activation tanh, hidden_size 128 = m) and the paper's

@@ -12,6 +12,10 @@ output ŷ, and `decode(α)`, which recomputes ŷ from *other* attention with eve
     tau = kendall_per_instance(attn, g)           # Kendall τ-b + p-value per instance (lab.metrics.agreement)
     summary = summarise_tau(tau, groups)          # mean ± std and the fraction with p < 0.05 per class (Table 2)
 
+A study's analysis of one model runs all of them over its test instances in chunks and returns an `Analysis`:
+`analyse_rnn` (Jain & Wallace's own measures, computed here) and `analyse_transformer` (importance by `lab.explain`
+methods through `explain_many`). TVD and JSD are `lab.metrics.agreement`'s, in their `differentiable` form.
+
 Transformer (beyond the paper): α̂ is the per-head [CLS] row of the last block's attention, [B, H, T]; what is shown,
 correlated and compared by JSD is its mean over heads. Permutations apply the same permutation to every head, so the
 identity permutation reproduces the model exactly; adversaries are free per head (the head-mean is what must move).
@@ -20,17 +24,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from lab.metrics.agreement import Correlation, fraction_significant, kendall_tau
+from lab.metrics.agreement import LN2, Correlation, fraction_significant, jsd, kendall_tau, tvd
+from lab.progress import progress as progress_bar
 
-LN2 = math.log(2.0)
 EPSILON = {"classification": 0.01, "qa": 0.05}  # Jain & Wallace Sec. 4.2.2: ε for text classification / QA
-_TINY = 1e-12
 
 
 class AttentionTestError(ValueError):
@@ -148,23 +151,6 @@ def transformer_view(model, inputs, tokenizer=None) -> AttentionView:
     return AttentionView(alpha, adapter.valid_mask(prepared), out.logits.softmax(-1).detach(), decode, tokens)
 
 
-# ---------------------------------------------------------------- distances (differentiable)
-def tvd(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """TVD(p, q) = ½ Σ_i |p_i − q_i| over the last axis."""
-    return 0.5 * (p - q).abs().sum(-1)
-
-
-def jsd(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """JSD over the last axis (natural log, ≤ ln 2), differentiable also where entries are exactly 0 (padding)."""
-    m = 0.5 * (p + q)
-    log_m = m.clamp_min(_TINY).log()
-
-    def kl(a):
-        return (a * (a.clamp_min(_TINY).log() - log_m)).sum(-1)
-
-    return (0.5 * kl(p) + 0.5 * kl(q)).clamp(0.0, LN2)
-
-
 def _masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
 
@@ -210,7 +196,7 @@ def permutation_test(view: AttentionView, n: int = 100, seed: int = 0) -> Permut
     permuted = permute_attention(view.alpha, view.mask, n, gen)
     with torch.no_grad():
         probs = view.decode(permuted)  # [B, n, C]
-        dist = tvd(probs, view.probs.detach()[:, None])
+        dist = tvd(probs, view.probs.detach()[:, None], differentiable=True)
     order = dist.argsort(-1)
     mid = order[:, (n - 1) // 2]  # the lower median permutation (exact median for odd n)
     rows = torch.arange(dist.shape[0])
@@ -282,10 +268,10 @@ def adversarial_attention(view: AttentionView, k: int = 5, epsilon: float = 0.01
         with torch.enable_grad():
             alpha = _masked_softmax(theta, mask)
             probs = view.decode(alpha)
-            dist = tvd(probs, ref_probs[:, None])
+            dist = tvd(probs, ref_probs[:, None], differentiable=True)
             shown = alpha.mean(2) if view.heads else alpha
-            to_ref = jsd(shown, ref_shown[:, None])
-            cross = jsd(shown[:, :, None], shown[:, None, :])[:, pairs]  # [B, k(k-1)/2]
+            to_ref = jsd(shown, ref_shown[:, None], differentiable=True)
+            cross = jsd(shown[:, :, None], shown[:, None, :], differentiable=True)[:, pairs]  # [B, k(k-1)/2]
             f = to_ref.sum(1) + cross.sum(1) / (k * (k - 1))
             objective = f - (lam / k) * torch.relu(dist - epsilon).sum(1)
         with torch.no_grad():
@@ -349,7 +335,7 @@ def leave_one_out_tvd(model, batch, batch_size: int = 128) -> torch.Tensor:
     probs = torch.as_tensor(predict_proba(model, data, batch_size=batch_size))
     rows = torch.as_tensor([o[0] for o in owners])
     cols = torch.as_tensor([o[1] for o in owners])
-    out[rows, cols] = tvd(probs, ref[rows].to(probs.dtype))
+    out[rows, cols] = tvd(probs, ref[rows].to(probs.dtype), differentiable=True)
     return out
 
 
@@ -384,3 +370,242 @@ def summarise_tau(corr: Correlation, groups: Sequence, level: float = 0.05) -> d
                   "std": float(finite.std()) if finite.size else float("nan"),
                   "sig_frac": fraction_significant(pval[sel], level), "n": int(sel.sum())}
     return out
+
+
+# ---------------------------------------------------------------- a study's analysis of one model
+@dataclass(frozen=True)
+class Protocol:
+    """The analysis settings: permutations per instance; k adversaries with `lam` as `adversarial_attention` takes
+    it, Adam `steps` and `lr`; instances per chunk for importance and permutations (`chunk`) and for adversaries
+    (`adv_chunk`); the seed of the permutations and adversaries."""
+
+    n_permutations: int = 100
+    k: int = 5
+    lam: float = 500.0
+    steps: int = 500
+    lr: float = 0.01
+    chunk: int = 64
+    adv_chunk: int = 256
+    seed: int = 0
+
+
+@dataclass
+class Analysis:
+    """Per-instance results of one (dataset, encoder): the lists are aligned with `tokens`."""
+
+    dataset: str
+    encoder: str
+    label_names: tuple[str, ...]
+    tokens: list[list[str]]
+    attention: list[np.ndarray]  # shown attention over all positions of the instance
+    importance: dict[str, list[np.ndarray]]  # "gradient", "loo" (+ "chefer") over the correlated positions
+    correlated: list[np.ndarray]  # bool mask of positions used for τ (all tokens for RNNs; content for BERT)
+    probs: np.ndarray  # [N, C]
+    labels: np.ndarray
+    tau: dict[str, Correlation]  # "attn_grad", "attn_loo", "grad_loo" (+ "chefer_grad", "chefer_loo")
+    perm_median_tvd: np.ndarray
+    max_attention: np.ndarray
+    perm_alpha: list[np.ndarray]
+    perm_probs: np.ndarray
+    adv_eps_max_jsd: np.ndarray  # first n_adversarial instances
+    adv_any_iterate: np.ndarray
+    adv_alpha: list[np.ndarray]
+    adv_probs: np.ndarray
+    adv_feasible: np.ndarray  # [Na] whether any adversary met the ε constraint
+    epsilon: float
+    queries: list[str] | None = None
+    timings: dict = field(default_factory=dict)
+    context_zeroed_probs: np.ndarray | None = None  # [N, C] pair tasks: ŷ with the attended context set to 0
+
+    @property
+    def adv_reachable_max(self) -> np.ndarray:
+        """Per adversarial instance, the largest JSD any attention could reach from α̂ (`reachable_max_jsd`)."""
+        return np.asarray([reachable_max_jsd(a) for a in self.attention[:self.adv_eps_max_jsd.size]])
+
+    @property
+    def adv_relative_jsd(self) -> np.ndarray:
+        """ε-max JSD / its reachable maximum per adversarial instance (empty when the attention is not kept)."""
+        top = self.adv_reachable_max
+        if top.size != self.adv_eps_max_jsd.size:
+            return np.zeros(0)
+        return self.adv_eps_max_jsd / np.maximum(top, 1e-12)
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probs.argmax(-1)
+
+    def mean_tau(self, measure: str) -> float:
+        """Mean per-instance τ of `measure` ("attn_grad", ...), undefined τ left out (NaN when none is defined)."""
+        vals = np.asarray(self.tau[measure].statistic, float)
+        return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+
+    @property
+    def groups(self) -> list:
+        """Table 2's row per instance: the predicted class, or "overall" for QA (bAbI)."""
+        if self.dataset == "babi1":
+            return ["overall"] * len(self.tokens)
+        return self.predicted.tolist()
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def reachable_max_jsd(alpha) -> float:
+    """max over distributions q on α̂'s positions of JSD(q, α̂): JSD is convex in q, so a vertex attains it, and
+    JSD(δ_j, α̂) = ln 2 − ½[(1 + a) ln(1 + a) − a ln a] with a = α̂_j decreases in a: all mass on the least-attended
+    position. Equals ln 2 only when some α̂_j = 0."""
+    a = float(np.min(np.asarray(alpha, float)))
+    return float(LN2 - 0.5 * ((1 + a) * np.log1p(a) - (a * np.log(a) if a > 0 else 0.0)))
+
+
+def context_zeroed(view: AttentionView) -> torch.Tensor:
+    """ŷ [B, C] with the attended premise/story context Σ_t α_t h_t set to 0 and the query kept (pair models): the
+    premise-reliance check — if ŷ hardly moves, the attention over the premise cannot matter either."""
+    with torch.no_grad():
+        return view.decode(torch.zeros_like(view.alpha)[:, None])[:, 0]
+
+
+def chunks(rows: Sequence[int], lengths: Sequence[int], size: int) -> list[list[int]]:
+    """Length-sorted chunks of `rows` (less padding)."""
+    order = sorted(rows, key=lambda r: lengths[r])
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def _adversaries(view: AttentionView, epsilon: float, protocol: Protocol) -> AdversarialResult:
+    return adversarial_attention(view, k=protocol.k, epsilon=epsilon, lam=protocol.lam, steps=protocol.steps,
+                                 lr=protocol.lr, seed=protocol.seed)
+
+
+def _view_record(view: AttentionView, perm: PermutationResult, i: int, n: int) -> dict:
+    """Instance i's attention, output and permutation results over its n positions."""
+    return {"alpha": view.shown[i, :n].float().numpy(), "probs": view.probs[i].float().numpy(),
+            "perm_median": float(perm.median_tvd[i]), "max_attention": float(perm.max_attention[i]),
+            "perm_alpha": perm.median_alpha[i, :n].float().numpy(), "perm_probs": perm.median_probs[i].numpy()}
+
+
+def _adversarial_record(adv: AdversarialResult, j: int, n: int) -> dict:
+    return {"adv_jsd": float(adv.eps_max_jsd[j]), "adv_any": float(adv.any_iterate_eps_max_jsd[j]),
+            "adv_alpha": adv.best_alpha[j, :n].float().numpy(), "adv_probs": adv.best_probs[j].float().numpy(),
+            "adv_feasible": bool((adv.tvd[j] <= adv.epsilon).any())}
+
+
+def _timed(t: dict, name: str, fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    t[name] += time.perf_counter() - start
+    return out
+
+
+def _rnn_chunk(model, batch, protocol: Protocol, pair: bool, t: dict) -> list[dict]:
+    grad = _timed(t, "gradient", gradient_importance, model, batch)
+    loo = _timed(t, "loo", leave_one_out_tvd, model, batch)
+    view = rnn_view(model, batch)
+    perm = permutation_test(view, protocol.n_permutations, seed=protocol.seed)
+    t["permutation"] += perm.seconds
+    zeroed = context_zeroed(view) if pair else None
+    out = []
+    for i in range(len(batch)):
+        n = int(batch.lengths[i])
+        out.append({**_view_record(view, perm, i, n), "gradient": grad[i, :n].numpy(), "loo": loo[i, :n].numpy(),
+                    **({} if zeroed is None else {"zeroed_probs": zeroed[i].numpy()})})
+    return out
+
+
+def analyse_rnn(model, data, rows: Sequence[int], n_adversarial: int, epsilon: float, protocol: Protocol, *,
+                vocab, dataset: str, encoder: str, label_names: Sequence[str], progress: bool = False,
+                desc: str = "") -> Analysis:
+    """Algorithms 1–3 on the `rows` of `data` (a `lab.models.rnn.EncodedSet`) for one `AttentionClassifier`. These
+    are Jain & Wallace's own measures (gradient with the attention detached, leave-one-out TVD, τ, permutations,
+    adversaries), computed here, not `lab.explain` methods. Importance, τ and permutations run in length-sorted
+    chunks of `protocol.chunk` instances; adversaries for the first `n_adversarial` rows in chunks of `adv_chunk`
+    (one optimisation per chunk: every instance and all k adversaries together)."""
+    from lab.models.rnn import make_batch
+
+    lengths = [len(s) for s in data.ids]
+    out: dict[int, dict] = {}
+    t = {"gradient": 0.0, "loo": 0.0, "permutation": 0.0, "adversarial": 0.0}
+    for chunk in progress_bar(chunks(rows, lengths, protocol.chunk), desc, progress):
+        out.update(zip(chunk, _rnn_chunk(model, make_batch(data, chunk), protocol, data.pair, t)))
+    for chunk in progress_bar(chunks(rows[:n_adversarial], lengths, protocol.adv_chunk), f"{desc} adversary",
+                              progress):
+        batch = make_batch(data, chunk)
+        adv = _adversaries(rnn_view(model, batch), epsilon, protocol)
+        t["adversarial"] += adv.seconds
+        for j, r in enumerate(chunk):
+            out[r].update(_adversarial_record(adv, j, int(batch.lengths[j])))
+    tokens = [vocab.tokens(data.ids[r]) for r in rows]
+    queries = [" ".join(vocab.tokens(data.query_ids[r])).replace(" ##", "") for r in rows] if data.pair else None
+    return assemble(dataset, encoder, label_names, tokens, [out[r] for r in rows],
+                    [np.ones(len(x), bool) for x in tokens], np.asarray([data.labels[r] for r in rows]), epsilon, t,
+                    queries)
+
+
+TRANSFORMER_IMPORTANCE = (("gradient", "grad_x_input", {"variant": "abs_sum", "gradient_of": "probability"}),
+                          ("loo", "leave_one_out", {}), ("chefer", "chefer", {}))
+
+
+def analyse_transformer(model, tokenizer, texts: Sequence[str], labels: Sequence[int], protocol: Protocol, *,
+                        label_names: Sequence[str], dataset: str = "sst_jw", max_length: int = 128,
+                        progress: bool = False) -> Analysis:
+    """The three analyses on a BERT-family classifier: importance by `lab.explain` methods through `explain_many`
+    (`TRANSFORMER_IMPORTANCE`: |grad × input| of the predicted probability, leave-one-out, Chefer's relevance), τ on
+    content tokens; permutations and adversaries of the last block's [CLS] row (`transformer_view`). Sentences in
+    chunks of min(`chunk`, 32), shortest (in characters) first."""
+    from lab.explainers.batch import explain_many, trim_rows
+
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    size = min(protocol.chunk, 32)
+    inputs = dict(tokenizer([texts[i] for i in order], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt"))
+    sets = {name: explain_many(model, inputs, method, batch_size=size, sort=False, progress=progress,
+                               desc=f"Transformer {name}", **params) for name, method, params in TRANSFORMER_IMPORTANCE}
+    t = {**{name: s.total_seconds for name, s in sets.items()}, "permutation": 0.0, "adversarial": 0.0}
+    recs: list[dict] = []
+    for start in progress_bar(range(0, len(order), size), "Transformer attention", progress):
+        idx = list(range(start, min(start + size, len(order))))
+        rows = trim_rows(inputs, idx)
+        view = transformer_view(model, rows, tokenizer)
+        perm = permutation_test(view, protocol.n_permutations, seed=protocol.seed)
+        adv = _adversaries(view, EPSILON["classification"], protocol)
+        t["permutation"], t["adversarial"] = t["permutation"] + perm.seconds, t["adversarial"] + adv.seconds
+        for i, row in enumerate(idx):
+            n = int(rows["attention_mask"][i].sum())
+            recs.append({**_view_record(view, perm, i, n), **_adversarial_record(adv, i, n),
+                         "tokens": view.tokens[i][:n], "content": (~sets["chefer"].special[row, :n]).numpy(),
+                         **{k: s.scores[row, :n].numpy() for k, s in sets.items()}})
+    ordered = [recs[pos] for pos in np.argsort(order)]
+    return assemble(dataset, "transformer", label_names, [r.pop("tokens") for r in ordered], ordered,
+                    [r.pop("content") for r in ordered], labels, EPSILON["classification"], t,
+                    extra={"chefer": [r["chefer"] for r in ordered]})
+
+
+def assemble(dataset, encoder, label_names, tokens, recs, correlated, labels, epsilon, timings, queries=None,
+             extra: Mapping[str, list] | None = None) -> Analysis:
+    """Analysis from per-instance records (in instance order); computes the τ's on the correlated positions."""
+    attention = [r["alpha"] for r in recs]
+    importance = {"gradient": [r["gradient"] for r in recs], "loo": [r["loo"] for r in recs], **(extra or {})}
+    pick = lambda xs: [np.asarray(x)[m] for x, m in zip(xs, correlated)]  # noqa: E731
+    attn = pick(attention)
+    tau = {"attn_grad": kendall_per_instance(attn, pick(importance["gradient"])),
+           "attn_loo": kendall_per_instance(attn, pick(importance["loo"])),
+           "grad_loo": kendall_per_instance(pick(importance["gradient"]), pick(importance["loo"]))}
+    for name in (extra or {}):
+        tau[f"{name}_grad"] = kendall_per_instance(pick(importance[name]), pick(importance["gradient"]))
+        tau[f"{name}_loo"] = kendall_per_instance(pick(importance[name]), pick(importance["loo"]))
+    adv = [r for r in recs if "adv_jsd" in r]
+    n = max(len(recs), 1)
+    timings = {**{f"{k}_s_per_instance": v / n for k, v in timings.items() if k != "adversarial"},
+               "adversarial_s_per_instance": timings.get("adversarial", 0.0) / max(len(adv), 1),
+               "n": len(recs), "n_adversarial": len(adv)}
+    stack = lambda key: np.asarray([r[key] for r in adv])  # noqa: E731
+    return Analysis(
+        dataset=dataset, encoder=encoder, label_names=tuple(label_names), tokens=tokens, attention=attention,
+        importance=importance, correlated=correlated, probs=np.stack([r["probs"] for r in recs]),
+        labels=np.asarray(labels), tau=tau, perm_median_tvd=np.asarray([r["perm_median"] for r in recs]),
+        max_attention=np.asarray([r["max_attention"] for r in recs]), perm_alpha=[r["perm_alpha"] for r in recs],
+        perm_probs=np.stack([r["perm_probs"] for r in recs]), adv_eps_max_jsd=stack("adv_jsd"),
+        adv_any_iterate=stack("adv_any"), adv_alpha=[r["adv_alpha"] for r in adv],
+        adv_probs=np.stack([r["adv_probs"] for r in adv]) if adv else np.zeros((0, len(label_names))),
+        adv_feasible=np.asarray([r["adv_feasible"] for r in adv], bool), epsilon=epsilon, queries=queries,
+        timings=timings, context_zeroed_probs=np.stack([r["zeroed_probs"] for r in recs])
+        if recs and "zeroed_probs" in recs[0] else None)

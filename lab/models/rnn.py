@@ -41,7 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lab import cache
+from lab import cache, stats
+from lab.data import load
+from lab.progress import progress as progress_bar
 
 PAD, UNK = 0, 1
 ENCODERS = ("lstm", "average", "cnn")
@@ -457,14 +459,6 @@ class TrainedRNN:
         return self.model.cfg
 
 
-def _progress(iterable, enabled: bool, **kw):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, **kw)
-
-
 def predict_proba(model: AttentionClassifier, data: EncodedSet, batch_size: int = 128) -> np.ndarray:
     """ŷ for every example of `data` (in its order): [N, C]."""
     out = np.zeros((len(data), model.cfg.num_classes), dtype=np.float32)
@@ -490,6 +484,29 @@ def classification_metrics(probs: np.ndarray, labels: Sequence[int]) -> dict:
     return {"accuracy": float((pred == gold).mean()), "macro_f1": float(np.mean(f1s)), "n": int(len(gold))}
 
 
+def test_metrics(model: AttentionClassifier, data: EncodedSet, paper_metric: str = "macro_f1") -> dict:
+    """`classification_metrics` on `data` plus ``paper_metric`` (the value of "macro_f1" or "accuracy") and
+    ``paper_metric_interval``, its 95 % bootstrap interval over the examples."""
+    probs = predict_proba(model, data)
+    m = classification_metrics(probs, data.labels)
+    m["paper_metric"] = m[paper_metric]
+    pred_gold = np.stack([probs.argmax(-1), np.asarray(data.labels)], 1)
+    m["paper_metric_interval"] = stats.bootstrap(pred_gold, _macro_f1 if paper_metric == "macro_f1" else _accuracy)
+    return m
+
+
+def _accuracy(pred_gold: np.ndarray) -> float:
+    return float(np.mean(pred_gold[:, 0] == pred_gold[:, 1]))
+
+
+def _macro_f1(pred_gold: np.ndarray) -> float:
+    """Macro-F1 of rows (predicted, gold), as `classification_metrics` computes it."""
+    pred, gold = pred_gold[:, 0], pred_gold[:, 1]
+    f1s = [2 * np.sum((pred == c) & (gold == c)) / (np.sum(pred == c) + np.sum(gold == c))
+           for c in np.union1d(pred, gold)]
+    return float(np.mean(f1s))
+
+
 def fit(model: AttentionClassifier, train: EncodedSet, dev: EncodedSet | None, tc: TrainConfig,
         progress: bool = True, desc: str = "train") -> dict:
     """Adam + ℓ2; keeps the parameters of the epoch with the best dev accuracy (last epoch without dev)."""
@@ -502,7 +519,7 @@ def fit(model: AttentionClassifier, train: EncodedSet, dev: EncodedSet | None, t
         model.train()
         total, n = 0.0, 0
         batches = length_batches(lengths, tc.batch_size, shuffle=True, seed=tc.seed + epoch)
-        for rows in _progress(batches, progress, desc=f"{desc} epoch {epoch + 1}/{tc.epochs}", leave=False):
+        for rows in progress_bar(batches, f"{desc} epoch {epoch + 1}/{tc.epochs}", progress):
             batch = make_batch(train, rows)
             loss = model.loss(model(batch).logits, batch.labels)
             opt.zero_grad()
@@ -576,3 +593,42 @@ def pretrained_table(name: str = "minilm") -> torch.Tensor:
                 if key.endswith("embeddings.word_embeddings.weight"):
                     return sf.get_tensor(key).float()
     raise KeyError(f"no '*embeddings.word_embeddings.weight' tensor in {root}")
+
+
+_TABLES: dict[str, torch.Tensor] = {}
+
+
+def pretrained_embeddings(vocab: Vocab, dim: int, std: float | None = None, name: str = "minilm"
+                          ) -> tuple[torch.Tensor, str]:
+    """`name`'s word-piece rows for `vocab` (`pretrained_table`, read once), rescaled to an entry std of `std` (None:
+    as stored), and the id naming them in `train_cached`'s key."""
+    if name not in _TABLES:
+        _TABLES[name] = pretrained_table(name)
+    table = _TABLES[name]
+    if table.shape[1] != dim:
+        raise RNNInputError(f"{name} embeddings are {table.shape[1]}-d but the model wants {dim}")
+    if std is not None:
+        table = table * (std / float(table.std()))
+    return vocab.embedding_matrix(table), f"{name}-word-embeddings-std{std}"
+
+
+def load_splits(data: str, splits: tuple[str, str | None, str], sizes: Sequence[int | None], tokenizer,
+                max_length: int | None = None, seed: int = 0) -> tuple[Vocab, dict[str, EncodedSet], tuple]:
+    """(vocabulary, {"train", "dev", "test": EncodedSet}, label names) of the `lab.data` dataset `data`: `splits`
+    names its (train, dev, test) splits (dev None: 10 % of the training split held out), each subsampled to `sizes`
+    (None: all) with `seed`; the vocabulary is the word pieces seen in the training texts (and text pairs)."""
+    train_split, dev_split, test_split = splits
+    train = load(data, train_split)
+    if dev_split:
+        dev = load(data, dev_split)
+    else:  # hold out 10 % of the training split
+        rows = np.random.default_rng(seed).permutation(len(train))
+        n_dev = max(1, len(train) // 10)
+        part = lambda name, idx: train.__class__(train.name, name, train.label_names,  # noqa: E731
+                                                 [train[i] for i in sorted(idx)], train.source)
+        train, dev = part(train_split, rows[n_dev:]), part(f"{train_split}[dev]", rows[:n_dev])
+    sets = {"train": train.subset(sizes[0], seed=seed), "dev": dev.subset(sizes[1], seed=seed),
+            "test": load(data, test_split).subset(sizes[2], seed=seed)}
+    texts = [e.text for e in sets["train"]] + [e.text_pair for e in sets["train"] if e.text_pair]
+    vocab = Vocab.build(tokenizer, texts)
+    return vocab, {k: encode_examples(vocab, d, max_length) for k, d in sets.items()}, tuple(train.label_names)
