@@ -317,7 +317,7 @@ def claims_markdown(results: Results | Mapping[str, Any]) -> str:
 # ---- comparing two runs -------------------------------------------------------------------------------------
 # Tables and columns that measure time or memory (never compared: they change from run to run).
 TIMING_TABLES = re.compile(r"(^|_)(cost|timings?|bench)($|_)")
-TIMING_COLUMNS = re.compile(r"^(s_per_example|ratio_fb|peak_mb|seconds|.*_s|.*_seconds|.*_s_per_\w+)$")
+TIMING_COLUMNS = re.compile(r"^(s_per_example|ratio_fb|peak_mb|seconds|.*_s|.*_seconds|.*_s_per_\w+|m?s_per_instance)$")
 
 
 def _results_files(path: Path) -> dict[str, Path]:
