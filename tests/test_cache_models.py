@@ -144,8 +144,8 @@ def _probes(monkeypatch):
 
     return {
         "benchmark": lambda c: benchmark._memo({"use_cache": True, "seed": 0}, "maps", c, task="sst2"),
-        "jain_wallace": lambda c: jain_wallace._memo({"use_cache": True, **dict.fromkeys(jain_wallace._PROTOCOL, 1)},
-                                                     "perm", c, task="sst"),
+        "jain_wallace": lambda c: cache.memoize("jain_wallace", "perm", c, protocol=dict.fromkeys(jain_wallace._PROTOCOL,
+                                                                                                  1), task="sst"),
         "input_marginalization": lambda c: input_marginalization._memo({"use_cache": True, "sigma": 1e-4}, "im", c),
         "mask_lrp": mask_lrp_row,
         "chefer_bert": lambda c: chefer_bert._cached(ctx, "faithfulness", {"steps": 3}, c),
