@@ -1,21 +1,20 @@
-"""Jain & Wallace 2019, "Attention is not Explanation": the paper's constants, tasks, models, tables and claims for
-notebook `05_jain_wallace` (Tables 1–2, Figs. 1–8, and the same questions asked of a fine-tuned Transformer):
+"""Jain & Wallace 2019, "Attention is not Explanation": the paper's constants, settings, tasks, models and analyses
+for notebook `05_jain_wallace` (Tables 1–2, Figs. 1–8, and the same questions asked of a fine-tuned Transformer):
 
     cfg = settings("default")
     tasks = load_tasks(cfg)                              # offline data, word-piece vocabulary (lab.models.rnn)
     models = train_models(tasks, cfg)                    # cached BiLSTM / Average models
     analyses = analyse_models(tasks, models, cfg)        # τ, permutations, adversaries (lab.analysis.attention_tests)
     tr = analyse_transformer(tasks["sst_jw"], cfg)       # beyond the paper
-    res = start_results(cfg, tasks); add_performance(res, performance_rows(tasks, models)); ...; add_claims(...)
 
-Figures, the instance widget and the discussion are in `lab.viz.jain_wallace`. Choices forced or left open
-(REPRODUCTION_SPEC 003; the notebook lists them): MiniLM word pieces and MiniLM-L6's 384-d word-piece table rescaled
-to an entry std of `embedding_std` (bAbI: 50-d random, hidden 30); the offline splits in `TASKS` (AG News = Sports vs
-rest, SNLI trained on validation, dev = 10 % of train where there is none); additive attention; Table 2 by predicted
-class with Sig. Frac. at p < 0.05. Two readings where the paper's text and the authors' code differ (the code is the
+Tables, claims and the results file are in `jain_wallace_results`; figures, the instance widget and the discussion
+in `lab.viz.jain_wallace`. Choices forced or left open (REPRODUCTION_SPEC 003; the notebook lists them): MiniLM word
+pieces and MiniLM-L6's 384-d word-piece table rescaled to an entry std of `embedding_std` (bAbI: 50-d random, hidden
+30); the offline splits in `TASKS` (AG News = Sports vs rest, SNLI trained on validation, dev = 10 % of train where
+there is none); additive attention; Table 2 by predicted class with Sig. Frac. at p < 0.05. Two readings where the paper's text and the authors' code differ (the code is the
 default): `average_reading` (tanh/128 vs the appendix's ReLU/256; `compare_average_reading` analyses both) and
 `adversary_penalty` (λ per adversary vs Eq. 1's λ/k). The ε-max JSD is also stated relative to the largest JSD
-reachable on the instance; pair tasks (SNLI, bAbI) get a premise-reliance check (`premise_rows`).
+reachable on the instance; pair tasks (SNLI, bAbI) get a premise-reliance check (`jain_wallace_results.premise_rows`).
 """
 from __future__ import annotations
 
