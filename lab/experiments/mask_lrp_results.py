@@ -1,5 +1,6 @@
 """Notebook 03 (Mask-LRP): Tables 1 and 3 beside the paper's numbers, the paired intervals, the sweeps' tables and
-the paper's claims checked on ours (`build_results`), from what `lab.experiments.mask_lrp` computes. Every claim is
+the paper's claims checked on ours (`build_results`), from what `lab.experiments.mask_lrp` computes; and the
+normalised one-sentence scores of Figure 6 and its widget (`sentence_scores`, `sentence_explainer`). Every claim is
 decided on a paired bootstrap interval over examples (random masks: seeds resampled, then examples)."""
 from __future__ import annotations
 
