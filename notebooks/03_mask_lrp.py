@@ -48,7 +48,9 @@
 #
 # Protocol: top-k content tokens replaced by **[PAD]**, k = 1/9, 2/9, …, 1 of the tokens (the authors' code), AOPC and
 # LOdds averaged over examples and the 9 values of k; explanations and probabilities for the **gold** label;
-# examples with fewer than 20 tokens skipped (code). Details: `lab/experiments/mask_lrp.py`, `lab/analysis/heads.py`.
+# examples with fewer than 20 tokens skipped (code). Details: `lab/experiments/mask_lrp.py` (computation),
+# `lab/experiments/mask_lrp_results.py` (tables and claims), `lab/viz/mask_lrp.py` (figures, widgets),
+# `lab/analysis/heads.py` (head statistics).
 
 # %% tags=["parameters"]
 profile = "default"  # smoke | default | paper (injected by `python -m lab reproduce`)
@@ -66,12 +68,14 @@ use_cache = None  # False: recompute the memoised explanations and metrics (None
 import lab
 lab.config.set_profile(profile)  # outputs go to this profile's folders, whoever runs the notebook
 from lab.experiments import mask_lrp as ml
+from lab.experiments import mask_lrp_results as mr
 from lab.results import claims_markdown, table_frame
+from lab.viz import mask_lrp as mv
 from lab.widgets import controls
 
 cfg = ml.settings(profile, datasets=datasets, xi_synt=xi_synt, xi_pos=xi_pos, include_self=include_self,
                   seeds=seeds, seed=seed, use_cache=use_cache, reading=reading, head_specials=head_specials)
-ml.readings_frame(cfg)
+mv.readings_frame(ml.READINGS, cfg["reading"])
 runs = {d: ml.prepare_dataset(d, cfg) for d in cfg["datasets"]}
 for d, run in runs.items():
     print(f"{d:5s} accuracy {run.fine_tuned.accuracy:.3f} on {run.fine_tuned.metrics.get('n_eval')} "
@@ -87,10 +91,10 @@ for d, run in runs.items():
 # Eq. 7: dependents counted, the best fixed-offset accuracy max(λ_k) (Fig. 1) and the best head's α_k.
 
 # %%
-ml.mask_table(runs, cfg)
+mv.mask_table(runs, cfg, ml.DATASET_LABELS)
 
 # %%
-ml.relation_table(runs)
+mv.relation_table(runs, ml.DATASET_LABELS)
 
 # %% [markdown]
 # **Figure 5.** Top: syntactic margin max_k(α_k − max λ_k) per head; bottom: largest positional frequency
@@ -98,7 +102,7 @@ ml.relation_table(runs)
 # input (0).
 
 # %%
-fig5 = ml.head_heatmaps(runs, cfg)
+fig5 = mv.head_heatmaps(runs, cfg, ml.DATASET_LABELS)
 lab.save_figure(fig5, "03_mask_lrp", "figure5_heads")
 fig5
 
@@ -109,14 +113,15 @@ fig5
 
 # %%
 evals = {d: ml.evaluate_dataset(runs[d], cfg) for d in runs}
-ml.table1_frame(evals)
+mv.table1_frame(evals, ml.LABELS, ml.DATASET_LABELS, ml.TABLE_METHODS)
 
 # %% [markdown]
 # ## Figure 3: AOPC and LOdds against k (SST-2)
 
 # %%
 main = ml.primary(runs)  # SST-2 unless it was left out
-fig3 = ml.curves_figure(evals[main], cfg, title=ml.DATASET_LABELS[main])
+fig3 = mv.curves_figure(evals[main], cfg["fractions"], ml.LABELS, ml.TABLE_METHODS,
+                        title=ml.DATASET_LABELS[main])
 lab.save_figure(fig3, "03_mask_lrp", "figure3_curves")
 fig3
 
@@ -129,7 +134,7 @@ fig3
 
 # %%
 sweep = ml.corruption_sweep(runs[main], cfg)
-fig4 = ml.corruption_figure(sweep)
+fig4 = mv.corruption_figure(sweep)
 lab.save_figure(fig4, "03_mask_lrp", "figure4_corruption")
 fig4
 
@@ -141,7 +146,7 @@ fig4
 
 # %%
 sizes = ml.size_sweep(runs[main], cfg)
-fig_sizes = ml.size_sweep_figure(sizes, sweep["chefer"])
+fig_sizes = mv.size_sweep_figure(sizes, sweep["chefer"])
 lab.save_figure(fig_sizes, "03_mask_lrp", "size_matched_sweep")
 fig_sizes
 
@@ -159,7 +164,8 @@ other_reading = ml.evaluate_text_reading(runs, cfg)
 # (the paper uses green/red).
 
 # %%
-fig6 = ml.sentence_differences(runs[main], ml.FIG6_SENTENCE, cfg)
+tokens, scores, target = mr.sentence_scores(runs[main], ml.FIG6_SENTENCE, ["mask_lrp", *ml.FIG6_BASELINES], cfg)
+fig6 = mv.sentence_figure(tokens, scores, "mask_lrp", ml.FIG6_BASELINES, ml.LABELS, runs[main].label_names[target])
 lab.save_figure(fig6, "03_mask_lrp", "figure6_sentence")
 fig6
 
@@ -168,7 +174,7 @@ fig6
 # `results/03_mask_lrp.json` holds the tables, the models' accuracies, the mask summaries and the timings.
 
 # %%
-results = ml.build_results(cfg, runs, evals, sweep, sizes=sizes, other_reading=other_reading)
+results = mr.build_results(cfg, runs, evals, sweep, sizes=sizes, other_reading=other_reading)
 results.save()
 table_frame(results, "table1", arrows=True).round(3)
 
@@ -222,11 +228,12 @@ print(claims_markdown(results))
 # the method's mask uses the thresholds given here. **Export** saves the figure under `figures/03_mask_lrp/`.
 
 # %%
-controls(ml.heads_renderer(runs, cfg), export=("03_mask_lrp", "widget_heads_{xi_synt}_{xi_pos}"),
+controls(mv.heads_renderer(runs, cfg, ml.DATASET_LABELS), export=("03_mask_lrp", "widget_heads_{xi_synt}_{xi_pos}"),
          xi_synt=(0.0, 0.5, 0.02, float(xi_synt)), xi_pos=(0.3, 1.0, 0.05, float(xi_pos)), include_self=include_self)
 
 # %%
-controls(ml.widget_renderer(runs, cfg), export=("03_mask_lrp", "widget_{dataset}_{method}_vs_{baseline}"),
+controls(mv.sentence_renderer(mr.sentence_explainer(runs, cfg), ml.LABELS),
+         export=("03_mask_lrp", "widget_{dataset}_{method}_vs_{baseline}"),
          dataset=list(runs), sentence=ml.FIG6_SENTENCE, method=list(ml.WIDGET_METHODS),
          baseline=["chefer", *[m for m in ml.WIDGET_METHODS if m != "chefer"]],
          xi_synt=(0.0, 0.5, 0.02, float(xi_synt)), xi_pos=(0.3, 1.0, 0.05, float(xi_pos)), include_self=include_self)

@@ -136,11 +136,9 @@ def _probes(monkeypatch):
         return got
 
     def mask_lrp_row(compute):
-        monkeypatch.setattr(mask_lrp, "explain_set", lambda *a, **k: compute())
-        monkeypatch.setattr(mask_lrp, "score_set", lambda *a, **k: {})
-        cfg = {"use_cache": True, "fractions": [0.1], "token_id": 0, "label": "gold", "batch_size": 2,
-               "reading": "code"}
-        return mask_lrp._run_method(SimpleNamespace(name="sst2", fingerprint="f"), "raw_attention", cfg)[0]
+        monkeypatch.setattr(mask_lrp, "_aopc", lambda *a, **k: compute())
+        cfg = {"use_cache": True, "fractions": [0.1], "token_id": 0, "label": "gold"}
+        return mask_lrp.scored(SimpleNamespace(name="sst2", fingerprint="f"), "raw_attention", torch.zeros(2), cfg)
 
     return {
         "benchmark": lambda c: benchmark._memo({"use_cache": True, "seed": 0}, "maps", c, task="sst2"),

@@ -221,3 +221,20 @@ def test_all_ones_corrupted_mask_gives_chefer_exactly():
     assert torch.equal(a, b)
     sparse = lab.explain(model, batch, "mask_lrp", head_mask=torch.tensor([[1.0, 0, 0, 0], [0, 0, 1, 0]])).scores
     assert not torch.allclose(sparse, b)  # the mask changes the explanation
+
+
+def test_content_statistics_keep_the_syntax_and_count_content_queries_only(tokenizer, lab_dirs, monkeypatch):
+    model = _tiny_text_model(tokenizer.vocab_size)
+    texts = ["a charming and often affecting journey .", "she reads long books ."]
+    raw = _stats(np.ones((2, 4, 4)), [2, 2, 2, 2], np.ones((4, 5)), np.ones((2, 4, 5)), 5)
+    out, shares = heads.content_statistics(model, tokenizer, texts, None, raw, model_key="tiny", name="t",
+                                           max_length=32)
+    assert out.hits is raw.hits and out.relation_offsets is raw.relation_offsets and out.shape == raw.shape
+    whole = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    counts, n_queries, expected_shares = heads.positions_without_specials(model, [whole], raw.max_offset)
+    assert np.array_equal(out.position_counts, counts) and out.n_queries == n_queries and shares == expected_shares
+    assert n_queries < int(whole["attention_mask"].sum())  # [CLS] is no query
+    assert len(shares) == 2 and all(0 <= s <= 1 for s in shares) and out.meta["head_specials"] == "exclude"
+    monkeypatch.setattr(heads, "positions_without_specials", lambda *a, **k: pytest.fail("recomputed"))
+    again, _ = heads.content_statistics(model, tokenizer, texts, None, raw, model_key="tiny", name="t", max_length=32)
+    np.testing.assert_array_equal(again.position_counts, out.position_counts)

@@ -222,6 +222,7 @@ def test_curve_legends_sit_outside_the_data():
 def test_notebook_curve_figures_keep_legends_off_the_data():
     from lab.experiments import chefer_bert, mask_lrp
     from lab.viz import chefer_bert as viz_cb
+    from lab.viz import mask_lrp as viz_ml
 
     bins = [0.01, 0.05, 0.1, 0.2, 0.5]
     curve = {"comprehensiveness": [0.1, 0.2, 0.3, 0.4, 0.5], "sufficiency": [0.5, 0.4, 0.3, 0.2, 0.1]}
@@ -234,6 +235,6 @@ def test_notebook_curve_figures_keep_legends_off_the_data():
     fractions = [0.1, 0.2, 0.3]
     evaluation = {"methods": {m: {"aopc_curve": [0.1, 0.2, 0.3], "lodds_curve": [-0.1, -0.2, -0.3]}
                               for m in ("rollout", "chefer", "mask_lrp")}}
-    fig = mask_lrp.curves_figure(evaluation, {"fractions": fractions})
+    fig = viz_ml.curves_figure(evaluation, fractions, mask_lrp.LABELS)
     _legends_clear_of_data(fig)
     assert sum(ax.get_legend() is not None for ax in fig.axes) == 1

@@ -38,7 +38,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from lab import cache
+from lab import cache, stats as lab_stats
 from lab.progress import progress as progress_bar
 
 RELATIONS = ("nsubj", "dobj", "amod", "advmod")
@@ -461,8 +461,108 @@ def mask_summary(stats: HeadStats, xi_synt: float = XI_SYNT, xi_pos: float = XI_
             "per_relation": {r: int(n) for r, n in zip(stats.relations, syntactic_heads(stats, xi_synt).sum((0, 1)))}}
 
 
+# ---- margins, matched sizes and depth of the selected heads ------------------------------------------------------
+
+
+def syntactic_margin(stats: HeadStats) -> np.ndarray:
+    """[B, M]: the best syntactic margin max_k(α_k − max λ_k) of each head (relations never seen count −1)."""
+    return np.nanmax(np.nan_to_num(stats.alpha_synt - stats.lambda_max[None, None, :], nan=-1.0), axis=-1)
+
+
+def head_margin(stats: HeadStats, xi_synt: float = XI_SYNT, xi_pos: float = XI_POS,
+                include_self: bool = True) -> np.ndarray:
+    """[B, M]: how far a head clears its threshold, max(syntactic margin − ξ_synt, max_i α_i − ξ_pos); > 0 exactly
+    for the heads in M."""
+    pos = stats.alpha_pos(include_self).max(-1)
+    return np.maximum(syntactic_margin(stats) - float(xi_synt), pos - float(xi_pos))
+
+
+def top_mask(margin: np.ndarray, m: int) -> torch.Tensor:
+    """The {0, 1} mask of the m heads with the largest margin (ties: the lower block and head index first)."""
+    order = np.argsort(-margin.reshape(-1), kind="stable")[:m]
+    out = torch.zeros(margin.size, dtype=torch.float32)
+    out[torch.as_tensor(order)] = 1.0
+    return out.reshape(margin.shape)
+
+
+def _kinds(stats: HeadStats, xi_synt: float, xi_pos: float, include_self: bool):
+    """(syntactic [B, M], positional [B, M], block index [B, M]) of the classified heads."""
+    synt = syntactic_heads(stats, xi_synt).any(-1)
+    pos = positional_heads(stats, xi_pos, include_self)
+    return synt, pos, np.arange(synt.shape[0])[:, None] * np.ones(synt.shape)
+
+
+def head_depth(stats: HeadStats, xi_synt: float = XI_SYNT, xi_pos: float = XI_POS, include_self: bool = True) -> dict:
+    """Mean block index (0 = input side) and number of the positional and of the syntactic heads."""
+    synt, pos, block = _kinds(stats, xi_synt, xi_pos, include_self)
+    return {"positional_mean_block": float(block[pos].mean()) if pos.any() else None,
+            "syntactic_mean_block": float(block[synt].mean()) if synt.any() else None,
+            "n_positional": int(pos.sum()), "n_syntactic": int(synt.sum())}
+
+
+def depth_interval(stats: HeadStats, xi_synt: float = XI_SYNT, xi_pos: float = XI_POS, include_self: bool = True):
+    """`lab.stats.Interval` of (mean block of positional heads − mean block of syntactic heads), resampling the
+    classified heads; a resample lacking either kind scores 0 (no ordering). None when a kind is missing."""
+    synt, pos, block = _kinds(stats, xi_synt, xi_pos, include_self)
+    if not pos.any() or not synt.any():
+        return None
+    rows = np.concatenate([np.stack([block[pos], np.ones(pos.sum())], 1),
+                           np.stack([block[synt], np.zeros(synt.sum())], 1)])
+
+    def gap(t):
+        p, s = t[t[:, 1] == 1, 0], t[t[:, 1] == 0, 0]
+        return float(p.mean() - s.mean()) if len(p) and len(s) else 0.0
+
+    return lab_stats.bootstrap(rows, gap)
+
+
+# ---- positional counts without [CLS]/[SEP] ----------------------------------------------------------------------
+
+
+def positions_without_specials(model, batches, max_offset: int) -> tuple[np.ndarray, int, list[float]]:
+    """Eq. 8 counts over content tokens only ([CLS]/[SEP] neither queries nor argmax keys) for encoded `batches`:
+    (counts [blocks, heads, 2W+1], content queries, per block the share of content queries whose argmax over all
+    keys is a special token)."""
+    from lab.models.adapters import get_adapter
+
+    adapter = get_adapter(model)
+    counts, n_queries, to_special, n_content = 0, 0, 0, 0
+    for enc in batches:
+        prepared = adapter.prepare(enc)
+        with torch.no_grad():
+            att = torch.stack([a.float().cpu() for a in adapter.forward(prepared, attentions=True).attentions])
+        valid = prepared["attention_mask"].bool().cpu()
+        special = adapter.special_mask(prepared).cpu() & valid
+        content = valid & ~special
+        c, q = _positional_counts(att, content, max_offset)
+        counts, n_queries = counts + c, n_queries + q
+        argmax = att.masked_fill(~valid[None, :, None, None, :], -1.0).argmax(-1)  # [L, B, H, S]
+        wins = special[torch.arange(special.shape[0])[None, :, None, None], argmax] & content[None, :, None, :]
+        to_special = to_special + wins.sum((1, 2, 3)).numpy()
+        n_content += int(content.sum()) * att.shape[2]
+    return counts, n_queries, (np.asarray(to_special) / max(n_content, 1)).tolist()
+
+
+def content_statistics(model, tokenizer, texts: Sequence[str], text_pairs: Sequence[str] | None, stats: HeadStats, *,
+                       model_key: str, name: str, max_length: int = 128, use_cache: bool = True
+                       ) -> tuple[HeadStats, list[float]]:
+    """(`stats` with the positional counts of `positions_without_specials` on the same texts, per block the share
+    of content queries whose argmax is [CLS]/[SEP]); forward passes only, memoised. Syntactic counts are kept."""
+    batches = (tokenizer(texts[s:s + 32], text_pairs[s:s + 32] if text_pairs else None, padding=True,
+                         truncation=True, max_length=max_length, return_tensors="pt") for s in range(0, len(texts), 32))
+    counts, n_queries, shares = cache.memoize(
+        "mask_lrp", f"content-positions-{name}", lambda: positions_without_specials(model, batches, stats.max_offset),
+        enabled=use_cache, model=str(model_key), texts=texts_digest(texts, text_pairs), max_length=max_length,
+        max_offset=stats.max_offset)
+    out = HeadStats(stats.hits, stats.n_dependents, stats.relation_offsets, counts, n_queries, stats.max_offset,
+                    stats.n_texts, stats.relations, {**stats.meta, "head_specials": "exclude"})
+    return out, shares
+
+
 __all__ = [
     "RELATIONS", "XI_POS", "XI_SYNT", "HeadStats", "HeadStatsError", "ParsedSegment", "align_tokens",
-    "cached_head_statistics", "corrupted_mask", "mask_summary", "head_mask", "head_statistics", "load_parser",
-    "mask_rate", "merge_units", "parse_texts", "positional_heads", "random_mask", "syntactic_heads",
+    "cached_head_statistics", "content_statistics", "corrupted_mask", "depth_interval", "head_depth", "head_margin",
+    "head_mask", "head_statistics", "load_parser", "mask_rate", "mask_summary", "merge_units", "parse_texts",
+    "positional_heads", "positions_without_specials", "random_mask", "syntactic_heads", "syntactic_margin",
+    "top_mask",
 ]

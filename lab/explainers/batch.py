@@ -96,7 +96,7 @@ def _targets(targets, n: int) -> torch.Tensor | None:
 
 
 def _compute(model, modality: str, inputs: dict, method: str, targets, batch_size: int, sort: bool,
-             progress: bool, desc: str | None, params: dict) -> ExplanationSet:
+             progress: bool, desc: str | None, params: dict, dtype: torch.dtype = torch.float32) -> ExplanationSet:
     n = next(iter(inputs.values())).shape[0]
     batches = batch_order(inputs, batch_size, sort and modality == "text")
     parts = []
@@ -105,10 +105,11 @@ def _compute(model, modality: str, inputs: dict, method: str, targets, batch_siz
         t0 = time.perf_counter()
         e = explain(model, rows, method, target=None if targets is None else targets[idx], **params)
         parts.append((idx, e, time.perf_counter() - t0))
-    return _assemble(modality, inputs, n, method, parts)
+    return _assemble(modality, inputs, n, method, parts, dtype)
 
 
-def _assemble(modality: str, inputs: dict, n: int, method: str, parts: list) -> ExplanationSet:
+def _assemble(modality: str, inputs: dict, n: int, method: str, parts: list,
+              dtype: torch.dtype = torch.float32) -> ExplanationSet:
     """One ExplanationSet from the batches' Explanations, every row back at its own position."""
     first = parts[0][1]
     logits = torch.zeros(n, first.logits.shape[-1])
@@ -119,14 +120,14 @@ def _assemble(modality: str, inputs: dict, n: int, method: str, parts: list) -> 
         valid = special = None
     else:
         width = inputs["input_ids"].shape[1]
-        scores, valid = torch.zeros(n, width), torch.zeros(n, width, dtype=torch.bool)
+        scores, valid = torch.zeros(n, width, dtype=dtype), torch.zeros(n, width, dtype=torch.bool)
         special = torch.ones(n, width, dtype=torch.bool)
     for idx, e, _ in parts:
         if modality == "vision":
             scores[idx] = e.patch_map().detach().float().cpu()
         else:
             w = e.scores.shape[1]
-            scores[idx, :w] = e.scores.detach().float().cpu()
+            scores[idx, :w] = e.scores.detach().to(dtype).cpu()
             valid[idx, :w], special[idx, :w] = e.valid.cpu(), e.special.cpu()
         logits[idx], targets[idx] = e.logits.detach().float().cpu(), e.target.cpu()
         if deltas is not None:
@@ -138,13 +139,14 @@ def _assemble(modality: str, inputs: dict, n: int, method: str, parts: list) -> 
 
 def explain_many(model, inputs, method: str, targets=None, *, batch_size: int = 8, sort: bool = True,
                  progress: bool = False, desc: str | None = None, tokenizer=None, use_cache: bool = False,
-                 key: str | None = None, **params) -> ExplanationSet:
+                 key: str | None = None, dtype: torch.dtype = torch.float32, **params) -> ExplanationSet:
     """Explain every example of `inputs` (text: a padded tokenizer output [N, S]; vision: pixel values
     [N, C, H, W]) with `method`, explaining class `targets[i]` (one int for all; None: the predicted class).
 
     Batches of `batch_size` trimmed rows (`sort`: by length, longest first; results are in the input order).
     `tokenizer` adds the word pieces; `use_cache` memoises the set in `lab.cache` under the weights (or `key`, a
     digest the caller already holds of the model and inputs), inputs, targets, method, parameters and batching.
+    `dtype`: of the stored text scores (float64 keeps a float64 explainer's scores bit for bit).
     """
     modality, rows = _as_inputs(model, inputs)
     n = next(iter(rows.values())).shape[0]
@@ -155,12 +157,12 @@ def explain_many(model, inputs, method: str, targets=None, *, batch_size: int = 
     tgt = _targets(targets, n)
 
     def compute():
-        return _compute(model, modality, rows, method, tgt, int(batch_size), sort, progress, desc, params)
+        return _compute(model, modality, rows, method, tgt, int(batch_size), sort, progress, desc, params, dtype)
 
     out = cache.memoize("explanations", method, compute, enabled=use_cache,
                         model=key or cache.digest(model) if use_cache else None,
                         inputs=cache.digest(rows) if use_cache else None, targets=cache.digest(tgt),
-                        params=cache.digest(params), batch_size=int(batch_size), sort=bool(sort))
+                        params=cache.digest(params), batch_size=int(batch_size), sort=bool(sort), dtype=str(dtype))
     if tokenizer is not None and out.input_ids is not None:
         out.tokens = [tokenizer.convert_ids_to_tokens(r[v].tolist()) for r, v in zip(out.input_ids, out.valid)]
     return out
