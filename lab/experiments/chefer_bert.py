@@ -1,22 +1,15 @@
 """Chefer, Gur & Wolf 2021 on BERT: Figure 3 (token-F1@k against the ERASER Movie Reviews rationales), the
-supplement's text heatmaps (Figs. 15-33) and, beyond the paper, ERASER comprehensiveness / sufficiency.
-
-    cfg = settings("default"); ctx = setup(cfg)   # classifier, encoded test reviews, rationale masks, predictions
-    maps = compute_maps(ctx)                      # {method: scores [n, S]} explaining the ground-truth class
-    fig3 = figure3_results(ctx, maps)             # token-F1 at k = 10..80, per document (macro) and pooled (micro)
-    faith = faithfulness_results(ctx, maps)       # ERASER comprehensiveness / sufficiency (AOPC, 1-50 % bins)
-    support = class_support(ctx, maps)            # ground-truth vs counterfactual maps ("support for both classes")
-    special = special_token_mass(ctx, maps)       # each map's mass on [SEP] / [CLS] (rollout claim)
-    res = build_results(ctx, fig3, faith, support, special)   # tables and claims (`chefer_bert_results`)
+supplement's text heatmaps (Figs. 15-33) and, beyond the paper, ERASER comprehensiveness / sufficiency. The notebook
+calls settings -> setup -> compute_maps -> figure3_results, faithfulness_results, class_support, special_token_mass
+-> `chefer_bert_results.build_results`; `lab.viz.chefer_bert` draws what review_view / review_map return.
 
 Our choices where the paper is silent (REPRODUCTION_SPEC 000.3-000.4): reviews are truncated to `max_length` word
 pieces, encoded with `lab.data.encode_words` so the rationale mask (`align_rationale`: every piece of a rationale
 word, never a special token) lines up with the scores; rationale words cut off do not count. A method's predicted
-rationale is its top-k content units ([CLS]/[SEP]/padding excluded) for the ground-truth class; token-F1 follows
-ERASER's scorer (per-document "macro", reported, and pooled "micro"). Comprehensiveness / sufficiency delete the
-top-k % word pieces and read the ground-truth class probability (ERASER: the predicted class, the same for every
-correct review). GradCAM averages each head's gradient over the whole map (`weight_from="matrix"`, Chefer's code);
-rollout follows Eq. 17 as printed (no row normalisation, as the authors' code).
+rationale is its top-k content units for the ground-truth class; token-F1 follows ERASER's scorer (per-document
+"macro", reported, and pooled "micro"). Comprehensiveness / sufficiency delete the top-k % word pieces and read the
+ground-truth class probability (ERASER: the predicted one, the same for every correct review). GradCAM averages each
+head's gradient over the whole map (Chefer's code); rollout follows Eq. 17 as printed (no row normalisation).
 """
 from __future__ import annotations
 
@@ -36,7 +29,7 @@ from lab.experiments import ExperimentError, ExperimentSettings
 from lab.explainers.batch import ExplanationSet, explain_many, predict_logits, trim_rows
 from lab.metrics import rationales
 from lab.metrics.perturbation import ERASER_BINS, comprehensiveness_sufficiency, groups_from_word_ids, top_k_mask
-from lab.metrics.rationales import pair_agreement, token_f1_at_k, token_f1_curve, word_level
+from lab.metrics.rationales import pair_agreement, token_f1_at_k
 
 NOTEBOOK = "02_chefer_bert"
 PAPER_METHODS = ("chefer", "partial_lrp", "raw_attention", "attn_gradcam", "lrp", "rollout")
@@ -271,26 +264,19 @@ def _rows_for(ctx: Context, scores: torch.Tensor) -> torch.Tensor:
 
 
 def figure3_results(ctx: Context, maps: Mapping[str, torch.Tensor], unit: str | None = None) -> dict:
-    """Token-F1 of each method's top-k units (`unit`, default cfg["f1_unit"]: word pieces, or words scored by the max
-    over their pieces) vs the rationale, k in cfg["ks"] (Fig. 3): ks, unit, macro / se / micro / precision / recall
-    {method: [K]} (macro: per-document mean, reported), n {method: reviews}, per_doc {method: [n, K]}."""
+    """Fig. 3: token-F1 of each method's top-k units vs the rationale at k in cfg["ks"] (`rationales.f1_by_k`; `unit`
+    default cfg["f1_unit"]): ks, unit, macro / se / micro / precision / recall {method: [K]} (macro: per-document
+    mean, reported), n {method: reviews}, per_doc {method: [n, K]} (rows in review order: methods pair on prefixes)."""
     ks, unit = [int(k) for k in ctx.cfg["ks"]], unit or ctx.cfg["f1_unit"]
     if unit not in F1_UNITS:
         raise ExperimentError(f"unit must be one of {', '.join(F1_UNITS)}, got {unit!r}")
     out = {"ks": ks, "unit": unit, **{k: {} for k in ("macro", "se", "micro", "precision", "recall", "n", "per_doc")}}
     for method, scores in maps.items():
         idx = _rows_for(ctx, scores)
-        if unit == "word":
-            w = scores.shape[1]
-            curve = token_f1_curve(*word_level(scores, ctx.words[idx][:, :w], ctx.rationale[idx][:, :w]), ks)
-        else:
-            curve = token_f1_curve(scores, ctx.rationale[idx], ctx.valid[idx], ks, special_mask=ctx.special[idx])
-        docs = [curve["per_k"][k]["f1"].double() for k in ks]
-        out["macro"][method], out["micro"][method] = curve["macro_f1"].tolist(), curve["micro_f1"].tolist()
-        out["se"][method] = [float(d.std() / len(d) ** 0.5) if len(d) > 1 else float("nan") for d in docs]
-        out["precision"][method] = [curve["per_k"][k]["macro_precision"] for k in ks]
-        out["recall"][method] = [curve["per_k"][k]["macro_recall"] for k in ks]
-        out["n"][method], out["per_doc"][method] = len(idx), torch.stack(docs, 1).numpy()
+        f1 = rationales.f1_by_k(scores, ctx.rationale[idx], ctx.valid[idx], ks, special_mask=ctx.special[idx],
+                                words=ctx.words[idx] if unit == "word" else None)
+        for key, value in {**f1, "n": len(idx)}.items():
+            out[key][method] = value
     return out
 
 

@@ -89,6 +89,24 @@ def token_f1_curve(scores, rationale_mask, valid_mask=None, ks=range(10, 90, 10)
             "micro_f1": np.array([per_k[k]["micro_f1"] for k in ks]), "per_k": per_k}
 
 
+def f1_by_k(scores, rationale_mask, valid_mask, ks, *, special_mask=None, words=None) -> dict:
+    """Token-F1 of one method's maps [n, S] at each k, for tables and paired intervals: macro / micro (F1),
+    precision / recall (macro) and se (standard error of the per-document mean, NaN for one document) as lists [K],
+    and per_doc [n, K] (numpy). With `words` [n, S] (word index per token, -1 special / padding) the units are
+    words scored by the max over their pieces (`word_level`), else the content word pieces."""
+    ks = [int(k) for k in ks]
+    if words is not None:
+        w = scores.shape[1]
+        curve = token_f1_curve(*word_level(scores, words[:, :w], rationale_mask[:, :w]), ks)
+    else:
+        curve = token_f1_curve(scores, rationale_mask, valid_mask, ks, special_mask=special_mask)
+    docs = [curve["per_k"][k]["f1"].double() for k in ks]
+    return {"macro": curve["macro_f1"].tolist(), "micro": curve["micro_f1"].tolist(),
+            "se": [float(d.std() / len(d) ** 0.5) if len(d) > 1 else float("nan") for d in docs],
+            "precision": [curve["per_k"][k]["macro_precision"] for k in ks],
+            "recall": [curve["per_k"][k]["macro_recall"] for k in ks], "per_doc": torch.stack(docs, 1).numpy()}
+
+
 def _spans(row: torch.Tensor) -> list[tuple[int, int]]:
     """Maximal runs of True as [start, end) spans."""
     spans, start = [], None
