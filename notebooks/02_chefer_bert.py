@@ -94,12 +94,12 @@ lab.save_figure(fig, "02_chefer_bert", "figure3_token_f1")
 fig
 
 # %%
-cbr.figure3_frame(fig3).round(3)
+viz_cb.figure3_frame(fig3).round(3)
 
 # %%
 fig3_other = cb.figure3_results(ctx, maps, unit=next(u for u in cb.F1_UNITS if u != cfg["f1_unit"]))
 print(f"Fig. 3 over {fig3_other['unit']}s (beside the reported {fig3['unit']}s):")
-cbr.figure3_frame(fig3_other).round(3)
+viz_cb.figure3_frame(fig3_other).round(3)
 
 # %% [markdown]
 # ## ERASER comprehensiveness and sufficiency (beyond the paper)
@@ -130,10 +130,10 @@ table_frame(results, "eraser_faithfulness").xs("ours", axis=1, level="source")[
     ["comprehensiveness", "sufficiency", "n"]].round(3)
 
 # %%
-cbr.rows_frame(support["rows"]).round(3)
+viz_cb.rows_frame(support["rows"]).round(3)
 
 # %%
-cbr.rows_frame(special["rows"]).round(4)
+viz_cb.rows_frame(special["rows"]).round(4)
 
 # %% [markdown]
 # ## Text heatmaps (supplement Figs. 15–33)
@@ -142,11 +142,14 @@ cbr.rows_frame(special["rows"]).round(4)
 # then rollout and raw attention. Each panel is scaled to its own maximum; [CLS] is hidden, [SEP] shown.
 
 # %%
-picked = cb.pick_reviews(ctx)
+picked = viz_cb.pick_reviews(cb.review_index(ctx))
 print(picked)
 figures = {}
 for name, index in picked.items():
-    figures[name] = cb.review_panels(ctx, index)
+    panel_maps = [cb.review_map(ctx, index, m, target) for m in cb.PAIR_METHODS
+                  for target in ("ground truth", "counterfactual")] + [cb.review_map(ctx, index, m)
+                                                                       for m in cb.SINGLE_METHODS]
+    figures[name] = viz_cb.review_panels(cb.review_view(ctx, index), panel_maps, cb.LABELS)
     lab.save_figure(figures[name], "02_chefer_bert", "review_" + name.replace(" ", "_"))
 
 # %%
@@ -166,7 +169,7 @@ figures[next(iter(figures))] if figures else None
  if "figure3_chefer_paired" in results.tables else "chefer is not among the methods")
 
 # %%
-print(cbr.f1_table_markdown(fig3))
+print(viz_cb.f1_table_markdown(fig3, cb.LABELS))
 print()
 print(claims_markdown(results))
 print({k: v for k, v in ctx.timings.items()})
@@ -184,7 +187,10 @@ print({k: v for k, v in ctx.timings.items()})
 # each map's token-F1@k, and *top-k only* shows the predicted rationale. **Run** explains, **Export** saves.
 
 # %%
-group_widget, review_widget = cb.review_selector(ctx)
-controls(cb.review_renderer(ctx), export=("02_chefer_bert", "widget_review{review}_{target}"),
-         group=group_widget, review=review_widget, methods=cb.method_selector(ctx),
+from functools import partial
+
+group_widget, review_widget = viz_cb.review_selector(cb.review_index(ctx))
+render = viz_cb.review_renderer(partial(cb.review_view, ctx), partial(cb.review_map, ctx), cb.LABELS)
+controls(render, export=("02_chefer_bert", "widget_review{review}_{target}"),
+         group=group_widget, review=review_widget, methods=viz_cb.method_selector(cfg["methods"]),
          target=list(cb.TARGETS) + list(ctx.label_names), k=(10, 80, 10, 40), top_k_only=False)

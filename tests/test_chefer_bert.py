@@ -10,8 +10,13 @@ import pytest
 import torch
 
 from lab.data.base import TextExample
+from functools import partial
+
 from lab.experiments import chefer_bert as cb
 from lab.experiments import chefer_bert_results as cbr
+from lab.explainers.batch import explain_many
+from lab.metrics import rationales
+from lab.viz import chefer_bert as viz_cb
 from tests.models import tiny_bert
 
 WORDS = ["a", "good", "bad", "film", "plot", "the", "is", "was", "great", "awful", "movie", "acting", "dull",
@@ -81,8 +86,8 @@ def test_encode_reviews_rejects_examples_without_rationale(tok):
 def test_explain_many_batching_matches_one_review_at_a_time(model, tok, method):
     inputs, _, _, _ = cb.encode_reviews(EXAMPLES, tok, 16)
     targets = torch.tensor([e.label for e in EXAMPLES])
-    batched = cb.explain_many(model, inputs, method, targets, batch_size=4, sort=False).scores
-    single = cb.explain_many(model, inputs, method, targets, batch_size=1).scores
+    batched = explain_many(model, inputs, method, targets, batch_size=4, sort=False).scores
+    single = explain_many(model, inputs, method, targets, batch_size=1).scores
     assert batched.shape == inputs["input_ids"].shape
     assert torch.allclose(batched, single, atol=1e-5)
     assert (batched[inputs["attention_mask"] == 0] == 0).all()
@@ -118,7 +123,7 @@ def test_word_level_takes_the_max_over_pieces():
     scores = torch.tensor([[9.0, 1.0, 5.0, 2.0, 7.0, 0.0], [9.0, 3.0, 0.0, 0.0, 0.0, 0.0]])
     words = torch.tensor([[-1, 0, 0, 1, 2, -1], [-1, 0, -1, -1, -1, -1]])
     rationale = torch.tensor([[0, 0, 1, 0, 0, 0], [0, 1, 0, 0, 0, 0]]).bool()
-    ws, wr, wv = cb.word_level(scores, words, rationale)
+    ws, wr, wv = rationales.word_level(scores, words, rationale)
     assert ws.tolist() == [[5.0, 2.0, 7.0], [3.0, 0.0, 0.0]]
     assert wr.tolist() == [[True, False, False], [True, False, False]]
     assert wv.tolist() == [[True, True, True], [True, False, False]]
@@ -146,10 +151,10 @@ def test_pair_agreement_distinguishes_same_reversed_and_different_maps():
     gen = torch.Generator().manual_seed(0)
     gt = torch.rand(8, 30, generator=gen)
     content = torch.ones(8, 30, dtype=torch.bool)
-    same = cb.pair_agreement(gt, gt * 2, content, top=5)
-    mirror = cb.pair_agreement(gt, -gt, content, top=5)
-    other = cb.pair_agreement(gt, torch.rand(8, 30, generator=gen), content, top=5)
-    zero = cb.pair_agreement(gt, torch.zeros(8, 30), content, top=5)
+    same = rationales.pair_agreement(gt, gt * 2, content, top=5)
+    mirror = rationales.pair_agreement(gt, -gt, content, top=5)
+    other = rationales.pair_agreement(gt, torch.rand(8, 30, generator=gen), content, top=5)
+    zero = rationales.pair_agreement(gt, torch.zeros(8, 30), content, top=5)
     assert np.allclose(same["rho"], 1) and np.allclose(same["overlap"], 1)
     assert np.allclose(mirror["rho"], -1) and np.allclose(mirror["overlap"], 0)
     assert abs(np.median(other["rho"])) < 0.5 and other["overlap"].mean() < 0.5
@@ -162,12 +167,12 @@ def test_pair_agreement_distinguishes_same_reversed_and_different_maps():
     assert verdict(mirror) == "sign reversal"
     assert verdict(other) == "both classes"
     assert verdict(zero) == "degenerate"
-    assert cb.pair_agreement(gt, -gt, content, top=20)["overlap"].mean() == 0.5  # 20 of 30: the tops must meet
+    assert rationales.pair_agreement(gt, -gt, content, top=20)["overlap"].mean() == 0.5  # 20 of 30: the tops must meet
 
 
 def test_special_token_mass_finds_sep(ctx):
     idx = ctx.subset("examples")
-    cls, sep = cb.special_positions(ctx, idx)
+    cls, sep = rationales.cls_sep_masks(ctx.valid[idx], ctx.special[idx])
     assert cls[:, 0].all() and sep.sum(1).eq(1).all()  # one [SEP] per single-segment review
     scores = ctx.valid[idx].float() * 0.1 + sep.float() * 5 + cls.float() * 10
     r = cb.special_token_mass(ctx, {"peaked": scores})["rows"]["peaked"]
@@ -182,12 +187,12 @@ def test_special_token_mass_finds_sep(ctx):
 def test_pick_reviews_one_per_category(ctx):
     ctx.logits = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     # labels 1 0 0 1 0 1 -> correct, correct, mistaken, mistaken, correct, correct
-    picked = cb.pick_reviews(ctx)
-    assert set(picked) == {"NEG correct", "NEG mistaken", "POS correct", "POS mistaken"}
+    picked = viz_cb.pick_reviews(cb.review_index(ctx))
+    assert list(picked) == ["NEG correct", "NEG mistaken", "POS correct", "POS mistaken"]
     assert picked["NEG mistaken"] == 2 and picked["POS mistaken"] == 3
     assert picked["NEG correct"] == 4  # the shortest NEG review predicted NEG
     assert cb.category(ctx, 3) == "POS mistaken"
-    assert [i for _, i in cb.review_choices(ctx, "NEG correct")] == [1, 4]
+    assert [i for _, i in viz_cb.review_choices(cb.review_index(ctx), "NEG correct")] == [1, 4]
 
 
 def _fig3(levels: dict[str, list[float]], n=30, noise=0.02, seed=0):
@@ -264,6 +269,10 @@ def test_settings_reject_unknown_values():
         cb.settings("smoke", methods=["chefer", "nope"])
     with pytest.raises(cb.ExperimentError, match="setting"):
         cb.settings("smoke", n_reviews=3)
+    with pytest.raises(cb.ExperimentError, match="n_faithfulness"):
+        cb.settings("smoke", n_faithfulness=0)
+    with pytest.raises(cb.ExperimentError, match="ks"):
+        cb.settings("smoke", ks=(20, 10))
     assert cb.settings("default", n_examples=None)["n_examples"] == cb.PROFILES["default"]["n_examples"]
     assert cb.method_params(cb.settings("smoke"), "integrated_gradients")["steps"] == 4
 
@@ -295,27 +304,45 @@ def test_pipeline_end_to_end(ctx, lab_dirs):
     assert row["ΔF1"]["ours"] == pytest.approx(fig3["macro"]["chefer"][1] - fig3["macro"]["lrp"][1])
     assert row["n"]["ours"] == 6
     assert res.save().exists()
-    assert cbr.figure3_frame(fig3).shape == (5, 5)  # n, k=2, k=4, k=8, max_se
-    fig = cb.review_panels(ctx, 0, pair_methods=("chefer",), single_methods=("rollout",))
-    assert len(fig.axes) == 4  # rationale, chefer GT / CF, rollout
-    fig = cb.render_review(ctx, 1, ["chefer", "rollout"], "counterfactual", k=2, top_k_only=True)
+    assert viz_cb.figure3_frame(fig3).shape == (5, 5)  # n, k=2, k=4, k=8, max_se
+
+
+def test_review_panels_and_widget_show_each_map(ctx):
+    maps = [cb.review_map(ctx, 0, "chefer", t) for t in ("ground truth", "counterfactual")]
+    maps.append(cb.review_map(ctx, 0, "rollout", "counterfactual"))  # class-agnostic: the ground-truth map
+    view = cb.review_view(ctx, 0)
+    n = int(ctx.valid[0].sum())
+    assert len(view["tokens"]) == n - 1 and view["tokens"][-1] == "[SEP]"  # [CLS] hidden
+    assert [m["class"] for m in maps] == [view["gold"], view["counterfactual"], view["gold"]]
+    assert maps[2]["target"] is None and not torch.equal(maps[0]["scores"], maps[1]["scores"])
+    fig = viz_cb.review_panels(view, maps, cb.LABELS)
+    assert len(fig.axes) == 4 and "class-agnostic" in fig.axes[3].get_title("left")  # rationale, chefer GT / CF, rollout
+    render = viz_cb.review_renderer(partial(cb.review_view, ctx), partial(cb.review_map, ctx), cb.LABELS)
+    fig = render(review=1, methods=["chefer", "rollout"], target="NEG", k=2, top_k_only=True)
     assert len(fig.axes) == 3
+    top = cb.review_map(ctx, 1, "chefer", "NEG", k=2)
+    assert top["top_k"].sum() == 2 and top["class"] == "NEG"
     with pytest.raises(cb.ExperimentError, match="target"):
-        cb.render_review(ctx, 1, ["chefer"], "neutral")
+        cb.review_map(ctx, 1, "chefer", "neutral")
+    with pytest.raises(ValueError, match="pick a review"):
+        render(review=-1)
 
 
-def test_maps_are_cached_per_review_and_reused(ctx, monkeypatch):
+def test_maps_are_memoised_as_one_explanation_set(ctx, monkeypatch):
+    import lab.explainers.batch as batch
+
     ctx.cfg["use_cache"], ctx.model_id = True, "tiny-test-model"
-    first = cb.explain_reviews(ctx, "chefer", [0, 1, 2])
     calls = []
-    real = cb.explain_many
-    monkeypatch.setattr(cb, "explain_many", lambda model, inputs, *a, **k: calls.append(len(inputs["input_ids"]))
-                        or real(model, inputs, *a, **k))
-    again = cb.explain_reviews(ctx, "chefer", [2, 0, 1, 3])  # three cached, one new
-    assert calls == [1]
-    assert torch.allclose(again["scores"][:3], first["scores"][[2, 0, 1]])
-    other = cb.explain_reviews(ctx, "chefer", [0], "counterfactual")  # another class: not the cached map
-    assert calls == [1, 1] and not torch.allclose(other["scores"][0], first["scores"][0])
+    real = batch.explain
+    monkeypatch.setattr(batch, "explain", lambda model, rows, *a, **k: calls.append(len(rows["input_ids"]))
+                        or real(model, rows, *a, **k))
+    first = cb.explain_reviews(ctx, "chefer", [0, 1, 2])
+    assert calls == [3] and first.scores.shape == (3, ctx.inputs["input_ids"].shape[1])
+    again = cb.explain_reviews(ctx, "chefer", [0, 1, 2])  # the same reviews and classes: loaded, not explained
+    assert calls == [3] and torch.equal(again.scores, first.scores)
+    other = cb.explain_reviews(ctx, "chefer", [0, 1, 2], "counterfactual")  # another class: computed
+    assert calls == [3, 3] and not torch.allclose(other.scores, first.scores)
+    assert torch.equal(other.targets, ctx.counterfactual(torch.tensor([0, 1, 2])))
 
 
 def test_faithfulness_is_memoised_per_map(ctx, monkeypatch):

@@ -1,5 +1,5 @@
-"""Notebook 02's results and claims (Chefer et al. on BERT): the claims checked on paired intervals, the results
-file and the tables the notebook shows, from what `lab.experiments.chefer_bert` computes."""
+"""Notebook 02's claims and results file (Chefer et al. on BERT), from what `lab.experiments.chefer_bert` computes:
+each claim decided on bootstrap intervals over reviews (paired where two methods are compared)."""
 from __future__ import annotations
 
 import time
@@ -8,24 +8,15 @@ from typing import Mapping
 import numpy as np
 
 from lab import stats
-from lab.experiments.chefer_bert import LABELS, NOTEBOOK, PAPER_METHODS, Context, method_params
-
-
-# ---- results and claims ------------------------------------------------------------------------------------
-
-
-def _k_cols(ks) -> list[str]:
-    return [f"k={k}" for k in ks]
+from lab.experiments.chefer_bert import NOTEBOOK, PAPER_METHODS, Context, method_params
+from lab.results import Results
 
 
 def _paired_parts(per_doc: Mapping[str, np.ndarray], a: str, b: str, ks, margin: float = 0.0) -> dict:
     """{k: (interval, verdict)} of mean F1_a − F1_b > margin at each k, on the reviews both methods scored."""
     n = min(len(per_doc[a]), len(per_doc[b]))
-    out = {}
-    for i, k in enumerate(ks):
-        iv = stats.paired_difference(per_doc[a][:n, i], per_doc[b][:n, i])
-        out[k] = (iv, stats.decide(iv, margin, "greater"))
-    return out
+    ivs = {k: stats.paired_difference(per_doc[a][:n, i], per_doc[b][:n, i]) for i, k in enumerate(ks)}
+    return {k: (iv, stats.decide(iv, margin, "greater")) for k, iv in ivs.items()}
 
 
 def f1_claims(fig3: Mapping, step_tolerance: float) -> list[dict]:
@@ -42,8 +33,8 @@ def f1_claims(fig3: Mapping, step_tolerance: float) -> list[dict]:
     for m, f1 in per_doc.items():
         rise = stats.paired_difference(f1[:, -1], f1[:, 0])
         steps = [stats.paired_difference(f1[:, i + 1], f1[:, i]) for i in range(len(ks) - 1)]
-        vs = [stats.decide(rise, 0.0, "greater")] + [stats.decide(iv, -step_tolerance, "greater") for iv in steps]
-        verdicts.append(stats.combine(vs))
+        verdicts.append(stats.combine([stats.decide(rise, 0.0, "greater")] +
+                                      [stats.decide(iv, -step_tolerance, "greater") for iv in steps]))
         weakest = min(range(len(steps)), key=lambda i: steps[i].low) if steps else None
         notes.append(f"{m}: k={ks[-1]} − k={ks[0]} {rise}" + ("" if weakest is None else
                      f", weakest step k={ks[weakest]}→{ks[weakest + 1]} {steps[weakest]}") + f" → {verdicts[-1]}")
@@ -54,14 +45,13 @@ def f1_claims(fig3: Mapping, step_tolerance: float) -> list[dict]:
 
 
 def support_criteria(agreement: Mapping, cfg: Mapping) -> dict[str, str]:
-    """Three-way verdicts of one method's GT-vs-CF criteria over the reviews (bootstrap): live (the CF map is
-    constant in under half the reviews), distinct / same (mean top-k overlap below / above overlap_below), mirror /
-    not_mirror (median ρ below / above mirror_below; a pair with no finite ρ is neither)."""
+    """Verdicts (bootstrap over reviews) of one method's GT-vs-CF criteria: live (CF map constant in under half the
+    reviews), distinct / same (mean top-k overlap below / above overlap_below), mirror / not_mirror (median ρ below /
+    above mirror_below; no finite ρ is neither)."""
     overlap = stats.bootstrap(np.asarray(agreement["overlap"], dtype=float))
     constant = stats.bootstrap(np.asarray(agreement["cf_constant"], dtype=float))
     rho = np.asarray(agreement["rho"], dtype=float)
-    rho = rho[np.isfinite(rho)]
-    median = stats.bootstrap(rho, np.median) if len(rho) else None
+    median = stats.bootstrap(rho[np.isfinite(rho)], np.median) if np.isfinite(rho).any() else None
     lo, mirror = cfg["overlap_below"], cfg["mirror_below"]
     return {"live": stats.decide(constant, 0.5, "less"), "distinct": stats.decide(overlap, lo, "less"),
             "same": stats.decide(overlap, lo, "greater"),
@@ -76,18 +66,15 @@ SUPPORT_KINDS = {"both classes": ("live", "distinct", "not_mirror"), "sign rever
 
 def support_claims(support: Mapping, cfg: Mapping) -> list[dict]:
     """The supplement's class-support claims, each criterion decided by a bootstrap interval over the reviews."""
-    per = support.get("per_review", {})
-    crit = {m: support_criteria(a, cfg) for m, a in per.items()}
+    crit = {m: support_criteria(a, cfg) for m, a in support.get("per_review", {}).items()}
 
     def kind(m, name):
         return stats.combine(crit[m][c] for c in SUPPORT_KINDS[name])
 
-    out = []
-    top, lo, mirror = cfg["support_top"], cfg["overlap_below"], cfg["mirror_below"]
+    out, (top, lo, mirror) = [], (cfg["support_top"], cfg["overlap_below"], cfg["mirror_below"])
     if "chefer" in crit:
-        parts = [kind("chefer", "both classes")]
-        parts += [{"holds": "fails", "fails": "holds"}.get(v, v) for v in
-                  (kind(m, "both classes") for m in crit if m != "chefer")]
+        parts = [kind("chefer", "both classes")] + [{"holds": "fails", "fails": "holds"}.get(v, v) for v in
+                                                    (kind(m, "both classes") for m in crit if m != "chefer")]
         out.append({"claim": "Supplement: only Chefer shows support for both classes (criterion: its ground-truth and "
                              f"counterfactual maps share < {100 * lo:.0f}% of their top-{top} tokens on average and "
                              f"are not anti-correlated, median Spearman ρ > {mirror})",
@@ -105,8 +92,7 @@ def support_claims(support: Mapping, cfg: Mapping) -> list[dict]:
 
 
 def claims(ctx: Context, fig3: Mapping, support: Mapping, special: Mapping) -> list[dict]:
-    """The paper's claims on our numbers, as `Results.add_claim` keyword arguments: each decided by a bootstrap
-    interval over reviews (paired where two methods are compared); smoke runs are "not evaluated" by add_claim."""
+    """The paper's claims on our numbers, as `Results.add_claim` keyword arguments."""
     cfg = ctx.cfg
     out = f1_claims(fig3, cfg["f1_step_tolerance"]) + support_claims(support, cfg)
     if "rollout" in special.get("sep_top", {}):
@@ -125,14 +111,32 @@ def claims(ctx: Context, fig3: Mapping, support: Mapping, special: Mapping) -> l
 
 
 def build_results(ctx: Context, fig3: Mapping, faith: Mapping, support: Mapping, special: Mapping,
-                  fig3_other: Mapping | None = None):
-    """The `lab.results.Results` of the notebook: Figure 3 series (paper values null: the paper gives none; the
-    claims use `fig3`, `fig3_other` is the other F1 unit shown beside it), faithfulness, class support,
-    special-token mass, accuracy, claims."""
-    from lab.results import Results
-
+                  fig3_other: Mapping | None = None) -> Results:
+    """The notebook's `Results`: Figure 3 (paper values null: the paper plots curves only; the claims use `fig3`,
+    `fig3_other` is the other F1 unit), faithfulness, class support, special-token mass, accuracy, claims."""
     res = Results(NOTEBOOK, ctx.cfg["profile"], meta=run_meta(ctx, fig3))
-    figure3_tables(res, fig3, fig3_other)
+    cols = [f"k={k}" for k in fig3["ks"]]
+    higher = {c: "higher" for c in cols}
+
+    def series(f, kind, se=False):
+        return {m: {**{c: (None, v) for c, v in zip(cols, ys)}, "n": (None, f["n"][m]),
+                    **({"max_se": (None, max(f["se"][m]) if f["se"].get(m) else None)} if se else {})}
+                for m, ys in f[kind].items()}
+
+    res.add_table("figure3_token_f1_macro", f"Fig. 3: token-F1 of the top-k {fig3['unit']}s vs the human rationale, "
+                  "per-document mean (ERASER macro); the paper plots these curves without numbers",
+                  series(fig3, "macro", se=True), higher)
+    res.add_table("figure3_token_f1_micro", "Fig. 3 (pooled counts, ERASER micro)", series(fig3, "micro"), higher)
+    if fig3_other is not None:
+        res.add_table(f"figure3_token_f1_macro_{fig3_other['unit']}", f"Fig. 3 with F1 over {fig3_other['unit']}s "
+                      f"(beside the reported {fig3['unit']}s), per-document mean", series(fig3_other, "macro"), higher)
+    paired = {f"chefer − {m} (k={k})": {"ΔF1": iv.estimate, "ΔF1_low": iv.low, "ΔF1_high": iv.high, "n": iv.n}
+              for m in (fig3["per_doc"] if "chefer" in fig3["per_doc"] else ()) if m != "chefer"
+              for k, (iv, _) in _paired_parts(fig3["per_doc"], "chefer", m, fig3["ks"]).items()}
+    if paired:
+        res.add_table("figure3_chefer_paired", "Fig. 3: per-review token-F1 of Chefer minus each other method at each "
+                      "k on the same reviews, mean and bootstrap 95 % interval (n reviews per row)", paired,
+                      {"ΔF1": "higher", "ΔF1_low": "higher", "ΔF1_high": "higher"})
     other_tables(res, ctx, faith, support, special)
     for claim in claims(ctx, fig3, support, special):
         res.add_claim(**claim)
@@ -144,9 +148,8 @@ def run_meta(ctx: Context, fig3: Mapping) -> dict:
     return {"model": ctx.model_info.get("model") or ctx.model_info.get("checkpoint"),
             "paper_model": "BERT-base (uncased) fine-tuned on ERASER Movies train; ours: see model / model_info",
             "accuracy": ctx.model_info.get("test_accuracy"), "model_info": ctx.model_info,
-            "n_examples": len(ctx.subset("examples")), "n_faithfulness": len(ctx.subset("faithfulness")),
-            "n_class_support": len(ctx.subset("class_support")), "n_ig": len(ctx.subset("ig")),
-            "ig_steps": ctx.cfg["ig_steps"], "max_length": ctx.cfg["max_length"], "seed": ctx.cfg["seed"],
+            **{f"n_{k}": len(ctx.subset(k)) for k in ("examples", "faithfulness", "class_support", "ig")},
+            **{k: ctx.cfg[k] for k in ("ig_steps", "max_length", "seed")},
             "method_params": {m: method_params(ctx.cfg, m) for m in ctx.cfg["methods"]},
             "f1": f"ERASER token-level F1 of the top-k content units ({fig3.get('unit', 'word_piece')}s; a word scores "
                   "the max over its pieces) vs the rationale; macro = per-document F1 averaged over documents "
@@ -156,49 +159,18 @@ def run_meta(ctx: Context, fig3: Mapping) -> dict:
             "deleted, probability of the ground-truth class", "timings": ctx.timings}
 
 
-def figure3_tables(res, fig3: Mapping, fig3_other: Mapping | None = None) -> None:
-    """Fig. 3 series (macro, micro, the other unit) and Chefer's paired differences to every other method."""
-    cols = _k_cols(fig3["ks"])
-    unit = fig3.get("unit", "word_piece")
-    for kind, caption in (("macro", f"Fig. 3: token-F1 of the top-k {unit}s vs the human rationale, per-document "
-                                    "mean (ERASER macro); the paper plots these curves without numbers"),
-                          ("micro", "Fig. 3 (pooled counts, ERASER micro)")):
-        rows = {m: {**{c: (None, v) for c, v in zip(cols, ys)}, "n": (None, fig3["n"][m])}
-                for m, ys in fig3[kind].items()}
-        if kind == "macro":  # standard error of the per-document mean, largest over k
-            for m in rows:
-                rows[m]["max_se"] = (None, max(fig3["se"][m]) if fig3["se"].get(m) else None)
-        res.add_table(f"figure3_token_f1_{kind}", caption, rows, {c: "higher" for c in cols})
-    if fig3_other is not None:
-        res.add_table(f"figure3_token_f1_macro_{fig3_other['unit']}", f"Fig. 3 with F1 over {fig3_other['unit']}s "
-                      f"(beside the reported {fig3['unit']}s), per-document mean",
-                      {m: {**{c: (None, v) for c, v in zip(cols, ys)}, "n": (None, fig3_other["n"][m])}
-                       for m, ys in fig3_other["macro"].items()}, {c: "higher" for c in cols})
-    paired, others = {}, [m for m in fig3["per_doc"] if m != "chefer"]
-    for m in others if "chefer" in fig3["per_doc"] else []:
-        for k, (iv, _) in _paired_parts(fig3["per_doc"], "chefer", m, fig3["ks"]).items():
-            paired[f"chefer − {m} (k={k})"] = {"ΔF1": iv.estimate, "ΔF1_low": iv.low, "ΔF1_high": iv.high,
-                                               "n": iv.n}
-    if paired:
-        res.add_table("figure3_chefer_paired", "Fig. 3: per-review token-F1 of Chefer minus each other method at each "
-                      "k on the same reviews, mean and bootstrap 95 % interval (n reviews per row)", paired,
-                      {"ΔF1": "higher", "ΔF1_low": "higher", "ΔF1_high": "higher"})
-
-
-def other_tables(res, ctx: Context, faith: Mapping, support: Mapping, special: Mapping) -> None:
+def other_tables(res: Results, ctx: Context, faith: Mapping, support: Mapping, special: Mapping) -> None:
     """ERASER faithfulness, class support, special-token mass and accuracy tables."""
-    bins = faith["bins"]
     rows = {}
     for m, r in faith["rows"].items():
-        row = {"comprehensiveness": (None, r["comprehensiveness"]), "sufficiency": (None, r["sufficiency"])}
-        for i, b in enumerate(bins):
-            row[f"comp@{100 * b:g}%"] = (None, faith["curves"][m]["comprehensiveness"][i])
-            row[f"suff@{100 * b:g}%"] = (None, faith["curves"][m]["sufficiency"][i])
-        rows[m] = {**row, "n": (None, r["n"])}
-    direction = {c: ("higher" if c.startswith("comp") else "lower") for c in rows[next(iter(rows))] if c != "n"} \
-        if rows else {}
+        rows[m] = {k: (None, r[k]) for k in ("comprehensiveness", "sufficiency")}
+        for i, b in enumerate(faith["bins"]):
+            rows[m][f"comp@{100 * b:g}%"] = (None, faith["curves"][m]["comprehensiveness"][i])
+            rows[m][f"suff@{100 * b:g}%"] = (None, faith["curves"][m]["sufficiency"][i])
+        rows[m]["n"] = (None, r["n"])
     res.add_table("eraser_faithfulness", "ERASER comprehensiveness (higher is better) and sufficiency (lower is "
-                  "better), beyond the paper", rows, direction)
+                  "better), beyond the paper", rows, {c: ("higher" if c.startswith("comp") else "lower")
+                                                      for r in list(rows.values())[:1] for c in r if c != "n"})
     res.add_table("class_support", "Ground-truth vs counterfactual class maps: Spearman ρ over content tokens and "
                   "top-k overlap (supplement Figs. 15-33, measured)",
                   {m: {k: v for k, v in r.items() if k != "verdict"} for m, r in support["rows"].items()})
@@ -208,34 +180,3 @@ def other_tables(res, ctx: Context, faith: Mapping, support: Mapping, special: M
     res.add_table("accuracy", "Test accuracy of the fine-tuned classifier (the paper does not report BERT's)",
                   {"classifier": {"test_accuracy": (None, ctx.model_info.get("test_accuracy")),
                                   "n_test": (None, ctx.model_info.get("n_test"))}}, {"test_accuracy": "higher"})
-
-
-def figure3_frame(fig3: Mapping, which: str = "macro"):
-    """The Figure 3 series as a DataFrame: methods × (n, k=10, ..., k=80)."""
-    import pandas as pd
-
-    frame = pd.DataFrame({f"k={k}": [fig3[which][m][i] for m in fig3[which]] for i, k in enumerate(fig3["ks"])},
-                         index=[m for m in fig3[which]])
-    frame.insert(0, "n", [fig3["n"][m] for m in fig3[which]])
-    if which == "macro":
-        frame["max_se"] = [max(fig3["se"][m]) for m in fig3[which]]
-    frame.index.name = f"token F1 ({which})"
-    return frame
-
-
-def rows_frame(rows: Mapping[str, Mapping], index_name: str = "method"):
-    """A {method: {column: value}} table (class support, special-token mass) as a DataFrame."""
-    import pandas as pd
-
-    frame = pd.DataFrame.from_dict({m: dict(r) for m, r in rows.items()}, orient="index")
-    frame.index.name = index_name
-    return frame
-
-
-def f1_table_markdown(fig3: Mapping, which: str = "macro") -> str:
-    """The Figure 3 series as a markdown table (methods × k)."""
-    head = "| method | n | " + " | ".join(f"k={k}" for k in fig3["ks"]) + " |"  # macro ± se in the frame
-    lines = [head, "|" + "---|" * (len(fig3["ks"]) + 2)]
-    for m, ys in fig3[which].items():
-        lines.append(f"| {LABELS.get(m, m)} | {fig3['n'][m]} | " + " | ".join(f"{y:.3f}" for y in ys) + " |")
-    return "\n".join(lines)

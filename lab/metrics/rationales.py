@@ -1,4 +1,5 @@
-"""Agreement of token scores with human rationales (ERASER) and answer spans (Mask-LRP Precision@20).
+"""Agreement of token scores with human rationales (ERASER) and answer spans (Mask-LRP Precision@20); word-level
+pooling of word-piece scores; how alike two maps of the same inputs are (class support); mass on special tokens.
 
 The predicted rationale of a document is its top-k content tokens (Chefer Sec. 4, k = 10, 20, ..., 80: no
 threshold to tune); ties are broken by position. Token-level precision / recall / F1 follow ERASER's
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from lab.metrics import MetricInputError
+from lab.metrics.agreement import spearman
 from lab.metrics.perturbation import top_k_mask
 
 
@@ -87,6 +89,24 @@ def token_f1_curve(scores, rationale_mask, valid_mask=None, ks=range(10, 90, 10)
             "micro_f1": np.array([per_k[k]["micro_f1"] for k in ks]), "per_k": per_k}
 
 
+def f1_by_k(scores, rationale_mask, valid_mask, ks, *, special_mask=None, words=None) -> dict:
+    """Token-F1 of one method's maps [n, S] at each k, for tables and paired intervals: macro / micro (F1),
+    precision / recall (macro) and se (standard error of the per-document mean, NaN for one document) as lists [K],
+    and per_doc [n, K] (numpy). With `words` [n, S] (word index per token, -1 special / padding) the units are
+    words scored by the max over their pieces (`word_level`), else the content word pieces."""
+    ks = [int(k) for k in ks]
+    if words is not None:
+        w = scores.shape[1]
+        curve = token_f1_curve(*word_level(scores, words[:, :w], rationale_mask[:, :w]), ks)
+    else:
+        curve = token_f1_curve(scores, rationale_mask, valid_mask, ks, special_mask=special_mask)
+    docs = [curve["per_k"][k]["f1"].double() for k in ks]
+    return {"macro": curve["macro_f1"].tolist(), "micro": curve["micro_f1"].tolist(),
+            "se": [float(d.std() / len(d) ** 0.5) if len(d) > 1 else float("nan") for d in docs],
+            "precision": [curve["per_k"][k]["macro_precision"] for k in ks],
+            "recall": [curve["per_k"][k]["macro_recall"] for k in ks], "per_doc": torch.stack(docs, 1).numpy()}
+
+
 def _spans(row: torch.Tensor) -> list[tuple[int, int]]:
     """Maximal runs of True as [start, end) spans."""
     spans, start = [], None
@@ -135,3 +155,56 @@ def precision_at_k(scores, answer_mask, valid_mask=None, k: int = 20, *, special
     if total == 0:
         raise MetricInputError("precision_at_k: no answer tokens in answer_mask")
     return int((top & truth).sum()) / total
+
+
+def word_level(scores: torch.Tensor, words: torch.Tensor, rationale: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(word scores, word rationale, word valid) [N, W] from token scores [N, S]: a word's score is the max over its
+    pieces, it is rationale when any piece is; tokens with word index -1 are ignored."""
+    n_words = int(words.max()) + 1 if words.numel() else 0
+    keep = words >= 0
+    idx = words.clamp(min=0)
+    out = torch.full((len(scores), max(n_words, 1)), -float("inf"), dtype=torch.float64)
+    out = out.scatter_reduce(1, idx, scores.double().masked_fill(~keep, -float("inf")), "amax")
+    rat = torch.zeros_like(out, dtype=torch.long).scatter_reduce(1, idx, (rationale & keep).long(), "amax").bool()
+    valid = torch.zeros_like(out, dtype=torch.long).scatter_reduce(1, idx, keep.long(), "amax").bool()
+    return out.masked_fill(~valid, 0.0), rat, valid
+
+
+def pair_agreement(gt: torch.Tensor, cf: torch.Tensor, content: torch.Tensor, top: int = 20) -> dict:
+    """How alike two maps [n, S] of the same inputs are (e.g. the ground-truth and the counterfactual class map).
+
+    rho [n]: Spearman correlation over content tokens (NaN where a map is constant, e.g. all zero); overlap [n]:
+    |top-`top` tokens of gt ∩ of cf| / top (or / the content size when smaller); cf_constant [n]: cf is constant
+    over the content tokens (e.g. all zero after a ReLU).
+    """
+    rho = np.asarray(spearman(gt, cf, content).statistic, dtype=float).reshape(-1)
+    top_gt = top_k_mask(gt, special_mask=~content, k=top)
+    top_cf = top_k_mask(cf, special_mask=~content, k=top)
+    size = torch.minimum(content.sum(1), torch.tensor(top)).clamp_min(1)
+    overlap = ((top_gt & top_cf).sum(1).double() / size).numpy()
+    big, small = cf.masked_fill(~content, -float("inf")).amax(1), cf.masked_fill(~content, float("inf")).amin(1)
+    return {"rho": rho, "overlap": overlap, "cf_constant": (big <= small).numpy()}
+
+
+def cls_sep_masks(valid: torch.Tensor, special: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """([CLS] mask, [SEP] mask) [n, S] of BERT-style inputs: [CLS] is position 0, [SEP] every other valid special
+    token."""
+    cls = torch.zeros_like(valid)
+    cls[:, 0] = True
+    return cls & valid, special & valid & ~cls
+
+
+def special_token_mass(scores: torch.Tensor, valid: torch.Tensor, special: torch.Tensor) -> dict:
+    """Where a map's positive mass lies, per example [n]: sep_share / cls_share (of the mass on valid tokens),
+    sep_share_without_cls (of the mass off [CLS]), uniform_share (what a uniform map would put on one token:
+    1 / (content + 1)) and sep_top (is [SEP] the highest-scoring token other than [CLS]?)."""
+    cls, sep = cls_sep_masks(valid, special)
+    pos = scores.clamp(min=0) * valid
+    total = pos.sum(1).clamp_min(1e-30)
+    top = scores.masked_fill(cls | ~valid, -float("inf")).argmax(1)
+    content = (valid & ~special).sum(1).double()
+    without_cls = (pos * ~cls).sum(1).clamp_min(1e-30)
+    return {"sep_share": (pos * sep).sum(1) / total, "cls_share": (pos * cls).sum(1) / total,
+            "sep_share_without_cls": (pos * sep).sum(1) / without_cls, "uniform_share": 1 / (content + 1),
+            "sep_top": sep[torch.arange(len(scores)), top]}
