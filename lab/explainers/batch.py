@@ -161,8 +161,10 @@ def explain_many(model, inputs, method: str, targets=None, *, batch_size: int = 
 
     out = cache.memoize("explanations", method, compute, enabled=use_cache,
                         model=key or cache.digest(model) if use_cache else None,
-                        inputs=cache.digest(rows) if use_cache else None, targets=cache.digest(tgt),
-                        params=cache.digest(params), batch_size=int(batch_size), sort=bool(sort))
+                        inputs=cache.digest(rows) if use_cache else None,
+                        targets=cache.digest(tgt) if use_cache else None,  # no key without the cache: params
+                        params=cache.digest(params) if use_cache else None,  # may be undigestible (a callable MLM)
+                        batch_size=int(batch_size), sort=bool(sort))
     if tokenizer is not None and out.input_ids is not None:
         out.tokens = [tokenizer.convert_ids_to_tokens(r[v].tolist()) for r, v in zip(out.input_ids, out.valid)]
     return out
