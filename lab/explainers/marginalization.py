@@ -110,7 +110,7 @@ def _mlm_fn(mlm, mlm_batch: int):
     if mlm is None:
         raise ExplainInputError(MISSING_MLM)
     model = mlm if isinstance(mlm, nn.Module) or callable(mlm) else getattr(mlm, "model", mlm)  # TrainedMLM
-    if isinstance(model, nn.Module) and hasattr(model, "cls") and hasattr(model, "bert"):
+    if isinstance(model, nn.Module) and type(model).__name__.endswith("ForMaskedLM"):  # no HF submodule names
         return lambda row, positions: masked_log_probs(model, row, positions, max_batch=mlm_batch)
     if callable(model) and not isinstance(model, nn.Module):
         return model  # (row, positions) -> [k, V] log-probabilities
