@@ -42,8 +42,11 @@
 #   **validation** (no train split offline); "BERT" is the MiniLM SST-2 fine-tune shared with the other notebooks.
 #   The SST-2 test set is the GLUE dev set (872 sentences).
 # - Cost: marginalisation evaluates the classifier once per candidate above σ at every token, so with σ = 1e-4 and
-#   no candidate cap a sentence costs the BiLSTM tens of CPU-seconds (the measured costs and the resulting sizes
-#   are in `lab.experiments.input_marginalization`'s PROFILES comment). The default profile therefore runs AUC_rep on
+#   no candidate cap a sentence costs the BiLSTM tens of CPU-seconds: measured on this 2-core machine (one thread,
+#   loaded, 2026-12-03) the CNN takes 0.4, the BiLSTM 2.3 and the MiniLM about 11 CPU-s per 1,000 classifier rows
+#   of 27 tokens; with K ≈ 300-1,000 candidates per position and 23 content tokens a sentence costs the CNN 3-9 s,
+#   the BiLSTM 16-52 s and the MiniLM 75-250 s, so the issue's n = 500 would take 0.4-1.3 h (CNN) and 2-7 h
+#   (BiLSTM). The default sizes fit about 15 minutes, so the default profile runs AUC_rep on
 #   fewer sentences than the paper's 700 (`n_auc` CNN, `n_auc_lstm` BiLSTM, `n_auc_bert` MiniLM, printed in `cfg`
 #   below and stated in the table caption); the MiniLM keeps a cap of `max_candidates_bert` candidates per
 #   position. `--profile paper` runs 700 sentences without caps (hours on a CPU).
@@ -67,10 +70,15 @@ seed = 0
 use_cache = None  # False: recompute the memoised explanations and metrics (None: the profile's; smoke off)
 
 # %%
+import functools
+
 import lab
 lab.config.set_profile(profile)  # outputs go to this profile's folders, whoever runs the notebook
+from lab.data.text import SNLI_LABELS
 from lab.experiments import input_marginalization as im
+from lab.explainers.marginalization import CachedMLM, cost_ratio
 from lab.results import claims_markdown, table_frame
+from lab.viz import input_marginalization as imviz
 from lab.widgets import controls
 
 cfg = im.settings(profile, sigma=sigma, renormalize=renormalize, n_auc=n_auc, n_auc_lstm=n_auc_lstm,
@@ -85,7 +93,7 @@ cfg
 
 # %%
 mlm = im.masked_lm(cfg)
-mlm_fn = im.CachedMLM(mlm)  # p_MLM(w | x_-i) per sentence, computed once and shared by every model and method
+mlm_fn = CachedMLM(mlm)  # p_MLM(w | x_-i) per sentence, computed once and shared by every model and method
 models = im.target_models(cfg)
 res = im.start_results(cfg, models, mlm)
 table_frame(res, "mlm")
@@ -107,7 +115,7 @@ table_frame(res, "table1_accuracy")
 # The replacement token matters: under [PAD] deletion (the reproduction's text) Zero erasure's scores are exactly
 # the first step of the curve, so the metric favours Zero by construction; under [UNK] it favours Unk. Kim et al.'s
 # original metric replaced tokens with masked-LM predictions: here the MLM's most likely word other than the
-# original at that position (`im.mlm_replacements`). Each column is one (model, deletion) pair, and the ordering
+# original at that position (`lab.explainers.marginalization.mlm_replacements`). Each column is one (model, deletion) pair, and the ordering
 # claim is evaluated under each deletion.
 
 # %%
@@ -118,7 +126,7 @@ table_frame(res, "table2_auc_rep")
 # %%
 for model in ("lstm", "cnn"):
     for deletion in cfg["deletions"]:
-        fig = im.deletion_figure(auc, model, deletion)
+        fig = imviz.deletion_figure(auc[model][deletion], im.MODEL_NAMES[model], im.DELETIONS[deletion])
         lab.save_figure(fig, im.NOTEBOOK, f"fig4_deletion_curves_{model}_{deletion}")
 fig
 
@@ -134,17 +142,23 @@ fig
 
 # %%
 examples = im.figure_examples(cfg)
-fig = im.sst_figure(models, mlm_fn, cfg, examples)
+runs = [(m, "marg") for m in ("lstm", "bert", "cnn")]  # (model, method): Marg of the predicted class
+view = im.attributions(models, mlm_fn, cfg, [e.text for e in examples], runs)
+fig = imviz.sst_figure(view, [e.label for e in examples], im.MODEL_NAMES)
 lab.save_figure(fig, im.NOTEBOOK, "fig1_sst2_marg")
 fig
 
 # %%
-fig = im.snli_figure(models, mlm_fn, cfg, n=1 if profile == "smoke" else 2)
+pairs = im.snli_examples(n=1 if profile == "smoke" else 2)
+view = im.attributions(models, mlm_fn, cfg, [e.text for e in pairs], [("snli_lstm", "marg")],
+                       [e.text_pair for e in pairs])
+fig = imviz.snli_figure(view, [e.label for e in pairs], SNLI_LABELS)
 lab.save_figure(fig, im.NOTEBOOK, "fig2_snli_marg")
 fig
 
 # %%
-fig = im.zero_vs_marg_figure(models, mlm_fn, cfg, "lstm")
+view = im.attributions(models, mlm_fn, cfg, im.FIG3_SENTENCES, [("lstm", "zero"), ("lstm", "marg")])
+fig = imviz.zero_vs_marg_figure(view, im.MODEL_NAMES["lstm"])
 lab.save_figure(fig, im.NOTEBOOK, "fig3_zero_vs_marg_lstm")
 fig
 
@@ -159,12 +173,12 @@ fig
 # %%
 mc = im.mc_study(models, mlm_fn, cfg)
 im.add_mc_table(res, mc)
-fig = im.mc_figure(mc)
+fig = imviz.mc_figure(mc, im.MODEL_NAMES[mc["model"]])
 lab.save_figure(fig, im.NOTEBOOK, "mc_vs_truncation")
 fig
 
 # %%
-print([im.cost_ratio(mc, s) for s in (1e-3, 1e-4)])  # MC rows needed to match truncation's error, and the ratio
+print([cost_ratio(mc, s) for s in (1e-3, 1e-4)])  # MC rows needed to match truncation's error, and the ratio
 table_frame(res, "mc_vs_truncation")
 
 # %% [markdown]
@@ -175,7 +189,7 @@ table_frame(res, "mc_vs_truncation")
 lm = im.causal_lm(cfg)
 print({k: lm.metrics[k] for k in ("perplexity", "steps_done", "train_seconds")})
 gen = im.generative_attributions(lm, mlm_fn, cfg)
-fig = im.generative_figure(gen)
+fig = imviz.generative_figure(gen["view"], gen["log_p"])
 lab.save_figure(fig, im.NOTEBOOK, "fig5_generative")
 fig
 
@@ -199,7 +213,7 @@ print(claims_markdown(res))
 # %%
 from IPython.display import Markdown  # noqa: E402
 
-Markdown(im.discussion_markdown(res))
+Markdown(imviz.discussion_markdown(res, im.DELETIONS.values()))
 
 # %% [markdown]
 # ## Explore
@@ -208,7 +222,9 @@ Markdown(im.discussion_markdown(res))
 # position with their weights and p(y | x_{i←w}). **Export** saves the figure.
 
 # %%
-controls(im.renderer(models, mlm_fn, cfg), export=(im.NOTEBOOK, "widget_{model}_{method}"),
+explain = functools.partial(im.attributions, models, mlm_fn, cfg)  # (texts, runs, pairs, keep, **overrides) -> view
+render = imviz.renderer(explain, im.MODEL_NAMES, pair_models=["snli_lstm"])
+controls(render, export=(im.NOTEBOOK, "widget_{model}_{method}"),
          text="a good piece of work more often than not .", model=["lstm", "cnn", "bert", "snli_lstm"],
          method=["marg", "marg_mc", "zero", "unk", "mask"], sigma=(-6.0, -1.0, 0.5, -4.0),
          n_samples=(10, 1000, 10, 100), position=(0, 30, 1, 2))

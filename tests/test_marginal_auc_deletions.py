@@ -60,9 +60,9 @@ def test_mlm_replacements_are_the_most_likely_other_word():
     out = im.mlm_replacements(mlm, inputs, im.special_mask(inputs))
     assert out.tolist() == [[CLS, 31, 32, SEP, PAD], [CLS, 31, SEP, PAD, PAD]]
     assert calls == [[1, 2], [1]]  # content positions of the unpadded rows only
-    assert im.deletion_token("unk", mlm, inputs, im.special_mask(inputs)) == im.UNK_ID
+    assert im.token_id("unk") == 100 and im.token_id("pad") == PAD  # AUC_rep's [UNK] and [PAD] deletions
     with pytest.raises(im.ExperimentError, match="unknown deletion"):
-        im.deletion_token("zero", mlm, inputs, im.special_mask(inputs))
+        im.settings("smoke", deletions=["pad", "zero"])
 
 
 def _study(means, n=200, seed=0):
@@ -74,6 +74,7 @@ def _study(means, n=200, seed=0):
 def test_one_ordering_claim_per_model_and_deletion_and_the_discussion_counts_them():
     from lab.experiments import input_marginalization as im
     from lab.results import Results
+    from lab.viz import input_marginalization as imviz
 
     study = {"lstm": {"pad": _study({"marg": 0.1, "unk": 0.05, "zero": 0.0}),  # [PAD] favours Zero
                       "unk": _study({"marg": 0.0, "unk": 0.1, "zero": 0.05}),
@@ -86,7 +87,7 @@ def test_one_ordering_claim_per_model_and_deletion_and_the_discussion_counts_the
                         "AUC_rep ordering Marg < Unk < Zero (BiLSTM (SST-2), MLM deletion)": "holds"}
     assert rows["Marg (ours)"]["BiLSTM (SST-2) · [PAD]"][0] == im.PAPER_AUC_REP["marg"][0]
     assert rows["Marg (ours)"]["BiLSTM (SST-2) · MLM"][0] is None  # the paper's values are [PAD] deletion only
-    text = im.discussion_markdown(res)
+    text = imviz.discussion_markdown(res, im.DELETIONS.values())
     assert "MLM deletion: 1 holds (of 1 models)" in text and "[PAD] deletion: 1 fails" in text
     mean_mlm = float(np.mean(study["lstm"]["mlm"]["marg"]["auc"]))
     mlm_part = text.split("BiLSTM (SST-2) · MLM: ")[1].split(";")[0]

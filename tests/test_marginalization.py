@@ -239,7 +239,7 @@ def test_text_classifiers_ignore_padding_and_split_pairs():
 
 
 def test_cached_mlm_memoises_and_restricts(bert, mlm, batch):
-    from lab.experiments.input_marginalization import CachedMLM
+    from lab.explainers.marginalization import CachedMLM
 
     row = unbatch(batch, 0)
     cached = CachedMLM(mlm)
@@ -304,6 +304,7 @@ def test_accuracy_and_mlm_claims_bootstrap_the_indicator_and_discussion_uses_res
 
     from lab.experiments import input_marginalization as im
     from lab.results import Results
+    from lab.viz import input_marginalization as imviz
 
     mlm = SimpleNamespace(metrics={"top1": 0.14, "top5": 0.30, "perplexity": 490.0, "n_masked": 2000,
                                    "n_sentences": 872, "steps_done": 878,
@@ -321,7 +322,7 @@ def test_accuracy_and_mlm_claims_bootstrap_the_indicator_and_discussion_uses_res
     assert v["CNN (SST-2)"] == "fails"  # 0.60 < 0.70
     assert v["BiLSTM (SNLI)"] == "inconclusive"  # 0.62 on 40 examples vs 0.62: straddles
     assert all("interval" in c for c in res.claims)
-    text = im.discussion_markdown(res)
+    text = imviz.discussion_markdown(res, im.DELETIONS.values())
     assert "top-5 0.300" in text and "after 878 steps" in text
 
 

@@ -26,7 +26,8 @@ class ExplanationSet(Predictions):
     """Explanations of N examples by one method. Text: ``scores`` [N, S] over the padded inputs (0 on padding),
     ``valid`` / ``special`` [N, S] (padding is special); vision: ``scores`` the native maps [N, h, w] (patch grid or
     pixels) and no masks. ``deltas`` [N] where the method defines a conservation delta; ``seconds`` the compute
-    time of each batch (those of the run that computed them when memoised)."""
+    time of each batch (those of the run that computed them when memoised); ``extras`` each batch's row indices and
+    its explainer's extras (e.g. costs), whose row indices are local to the batch."""
 
     method: str
     params: dict
@@ -40,6 +41,7 @@ class ExplanationSet(Predictions):
     deltas: torch.Tensor | None = None
     unit: str = "token"
     seconds: list[float] = field(default_factory=list)
+    extras: list[tuple[torch.Tensor, dict]] = field(default_factory=list)
 
     @property
     def content(self) -> torch.Tensor | None:
@@ -134,7 +136,7 @@ def _assemble(modality: str, inputs: dict, n: int, method: str, parts: list,
             deltas[idx] = e.delta.detach().float().cpu().reshape(-1)
     return ExplanationSet(method, dict(first.params), scores, targets, logits, valid, special,
                           inputs.get("input_ids"), None, deltas, "map" if modality == "vision" else first.unit,
-                          [s for _, _, s in parts])
+                          [s for _, _, s in parts], [(idx, e.extras) for idx, e, _ in parts])
 
 
 def explain_many(model, inputs, method: str, targets=None, *, batch_size: int = 8, sort: bool = True,
@@ -161,8 +163,10 @@ def explain_many(model, inputs, method: str, targets=None, *, batch_size: int = 
 
     out = cache.memoize("explanations", method, compute, enabled=use_cache,
                         model=key or cache.digest(model) if use_cache else None,
-                        inputs=cache.digest(rows) if use_cache else None, targets=cache.digest(tgt),
-                        params=cache.digest(params), batch_size=int(batch_size), sort=bool(sort), dtype=str(dtype))
+                        inputs=cache.digest(rows) if use_cache else None,
+                        targets=cache.digest(tgt) if use_cache else None,  # no key without the cache: params
+                        params=cache.digest(params) if use_cache else None,  # may be undigestible (a callable MLM)
+                        batch_size=int(batch_size), sort=bool(sort), dtype=str(dtype))
     if tokenizer is not None and out.input_ids is not None:
         out.tokens = [tokenizer.convert_ids_to_tokens(r[v].tolist()) for r, v in zip(out.input_ids, out.valid)]
     return out

@@ -28,14 +28,16 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
 from lab.explainers.base import register
 from lab.explainers.perturbation import example_seed
-from lab.models.adapters import ExplainInputError
+from lab.models.adapters import ExplainInputError, get_adapter
 from lab.models.causal_lm import sequence_log_prob
 from lab.models.mlm import masked_log_probs
+from lab.progress import progress as progress_bar
 
 CANDIDATES = ("truncate", "full", "mc", "token")
 DEFAULT_SIGMA = 1e-4
@@ -108,7 +110,7 @@ def _mlm_fn(mlm, mlm_batch: int):
     if mlm is None:
         raise ExplainInputError(MISSING_MLM)
     model = mlm if isinstance(mlm, nn.Module) or callable(mlm) else getattr(mlm, "model", mlm)  # TrainedMLM
-    if isinstance(model, nn.Module) and hasattr(model, "cls") and hasattr(model, "bert"):
+    if isinstance(model, nn.Module) and type(model).__name__.endswith("ForMaskedLM"):  # no HF submodule names
         return lambda row, positions: masked_log_probs(model, row, positions, max_batch=mlm_batch)
     if callable(model) and not isinstance(model, nn.Module):
         return model  # (row, positions) -> [k, V] log-probabilities
@@ -164,12 +166,7 @@ def marginalize(log_probs_fn, inputs: dict, target, special: torch.Tensor, mlm=N
     scores = torch.zeros(ids_all.shape, dtype=torch.float64)
     n_cand = torch.zeros(ids_all.shape, dtype=torch.long)
     kept, clf_rows, mlm_rows, start = {}, 0, 0, time.perf_counter()
-    examples = range(ids_all.shape[0])
-    if progress:
-        from tqdm.auto import tqdm
-
-        examples = tqdm(examples, desc=f"marginalise ({candidates})", leave=False, dynamic_ncols=True)
-    for i in examples:
+    for i in progress_bar(range(ids_all.shape[0]), f"marginalise ({candidates})", progress):
         real = valid[i].nonzero()[:, 0]
         row = {k: v[i:i + 1, real] for k, v in inputs.items() if torch.is_tensor(v) and v.shape == ids_all.shape}
         local = (~special[i, real].cpu()).nonzero()[:, 0]
@@ -201,9 +198,145 @@ def marginalize(log_probs_fn, inputs: dict, target, special: torch.Tensor, mlm=N
     return out
 
 
+def merged_extras(explanations) -> dict:
+    """The `input_marginalization` extras of every batch of an `ExplanationSet` at the rows' own positions:
+    n_candidates [N, S], candidates {(row, position): ...} (kept with keep_candidates) and the classifier rows."""
+    n_cand, kept, rows = torch.zeros(explanations.scores.shape, dtype=torch.long), {}, 0
+    for idx, extras in explanations.extras:
+        n_cand[idx, :extras["n_candidates"].shape[1]] = extras["n_candidates"]
+        kept.update({(int(idx[i]), pos): c for (i, pos), c in extras.get("candidates", {}).items()})
+        rows += extras["cost"]["classifier_rows"]
+    return {"n_candidates": n_cand, "candidates": kept, "cost": {"classifier_rows": rows}}
+
+
+def estimator_errors(score, content: torch.Tensor, sigmas, sample_sizes, seeds, progress: bool = False) -> dict:
+    """Error and cost of σ-truncation and Monte Carlo against the exact sum (truncation at σ = 0) on the content
+    tokens [B, S]. `score(candidates, progress, **params) -> dict(scores [B, S], cost, seconds)` runs the estimator
+    ("truncate" or "mc") with those `marginalize` parameters. Rows: |error| per token (MC: averaged over `seeds`),
+    its mean (MC: the mean and spread of the per-seed means) and the classifier forward rows per token."""
+    n_tokens = int(content.sum())
+    full = score("truncate", progress, sigma=0.0, max_candidates=None)
+    ref, rows = full["scores"][content], []
+    for s in sigmas:
+        a = score("truncate", False, sigma=s, max_candidates=None)
+        err = (a["scores"][content] - ref).abs()
+        rows.append({"estimator": f"truncate σ={s:g}", "kind": "truncate", "param": s, "mae": float(err.mean()),
+                     "abs_errors": err.tolist(), "rows_per_token": a["cost"]["classifier_rows"] / n_tokens})
+    for n in sample_sizes:
+        runs = [score("mc", False, n_samples=n, seed=seed) for seed in seeds]
+        errs = [(a["scores"][content] - ref).abs().numpy() for a in runs]
+        per_seed = [float(e.mean()) for e in errs]
+        rows.append({"estimator": f"MC n={n}", "kind": "mc", "param": n, "mae": float(np.mean(per_seed)),
+                     "mae_std": float(np.std(per_seed)), "abs_errors": np.mean(errs, 0).tolist(),
+                     "rows_per_token": float(np.mean([a["cost"]["classifier_rows"] / n_tokens for a in runs]))})
+    return {"rows": rows, "full_rows_per_token": full["cost"]["classifier_rows"] / n_tokens, "n_tokens": n_tokens,
+            "full_seconds": full.get("seconds")}
+
+
+def cost_ratio(study: dict, sigma: float = 1e-4) -> dict:
+    """Of an `estimator_errors` study: the classifier rows per token Monte Carlo needs to match σ-truncation's error
+    (the first n at or below it), and the ratio to truncation's rows."""
+    trunc = next(r for r in study["rows"] if r["kind"] == "truncate" and r["param"] == sigma)
+    match = next((r for r in study["rows"] if r["kind"] == "mc" and r["mae"] <= trunc["mae"]), None)
+    return {"sigma": sigma, "truncation_mae": trunc["mae"], "truncation_rows": trunc["rows_per_token"],
+            "mc_n": None if match is None else match["param"],
+            "mc_rows": None if match is None else match["rows_per_token"],
+            "ratio": None if match is None else match["rows_per_token"] / trunc["rows_per_token"]}
+
+
+def weight_of_evidence(model, inputs: dict, special: torch.Tensor, mlm=None, *, target=None, erasure: str | None = None,
+                       keep: bool = False, progress: bool = False, max_batch: int = 256, **params) -> dict:
+    """Scores [B, S] (float64) of class `target` (None: the predicted class) for any text classifier, with the
+    target, log_probs [B, C] and seconds. A Hugging Face classifier goes through `explain_many` (the `erasure`
+    explainer with token `erasure` when given, else `input_marginalization` with `params`), any other model, called
+    as model(input_ids, attention_mask, token_type_ids) -> logits, through `marginalize` with `params` (erasure:
+    candidates "token"); `special` [B, S] marks what that path leaves unscored. Marginalisation adds n_candidates,
+    the cost and (`keep`) the candidates."""
+    from transformers import PreTrainedModel
+
+    from lab.explainers.batch import explain_many
+
+    with torch.no_grad():
+        logp = classifier_log_probs(model)(inputs)
+    tgt = logp.argmax(-1) if target is None else torch.as_tensor(target).reshape(-1).expand(len(logp))
+    start = time.perf_counter()
+    if not isinstance(model, PreTrainedModel):
+        out = marginalize(classifier_log_probs(model), inputs, tgt, special, mlm, keep=keep, progress=progress,
+                          max_batch=max_batch, **params)
+    elif erasure is not None:
+        s = explain_many(model, inputs, "erasure", tgt, progress=progress, token=erasure, max_batch=max_batch)
+        out = {"scores": s.scores.double(), "cost": {"classifier_rows": None}}
+    else:
+        s = explain_many(model, inputs, "input_marginalization", tgt, progress=progress, mlm=mlm,
+                         keep_candidates=keep, max_batch=max_batch, **params)
+        out = {"scores": s.scores.double(), **merged_extras(s)}
+    out["target"], out["log_probs"], out["seconds"] = tgt, logp.detach(), time.perf_counter() - start
+    return out
+
+
 def adapter_log_probs(adapter):
     """log_probs_fn of a Hugging Face classifier (through its adapter)."""
     return lambda rows: adapter.forward(rows).logits.double().log_softmax(-1)
+
+
+def classifier_log_probs(model):
+    """log_probs_fn of a Hugging Face classifier, or of a model called as model(input_ids, attention_mask,
+    token_type_ids) -> logits (the `lab.models.cnn` CNN/BiLSTM)."""
+    from transformers import PreTrainedModel
+
+    if isinstance(model, PreTrainedModel):
+        return adapter_log_probs(get_adapter(model))
+    return lambda rows: model(rows["input_ids"], rows.get("attention_mask"), rows.get("token_type_ids")).log_softmax(-1)
+
+
+class CachedMLM:
+    """log p_MLM(·|x_{−i}) for (sentence, positions), memoised: the candidates of a sentence are the same for every
+    target model and method, so the MLM runs once per sentence. `vocab` > 0 restricts p_MLM to its `vocab` most
+    likely words, renormalised (used by the MC study to afford an exact reference)."""
+
+    def __init__(self, model, vocab: int | None = None, max_batch: int = 64):
+        self.model, self.vocab, self.max_batch, self._memo = getattr(model, "model", model), vocab, max_batch, {}
+
+    def __call__(self, row: dict, positions) -> torch.Tensor:
+        positions = torch.as_tensor(positions).reshape(-1)
+        key = (tuple(row["input_ids"][0].tolist()), tuple(row.get("token_type_ids", row["input_ids"])[0].tolist()),
+               tuple(positions.tolist()))
+        if key not in self._memo:
+            logp = masked_log_probs(self.model, row, positions, max_batch=self.max_batch)
+            if self.vocab:
+                top = logp.topk(int(self.vocab), dim=-1)
+                restricted = torch.full_like(logp, float("-inf"))
+                restricted.scatter_(1, top.indices, top.values)
+                logp = restricted.log_softmax(-1)
+            self._memo[key] = logp
+        return self._memo[key]
+
+
+def mlm_replacements(mlm, inputs: dict, special: torch.Tensor) -> torch.Tensor:
+    """[B, S] replacement ids for AUC_rep's MLM deletion (Kim et al.'s original metric replaces tokens with masked-LM
+    predictions): at each content position the most likely word under p_MLM(·|x_{−i}) other than x_i itself (the
+    MLM's output vocabulary, specials excluded); other positions keep their id. `mlm`: (row, positions) -> [k, V]."""
+    out = inputs["input_ids"].clone()
+    for i in range(len(out)):
+        real = inputs["attention_mask"][i].bool().nonzero()[:, 0]
+        row = {k: v[i:i + 1, real] for k, v in inputs.items()}
+        local = (~special[i, real]).nonzero()[:, 0]
+        if len(local):
+            logp = mlm(row, local).clone()
+            logp[torch.arange(len(local)), row["input_ids"][0, local]] = float("-inf")
+            out[i, real[local]] = logp.argmax(-1)
+    return out
+
+
+def sentence_attributions(lm, inputs: dict, special: torch.Tensor, mlm, **params) -> dict:
+    """The generative extension (Mehta et al. Sec. 5.2): a_i = logodds p(x) − logodds p^[i](x) for a causal LM's
+    sentence probability (class 1 of `sentence_log_probs_fn`), with log_p [B] = log p(x); `params` go to
+    `marginalize`."""
+    fn = sentence_log_probs_fn(lm)
+    out = marginalize(fn, inputs, torch.ones(len(inputs["input_ids"]), dtype=torch.long), special, mlm, **params)
+    with torch.no_grad():
+        out["log_p"] = fn(inputs)[:, 1]
+    return out
 
 
 def sentence_log_probs_fn(lm):

@@ -16,20 +16,23 @@ paper's 30 epochs at 1e-4, which a 2-core CPU cannot afford. Cached atomically i
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from lab import cache
+from lab.config import torch_threads
+from lab.progress import progress as progress_bar
 
 ARCHS = ("cnn", "lstm")
 CNN_WIDTHS = (3, 4, 5)
@@ -157,6 +160,29 @@ class TextBiLSTM(TextClassifier):
         return torch.cat([h_n[-2], h_n[-1]], -1)
 
 
+@functools.lru_cache(maxsize=1)
+def word_pieces():
+    """The tokenizer (bert-base-uncased word pieces, the MiniLM's) whose ids the targets, the masked LM and the
+    MiniLM classifier of notebook 06 share."""
+    from lab.models.loading import load_tokenizer
+
+    return load_tokenizer("minilm")
+
+
+def tokenize(texts, text_pairs=None, max_length: int = 64) -> dict:
+    """Padded input_ids, attention_mask and token_type_ids [B, S] of `texts` (with `text_pairs`: sentence pairs)."""
+    enc = word_pieces()(list(texts), list(text_pairs) if text_pairs is not None else None, padding=True,
+                        truncation=True, max_length=max_length, return_tensors="pt")
+    return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def special_mask(inputs: dict) -> torch.Tensor:
+    """[B, S] True at [PAD]/[CLS]/[SEP] and padding: the positions no attribution scores."""
+    tok = word_pieces()
+    specials = torch.tensor([tok.pad_token_id, tok.cls_token_id, tok.sep_token_id])
+    return torch.isin(inputs["input_ids"], specials) | ~inputs["attention_mask"].bool()
+
+
 def build_text_classifier(cfg: TextConfig) -> TextClassifier:
     return (TextCNN if cfg.arch == "cnn" else TextBiLSTM)(cfg)
 
@@ -201,12 +227,18 @@ class EncodedTexts:
         return out
 
 
-def encode_texts(tokenizer, dataset, max_length: int = 64, size: int | None = None, seed: int = 0) -> EncodedTexts:
-    """Tokenise a `lab.data.TextDataset` (pairs when it has text_pair); `size` keeps a random subset."""
-    examples = list(dataset)
+def random_subset(examples: Sequence, size: int | None, seed: int = 0) -> list:
+    """`size` examples drawn at random (seeded) without replacement, in their original order (None: all)."""
+    examples = list(examples)
     if size and size < len(examples):
         rows = np.random.default_rng(seed).permutation(len(examples))[:size]
         examples = [examples[i] for i in sorted(rows)]
+    return examples
+
+
+def encode_texts(tokenizer, dataset, max_length: int = 64, size: int | None = None, seed: int = 0) -> EncodedTexts:
+    """Tokenise a `lab.data.TextDataset` (pairs when it has text_pair); `size` keeps a random subset."""
+    examples = random_subset(dataset, size, seed)
     pair = any(e.text_pair is not None for e in examples)
     enc = tokenizer([e.text for e in examples], [e.text_pair or "" for e in examples] if pair else None,
                     truncation=True, max_length=max_length, verbose=False)
@@ -228,14 +260,6 @@ class TrainedText:
     metrics: dict
     path: Path | None = None
     from_cache: bool = False
-
-
-def _progress(iterable, enabled: bool, **kw):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, **kw)
 
 
 def text_accuracy(model: TextClassifier, data: EncodedTexts, batch_size: int = 256) -> float:
@@ -264,7 +288,7 @@ def fit_text(model: TextClassifier, train: EncodedTexts, fc: FitConfig, progress
         batches = [order[i:i + fc.batch_size].tolist() for i in range(0, len(order), fc.batch_size)]
         rng.shuffle(batches)
         total = 0.0
-        for rows in _progress(batches, progress, desc=f"{desc} epoch {epoch + 1}/{fc.epochs}", leave=False):
+        for rows in progress_bar(batches, f"{desc} epoch {epoch + 1}/{fc.epochs}", progress):
             batch = train.batch(rows)
             loss = F.cross_entropy(model(**batch), torch.as_tensor([train.labels[r] for r in rows]))
             opt.zero_grad()
@@ -279,8 +303,6 @@ def fit_text(model: TextClassifier, train: EncodedTexts, fc: FitConfig, progress
 def train_text_classifier(name: str, cfg: TextConfig, train: EncodedTexts, test: EncodedTexts, fc: FitConfig,
                           force: bool = False, progress: bool = True) -> TrainedText:
     """Train (or load from the cache) one classifier; reports test accuracy. The key covers data and configs."""
-    from lab.models.training import torch_threads
-
     key = cache.cache_key(f"{name}-{cfg.arch}", version=TEXTCLF_VERSION, config=asdict(cfg), fit=asdict(fc),
                           train=train.digest(), test=test.digest())
     final = cache.cached_dir("textclf", key)
@@ -310,3 +332,29 @@ def load_text_classifier(path: str | Path) -> TrainedText:
     model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
     cache.record_checkpoint(path)
     return TrainedText(model.eval(), cache.read_json(path / "metrics.json"), path, from_cache=True)
+
+
+def kim_targets(sizes: Mapping, progress: bool = True) -> dict[str, TrainedText]:
+    """Kim et al.'s three targets, trained here (cached): "cnn" and "lstm" on SST-2 (the BiLSTM on at most
+    `lstm_train_cap` phrases), "snli_lstm" on SNLI validation (no train split offline), each tested on its test
+    split (SST-2: the GLUE dev set). `sizes` reads sst_train_size, lstm_train_cap, snli_train_size, n_test (None:
+    all), cnn_epochs, lstm_epochs, snli_epochs, max_length and seed."""
+    from lab.data import load
+
+    tokenizer, seed, ml, cap = word_pieces(), sizes["seed"], sizes["max_length"], sizes["lstm_train_cap"]
+    sst_train = encode_texts(tokenizer, load("sst2", "train"), ml, sizes["sst_train_size"], seed)
+    lstm_train = encode_texts(tokenizer, load("sst2", "train"), ml, min(sizes["sst_train_size"] or cap, cap), seed)
+    sst_test = encode_texts(tokenizer, load("sst2", "dev"), ml, sizes["n_test"], seed)
+    snli_train = encode_texts(tokenizer, load("snli", "validation"), ml, sizes["snli_train_size"], seed)
+    snli_test = encode_texts(tokenizer, load("snli", "test"), ml, sizes["n_test"], seed)
+    vocab = tokenizer.vocab_size if hasattr(tokenizer, "vocab_size") else len(tokenizer)
+    return {
+        "cnn": train_text_classifier("sst2", TextConfig(vocab, 2, "cnn"), sst_train, sst_test,
+                                     FitConfig(epochs=sizes["cnn_epochs"], seed=seed), progress=progress),
+        "lstm": train_text_classifier("sst2", TextConfig(vocab, 2, "lstm"), lstm_train, sst_test,
+                                      FitConfig(epochs=sizes["lstm_epochs"], seed=seed), progress=progress),
+        "snli_lstm": train_text_classifier("snli", TextConfig(vocab, 3, "lstm", layers=1, hidden=300, pair=True),
+                                           snli_train, snli_test,
+                                           FitConfig(epochs=sizes["snli_epochs"], seed=seed, batch_size=128),
+                                           progress=progress),
+    }
