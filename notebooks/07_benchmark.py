@@ -180,7 +180,7 @@ fig_rand
 # %%
 results = BR.build_results(cfg, bench_tasks, runs, quality, sweep, rand, skipped_tasks)
 results.save()
-BR.export_tables({"quality": quality, "runs": runs, "sweep": sweep, "randomisation": rand})
+BR.export_tables(results)
 print(claims_markdown(results))
 
 # %% [markdown]

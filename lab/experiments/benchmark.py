@@ -1,17 +1,12 @@
-"""Notebook 07: every registered explainer × every applicable metric protocol, with its cost, on the workbook's own
-fine-tuned models (SST-2 and ERASER Movies MiniLMs, the ViT of notebook 01). No paper runs this comparison.
-
-    cfg = settings("default"); tasks, skipped = load_tasks(cfg)
-    run = explain_task(task, cfg)                 # scores of every method + cost (s/example, × forward+backward, MB)
-    quality = quality_table(task, run, cfg)       # method × metric (`lab.metrics.protocols`), per-example values kept
-    sweep = token_sweep(task, run, cfg, quality)  # [PAD] vs [MASK] vs [UNK] (`lab.metrics.ranking.ranking_stability`)
-    rand = randomisation_check(task, run, cfg)    # re-initialised top blocks: Spearman ρ per method
+"""Notebook 07: every registered explainer × every applicable metric protocol (`lab.metrics.protocols`), with its
+cost, on the workbook's own fine-tuned models (SST-2 and ERASER Movies MiniLMs, the ViT of notebook 01), in order:
+`settings` → `load_tasks` → `explain_task` (scores + cost) → `quality_table` → `token_sweep` ([PAD]/[MASK]/[UNK])
+→ `randomisation_check`; `benchmark_results` turns them into results/07_benchmark.json.
 
 The protocol, stated once: every method explains the *predicted* class; units are word pieces ([CLS]/[SEP]/padding
-never perturbed) or patches; the top units are replaced by `token` (default [PAD], attention mask unchanged;
-`mode="delete"` deletes them for ERASER and Wu & Ong as published); the grids are those of `lab.metrics.protocols`
-(`fractions`, `bins`, `auc_rep_stop`, `deletion_max`, `ks`); images use the test-set mean colour (`fill`). The
-`random` explainer is a row of every table; the randomisation check re-initialises a *copy* of the model.
+never perturbed) or patches; the top units are replaced by `token` (attention mask unchanged; `mode="delete"`
+deletes them for ERASER and Wu & Ong as published); images get the test-set mean colour (`fill`). The `random`
+explainer is a row of every table; the randomisation check re-initialises a *copy* of the model.
 """
 from __future__ import annotations
 
@@ -63,8 +58,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                   sweep_metrics=REPLACEMENT_METRICS, marginalization=True),
 }
 COMMON = dict(tasks=TASKS, token="pad", tokens=TOKENS, mode="replace", fractions=MASK_LRP_FRACTIONS,
-              bins=ERASER_BINS, image_fractions=cv.COMMON["fractions"], auc_rep_stop=0.2, min_tokens=8, max_candidates=None, randomise_layers=2, fill="mean",
-              batch_size=8, ig_internal_batch=32, perturb_batch=64, seed=0, threads=None, train_missing=True,
+              bins=ERASER_BINS, image_fractions=cv.COMMON["fractions"], auc_rep_stop=0.2, min_tokens=8,
+              max_candidates=None, randomise_layers=2, fill="mean", batch_size=8, ig_internal_batch=32, perturb_batch=64, seed=0, threads=None, train_missing=True,
               progress=True, use_cache=True)
 # Settings that cannot change a computed value (sizes of the other stages are covered by the keys' digests).
 _NOT_PROTOCOL = ("progress", "threads", "train_missing", "use_cache", "methods", "tasks", "n", "n_sweep", "n_random")
@@ -104,12 +99,10 @@ def image_task(name: str, model, test, cfg: Mapping, info: dict | None = None) -
 
 
 def _model_cached(task: str, cfg: Mapping) -> bool:
-    from lab.models import vit as vit_models
-    from lab.models.training import checkpoint_path
+    from lab.models import training, vit
 
-    if task == "vit":
-        return cache.is_complete(vit_models.cache_path(vit_models.vit_settings(cfg["model_profile"]), cfg["seed"]))
-    return cache.is_complete(checkpoint_path(task, profile=cfg["model_profile"], seed=cfg["seed"]))
+    return cache.is_complete(vit.cache_path(vit.vit_settings(cfg["model_profile"]), cfg["seed"]) if task == "vit"
+                             else training.checkpoint_path(task, profile=cfg["model_profile"], seed=cfg["seed"]))
 
 
 def cached_mlm(cfg: Mapping):
@@ -256,14 +249,13 @@ def explain_all(task: Task, method: str, cfg: Mapping, model=None, n: int | None
 def reference_seconds(task: Task, cfg: Mapping) -> float:
     """Seconds of one forward+backward pass (`lab.bench.forward_backward`) over every example, in the explainers'
     batches (median of 3 after a warm-up)."""
-    batches = torch.arange(len(task)).split(cfg["batch_size"])
-    times = []
-    for _ in range(4):
+    def once():
         t0 = time.perf_counter()
-        for idx in batches:
+        for idx in torch.arange(len(task)).split(cfg["batch_size"]):
             bench.forward_backward(task.model, task.rows(idx), task.targets[idx])
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times[1:]))
+        return time.perf_counter() - t0
+
+    return float(np.median([once() for _ in range(4)][1:]))
 
 
 def _timed_explain(task: Task, method: str, cfg: Mapping, fb_seconds: float) -> dict:
@@ -271,8 +263,7 @@ def _timed_explain(task: Task, method: str, cfg: Mapping, fb_seconds: float) -> 
     with bench.PeakMemory() as mem:
         t0 = time.perf_counter()
         scores = explain_all(task, method, cfg)
-        seconds = time.perf_counter() - t0
-    return {"scores": scores, "seconds": seconds, "peak_mb": mem.peak_mb, "fb_seconds": fb_seconds}
+    return {"scores": scores, "seconds": time.perf_counter() - t0, "peak_mb": mem.peak_mb, "fb_seconds": fb_seconds}
 
 
 def explain_task(task: Task, cfg: Mapping) -> TaskRun:

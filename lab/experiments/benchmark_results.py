@@ -126,36 +126,29 @@ def run(cfg: Mapping) -> dict:
     tasks, skipped = load_tasks(cfg)
     if not tasks:
         raise ExperimentError("no task to run: " + "; ".join(f"{t}: {r}" for t, r in skipped.items()))
-    runs = {t: explain_task(task, cfg) for t, task in tasks.items()}
-    quality = {t: quality_table(task, runs[t], cfg) for t, task in tasks.items()}
-    sweep = {t: token_sweep(task, runs[t], cfg, quality[t]) for t, task in tasks.items()}
-    rand = {t: randomisation_check(task, runs[t], cfg) for t, task in tasks.items()}
+    runs, quality, sweep, rand = {}, {}, {}, {}
+    for t, task in tasks.items():  # one task after the other
+        runs[t] = explain_task(task, cfg)
+        quality[t] = quality_table(task, runs[t], cfg)
+        sweep[t], rand[t] = token_sweep(task, runs[t], cfg, quality[t]), randomisation_check(task, runs[t], cfg)
     res = build_results(cfg, tasks, runs, quality, sweep, rand, skipped,
                         meta={"elapsed_s": round(time.perf_counter() - started, 1)})
     return {"tasks": tasks, "skipped_tasks": skipped, "runs": runs, "quality": quality, "sweep": sweep,
             "randomisation": rand, "results": res}
 
 
-def export_tables(out: Mapping, directory=None) -> list:
-    """CSV of every quality, rank, cost, agreement, sweep and randomisation table under results/07_benchmark/."""
-    import pandas as pd
+def export_tables(results, directory=None) -> list:
+    """A CSV of our values in every table of the results, under results/07_benchmark/ (or `directory`)."""
     from pathlib import Path
+
+    from lab.results import table_frame
 
     folder = Path(directory) if directory is not None else config.results_dir() / NOTEBOOK
     folder.mkdir(parents=True, exist_ok=True)
-    frames = {}
-    for t, q in out["quality"].items():
-        frames.update({f"{t}_quality": R.quality_frame(q), f"{t}_ranks": R.rank_frame(q),
-                       f"{t}_cost": viz_benchmark.cost_frame(out["runs"][t].cost),
-                       f"{t}_metric_agreement": R.metric_agreement(q)})
-        if out["sweep"].get(t):
-            frames[f"{t}_token_sweep"] = viz_benchmark.sweep_frame(out["sweep"][t], TOKEN_LABELS)
-        if out["randomisation"].get(t):
-            frames[f"{t}_randomisation"] = pd.DataFrame.from_dict(out["randomisation"][t]["rows"], orient="index")
-    for name, frame in frames.items():
-        frame.to_csv(folder / f"{name}.csv.tmp")
+    for name in results.tables:
+        table_frame(results, name).xs("ours", axis=1, level="source").to_csv(folder / f"{name}.csv.tmp")
         os.replace(folder / f"{name}.csv.tmp", folder / f"{name}.csv")
-    return [folder / f"{name}.csv" for name in frames]
+    return [folder / f"{name}.csv" for name in results.tables]
 
 
 def main(argv=None) -> int:
@@ -177,7 +170,7 @@ def main(argv=None) -> int:
                        n=args.n, train_missing=False if args.no_train else None)
         with profile_outputs(args.profile):
             out = run(cfg)
-            path, tables = out["results"].save(), export_tables(out)
+            path, tables = out["results"].save(), export_tables(out["results"])
             costs = {t: r.cost for t, r in out["runs"].items()}
             for name, fig in ({} if args.no_figures else viz_benchmark.figures(out["quality"], costs, TASK_LABELS)).items():
                 lab.save_figure(fig, NOTEBOOK, name)
