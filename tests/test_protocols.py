@@ -120,8 +120,9 @@ def test_map_agreement_is_one_for_a_monotone_copy_and_ignores_special_tokens(exa
 def test_ranking_stability_orients_lower_is_better_metrics():
     from lab.metrics import ranking as R
 
-    values = {"pad": {"a": {"aopc": 0.3, "lodds": -2.0}, "b": {"aopc": 0.2, "lodds": -1.0}, "c": {"aopc": 0.1, "lodds": 0.0}},
-              "mask": {"a": {"aopc": 0.1, "lodds": -2.0}, "b": {"aopc": 0.2, "lodds": -1.0}, "c": {"aopc": 0.3, "lodds": 0.0}}}
+    lodds = {"a": -2.0, "b": -1.0, "c": 0.0}
+    values = {"pad": {m: {"aopc": a, "lodds": lodds[m]} for m, a in zip("abc", (0.3, 0.2, 0.1))},
+              "mask": {m: {"aopc": a, "lodds": lodds[m]} for m, a in zip("abc", (0.1, 0.2, 0.3))}}
     tau, best = R.ranking_stability(values, ["aopc", "lodds"])
     assert tau["aopc"]["pad~mask"] == pytest.approx(-1.0) and tau["lodds"]["pad~mask"] == pytest.approx(1.0)
     assert best == {"aopc": {"pad": "a", "mask": "c"}, "lodds": {"pad": "a", "mask": "a"}}  # lodds: lower is better

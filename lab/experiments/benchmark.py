@@ -44,7 +44,8 @@ ALL_METHODS = tuple(lab.EXPLAINERS)
 
 # n: examples explained per task; n_sweep / n_random: prefixes of them for the token sweep / randomisation check
 PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": dict(model_profile="smoke", methods=("chefer", "rollout", "saliency", "leave_one_out", "erasure", "random"),
+    "smoke": dict(model_profile="smoke",
+                  methods=("chefer", "rollout", "saliency", "leave_one_out", "erasure", "random"),
                   n={"sst2": 2, "movies": 1, "vit": 8}, n_sweep={"sst2": 1, "movies": 0, "vit": 0},
                   n_random={"sst2": 1, "movies": 1, "vit": 4}, movies_max_length=32, ks=(5, 10), deletion_max=2,
                   ig_steps=4, sweep_metrics=("aopc", "lodds"), marginalization=False, use_cache=False),
@@ -59,8 +60,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 COMMON = dict(tasks=TASKS, token="pad", tokens=TOKENS, mode="replace", fractions=MASK_LRP_FRACTIONS,
               bins=ERASER_BINS, image_fractions=cv.COMMON["fractions"], auc_rep_stop=0.2, min_tokens=8,
-              max_candidates=None, randomise_layers=2, fill="mean", batch_size=8, ig_internal_batch=32, perturb_batch=64, seed=0, threads=None, train_missing=True,
-              progress=True, use_cache=True)
+              max_candidates=None, randomise_layers=2, fill="mean", batch_size=8, ig_internal_batch=32,
+              perturb_batch=64, seed=0, threads=None, train_missing=True, progress=True, use_cache=True)
 # Settings that cannot change a computed value (sizes of the other stages are covered by the keys' digests).
 _NOT_PROTOCOL = ("progress", "threads", "train_missing", "use_cache", "methods", "tasks", "n", "n_sweep", "n_random")
 
@@ -233,7 +234,8 @@ def method_params(task: Task, method: str, cfg: Mapping) -> dict:
                             "dependency parses: notebook 03 computes them for SST-2)")
     return {MARGINALIZATION: {"mlm": task.mlm, "max_candidates": cfg["max_candidates"]},
             "mask_lrp": {"head_mask": task.head_mask},
-            "integrated_gradients": {"steps": int(cfg["ig_steps"]), "internal_batch_size": int(cfg["ig_internal_batch"])},
+            "integrated_gradients": {"steps": int(cfg["ig_steps"]),
+                                     "internal_batch_size": int(cfg["ig_internal_batch"])},
             "erasure": {"token": cfg["token"]} if task.modality == "text" else {}}.get(method, {})
 
 

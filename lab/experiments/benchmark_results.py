@@ -172,7 +172,8 @@ def main(argv=None) -> int:
             out = run(cfg)
             path, tables = out["results"].save(), export_tables(out["results"])
             costs = {t: r.cost for t, r in out["runs"].items()}
-            for name, fig in ({} if args.no_figures else viz_benchmark.figures(out["quality"], costs, TASK_LABELS)).items():
+            figs = {} if args.no_figures else viz_benchmark.figures(out["quality"], costs, TASK_LABELS)
+            for name, fig in figs.items():
                 lab.save_figure(fig, NOTEBOOK, name)
     except (ExperimentError, lab.metrics.MetricInputError) as err:
         print(f"python -m lab benchmark: {err}", file=sys.stderr)
@@ -196,7 +197,7 @@ def widget_renderer(tasks: Mapping[str, Task], runs: Mapping[str, TaskRun], cfg:
         if metric not in applicable:
             raise ExperimentError(f"{metric} does not apply to {task}; choose from {', '.join(applicable)}")
         n = max(1, min(int(n), len(t)))
-        values = {m: method_metrics(t, runs[task], m, cfg, token=token, n=n, metrics=[metric])[0].get(metric, float("nan"))
+        values = {m: method_metrics(t, runs[task], m, cfg, token, n, [metric])[0].get(metric, float("nan"))
                   for m in runs[task].methods}
         tok = f", token {TOKEN_LABELS[token]}" if t.modality == "text" and metric in REPLACEMENT_METRICS else ""
         return viz_benchmark.metric_bars(values, METRICS[metric][0] == "higher", metric,

@@ -232,7 +232,8 @@ def no_single_best_claim(subject: str, quality: Mapping, per_example: Mapping) -
                        else "inconclusive")
         if verdicts[m] != "holds":
             shown.append(f"{m} ({verdicts[m]})")
-    return {"claim": f"{subject}: no single method is best on every metric", "verdict": stats.combine(verdicts.values()),
+    return {"claim": f"{subject}: no single method is best on every metric",
+            "verdict": stats.combine(verdicts.values()),
             "detail": "each method vs the best other method per metric, paired intervals over examples; not shown "
                       "to be beaten somewhere: " + (", ".join(shown) or "none")}
 

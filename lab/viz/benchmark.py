@@ -144,12 +144,13 @@ def _sweep_text(s: Mapping, token_labels: Mapping[str, str]) -> str:
 
 def _randomisation_text(r: Mapping) -> str:
     rho = sorted(r["rows"].items(), key=lambda kv: -kv[1]["spearman"])
-    return (" Randomisation: highest ρ (least sensitive) " + ", ".join(f"{m} {row['spearman']:.2f}" for m, row in rho[:4])
-            + "; lowest " + ", ".join(f"{m} {row['spearman']:.2f}" for m, row in rho[-3:]) + ".")
+    return (" Randomisation: highest ρ (least sensitive) "
+            + ", ".join(f"{m} {row['spearman']:.2f}" for m, row in rho[:4]) + "; lowest "
+            + ", ".join(f"{m} {row['spearman']:.2f}" for m, row in rho[-3:]) + ".")
 
 
-def summary_markdown(quality: Mapping, costs: Mapping[str, Mapping[str, Mapping]], sweep: Mapping, rand: Mapping, labels: Mapping[str, str],
-                     token_labels: Mapping[str, str]) -> str:
+def summary_markdown(quality: Mapping, costs: Mapping[str, Mapping[str, Mapping]], sweep: Mapping, rand: Mapping,
+                     labels: Mapping[str, str], token_labels: Mapping[str, str]) -> str:
     """A data-driven summary per task: the best mean rank and its cost, the cheapest method among the top three,
     the best method per metric, how much the metrics agree, what the token sweep and the randomisation check show."""
     lines = []
