@@ -67,6 +67,7 @@ lab.config.set_profile(profile)  # outputs go to this profile's folders, whoever
 from IPython.display import Markdown, display
 from lab.experiments import benchmark as B
 from lab.experiments import benchmark_results as BR
+from lab.metrics import ranking
 from lab.results import claims_markdown
 from lab.viz import benchmark as viz_bench
 from lab.widgets import controls
@@ -80,7 +81,7 @@ for name, task in bench_tasks.items():
           f"setup {task.info['setup_s']} s")
 for name, reason in skipped_tasks.items():
     print(f"skipped {name}: {reason}")
-print(BR.machine_line(cfg))
+print(viz_bench.machine_line(lab.config.threads(cfg["threads"], "load")))
 
 # %% [markdown]
 # ## Explanations and their cost
@@ -90,6 +91,7 @@ print(BR.machine_line(cfg))
 
 # %%
 runs = {name: B.explain_task(task, cfg) for name, task in bench_tasks.items()}
+costs = {name: run.cost for name, run in runs.items()}
 for name, run in runs.items():
     print(f"{B.TASK_LABELS[name]}: forward+backward {1000 * run.fb_seconds / len(bench_tasks[name]):.1f} ms/example; "
           f"skipped: " + ("; ".join(f"{m} ({r})" for m, r in run.skipped.items()) or "none"))
@@ -104,8 +106,7 @@ for name, run in runs.items():
 quality = {name: B.quality_table(task, runs[name], cfg) for name, task in bench_tasks.items()}
 for name in quality:
     display(Markdown(f"### {B.TASK_LABELS[name]}"))
-    display(BR.quality_frame(quality[name]).join(BR.cost_frame(runs[name])).loc[BR.rank_frame(quality[name]).index]
-            .style.format(precision=3))
+    display(viz_bench.quality_cost_frame(quality[name], costs[name]).style.format(precision=3))
 
 # %% [markdown]
 # ### Ranked table per metric
@@ -114,10 +115,10 @@ for name in quality:
 # %%
 for name in quality:
     display(Markdown(f"**{B.TASK_LABELS[name]}**"))
-    display(BR.ranking_overview(quality[name]))
+    display(ranking.ranking_overview(quality[name]))
 
 # %%
-figs = BR.figures(quality, runs)  # drawn by lab.viz.benchmark
+figs = viz_bench.figures(quality, costs, B.TASK_LABELS)
 fig_ranks = figs["ranks"]
 lab.save_figure(fig_ranks, B.NOTEBOOK, "ranks")
 fig_ranks
@@ -151,7 +152,7 @@ sweep = {name: B.token_sweep(task, runs[name], cfg, quality[name]) for name, tas
 for name, s in sweep.items():
     if s:
         display(Markdown(f"**{B.TASK_LABELS[name]}** ({s['n']} examples; token ids {s['token_ids']})"))
-        display(BR.sweep_frame(s))
+        display(viz_bench.sweep_frame(s, B.TOKEN_LABELS))
 
 # %% [markdown]
 # ## Sanity check: model randomisation
@@ -166,7 +167,7 @@ for name, r in rand.items():
     if r:
         print(f"{B.TASK_LABELS[name]}: {r['n']} examples, the randomised copy changes "
               f"{100 * r['prediction_changed']:.0f}% of the predictions; original untouched: {r['original_untouched']}")
-display(BR.randomisation_frame(rand))
+display(viz_bench.randomisation_frame(rand))
 fig_rand = viz_bench.randomisation_figure(rand)
 lab.save_figure(fig_rand, B.NOTEBOOK, "randomisation")
 fig_rand
@@ -179,7 +180,7 @@ fig_rand
 # %%
 results = BR.build_results(cfg, bench_tasks, runs, quality, sweep, rand, skipped_tasks)
 results.save()
-BR.export_tables({"quality": quality, "runs": runs, "sweep": sweep, "randomisation": rand})
+BR.export_tables(results)
 print(claims_markdown(results))
 
 # %% [markdown]
@@ -188,7 +189,7 @@ print(claims_markdown(results))
 # say nothing); the summary below is generated from the same tables.
 
 # %%
-display(Markdown(BR.summary_markdown(quality, runs, sweep, rand)))
+display(Markdown(viz_bench.summary_markdown(quality, costs, sweep, rand, B.TASK_LABELS, B.TOKEN_LABELS)))
 
 # %% [markdown]
 # How to read it: (i) whether one method leads on every metric; (ii) the metric-agreement matrix — the

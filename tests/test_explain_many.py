@@ -99,3 +99,18 @@ def test_bad_input_is_one_clear_error(bert, batch):
         explain_many(bert, torch.zeros(2, 3), "saliency")
     with pytest.raises(ExplainerError, match="batch_size"):
         explain_many(bert, batch, "saliency", batch_size=0)
+
+
+def test_examples_explain_the_predictions_on_trimmed_rows(bert, batch):
+    import dataclasses
+
+    from lab.explainers.batch import text_examples
+
+    ex = text_examples("t", bert, batch, labels=[0] * len(LENGTHS))
+    predicted = predict_logits(bert, batch).argmax(-1)
+    assert torch.equal(ex.targets, predicted) and len(ex) == len(LENGTHS)
+    assert ex.info["accuracy_on_examples"] == pytest.approx(float((predicted == 0).double().mean()))
+    assert not (ex.content & ~batch["attention_mask"].bool()).any() and ex.content.sum() > 0
+    rows = ex.rows([1, 3])
+    assert rows["input_ids"].shape[1] == int(batch["attention_mask"][[1, 3]].sum(1).max())
+    assert dataclasses.replace(ex, targets=1 - ex.targets).fingerprint != ex.fingerprint

@@ -75,3 +75,56 @@ def test_units_from_an_explanation_set(units):
     direct = aopc_lodds(units.model, u.rows, u.scores, fractions=SETTINGS["fractions"], token_id=UNK_ID,
                         label="predicted", special_mask=u.special, batch_size=16, progress=False)
     assert means["aopc"] == pytest.approx(direct["aopc_mean"]) and per["auc_rep"].shape == (3,)
+
+
+# ---- a study's examples -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def examples():
+    from lab.explainers.batch import text_examples
+
+    rows = text_batch(lengths=(6, 5, 7), seed=3)
+    rationale = torch.zeros_like(rows["input_ids"], dtype=torch.bool)
+    rationale[:, 1:3] = True
+    return text_examples("t", tiny_bert(num_labels=2, dtype=torch.float64), rows, [0, 1, 1], rationale=rationale)
+
+
+def test_examples_protocols_equal_the_units_on_trimmed_rows(examples):
+    scores = torch.randn(examples.inputs["input_ids"].shape, generator=torch.Generator().manual_seed(1))
+    settings = {**SETTINGS, "perturb_batch": 16}
+    means, per = P.examples_protocols(examples, scores, settings, UNK_ID, PAD_ID, n=2)
+    assert list(means) == [m for m in P.columns(examples) if m != "kendall_loo"]  # no reference: no τ
+    assert all(len(v) == 2 for v in per.values())
+    idx = torch.arange(2)
+    rows = examples.rows(idx)
+    w = rows["input_ids"].shape[1]
+    units = P.TextUnits(examples.model, rows, scores[:2, :w].double(), examples.special[:2, :w],
+                        examples.content[:2, :w], examples.valid[:2, :w], examples.labels[:2], UNK_ID, PAD_ID, 16,
+                        examples.rationale[:2, :w])
+    assert means == P.text_protocols(units, list(means), settings)[0]
+    assert "token_f1" not in P.columns(type(examples)(**{**examples.__dict__, "rationale": None}))
+
+
+def test_map_agreement_is_one_for_a_monotone_copy_and_ignores_special_tokens(examples):
+    a = torch.randn(examples.inputs["input_ids"].shape, generator=torch.Generator().manual_seed(2))
+    b = 3 * a + 1
+    b[~examples.content] = 1e6  # special tokens and padding are not compared
+    assert P.map_agreement(examples, a, b, 3) == pytest.approx(np.ones(3))
+    assert P.map_agreement(examples, a, -a, 2) == pytest.approx(-np.ones(2))
+
+
+# ---- tables over methods (`lab.metrics.ranking`) ----------------------------------------------------------------
+
+
+def test_ranking_stability_orients_lower_is_better_metrics():
+    from lab.metrics import ranking as R
+
+    lodds = {"a": -2.0, "b": -1.0, "c": 0.0}
+    values = {"pad": {m: {"aopc": a, "lodds": lodds[m]} for m, a in zip("abc", (0.3, 0.2, 0.1))},
+              "mask": {m: {"aopc": a, "lodds": lodds[m]} for m, a in zip("abc", (0.1, 0.2, 0.3))}}
+    tau, best = R.ranking_stability(values, ["aopc", "lodds"])
+    assert tau["aopc"]["pad~mask"] == pytest.approx(-1.0) and tau["lodds"]["pad~mask"] == pytest.approx(1.0)
+    assert best == {"aopc": {"pad": "a", "mask": "c"}, "lodds": {"pad": "a", "mask": "a"}}  # lodds: lower is better
+    with pytest.raises(R.MetricInputError, match="unknown metric"):
+        R.direction("accuracy_of_vibes")

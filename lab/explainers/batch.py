@@ -4,12 +4,17 @@
 batch is cut to its longest real sequence, so padding never reaches the explainer; optionally the rows are sorted
 by length first so that a batch holds sequences of similar length), with a progress bar, and memoises the result
 in `lab.cache` (key: weights, inputs, targets, method, parameters, batching and the code digest).
+
+`Examples` holds what a study explains and scores: a classifier, its examples and the predicted class of each
+(`text_examples`, `image_examples`); the metric protocols (`lab.metrics.protocols.examples_protocols`) read it.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
+
+import functools
 
 import torch
 
@@ -185,3 +190,74 @@ def predict_logits(model, inputs, batch_size: int = 16, progress: bool = False) 
             batch = trim_rows(rows, idx) if modality == "text" else {"pixel_values": rows["pixel_values"][idx]}
             out.append(model(**batch).logits.float().cpu())
     return torch.cat(out)
+
+
+@dataclass
+class Examples:
+    """A classifier and the examples it is explained on: padded text inputs [N, S] or pixel values [N, C, H, W],
+    gold labels and the predicted classes (the targets every method explains). Text: special / valid masks [N, S]
+    and optional rationales [N, S]; vision: the `lab.data.images.ImageDataset` (object masks) and the fill value of
+    removed pixels. `head_mask` (Mask-LRP) and `mlm` (input marginalisation) are explainer inputs when available."""
+
+    name: str
+    modality: str  # "text" | "vision"
+    model: torch.nn.Module
+    inputs: dict
+    labels: torch.Tensor  # gold [N]
+    targets: torch.Tensor  # predicted classes [N]
+    label_names: tuple[str, ...] = ()
+    tokenizer: Any = None
+    special: torch.Tensor | None = None
+    valid: torch.Tensor | None = None
+    rationale: torch.Tensor | None = None
+    images: Any = None  # vision: the ImageDataset (images, labels, masks)
+    fill: Any = None  # vision: the value removed pixels get
+    head_mask: torch.Tensor | None = None
+    mlm: Any = None
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def rows(self, idx) -> dict:
+        """Model inputs of examples `idx` (text: cut to their longest sequence)."""
+        if self.modality == "vision":
+            return {"pixel_values": self.inputs["pixel_values"][torch.as_tensor(idx, dtype=torch.long)]}
+        return trim_rows(self.inputs, idx)
+
+    @property
+    def content(self) -> torch.Tensor:
+        return self.valid & ~self.special
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Digest of the model weights, examples, targets and masks: the key of values memoised on them."""
+        return cache.digest([self.name, self.modality, self.model, self.inputs, self.labels, self.targets,
+                             self.rationale, self.head_mask, None if self.images is None else self.images.masks])
+
+
+def _predicted(model, inputs: Mapping, labels, info: Mapping | None) -> tuple[torch.Tensor, dict]:
+    logits = predict_logits(model.eval(), inputs, 64)
+    info = dict(info or {})
+    info.setdefault("accuracy_on_examples", float((logits.argmax(-1) == labels).double().mean()))
+    return logits.argmax(-1), info
+
+
+def text_examples(name: str, model, inputs: Mapping, labels, tokenizer=None, rationale=None, label_names=(),
+                  info: Mapping | None = None, head_mask=None) -> Examples:
+    """Examples of a text classifier from a padded batch (any BERT-family model), explaining its predictions."""
+    inputs = {k: torch.as_tensor(v) for k, v in inputs.items() if k in TEXT_KEYS}
+    adapter = get_adapter(model)
+    prepared = adapter.prepare(inputs)
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    targets, info = _predicted(model, inputs, labels, info)
+    return Examples(name, "text", model, inputs, labels, targets, tuple(label_names), tokenizer,
+                    adapter.special_mask(prepared).cpu(), adapter.valid_mask(prepared).cpu(),
+                    None if rationale is None else torch.as_tensor(rationale).bool(), head_mask=head_mask, info=info)
+
+
+def image_examples(name: str, model, images, fill, info: Mapping | None = None) -> Examples:
+    """Examples of an image classifier on an ImageDataset (masks for segmentation); `fill`: removed pixels' value."""
+    targets, info = _predicted(model, {"pixel_values": images.images}, images.labels, info)
+    return Examples(name, "vision", model, {"pixel_values": images.images}, images.labels, targets,
+                    tuple(images.class_names), images=images, fill=fill, info=info)

@@ -15,9 +15,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from lab.metrics.agreement import kendall_tau
+from lab.metrics.agreement import kendall_tau, spearman
 from lab.metrics.perturbation import aopc_lodds, auc_rep, comprehensiveness_sufficiency, deletion_curve
 from lab.metrics.rationales import token_f1_curve
+from lab.models.adapters import get_adapter
 
 Rows = tuple[dict[str, float], dict[str, np.ndarray]]
 
@@ -209,3 +210,50 @@ def image_protocols(u: ImageUnits, metrics: Sequence[str]) -> Rows:
         out["kendall_loo"], pe["kendall_loo"] = _nanmean(tau), as_numpy(tau)
     keep = [m for m in metrics if m in out]
     return {m: out[m] for m in keep}, {m: pe[m] for m in keep}
+
+
+# ---- a study's examples (`lab.explainers.batch.Examples`) -----------------------------------------------------
+TEXT_METRICS = tuple(TEXT_COLUMNS)
+
+
+def columns(examples) -> tuple[str, ...]:
+    """The protocol columns that apply to the examples (token-F1 only with rationales)."""
+    if examples.modality == "vision":
+        return IMAGE_COLUMNS
+    return tuple(m for m in TEXT_METRICS if m != "token_f1" or examples.rationale is not None)
+
+
+def examples_protocols(ex, scores: torch.Tensor, settings: Mapping, token_id: int | None = None,
+                       pad_id: int | None = None, n: int | None = None, metrics: Sequence[str] | None = None,
+                       reference: torch.Tensor | None = None) -> Rows:
+    """The protocols of one method's scores (text [N, S], vision native maps [N, h, w]) on the first n examples
+    (default all): ({metric: mean}, {metric: [n] values}). metrics: which columns (default all that apply);
+    reference: the scores τ is measured against; text: the replacement and padding ids, the settings of
+    `TEXT_PROTOCOLS` and `perturb_batch`; vision: `image_fractions` and `batch_size` (images per forward: the
+    batch size × the number of fractions)."""
+    n = min(len(ex) if n is None else int(n), scores.shape[0])
+    metrics = [m for m in (metrics or columns(ex)) if m in columns(ex)]
+    if ex.modality == "vision":
+        test, fractions = ex.images[:n], settings["image_fractions"]
+        return image_protocols(ImageUnits(ex.model, test.images, test.labels, test.masks, scores[:n],
+                                          get_adapter(ex.model).grid, ex.fill, fractions,
+                                          settings["batch_size"] * len(fractions),
+                                          None if reference is None else reference[:n]), metrics)
+    idx = torch.arange(n)
+    rows = ex.rows(idx)
+    w = rows["input_ids"].shape[1]
+    cut = [None if x is None else x[idx][:, :w] for x in (ex.special, ex.content, ex.valid, ex.rationale, reference)]
+    units = TextUnits(ex.model, rows, scores[:n, :w].double(), *cut[:3], ex.labels[idx], token_id, pad_id,
+                      settings["perturb_batch"], *cut[3:])
+    return text_protocols(units, metrics, settings)
+
+
+def map_agreement(ex, a: torch.Tensor, b: torch.Tensor, n: int) -> np.ndarray:
+    """Per-example Spearman ρ between two score sets (two methods, or two models) of the first n examples, over
+    the content tokens (text) or the patches (vision)."""
+    if ex.modality == "vision":
+        grid = get_adapter(ex.model).grid
+        a, b, mask = patch_level(a[:n], grid).flatten(1).double(), patch_level(b[:n], grid).flatten(1).double(), None
+    else:
+        a, b, mask = a[:n].double(), b[:n].double(), ex.content[:n, :a.shape[1]]
+    return as_numpy(spearman(a, b[:, :a.shape[1]], mask=mask).statistic)

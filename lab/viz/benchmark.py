@@ -1,15 +1,18 @@
-"""Figures of notebook 07 (the benchmark): pure functions of the tables `lab.experiments.benchmark` computes.
+"""Notebook 07 (the benchmark) presented: figures, display tables and generated text, pure functions of the tables
+`lab.experiments.benchmark` computes (quality {task: {method: {metric: v}}}, costs, sweeps, randomisation checks).
 
-Each takes {task: table} (and {task: label}) and returns a new Figure with one panel per task; the single-panel
-ones draw on ``ax`` when given.
+Each figure takes {task: table} (and {task: label}) and returns a new Figure with one panel per task; the
+single-panel ones draw on ``ax`` when given.
 """
 from __future__ import annotations
 
+import os
 from typing import Mapping
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from lab.metrics.ranking import mean_off_diagonal, metric_agreement, quality_frame, rank_frame
 from lab.viz.curves import bar_table, heatmap_matrix, scatter_cost_quality
 
 
@@ -78,3 +81,92 @@ def metric_bars(values: Mapping[str, float], higher: bool, metric: str, title: s
     ax.set_xlabel(f"{metric} ({'higher' if higher else 'lower'} is better)")
     ax.set_title(title, fontsize=9)
     return ax.figure
+
+
+def figures(quality: Mapping, costs: Mapping[str, Mapping[str, Mapping]], labels: Mapping[str, str]) -> dict:
+    """{name: Figure} of the ranks, the metric agreement and cost against quality; ``costs[task][method]``: the
+    cost row (its ``ratio_fb``: × one forward+backward)."""
+    return {"ranks": ranks_figure({t: rank_frame(q) for t, q in quality.items()}, labels),
+            "metric_agreement": agreement_figure({t: metric_agreement(q) for t, q in quality.items()}, labels),
+            "cost_quality": cost_quality_figure({t: rank_frame(q)["mean_rank"] for t, q in quality.items()},
+                                                {t: {m: c["ratio_fb"] for m, c in costs[t].items()} for t in quality},
+                                                labels)}
+
+
+# ---- display tables and text ------------------------------------------------------------------------------
+
+
+def cost_frame(cost: Mapping[str, Mapping[str, float]]):
+    """Methods × cost columns (s/example, × forward+backward, peak MB)."""
+    import pandas as pd
+
+    return pd.DataFrame.from_dict(cost, orient="index").reindex(columns=["s_per_example", "ratio_fb", "peak_mb"])
+
+
+def quality_cost_frame(quality: Mapping[str, Mapping[str, float]], cost: Mapping[str, Mapping[str, float]]):
+    """Methods (best mean rank first) × metrics, with the cost columns on the right."""
+    return quality_frame(quality).join(cost_frame(cost)).loc[rank_frame(quality).index]
+
+
+def sweep_frame(sweep: Mapping, token_labels: Mapping[str, str]):
+    """One row per swept metric: Kendall τ between the rankings under each pair of tokens, and the best method
+    under each token."""
+    import pandas as pd
+
+    rows = {}
+    for metric, taus in sweep["tau"].items():
+        row = {f"τ {' vs '.join(token_labels[t] for t in pair.split('~'))}": v for pair, v in taus.items()}
+        row.update({f"best {token_labels[t]}": m for t, m in sweep["best"][metric].items()})
+        rows[metric] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def randomisation_frame(rand: Mapping[str, Mapping]):
+    """Methods × tasks: Spearman ρ between the explanations of the trained and the randomised model."""
+    import pandas as pd
+
+    return pd.DataFrame({t: {m: row["spearman"] for m, row in r["rows"].items()} for t, r in rand.items() if r})
+
+
+def machine_line(threads: int | None) -> str:
+    """Threads used (None: torch's default) and the machine's load (timings depend on both)."""
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return f"{threads or 'default'} torch thread(s) on {os.cpu_count()} cores; load average {load}"
+
+
+def _sweep_text(s: Mapping, token_labels: Mapping[str, str]) -> str:
+    worst = min(((m, p, v) for m, taus in s["tau"].items() for p, v in taus.items()), key=lambda x: x[2])
+    moved = [m for m, b in s["best"].items() if len(set(b.values())) > 1]
+    return (f" Token sweep ({s['n']} examples): lowest τ {worst[2]:.2f} ({worst[0]}, "
+            f"{' vs '.join(token_labels[x] for x in worst[1].split('~'))}); the best method changes with "
+            f"the token on: {', '.join(moved) or 'no metric'}.")
+
+
+def _randomisation_text(r: Mapping) -> str:
+    rho = sorted(r["rows"].items(), key=lambda kv: -kv[1]["spearman"])
+    return (" Randomisation: highest ρ (least sensitive) "
+            + ", ".join(f"{m} {row['spearman']:.2f}" for m, row in rho[:4]) + "; lowest "
+            + ", ".join(f"{m} {row['spearman']:.2f}" for m, row in rho[-3:]) + ".")
+
+
+def summary_markdown(quality: Mapping, costs: Mapping[str, Mapping[str, Mapping]], sweep: Mapping, rand: Mapping,
+                     labels: Mapping[str, str], token_labels: Mapping[str, str]) -> str:
+    """A data-driven summary per task: the best mean rank and its cost, the cheapest method among the top three,
+    the best method per metric, how much the metrics agree, what the token sweep and the randomisation check show."""
+    lines = []
+    for t, q in quality.items():
+        ranks = rank_frame(q)
+        cost = {m: costs[t][m]["ratio_fb"] for m in ranks.index}
+        top = list(ranks.index[:3])
+        cheap = min(top, key=cost.get)
+        best = {c: ranks[c].idxmin() for c in ranks.columns if c != "mean_rank" and ranks[c].notna().any()}
+        text = (f"- **{labels[t]}**: best mean rank **{top[0]}** ({ranks['mean_rank'].iloc[0]:.1f}, "
+                f"{cost[top[0]]:.1f}× forward+backward); cheapest of the top three: {cheap} ({cost[cheap]:.1f}×). "
+                f"Best per metric: " + ", ".join(f"{c} → {m}" for c, m in best.items()) +
+                f". Mean Kendall τ between the metrics' rankings: {mean_off_diagonal(metric_agreement(q)):.2f}.")
+        if "random" in ranks.index:
+            text += f" The random explainer's mean rank: {ranks.loc['random', 'mean_rank']:.1f} of {len(ranks)}."
+        text += _sweep_text(sweep[t], token_labels) if sweep.get(t) else ""
+        text += _randomisation_text(rand[t]) if rand.get(t) else ""
+        lines.append(text)
+    return "\n".join(lines)
