@@ -475,21 +475,29 @@ def _train_and_save_inner(run: _Run, *, force: bool, progress: bool) -> FineTune
         if epoch + 1 < hp["epochs"]:
             _save_resume(resume_dir, model, optimizer, scheduler, epoch + 1, clock)
 
+    return _evaluate_and_save(run, model, {**clock, "steps": total_steps, "running": running}, resume_dir)
+
+
+def _evaluate_and_save(run: _Run, model, done: dict, resume_dir: Path) -> FineTuned:
+    """Evaluate the trained model, save it with its tokenizer and metrics as `run.path`, drop the resume state.
+    done: the training's wall and CPU seconds, steps and final running loss."""
+    hp, train_data, tokenizer, final = run.hp, run.train, run.tokenizer, run.path
+    label_names = tuple(train_data.label_names)
     model.eval()
     metrics = {"dataset": train_data.name, "train_split": train_data.split, "n_train": len(train_data),
-               "model": hp["model"], "seed": seed, "hparams": {k: v for k, v in hp.items() if k != "model"},
-               "label_names": list(label_names), "train_seconds": round(clock["wall"], 1),
-               "train_cpu_seconds": round(clock["cpu"], 1), "steps": total_steps,
-               "final_running_loss": running, "torch_threads": torch.get_num_threads(), "trained": True,
+               "model": hp["model"], "seed": run.seed, "hparams": {k: v for k, v in hp.items() if k != "model"},
+               "label_names": list(label_names), "train_seconds": round(done["wall"], 1),
+               "train_cpu_seconds": round(done["cpu"], 1), "steps": done["steps"],
+               "final_running_loss": done["running"], "torch_threads": torch.get_num_threads(), "trained": True,
                "versions": _versions()}
-    metrics.update(_evaluate_metrics(model, tokenizer, eval_data, hp))
+    metrics.update(_evaluate_metrics(model, tokenizer, run.eval, hp))
     with cache.atomic_dir(final) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         cache.atomic_write_json(tmp / "metrics.json", metrics)
     shutil.rmtree(resume_dir, ignore_errors=True)
     cache.record_checkpoint(final)
-    log.info("saved %s (train %.0f s, eval accuracy %s)", final, clock["wall"], _fmt_acc(metrics["eval_accuracy"]))
+    log.info("saved %s (train %.0f s, eval accuracy %s)", final, done["wall"], _fmt_acc(metrics["eval_accuracy"]))
     return FineTuned(model, tokenizer, metrics, final, from_cache=False, label_names=label_names)
 
 
