@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from lab import cache
+from lab.models.adapters import embedding_module, encoder_blocks, masked_lm_logits
 from lab.models.profiles import profile_settings
 
 MLM_VERSION = 3  # 3: corpus vocabulary, log-unigram bias, training mask rate, warm-up in steps, movie sentences
@@ -91,11 +92,11 @@ def build_mlm(encoder: str = "minilm", seed: int = 0):
         base = BertModel.from_pretrained(path, add_pooling_layer=False)
     finally:
         hf_logging.set_verbosity(verbosity)
-    missing, unexpected = model.bert.load_state_dict(base.state_dict(), strict=False)
+    missing, unexpected = model.base_model.load_state_dict(base.state_dict(), strict=False)
     if missing:
         raise MLMError(f"the encoder checkpoint {encoder!r} lacks {len(missing)} weights (e.g. {missing[0]})")
     model.tie_weights()
-    if model.cls.predictions.decoder.weight.data_ptr() != model.bert.embeddings.word_embeddings.weight.data_ptr():
+    if model.get_output_embeddings().weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
         raise MLMError("could not tie the MLM decoder to the word embeddings")
     return model.eval()
 
@@ -145,7 +146,7 @@ def restrict_vocabulary(mlm, seqs: Sequence[Sequence[int]], special: Sequence[in
     mlm.config.candidate_token_ids = allowed.tolist()
     if bias_prior:
         logf = (counts + 1).log() - (counts + 1).log().mean()
-        mlm.cls.predictions.bias.data.copy_(logf.float())
+        mlm.get_output_embeddings().bias.data.copy_(logf.float())  # the decoder's bias (the head's own)
     return len(allowed)
 
 
@@ -176,8 +177,8 @@ def masked_log_probs(mlm, row: dict, positions, mask_id: int | None = None, excl
                 copies = {k: v.to(device).expand(len(pos), -1).clone() for k, v in row.items()
                           if k in ("input_ids", "attention_mask", "token_type_ids")}
                 copies["input_ids"][torch.arange(len(pos)), pos] = mid
-                hidden = mlm.bert(**copies).last_hidden_state[torch.arange(len(pos)), pos]
-                out.append(candidate_log_probs(mlm.cls(hidden), exclude).cpu())
+                hidden = mlm.base_model(**copies).last_hidden_state[torch.arange(len(pos)), pos]
+                out.append(candidate_log_probs(masked_lm_logits(mlm, hidden), exclude).cpu())
     finally:
         mlm.train(was)
     if not out:
@@ -283,8 +284,8 @@ def evaluate_mlm(model, tokenizer, texts: Sequence[str], max_length: int = 64, b
             ids, att = _pad(seqs[start:start + batch_size], tokenizer.pad_token_id)
             corrupted, sel = mask_tokens(ids, _special(ids, excluded_ids(tokenizer) + [tokenizer.unk_token_id]),
                                          tokenizer.mask_token_id, model.config.vocab_size, gen, bert_mix=False)
-            hidden = model.bert(input_ids=corrupted, attention_mask=att).last_hidden_state[sel]
-            logp = candidate_log_probs(model.cls(hidden), exclude)
+            hidden = model.base_model(input_ids=corrupted, attention_mask=att).last_hidden_state[sel]
+            logp = candidate_log_probs(masked_lm_logits(model, hidden), exclude)
             gold = ids[sel]
             gold_logp = logp.gather(1, gold[:, None])[:, 0]
             nll += float(-gold_logp[torch.isfinite(gold_logp)].sum())
@@ -309,7 +310,7 @@ def _progress(iterable, enabled: bool, **kw):
 def _freeze(model, freeze_layers: int) -> list:
     """Freeze the word/position embeddings (and so the tied decoder) and the bottom `freeze_layers` encoder layers;
     returns the parameters left to train (top layers, the head's transform and bias)."""
-    frozen = [model.bert.embeddings] + list(model.bert.encoder.layer[:freeze_layers])
+    frozen = [embedding_module(model), *encoder_blocks(model)[:freeze_layers]]
     for module in frozen:
         for p in module.parameters():
             p.requires_grad_(False)
@@ -389,8 +390,8 @@ def _masked_loss(model, ids, corrupted, att, sel, penalty, freeze_layers: int) -
     if freeze_layers:
         hidden = _partial_forward(model, corrupted, att, freeze_layers)
     else:
-        hidden = model.bert(input_ids=corrupted, attention_mask=att).last_hidden_state
-    return torch.nn.functional.cross_entropy(model.cls(hidden[sel]) + penalty, ids[sel])
+        hidden = model.base_model(input_ids=corrupted, attention_mask=att).last_hidden_state
+    return torch.nn.functional.cross_entropy(masked_lm_logits(model, hidden[sel]) + penalty, ids[sel])
 
 
 def _load() -> float | None:
@@ -446,10 +447,10 @@ def _partial_forward(model, ids, att, freeze_layers: int) -> torch.Tensor:
     """Encoder output with the frozen bottom (embeddings + `freeze_layers` layers) run without gradients."""
     ext = (1.0 - att[:, None, None, :].float()) * torch.finfo(torch.float32).min  # additive [B, 1, 1, S]
     with torch.no_grad():
-        h = model.bert.embeddings(input_ids=ids)
-        for layer in model.bert.encoder.layer[:freeze_layers]:
+        h = embedding_module(model)(input_ids=ids)
+        for layer in encoder_blocks(model)[:freeze_layers]:
             h = _layer_out(layer(h, attention_mask=ext))
-    for layer in model.bert.encoder.layer[freeze_layers:]:
+    for layer in encoder_blocks(model)[freeze_layers:]:
         h = _layer_out(layer(h, attention_mask=ext))
     return h
 

@@ -424,7 +424,7 @@ def _train_and_save(run: _Run, *, force: bool, progress: bool) -> FineTuned:
 
 
 def _train_and_save_inner(run: _Run, *, force: bool, progress: bool) -> FineTuned:
-    hp, seed, train_data, eval_data, tokenizer, final = run.hp, run.seed, run.train, run.eval, run.tokenizer, run.path
+    hp, seed, train_data, tokenizer, final = run.hp, run.seed, run.train, run.tokenizer, run.path
     seed_everything(seed)
     label_names = tuple(train_data.label_names)
     model = _init_model(run.base, len(label_names), label_names).to(config.device())
@@ -525,8 +525,8 @@ def _train_step(model, batch: dict, optimizer, scheduler) -> float:
 def _optimizer(model, lr: float, head_lr: float, weight_decay: float):
     """AdamW without weight decay on biases and LayerNorm weights (the BERT recipe); ``head_lr`` for the
     parameters outside the encoder body (pooler, classifier)."""
-    base = model.base_model
-    body = {id(p) for name in ("embeddings", "encoder") for p in getattr(base, name, torch.nn.Module()).parameters()}
+    body = {id(p) for part in (adapters.embedding_module(model), adapters.encoder_blocks(model)) if part is not None
+            for p in part.parameters()}
     by_setting: dict[tuple[float, float], list] = {}
     for p in model.parameters():
         if p.requires_grad:
@@ -543,8 +543,7 @@ def _frozen_modules(model, layers: int, embeddings: bool) -> list[torch.nn.Modul
     """The input embeddings (when ``layers > 0`` or ``embeddings``) and the bottom ``layers`` encoder blocks."""
     if layers <= 0 and not embeddings:
         return []
-    base = model.base_model
-    emb, blocks = getattr(base, "embeddings", None), getattr(getattr(base, "encoder", None), "layer", None)
+    emb, blocks = adapters.embedding_module(model), adapters.encoder_blocks(model)
     if emb is None or blocks is None:
         raise ValueError(f"freeze_layers/freeze_embeddings need a BERT-style encoder; {type(model).__name__} has none")
     if layers > len(blocks):
@@ -567,18 +566,6 @@ def _train_mode(model, layers: int, embeddings: bool) -> None:
 
 
 # ---------------------------------------------------------------- frozen-prefix cache
-@contextlib.contextmanager
-def _only_layers(model, layers: slice):
-    """Temporarily run the encoder with ``encoder.layer[layers]`` only."""
-    encoder = model.base_model.encoder
-    full = encoder.layer
-    encoder.layer = torch.nn.ModuleList(list(full)[layers])
-    try:
-        yield
-    finally:
-        encoder.layer = full
-
-
 def _precompute_prefix(model, enc: dict, k: int, pad_id: int, progress: bool) -> list[torch.Tensor] | None:
     """Outputs of the frozen embeddings + bottom ``k`` blocks for every example (unpadded), or None when
     they would need more than $LAB_PREFIX_CACHE_GB (default 4) of memory."""
@@ -591,7 +578,7 @@ def _precompute_prefix(model, enc: dict, k: int, pad_id: int, progress: bool) ->
     order = np.argsort(lengths, kind="stable")[::-1]
     device = next(model.parameters()).device
     model.eval()
-    with torch.no_grad(), _only_layers(model, slice(0, k)):
+    with torch.no_grad(), adapters.only_blocks(model, slice(0, k)):
         for start in progress_bar(range(0, len(order), 32), f"frozen layers 1-{k}", progress, leave=True, unit="batch"):
             idx = order[start:start + 32]
             hidden = model.base_model(**_collate(enc, idx, pad_id, device)).last_hidden_state
@@ -614,9 +601,9 @@ def _start_at_layer(model, k: int, prefix: list[torch.Tensor] | None, idx):
     hidden = rows[0].new_zeros((len(rows), max(r.shape[0] for r in rows), rows[0].shape[1]))
     for j, r in enumerate(rows):
         hidden[j, :r.shape[0]] = r
-    handle = model.base_model.embeddings.register_forward_hook(lambda _module, _args, _output: hidden)
+    handle = adapters.embedding_module(model).register_forward_hook(lambda _module, _args, _output: hidden)
     try:
-        with _only_layers(model, slice(k, None)):
+        with adapters.only_blocks(model, slice(k, None)):
             yield
     finally:
         handle.remove()
