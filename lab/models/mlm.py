@@ -34,6 +34,7 @@ import torch
 from lab import cache
 from lab.models.adapters import embedding_module, encoder_blocks, masked_lm_logits
 from lab.models.profiles import profile_settings
+from lab.progress import progress as progress_bar
 
 MLM_VERSION = 3  # 3: corpus vocabulary, log-unigram bias, training mask rate, warm-up in steps, movie sentences
 MASK_RATE = 0.15  # evaluation (and BERT's) rate of masked positions
@@ -111,20 +112,25 @@ def excluded_ids(tokenizer_or_config) -> list[int]:
     return sorted(set(ids))
 
 
+def name_special_ids(mlm, tokenizer) -> None:
+    """Write the tokenizer's [PAD]/[CLS]/[SEP]/[MASK] ids into the MLM's config (a BERT config names only [PAD]),
+    where `masked_log_probs` finds them; `mlm_preset` and `load_mlm` do this."""
+    for name in ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id"):
+        if getattr(tokenizer, name, None) is not None:
+            setattr(mlm.config, name, int(getattr(tokenizer, name)))
+
+
 def _mask_id(mlm, mask_id: int | None) -> int:
     tid = mask_id if mask_id is not None else getattr(mlm.config, "mask_token_id", None)
     if tid is None:
-        if getattr(mlm.config, "model_type", "") == "bert" and mlm.config.vocab_size == 30522:
-            return 103  # bert-base-uncased [MASK]
-        raise MLMError("the MLM config names no mask_token_id; pass mask_id=")
+        raise MLMError("the MLM config names no mask_token_id; pass mask_id= (or name_special_ids(mlm, tokenizer))")
     return int(tid)
 
 
-def _default_excluded(mlm) -> list[int]:
-    """The special ids, and every id outside the model's output vocabulary (`config.candidate_token_ids`)."""
-    ids = set(excluded_ids(mlm.config))
-    if getattr(mlm.config, "model_type", "") == "bert" and mlm.config.vocab_size == 30522:
-        ids |= {0, 101, 102, 103}
+def _default_excluded(mlm, tokenizer=None) -> list[int]:
+    """The special ids (the config's and `tokenizer`'s), and every id outside the model's output vocabulary
+    (`config.candidate_token_ids`)."""
+    ids = set(excluded_ids(mlm.config)) | set(excluded_ids(tokenizer) if tokenizer is not None else ())
     allowed = getattr(mlm.config, "candidate_token_ids", None)
     if allowed is not None:
         outside = torch.ones(mlm.config.vocab_size, dtype=torch.bool)
@@ -274,7 +280,7 @@ def evaluate_mlm(model, tokenizer, texts: Sequence[str], max_length: int = 64, b
     seqs = _encode(tokenizer, texts, max_length)
     if not seqs:
         raise MLMError("no held-out text with at least one word piece")
-    exclude = sorted(set(excluded_ids(tokenizer)) | set(_default_excluded(model)))
+    exclude = _default_excluded(model, tokenizer)
     gen = torch.Generator().manual_seed(seed)
     nll, top1, top5, n, oov = 0.0, 0, 0, 0, 0
     was = model.training
@@ -297,14 +303,6 @@ def evaluate_mlm(model, tokenizer, texts: Sequence[str], max_length: int = 64, b
     model.train(was)
     return {"top1": top1 / n, "top5": top5 / n, "perplexity": math.exp(nll / max(n - oov, 1)), "n_masked": n,
             "oov_rate": oov / n, "n_sentences": len(seqs)}
-
-
-def _progress(iterable, enabled: bool, **kw):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, **kw)
 
 
 def _freeze(model, freeze_layers: int) -> list:
@@ -349,13 +347,13 @@ def train_mlm(model, tokenizer, texts: Sequence[str], steps: int, batch_size: in
     opt = _optimizer(params, lr, weight_decay)
     n_warm = max(1, min(int(warmup_steps), steps))
     penalty = torch.zeros(model.config.vocab_size)
-    penalty[_default_excluded(model)] = float("-inf")  # never proposed: specials and pieces outside the vocabulary
+    penalty[_default_excluded(model, tokenizer)] = float("-inf")  # never proposed: specials and pieces outside the vocabulary
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / n_warm, max(0.02, 1.0 - s / steps)))
     stopper = _EarlyStop(model, tokenizer, stop_texts, max_length, seed, patience) if stop_texts else None
     model.train()
     clock = (time.perf_counter(), time.process_time(), _load())
     start, history, running, done, batches = clock[0], [], 0.0, 0, []
-    bar = _progress(range(steps), progress, desc="MLM training", dynamic_ncols=True)
+    bar = progress_bar(range(steps), "MLM training", progress, leave=True)
     for step in bar:
         if not batches:
             batches = _length_batches(seqs, batch_size, rng)
@@ -373,7 +371,7 @@ def train_mlm(model, tokenizer, texts: Sequence[str], steps: int, batch_size: in
         if done % 25 == 0 or done == steps:
             history.append({"step": done, "loss": round(running, 4),
                             "seconds": round(time.perf_counter() - start, 1)})  # recorded only, never read
-            if progress and hasattr(bar, "set_postfix"):
+            if progress:
                 bar.set_postfix(loss=f"{running:.3f}")
         if stopper and (done % eval_every == 0 or done == steps) and stopper.update(done):
             break
@@ -486,6 +484,7 @@ def mlm_preset(profile: str = "default", encoder: str = "minilm", seed: int = 0,
     from lab.models.training import torch_threads
 
     model = build_mlm(encoder, seed)
+    name_special_ids(model, tokenizer)
     texts = corpus_texts(cfg["train_size"], cfg["extra_corpora"], seed)
     vocab_size = _output_vocabulary(model, tokenizer, texts, cfg)
     stop = heldout_texts(cfg["stop_size"], skip=cfg["eval_size"]) if cfg["eval_every"] else ()
@@ -528,4 +527,5 @@ def load_mlm(path: str | Path, tokenizer=None) -> TrainedMLM:
         from lab.models.loading import load_tokenizer
 
         tokenizer = load_tokenizer("minilm")
+    name_special_ids(model, tokenizer)
     return TrainedMLM(model, tokenizer, json.loads((path / "metrics.json").read_text()), path, from_cache=True)
