@@ -332,3 +332,65 @@ def test_special_tokens_come_from_the_tokenizer_saved_with_the_checkpoint(tmp_pa
     ids = torch.tensor([[7, 10, 11, 9, 0]])
     special = get_adapter(loaded).special_mask({"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])})
     assert special.tolist() == [[True, False, False, True, True]]
+
+
+# ---- what the adapter tells the rest of lab (the one file that knows Hugging Face module names) ---------------
+
+
+def _text_model(kind):
+    from tests.models import tiny_bert, tiny_roberta
+
+    return {"bert": tiny_bert, "roberta": tiny_roberta}[kind]() if kind in ("bert", "roberta") else tiny(kind)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert", "electra"])
+def test_classify_is_the_models_own_head_on_the_last_hidden_states(kind):
+    model = _text_model(kind)
+    with torch.no_grad():
+        out = model(**text_batch(), output_hidden_states=True)
+        got = get_adapter(model).classify(out.hidden_states[-1])
+    assert torch.equal(got, out.logits)
+
+
+def test_head_modules_are_the_modules_after_the_last_block_in_order():
+    from tests.models import tiny_bert, tiny_roberta, tiny_vit
+
+    bert, roberta, vit = tiny_bert(), tiny_roberta(), tiny_vit()
+    expected = {bert: [bert.classifier, bert.bert.pooler], roberta: [roberta.classifier],
+                vit: [vit.classifier, vit.vit.layernorm]}
+    for model, modules in expected.items():
+        got = get_adapter(model).head_modules()
+        assert len(got) == len(modules) and all(a is b for a, b in zip(got, modules))
+
+
+def test_erasure_takes_the_token_id_from_the_tokenizer_when_the_config_names_none():
+    from types import SimpleNamespace
+
+    from tests.models import tiny_bert
+
+    model = tiny_bert()
+    model.config.mask_token_id = None
+    tokenizer = SimpleNamespace(mask_token_id=MASK_ID, pad_token_id=PAD_ID, convert_ids_to_tokens=lambda ids: ids)
+    assert get_adapter(model, tokenizer).token_ids["mask"] == MASK_ID
+    by_name = lab.explain(model, text_batch(), "erasure", target=0, token="mask", tokenizer=tokenizer)
+    by_id = lab.explain(model, text_batch(), "erasure", target=0, token_id=MASK_ID)
+    assert torch.equal(by_name.scores, by_id.scores) and by_name.params["token_id"] == MASK_ID
+
+
+def test_bert_style_module_access_runs_the_model_in_parts():
+    from lab.models import adapters
+    from tests.models import tiny_bert
+
+    model = tiny_bert(layers=3)
+    batch = text_batch()
+    blocks = adapters.encoder_blocks(model)
+    assert adapters.embedding_module(model) is model.bert.embeddings and blocks is model.bert.encoder.layer
+    assert adapters.encoder_blocks(tiny("distilbert")) is None and adapters.embedding_module(tiny("deit")) is not None
+    with torch.no_grad():
+        full = model.bert(**batch, output_hidden_states=True).hidden_states
+        assert torch.equal(adapters.embedding_module(model)(input_ids=batch["input_ids"]), full[0])
+        with adapters.only_blocks(model, slice(0, 2)):
+            assert len(adapters.encoder_blocks(model)) == 2
+            assert torch.equal(model.bert(**batch).last_hidden_state, full[2])
+    assert adapters.encoder_blocks(model) is blocks
+    assert any(key.endswith(adapters.WORD_EMBEDDINGS_KEY) for key in model.state_dict())

@@ -175,3 +175,26 @@ def test_corpus_vocabulary_is_the_only_candidate_set_and_starts_the_bias_at_log_
     assert out["steps_done"] == 3 and math.isfinite(out["history"][-1]["loss"])
     with pytest.raises(M.MLMError, match="unknown extra corpus"):
         M.corpus_texts(10, ("wiki",))
+
+
+def test_masked_lm_logits_are_the_models_head_on_the_encoder_output():
+    from lab.models.adapters import masked_lm_logits
+
+    mlm = tiny_bert_mlm(vocab=50)
+    row = {"input_ids": torch.tensor([[2, 10, 11, 12, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    with torch.no_grad():
+        assert torch.equal(masked_lm_logits(mlm, mlm.base_model(**row).last_hidden_state), mlm(**row).logits)
+
+
+def test_special_ids_come_from_the_tokenizer_not_from_a_known_vocabulary():
+    from types import SimpleNamespace
+
+    mlm = tiny_bert_mlm()  # 30522 ids, the config names [PAD] and [MASK] only
+    mlm.config.mask_token_id = None
+    row = {"input_ids": torch.tensor([[7, 10, 11, 9]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    with pytest.raises(M.MLMError, match="mask_token_id"):
+        M.masked_log_probs(mlm, row, [1])
+    M.name_special_ids(mlm, SimpleNamespace(pad_token_id=0, cls_token_id=7, sep_token_id=9, mask_token_id=8,
+                                            unk_token_id=1))
+    probs = M.masked_log_probs(mlm, row, [1, 2]).exp()
+    assert (probs[:, [0, 7, 8, 9]] == 0).all() and (probs[:, [1, 101, 102, 103]] > 0).all()

@@ -87,17 +87,6 @@ def rnn_view(model, batch) -> AttentionView:
     return AttentionView(alpha, enc.mask, probs, decode)
 
 
-def _classifier_head(adapter, hidden: torch.Tensor) -> torch.Tensor:
-    """Logits from the last block's output [N, T, D] (only position 0 is used): BERT pooler + classifier, or the
-    RoBERTa classification head."""
-    model = adapter.model
-    if getattr(adapter, "is_roberta", False):
-        return model.classifier(hidden)
-    if adapter.base.pooler is None:
-        raise AttentionTestError("transformer_view: BERT classifiers without a pooler are not supported")
-    return model.classifier(adapter.base.pooler(hidden))
-
-
 def last_block_cls_decoder(adapter, block_input: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """decode(α) for a BERT-family classifier: the last block recomputed at [CLS] with its attention row replaced by
     α ([B, K, H, T] per head, or [B, K, T] shared by all heads), from the block's input x [B, T, D] — the value
@@ -125,7 +114,7 @@ def last_block_cls_decoder(adapter, block_input: torch.Tensor) -> Callable[[torc
         context = torch.einsum("bkht,bhtd->bkhd", alpha.to(values.dtype), values).reshape(batch, k, heads * head_dim)
         a = att.output(context, residual[:, None].expand(-1, k, -1))
         out = layer.output(layer.intermediate(a), a)
-        logits = _classifier_head(adapter, out.reshape(batch * k, 1, dim))
+        logits = adapter.classify(out.reshape(batch * k, 1, dim))
         return logits.view(batch, k, -1).softmax(-1)
 
     return decode

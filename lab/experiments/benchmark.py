@@ -361,9 +361,8 @@ def randomised_copy(model: torch.nn.Module, n_layers: int = 2, seed: int = 0) ->
     n_layers = max(1, min(int(n_layers), len(adapter.layers)))
     std = float(getattr(clone.config, "initializer_range", 0.02))
     gen = torch.Generator().manual_seed(int(seed))
-    heads = [clone.classifier, getattr(adapter.base, "pooler", None), getattr(adapter.base, "layernorm", None)]
     with torch.no_grad():
-        for block in [*adapter.layers[-n_layers:], *[h for h in heads if h is not None]]:
+        for block in [*adapter.layers[-n_layers:], *adapter.head_modules()]:
             for module in block.modules():
                 if isinstance(module, torch.nn.Linear):
                     module.weight.copy_(torch.randn(module.weight.shape, generator=gen, dtype=module.weight.dtype) * std)

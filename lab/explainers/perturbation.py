@@ -15,12 +15,6 @@ from lab.explainers.base import ANY_READOUT, register
 from lab.models.adapters import ExplainInputError
 
 ERASE_TOKENS = ("pad", "unk", "mask", "zero")
-# Ids of standard vocabularies whose configs do not name [UNK]/[MASK] (keyed on model_type, vocab_size).
-KNOWN_SPECIAL_IDS = {
-    ("bert", 30522): {"pad": 0, "unk": 100, "mask": 103},  # bert-base-uncased / MiniLM uncased WordPiece
-    ("bert", 28996): {"pad": 0, "unk": 100, "mask": 103},  # bert-base-cased
-    ("roberta", 50265): {"pad": 1, "unk": 3, "mask": 50264},
-}
 
 
 def _check_max_batch(max_batch) -> int:
@@ -134,21 +128,18 @@ def log_odds(probs: torch.Tensor, target: int) -> torch.Tensor:
 
 
 def replacement_id(adapter, token: str, token_id: int | None = None) -> int:
-    """Id of [PAD]/[UNK]/[MASK] from `token_id`, the model config, or a known standard vocabulary."""
+    """Id of [PAD]/[UNK]/[MASK] from `token_id`, else the model's special tokens (`adapter.token_ids`: the
+    tokenizer's, the config's, the checkpoint tokenizer's)."""
     if token_id is not None:
         return int(token_id)
     if token not in ERASE_TOKENS:
         raise ExplainInputError(f"token must be one of {ERASE_TOKENS}, got {token!r}")
     if token == "zero":
         raise ExplainInputError("token='zero' replaces the word embedding by zeros; it has no token id")
-    tid = getattr(adapter.config, f"{token}_token_id", None)
-    if tid is None:
-        known = KNOWN_SPECIAL_IDS.get((getattr(adapter.config, "model_type", None), adapter.config.vocab_size), {})
-        tid = known.get(token)
-    if tid is None:
-        raise ExplainInputError(f"the model config names no {token} token id; pass token_id= "
-                                f"(e.g. tokenizer.{token}_token_id)")
-    return int(tid)
+    if token not in adapter.token_ids:
+        raise ExplainInputError(f"neither the model config nor its tokenizer names a {token} token id; pass "
+                                f"token_id= (e.g. tokenizer.{token}_token_id)")
+    return adapter.token_ids[token]
 
 
 @register("erasure",
@@ -160,7 +151,7 @@ def erasure(adapter, inputs, target, token: str = "pad", token_id: int | None = 
             fill: float = 0.0):
     """a_t = logodds p(y_t | x) − logodds p(y_t | x with token t replaced); positive = the token supports y_t.
 
-    token: "pad" | "unk" | "mask" (ids from `token_id`, the config, or a known vocabulary) or "zero" (the word
+    token: "pad" | "unk" | "mask" (ids from `token_id`, else the tokenizer or config) or "zero" (the word
     embedding set to zero, Kim et al.'s zero erasure). Images ignore token/token_id: the patch is set to `fill`."""
     max_batch = _check_max_batch(max_batch)
     if adapter.modality == "text":

@@ -126,13 +126,12 @@ def _start_value(logits, target, start):
 
 
 def _head_modules(adapter):
-    """(dense, tanh-output classifier) linear layers of a BERT (pooler, classifier) or RoBERTa head."""
-    if adapter.is_roberta:
-        return adapter.model.classifier.dense, adapter.model.classifier.out_proj
-    if getattr(adapter.base, "pooler", None) is None:
+    """(dense, classifier) projections of a tanh head: BERT's pooler and classifier, or RoBERTa's head."""
+    steps = adapter.head_steps
+    if len(steps) != 2 or steps[0][1] is not torch.tanh:
         raise ExplainInputError(f"lrp_wu_ong reading='code' needs a BERT pooler or a RoBERTa head, got "
                                 f"{type(adapter.model).__name__}")
-    return adapter.base.pooler.dense, adapter.model.classifier
+    return steps[0][0], steps[1][0]
 
 
 def _wu_ong_code(adapter, inputs, target, start):
@@ -147,7 +146,7 @@ def _wu_ong_code(adapter, inputs, target, start):
         emb, cls = out.hidden_states[0], out.hidden_states[-1][:, 0]
         tgt, r0 = _start_value(out.logits, target, start)
         dense, classifier = _head_modules(adapter)
-        pooled = torch.tanh(dense(cls))
+        pooled = torch.tanh(F.linear(cls, *dense))
         seed = F.one_hot(tgt, out.logits.shape[-1]).to(pooled.dtype) * r0[:, None]
         r_pooled = rule_wu_ong_code(pooled.detach(), classifier.weight, seed, bias=classifier.bias)
         r_cls = rule_wu_ong_code(cls.detach(), dense.weight, r_pooled, bias=dense.bias)

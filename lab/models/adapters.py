@@ -12,7 +12,6 @@ Nothing here modifies the model; `eager_attention` switches the attention implem
 from __future__ import annotations
 
 import contextlib
-import functools
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lab.models.tokens import special_token_ids
 from lab.relevance.propagate import RelevanceOps
 
 
@@ -108,40 +108,6 @@ LLAMA_LAYOUT = Layout("layers", "self_attn.q_proj", "self_attn.k_proj", "self_at
                       "input_layernorm", "post_attention_layernorm", "mlp.up_proj", "mlp.act_fn", "mlp.down_proj",
                       pre_norm=True, gate="mlp.gate_proj", final_norm="norm")
 
-SPECIAL_TOKENS = ("cls", "sep", "pad", "bos", "eos", "unk", "mask")
-
-
-@functools.lru_cache(maxsize=16)
-def _tokenizer_special_ids(path: str) -> tuple[tuple[str, int], ...]:
-    """Special-token ids of the tokenizer saved with a local checkpoint (never downloads; () if none)."""
-    if not path:
-        return ()
-    try:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except Exception:  # no tokenizer files next to the weights: the config alone decides
-        return ()
-    return tuple((k, int(getattr(tokenizer, f"{k}_token_id"))) for k in SPECIAL_TOKENS
-                 if getattr(tokenizer, f"{k}_token_id", None) is not None)
-
-
-def special_token_ids(config, tokenizer=None) -> dict[str, int]:
-    """{"cls": id, "sep": id, "pad": ..., "bos", "eos", "unk", "mask"}: the ids of `tokenizer` if given, else those
-    the config names, completed from the tokenizer saved with the checkpoint (BERT configs name only [PAD]; its
-    tokenizer knows [CLS]/[SEP]/...)."""
-    ids = dict(_tokenizer_special_ids(str(getattr(config, "_name_or_path", "") or "")))
-    for kind in SPECIAL_TOKENS:
-        tid = getattr(config, f"{kind}_token_id", None)
-        if isinstance(tid, int):
-            ids[kind] = tid
-    for kind in SPECIAL_TOKENS if tokenizer is not None else ():
-        tid = getattr(tokenizer, f"{kind}_token_id", None)
-        if tid is not None:
-            ids[kind] = int(tid)
-    return ids
-
-
 # ---- the shared adapter ----------------------------------------------------------------------------------
 
 
@@ -160,8 +126,8 @@ class Adapter:
         self.model = model
         self.config = model.config
         # special tokens: the config's and the tokenizer's (when explain() is given the one that made the inputs)
-        self.special_ids = frozenset(special_token_ids(self.config).values()) | frozenset(
-            special_token_ids(self.config, tokenizer).values())
+        self.token_ids = special_token_ids(self.config, tokenizer)  # {"pad": id, "unk": ..., "mask": ...}
+        self.special_ids = frozenset(special_token_ids(self.config).values()) | frozenset(self.token_ids.values())
         self.base = base
         self.layout = layout or self.layout
         self.layers = list(_get(base, self.layout.layers))
@@ -259,6 +225,13 @@ class Adapter:
             x = x if act is None else ops.nonlinear(act, x)
         return x
 
+    def head_modules(self) -> list[nn.Module]:
+        """The modules after the last block, in this order: the classifier, the pooler, the final norm (those the
+        model has)."""
+        found = (getattr(self.model, "classifier", None), getattr(self.base, "pooler", None),
+                 getattr(self.base, "layernorm", None))
+        return [module for module in found if module is not None]
+
 
 def _rotate(ops, t, cos, sin):
     """Rotary embedding t cos + rotate_half(t) sin as a sum of two element-wise scalings, the second of the half-
@@ -346,6 +319,15 @@ class BertAdapter(Adapter):
         additive = ((1.0 - mask) * torch.finfo(hidden.dtype).min)[:, None, None, :]
         hidden = self._blocks(ops, hidden, additive, rows_last=1)
         return leaf, self._head(ops, hidden[:, 0], self.head_steps)
+
+    def classify(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits from the last block's output [N, T, D] (the head reads position 0): `head_steps` applied with the
+        model's own weights, as its eval-mode head computes them (pooler, if any, then classifier)."""
+        x = hidden[:, 0]
+        for proj, act in self.head_steps:
+            x = F.linear(x, *proj)
+            x = x if act is None else act(x)
+        return x
 
 
 def _text_head(model) -> list[tuple[Proj, Callable | None]]:
@@ -618,13 +600,44 @@ def get_adapter(model: nn.Module, tokenizer=None) -> Adapter:
         supported = ", ".join(c for a in ARCHITECTURES for c in a.classes)
         raise UnsupportedModelError(f"{type(model).__name__} is not supported: lab explains {supported}")
     return arch.adapter(model, tokenizer)
-# ---- training: only what the classification loss reads ---------------------------------------------------
+# ---- training and language models: module access for BERT-style encoders (classifiers and MLMs) ------------
+
+WORD_EMBEDDINGS_KEY = "embeddings.word_embeddings.weight"  # a BERT-style checkpoint's word-embedding tensor (suffix)
+
+
+def embedding_module(model: nn.Module) -> nn.Module | None:
+    """The input embeddings (word, position, type, LayerNorm) of a BERT-style model; None if it has none."""
+    return getattr(model.base_model, "embeddings", None)
+
+
+def encoder_blocks(model: nn.Module) -> nn.ModuleList | None:
+    """The blocks of a BERT-style encoder, bottom first; None for other models (DistilBERT, ViT, decoders)."""
+    return getattr(getattr(model.base_model, "encoder", None), "layer", None)
+
+
+def masked_lm_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Vocabulary logits of a BertForMaskedLM's head (transform, then the decoder) at encoder outputs `hidden`."""
+    return model.cls(hidden)
+
+
+@contextlib.contextmanager
+def only_blocks(model: nn.Module, blocks: slice):
+    """While active, the BERT-style encoder runs `encoder_blocks(model)[blocks]` only."""
+    encoder = model.base_model.encoder
+    full = encoder.layer
+    encoder.layer = nn.ModuleList(list(full)[blocks])
+    try:
+        yield
+    finally:
+        encoder.layer = full
+
+
 
 
 def _reads_only_cls(model: nn.Module) -> bool:
     """BERT/RoBERTa sequence classifiers: the head reads the last block's [CLS] row and nothing else."""
     return type(model).__name__ in ("BertForSequenceClassification", "RobertaForSequenceClassification") and \
-        hasattr(model.base_model.encoder.layer[-1].attention, "self")
+        hasattr(encoder_blocks(model)[-1].attention, "self")
 
 
 def _cls_only_layer_forward(layer: nn.Module):
@@ -660,7 +673,7 @@ def cls_only_last_layer(model: nn.Module):
     if not _reads_only_cls(model):
         yield model
         return
-    layer = model.base_model.encoder.layer[-1]
+    layer = encoder_blocks(model)[-1]
     layer.forward = _cls_only_layer_forward(layer)
     try:
         yield model

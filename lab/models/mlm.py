@@ -32,7 +32,9 @@ import numpy as np
 import torch
 
 from lab import cache
+from lab.models.adapters import embedding_module, encoder_blocks, masked_lm_logits
 from lab.models.profiles import profile_settings
+from lab.progress import progress as progress_bar
 
 MLM_VERSION = 3  # 3: corpus vocabulary, log-unigram bias, training mask rate, warm-up in steps, movie sentences
 MASK_RATE = 0.15  # evaluation (and BERT's) rate of masked positions
@@ -91,11 +93,11 @@ def build_mlm(encoder: str = "minilm", seed: int = 0):
         base = BertModel.from_pretrained(path, add_pooling_layer=False)
     finally:
         hf_logging.set_verbosity(verbosity)
-    missing, unexpected = model.bert.load_state_dict(base.state_dict(), strict=False)
+    missing, unexpected = model.base_model.load_state_dict(base.state_dict(), strict=False)
     if missing:
         raise MLMError(f"the encoder checkpoint {encoder!r} lacks {len(missing)} weights (e.g. {missing[0]})")
     model.tie_weights()
-    if model.cls.predictions.decoder.weight.data_ptr() != model.bert.embeddings.word_embeddings.weight.data_ptr():
+    if model.get_output_embeddings().weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
         raise MLMError("could not tie the MLM decoder to the word embeddings")
     return model.eval()
 
@@ -110,20 +112,25 @@ def excluded_ids(tokenizer_or_config) -> list[int]:
     return sorted(set(ids))
 
 
+def name_special_ids(mlm, tokenizer) -> None:
+    """Write the tokenizer's [PAD]/[CLS]/[SEP]/[MASK] ids into the MLM's config (a BERT config names only [PAD]),
+    where `masked_log_probs` finds them; `mlm_preset` and `load_mlm` do this."""
+    for name in ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id"):
+        if getattr(tokenizer, name, None) is not None:
+            setattr(mlm.config, name, int(getattr(tokenizer, name)))
+
+
 def _mask_id(mlm, mask_id: int | None) -> int:
     tid = mask_id if mask_id is not None else getattr(mlm.config, "mask_token_id", None)
     if tid is None:
-        if getattr(mlm.config, "model_type", "") == "bert" and mlm.config.vocab_size == 30522:
-            return 103  # bert-base-uncased [MASK]
-        raise MLMError("the MLM config names no mask_token_id; pass mask_id=")
+        raise MLMError("the MLM config names no mask_token_id; pass mask_id= (or name_special_ids(mlm, tokenizer))")
     return int(tid)
 
 
-def _default_excluded(mlm) -> list[int]:
-    """The special ids, and every id outside the model's output vocabulary (`config.candidate_token_ids`)."""
-    ids = set(excluded_ids(mlm.config))
-    if getattr(mlm.config, "model_type", "") == "bert" and mlm.config.vocab_size == 30522:
-        ids |= {0, 101, 102, 103}
+def _default_excluded(mlm, tokenizer=None) -> list[int]:
+    """The special ids (the config's and `tokenizer`'s), and every id outside the model's output vocabulary
+    (`config.candidate_token_ids`)."""
+    ids = set(excluded_ids(mlm.config)) | set(excluded_ids(tokenizer) if tokenizer is not None else ())
     allowed = getattr(mlm.config, "candidate_token_ids", None)
     if allowed is not None:
         outside = torch.ones(mlm.config.vocab_size, dtype=torch.bool)
@@ -145,7 +152,7 @@ def restrict_vocabulary(mlm, seqs: Sequence[Sequence[int]], special: Sequence[in
     mlm.config.candidate_token_ids = allowed.tolist()
     if bias_prior:
         logf = (counts + 1).log() - (counts + 1).log().mean()
-        mlm.cls.predictions.bias.data.copy_(logf.float())
+        mlm.get_output_embeddings().bias.data.copy_(logf.float())  # the decoder's bias (the head's own)
     return len(allowed)
 
 
@@ -176,8 +183,8 @@ def masked_log_probs(mlm, row: dict, positions, mask_id: int | None = None, excl
                 copies = {k: v.to(device).expand(len(pos), -1).clone() for k, v in row.items()
                           if k in ("input_ids", "attention_mask", "token_type_ids")}
                 copies["input_ids"][torch.arange(len(pos)), pos] = mid
-                hidden = mlm.bert(**copies).last_hidden_state[torch.arange(len(pos)), pos]
-                out.append(candidate_log_probs(mlm.cls(hidden), exclude).cpu())
+                hidden = mlm.base_model(**copies).last_hidden_state[torch.arange(len(pos)), pos]
+                out.append(candidate_log_probs(masked_lm_logits(mlm, hidden), exclude).cpu())
     finally:
         mlm.train(was)
     if not out:
@@ -273,7 +280,7 @@ def evaluate_mlm(model, tokenizer, texts: Sequence[str], max_length: int = 64, b
     seqs = _encode(tokenizer, texts, max_length)
     if not seqs:
         raise MLMError("no held-out text with at least one word piece")
-    exclude = sorted(set(excluded_ids(tokenizer)) | set(_default_excluded(model)))
+    exclude = _default_excluded(model, tokenizer)
     gen = torch.Generator().manual_seed(seed)
     nll, top1, top5, n, oov = 0.0, 0, 0, 0, 0
     was = model.training
@@ -283,8 +290,8 @@ def evaluate_mlm(model, tokenizer, texts: Sequence[str], max_length: int = 64, b
             ids, att = _pad(seqs[start:start + batch_size], tokenizer.pad_token_id)
             corrupted, sel = mask_tokens(ids, _special(ids, excluded_ids(tokenizer) + [tokenizer.unk_token_id]),
                                          tokenizer.mask_token_id, model.config.vocab_size, gen, bert_mix=False)
-            hidden = model.bert(input_ids=corrupted, attention_mask=att).last_hidden_state[sel]
-            logp = candidate_log_probs(model.cls(hidden), exclude)
+            hidden = model.base_model(input_ids=corrupted, attention_mask=att).last_hidden_state[sel]
+            logp = candidate_log_probs(masked_lm_logits(model, hidden), exclude)
             gold = ids[sel]
             gold_logp = logp.gather(1, gold[:, None])[:, 0]
             nll += float(-gold_logp[torch.isfinite(gold_logp)].sum())
@@ -298,18 +305,10 @@ def evaluate_mlm(model, tokenizer, texts: Sequence[str], max_length: int = 64, b
             "oov_rate": oov / n, "n_sentences": len(seqs)}
 
 
-def _progress(iterable, enabled: bool, **kw):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, **kw)
-
-
 def _freeze(model, freeze_layers: int) -> list:
     """Freeze the word/position embeddings (and so the tied decoder) and the bottom `freeze_layers` encoder layers;
     returns the parameters left to train (top layers, the head's transform and bias)."""
-    frozen = [model.bert.embeddings] + list(model.bert.encoder.layer[:freeze_layers])
+    frozen = [embedding_module(model), *encoder_blocks(model)[:freeze_layers]]
     for module in frozen:
         for p in module.parameters():
             p.requires_grad_(False)
@@ -348,13 +347,13 @@ def train_mlm(model, tokenizer, texts: Sequence[str], steps: int, batch_size: in
     opt = _optimizer(params, lr, weight_decay)
     n_warm = max(1, min(int(warmup_steps), steps))
     penalty = torch.zeros(model.config.vocab_size)
-    penalty[_default_excluded(model)] = float("-inf")  # never proposed: specials and pieces outside the vocabulary
+    penalty[_default_excluded(model, tokenizer)] = float("-inf")  # never proposed: specials and pieces outside the vocabulary
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / n_warm, max(0.02, 1.0 - s / steps)))
     stopper = _EarlyStop(model, tokenizer, stop_texts, max_length, seed, patience) if stop_texts else None
     model.train()
     clock = (time.perf_counter(), time.process_time(), _load())
     start, history, running, done, batches = clock[0], [], 0.0, 0, []
-    bar = _progress(range(steps), progress, desc="MLM training", dynamic_ncols=True)
+    bar = progress_bar(range(steps), "MLM training", progress, leave=True)
     for step in bar:
         if not batches:
             batches = _length_batches(seqs, batch_size, rng)
@@ -372,7 +371,7 @@ def train_mlm(model, tokenizer, texts: Sequence[str], steps: int, batch_size: in
         if done % 25 == 0 or done == steps:
             history.append({"step": done, "loss": round(running, 4),
                             "seconds": round(time.perf_counter() - start, 1)})  # recorded only, never read
-            if progress and hasattr(bar, "set_postfix"):
+            if progress:
                 bar.set_postfix(loss=f"{running:.3f}")
         if stopper and (done % eval_every == 0 or done == steps) and stopper.update(done):
             break
@@ -389,8 +388,8 @@ def _masked_loss(model, ids, corrupted, att, sel, penalty, freeze_layers: int) -
     if freeze_layers:
         hidden = _partial_forward(model, corrupted, att, freeze_layers)
     else:
-        hidden = model.bert(input_ids=corrupted, attention_mask=att).last_hidden_state
-    return torch.nn.functional.cross_entropy(model.cls(hidden[sel]) + penalty, ids[sel])
+        hidden = model.base_model(input_ids=corrupted, attention_mask=att).last_hidden_state
+    return torch.nn.functional.cross_entropy(masked_lm_logits(model, hidden[sel]) + penalty, ids[sel])
 
 
 def _load() -> float | None:
@@ -446,10 +445,10 @@ def _partial_forward(model, ids, att, freeze_layers: int) -> torch.Tensor:
     """Encoder output with the frozen bottom (embeddings + `freeze_layers` layers) run without gradients."""
     ext = (1.0 - att[:, None, None, :].float()) * torch.finfo(torch.float32).min  # additive [B, 1, 1, S]
     with torch.no_grad():
-        h = model.bert.embeddings(input_ids=ids)
-        for layer in model.bert.encoder.layer[:freeze_layers]:
+        h = embedding_module(model)(input_ids=ids)
+        for layer in encoder_blocks(model)[:freeze_layers]:
             h = _layer_out(layer(h, attention_mask=ext))
-    for layer in model.bert.encoder.layer[freeze_layers:]:
+    for layer in encoder_blocks(model)[freeze_layers:]:
         h = _layer_out(layer(h, attention_mask=ext))
     return h
 
@@ -485,6 +484,7 @@ def mlm_preset(profile: str = "default", encoder: str = "minilm", seed: int = 0,
     from lab.models.training import torch_threads
 
     model = build_mlm(encoder, seed)
+    name_special_ids(model, tokenizer)
     texts = corpus_texts(cfg["train_size"], cfg["extra_corpora"], seed)
     vocab_size = _output_vocabulary(model, tokenizer, texts, cfg)
     stop = heldout_texts(cfg["stop_size"], skip=cfg["eval_size"]) if cfg["eval_every"] else ()
@@ -527,4 +527,5 @@ def load_mlm(path: str | Path, tokenizer=None) -> TrainedMLM:
         from lab.models.loading import load_tokenizer
 
         tokenizer = load_tokenizer("minilm")
+    name_special_ids(model, tokenizer)
     return TrainedMLM(model, tokenizer, json.loads((path / "metrics.json").read_text()), path, from_cache=True)

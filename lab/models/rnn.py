@@ -581,6 +581,7 @@ def pretrained_table(name: str = "minilm") -> torch.Tensor:
     the paper's fastText/GloVe vectors, which are not available offline."""
     from safetensors import safe_open
 
+    from lab.models.adapters import WORD_EMBEDDINGS_KEY
     from lab.models.loading import resolve_model_name
 
     root = Path(resolve_model_name(name))
@@ -590,9 +591,9 @@ def pretrained_table(name: str = "minilm") -> torch.Tensor:
     for f in files:
         with safe_open(str(f), "pt") as sf:
             for key in sf.keys():
-                if key.endswith("embeddings.word_embeddings.weight"):
+                if key.endswith(WORD_EMBEDDINGS_KEY):
                     return sf.get_tensor(key).float()
-    raise KeyError(f"no '*embeddings.word_embeddings.weight' tensor in {root}")
+    raise KeyError(f"no '*{WORD_EMBEDDINGS_KEY}' tensor in {root}")
 
 
 _TABLES: dict[str, torch.Tensor] = {}

@@ -424,7 +424,7 @@ def _train_and_save(run: _Run, *, force: bool, progress: bool) -> FineTuned:
 
 
 def _train_and_save_inner(run: _Run, *, force: bool, progress: bool) -> FineTuned:
-    hp, seed, train_data, eval_data, tokenizer, final = run.hp, run.seed, run.train, run.eval, run.tokenizer, run.path
+    hp, seed, train_data, tokenizer, final = run.hp, run.seed, run.train, run.tokenizer, run.path
     seed_everything(seed)
     label_names = tuple(train_data.label_names)
     model = _init_model(run.base, len(label_names), label_names).to(config.device())
@@ -475,21 +475,29 @@ def _train_and_save_inner(run: _Run, *, force: bool, progress: bool) -> FineTune
         if epoch + 1 < hp["epochs"]:
             _save_resume(resume_dir, model, optimizer, scheduler, epoch + 1, clock)
 
+    return _evaluate_and_save(run, model, {**clock, "steps": total_steps, "running": running}, resume_dir)
+
+
+def _evaluate_and_save(run: _Run, model, done: dict, resume_dir: Path) -> FineTuned:
+    """Evaluate the trained model, save it with its tokenizer and metrics as `run.path`, drop the resume state.
+    done: the training's wall and CPU seconds, steps and final running loss."""
+    hp, train_data, tokenizer, final = run.hp, run.train, run.tokenizer, run.path
+    label_names = tuple(train_data.label_names)
     model.eval()
     metrics = {"dataset": train_data.name, "train_split": train_data.split, "n_train": len(train_data),
-               "model": hp["model"], "seed": seed, "hparams": {k: v for k, v in hp.items() if k != "model"},
-               "label_names": list(label_names), "train_seconds": round(clock["wall"], 1),
-               "train_cpu_seconds": round(clock["cpu"], 1), "steps": total_steps,
-               "final_running_loss": running, "torch_threads": torch.get_num_threads(), "trained": True,
+               "model": hp["model"], "seed": run.seed, "hparams": {k: v for k, v in hp.items() if k != "model"},
+               "label_names": list(label_names), "train_seconds": round(done["wall"], 1),
+               "train_cpu_seconds": round(done["cpu"], 1), "steps": done["steps"],
+               "final_running_loss": done["running"], "torch_threads": torch.get_num_threads(), "trained": True,
                "versions": _versions()}
-    metrics.update(_evaluate_metrics(model, tokenizer, eval_data, hp))
+    metrics.update(_evaluate_metrics(model, tokenizer, run.eval, hp))
     with cache.atomic_dir(final) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         cache.atomic_write_json(tmp / "metrics.json", metrics)
     shutil.rmtree(resume_dir, ignore_errors=True)
     cache.record_checkpoint(final)
-    log.info("saved %s (train %.0f s, eval accuracy %s)", final, clock["wall"], _fmt_acc(metrics["eval_accuracy"]))
+    log.info("saved %s (train %.0f s, eval accuracy %s)", final, done["wall"], _fmt_acc(metrics["eval_accuracy"]))
     return FineTuned(model, tokenizer, metrics, final, from_cache=False, label_names=label_names)
 
 
@@ -517,8 +525,8 @@ def _train_step(model, batch: dict, optimizer, scheduler) -> float:
 def _optimizer(model, lr: float, head_lr: float, weight_decay: float):
     """AdamW without weight decay on biases and LayerNorm weights (the BERT recipe); ``head_lr`` for the
     parameters outside the encoder body (pooler, classifier)."""
-    base = model.base_model
-    body = {id(p) for name in ("embeddings", "encoder") for p in getattr(base, name, torch.nn.Module()).parameters()}
+    body = {id(p) for part in (adapters.embedding_module(model), adapters.encoder_blocks(model)) if part is not None
+            for p in part.parameters()}
     by_setting: dict[tuple[float, float], list] = {}
     for p in model.parameters():
         if p.requires_grad:
@@ -535,8 +543,7 @@ def _frozen_modules(model, layers: int, embeddings: bool) -> list[torch.nn.Modul
     """The input embeddings (when ``layers > 0`` or ``embeddings``) and the bottom ``layers`` encoder blocks."""
     if layers <= 0 and not embeddings:
         return []
-    base = model.base_model
-    emb, blocks = getattr(base, "embeddings", None), getattr(getattr(base, "encoder", None), "layer", None)
+    emb, blocks = adapters.embedding_module(model), adapters.encoder_blocks(model)
     if emb is None or blocks is None:
         raise ValueError(f"freeze_layers/freeze_embeddings need a BERT-style encoder; {type(model).__name__} has none")
     if layers > len(blocks):
@@ -559,18 +566,6 @@ def _train_mode(model, layers: int, embeddings: bool) -> None:
 
 
 # ---------------------------------------------------------------- frozen-prefix cache
-@contextlib.contextmanager
-def _only_layers(model, layers: slice):
-    """Temporarily run the encoder with ``encoder.layer[layers]`` only."""
-    encoder = model.base_model.encoder
-    full = encoder.layer
-    encoder.layer = torch.nn.ModuleList(list(full)[layers])
-    try:
-        yield
-    finally:
-        encoder.layer = full
-
-
 def _precompute_prefix(model, enc: dict, k: int, pad_id: int, progress: bool) -> list[torch.Tensor] | None:
     """Outputs of the frozen embeddings + bottom ``k`` blocks for every example (unpadded), or None when
     they would need more than $LAB_PREFIX_CACHE_GB (default 4) of memory."""
@@ -583,7 +578,7 @@ def _precompute_prefix(model, enc: dict, k: int, pad_id: int, progress: bool) ->
     order = np.argsort(lengths, kind="stable")[::-1]
     device = next(model.parameters()).device
     model.eval()
-    with torch.no_grad(), _only_layers(model, slice(0, k)):
+    with torch.no_grad(), adapters.only_blocks(model, slice(0, k)):
         for start in progress_bar(range(0, len(order), 32), f"frozen layers 1-{k}", progress, leave=True, unit="batch"):
             idx = order[start:start + 32]
             hidden = model.base_model(**_collate(enc, idx, pad_id, device)).last_hidden_state
@@ -606,9 +601,9 @@ def _start_at_layer(model, k: int, prefix: list[torch.Tensor] | None, idx):
     hidden = rows[0].new_zeros((len(rows), max(r.shape[0] for r in rows), rows[0].shape[1]))
     for j, r in enumerate(rows):
         hidden[j, :r.shape[0]] = r
-    handle = model.base_model.embeddings.register_forward_hook(lambda _module, _args, _output: hidden)
+    handle = adapters.embedding_module(model).register_forward_hook(lambda _module, _args, _output: hidden)
     try:
-        with _only_layers(model, slice(k, None)):
+        with adapters.only_blocks(model, slice(k, None)):
             yield
     finally:
         handle.remove()
