@@ -394,3 +394,24 @@ def test_bert_style_module_access_runs_the_model_in_parts():
             assert torch.equal(model.bert(**batch).last_hidden_state, full[2])
     assert adapters.encoder_blocks(model) is blocks
     assert any(key.endswith(adapters.WORD_EMBEDDINGS_KEY) for key in model.state_dict())
+
+
+@pytest.mark.parametrize("kind", ["distilbert", "electra"])
+def test_attention_readout_decodes_the_models_own_attention_row(kind):
+    """Jain & Wallace's last-block decoder comes from the adapter's layout: given the model's own [CLS] attention it
+    returns the model's prediction (so any family the layout describes, not only BERT, can be tested)."""
+    from lab.analysis import attention_tests as at
+
+    model, batch = tiny(kind), batch_for(kind)
+    view = at.transformer_view(model, batch)
+    assert torch.allclose(view.probs, hf_logits(model, kind, batch).softmax(-1), atol=1e-10)
+    assert torch.allclose(view.decode(view.alpha[:, None])[:, 0], view.probs, atol=1e-10)
+    assert not torch.allclose(view.decode(view.shown[:, None])[:, 0], view.probs, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "deit"])
+def test_attention_readout_refuses_models_that_do_not_read_cls(kind):
+    from lab.analysis import attention_tests as at
+
+    with pytest.raises(at.AttentionTestError, match="read \\[CLS\\]"):
+        at.last_block_cls_decoder(get_adapter(tiny(kind)), torch.zeros(1, 3, 32, dtype=torch.float64))

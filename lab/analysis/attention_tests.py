@@ -93,15 +93,13 @@ def last_block_cls_decoder(adapter, block_input: torch.Tensor) -> Callable[[torc
     vectors V = x W_V and the residual x_[CLS] stay fixed. Returns ŷ [B, K, C].
 
     BERT block (post-LN): a = LN₁(W_O [α_h V_h]_h + x_cls); out = LN₂(FFN(a) + a); logits = head(out)."""
-    layers = getattr(adapter, "layers", None)
-    if not layers or not hasattr(layers[-1], "attention") or not hasattr(layers[-1].attention, "self"):
-        raise AttentionTestError("transformer_view supports BERT-family classifiers (BERT, MiniLM, RoBERTa) only")
-    layer = layers[-1]
-    att = layer.attention
+    if adapter.modality != "text" or adapter.readout != "first":
+        raise AttentionTestError("transformer_view supports encoder classifiers that read [CLS] (BERT, MiniLM, "
+                                 "RoBERTa, ...) only")
     batch, seq, dim = block_input.shape
-    heads, head_dim = adapter.num_heads, adapter.head_dim
+    heads = adapter.num_heads
     with torch.no_grad():
-        values = att.self.value(block_input).view(batch, seq, heads, head_dim).transpose(1, 2)  # [B, H, T, d]
+        values, finish = adapter.attention_readout(block_input)  # [B, H, T, d]
     residual = block_input[:, 0].detach()
 
     def decode(alpha: torch.Tensor) -> torch.Tensor:
@@ -111,9 +109,8 @@ def last_block_cls_decoder(adapter, block_input: torch.Tensor) -> Callable[[torc
             raise AttentionTestError(f"decode: alpha must be [B={batch}, K, H={heads}, T={seq}] or [B, K, T], got "
                                      f"{list(alpha.shape)}")
         k = alpha.shape[1]
-        context = torch.einsum("bkht,bhtd->bkhd", alpha.to(values.dtype), values).reshape(batch, k, heads * head_dim)
-        a = att.output(context, residual[:, None].expand(-1, k, -1))
-        out = layer.output(layer.intermediate(a), a)
+        context = torch.einsum("bkht,bhtd->bkhd", alpha.to(values.dtype), values).reshape(batch, k, -1)
+        out = finish(context, residual[:, None].expand(-1, k, -1))
         logits = adapter.classify(out.reshape(batch * k, 1, dim))
         return logits.view(batch, k, -1).softmax(-1)
 

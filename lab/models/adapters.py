@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lab.models.tokens import special_token_ids
+from lab.relevance.composites import GRADIENT
 from lab.relevance.propagate import RelevanceOps
 
 
@@ -231,6 +232,29 @@ class Adapter:
         found = (getattr(self.model, "classifier", None), getattr(self.base, "pooler", None),
                  getattr(self.base, "layernorm", None))
         return [module for module in found if module is not None]
+
+    def attention_readout(self, block_input: torch.Tensor):
+        """The last block split where its attention mixes the values, for decoders that swap in another attention
+        row (Jain & Wallace): (values [B, H, T, d] of the block input [B, T, D], finish) where finish(context [..., D],
+        residual [..., D]) is the rest of the block as a plain forward: output projection, residual, norms and MLP,
+        post- or pre-LN as the layout says."""
+        layer, lay, ops = self.layers[-1], self.layout, RelevanceOps(GRADIENT)
+        if self.num_kv_heads != self.num_heads:
+            raise UnsupportedModelError("attention_readout: grouped-query attention is not supported")
+        _, _, value, output, _ = self._attention_modules(layer)
+        norm1, norm2 = _get(layer, lay.norm1), _get(layer, lay.norm2)
+        x = norm1(block_input) if lay.pre_norm else block_input
+        batch, seq = x.shape[:2]
+        values = F.linear(x, *value).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
+
+        def finish(context: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+            a = F.linear(context, *output) + residual
+            if lay.pre_norm:
+                return a + self._mlp(ops, layer, norm2(a))
+            a = norm1(a)
+            return norm2(self._mlp(ops, layer, a) + a)
+
+        return values, finish
 
 
 def _rotate(ops, t, cos, sin):
