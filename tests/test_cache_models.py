@@ -127,14 +127,6 @@ def _probes(monkeypatch):
         got = entry.load()
         return entry.store(compute()) if got is None else got
 
-    def wu_ong_relevance(compute):
-        entry = wu_ong._cache_file(SimpleNamespace(path=Path("models/sst2"), metrics={}), "rel-LRP", texts="t")
-        got = wu_ong._load(entry)
-        if got is None:
-            got = compute()
-            wu_ong._store(entry, got)
-        return got
-
     def mask_lrp_row(compute):
         monkeypatch.setattr(mask_lrp, "explain_set", lambda *a, **k: compute())
         monkeypatch.setattr(mask_lrp, "score_set", lambda *a, **k: {})
@@ -150,7 +142,7 @@ def _probes(monkeypatch):
         "mask_lrp": mask_lrp_row,
         "chefer_bert": lambda c: chefer_bert._cached(ctx, "faithfulness", {"steps": 3}, c),
         "chefer_bert maps": chefer_map,
-        "wu_ong": wu_ong_relevance,
+        "wu_ong": lambda c: wu_ong._memo("sst2-weights", "del-LRP", c, inputs="t"),
     }
 
 
