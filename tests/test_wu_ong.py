@@ -336,7 +336,8 @@ def test_sentence_normalisations():
     soft = wo.normalised(rel, 0, "softmax")
     assert soft[:4].sum().item() == pytest.approx(1.0) and soft[4:].abs().sum() == 0  # [CLS] w w [SEP]; pads 0
     assert soft[1] > soft[2] > soft[0]  # |3| > |-1| > 0 ([CLS])
-    assert wo.normalised(rel, 0, "max")[1].item() == 1.0 and wo.normalised(rel, 0, "l1")[:4].sum().item() == pytest.approx(1)
+    assert wo.normalised(rel, 0, "max")[1].item() == 1.0
+    assert wo.normalised(rel, 0, "l1")[:4].sum().item() == pytest.approx(1)
     assert torch.equal(wo.normalised(rel, 0), rel.scores[0].double())
     with pytest.raises(ExperimentError, match="sentence norm must be one of"):
         wo.normalised(rel, 0, "l2")
@@ -404,3 +405,16 @@ def test_settings_reject_bad_modes_and_norms():
         wo.settings("smoke", deletion_modes=["drop"])
     with pytest.raises(ExperimentError, match="sentence_norm must be"):
         wo.settings("smoke", sentence_norm="l2")
+
+
+def test_figures_are_pure_functions_of_the_data():
+    """lab.viz.wu_ong draws from plain data: deletion curves per dataset and method, correlation matrices."""
+    curve = {"x": torch.arange(3), "accuracy": torch.tensor([1.0, 0.5, 0.25]), "n_examples": 4}
+    fig = wv.deletion_figure({"sst5": {"GS": curve, wo.RANDOM: curve}, "sst2": {"GS": curve, wo.RANDOM: curve}}, "pad")
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes] == ["sst5 (n=4)", "sst2 (n=4)"]
+    assert axes[0].get_xlabel() == "# words set to [PAD]" and len(axes[0].get_lines()) == 2
+    fig = wv.cross_dataset_figure({"GS": np.eye(2), "LAT": np.eye(2)}, ["a", "b"], 7)
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["GS (7 shared words)", "LAT (7 shared words)"]
+    panels = {"GS": {"words": ["good", "film"], "scores": np.array([1.0, 0.2]), "target": "positive", "p": 0.9}}
+    assert wv.example_figure(panels) is not None

@@ -23,7 +23,8 @@ def deletion_figure(curves: Mapping[str, Mapping[str, Mapping]], mode: str) -> F
     for ax, (name, per_method) in zip(fig.subplots(1, len(curves), squeeze=False)[0], curves.items()):
         first = next(iter(per_method.values()))
         perturbation_curves(first["x"], {m: c["accuracy"] for m, c in per_method.items()}, ax=ax,
-                            xlabel=f"# words {DONE[mode]}", ylabel="accuracy", title=f"{name} (n={first['n_examples']})")
+                            xlabel=f"# words {DONE[mode]}", ylabel="accuracy",
+                            title=f"{name} (n={first['n_examples']})")
         ax.set_ylim(-0.02, 1.02)
     return fig
 
