@@ -67,7 +67,10 @@ import pandas as pd
 import lab
 lab.config.set_profile(profile)  # outputs go to this profile's folders, whoever runs the notebook
 from lab.experiments import wu_ong as wo
+from lab.experiments import wu_ong_results as wr
+from lab.experiments import wu_ong_words as ww
 from lab.results import claims_markdown, table_frame
+from lab.viz import wu_ong as wv
 from lab.widgets import controls
 
 cfg = wo.settings(profile, datasets=datasets, scale=scale, deletion_modes=deletion_modes, sentence_norm=sentence_norm)
@@ -87,20 +90,20 @@ sets = {d: wo.deletion_set(d, main_models[d], cfg, seed) for d in cfg["datasets"
 deletion = {d: wo.run_deletion(wo.in_mode(ds, cfg["deletion_mode"]), cfg["max_words"]) for d, ds in sets.items()}
 deletion_beside = {mode: {d: wo.run_deletion(wo.in_mode(ds, mode), cfg["max_words"]) for d, ds in sets.items()}
                    for mode in cfg["deletion_modes"][1:]}
-fig = wo.deletion_figure(deletion)
+fig = wv.deletion_figure({d: ds.curves for d, ds in deletion.items()}, cfg["deletion_mode"])
 lab.save_figure(fig, "04_wu_ong", "fig1_deletion")
 fig
 
 # %%
 for mode, beside in deletion_beside.items():
-    fig = wo.deletion_figure(beside)
+    fig = wv.deletion_figure({d: ds.curves for d, ds in beside.items()}, mode)
     lab.save_figure(fig, "04_wu_ong", f"fig1_deletion_{mode}")
 
 # %% [markdown]
 # ## Fig. 2 — one example, every method
 
 # %%
-fig = wo.example_figure(deletion[cfg["datasets"][0]], example_index)
+fig = wv.example_figure(wo.example_panels(deletion[cfg["datasets"][0]], example_index))
 lab.save_figure(fig, "04_wu_ong", "fig2_example")
 fig
 
@@ -111,12 +114,12 @@ fig
 # (`sentence_norm`) between datasets on the words all datasets share (raw means beside, in the results file).
 
 # %%
-vocab = {d: wo.vocabulary_relevance(d, main_models[d], cfg, seed) for d in cfg["datasets"]}
-vocab_norm = {d: wo.vocabulary_relevance(d, main_models[d], cfg, seed, norm=cfg["sentence_norm"])
+vocab = {d: ww.vocabulary_relevance(d, main_models[d], cfg, seed) for d in cfg["datasets"]}
+vocab_norm = {d: ww.vocabulary_relevance(d, main_models[d], cfg, seed, norm=cfg["sentence_norm"])
               for d in cfg["datasets"]}
-shared, matrices = wo.cross_dataset(vocab_norm, cfg["shared_min_count"])
-_, raw_matrices = wo.cross_dataset(vocab, cfg["shared_min_count"])
-fig = wo.cross_dataset_figure(matrices, cfg["datasets"], len(shared))
+shared, matrices = ww.cross_dataset(vocab_norm, cfg["shared_min_count"])
+_, raw_matrices = ww.cross_dataset(vocab, cfg["shared_min_count"])
+fig = wv.cross_dataset_figure(matrices, cfg["datasets"], len(shared))
 lab.save_figure(fig, "04_wu_ong", "fig3_cross_dataset")
 fig
 
@@ -127,7 +130,7 @@ fig
 # vocabulary-level means of per-sentence normalised |R|).
 
 # %%
-seeds = {d: wo.seed_table(d, cfg, seed=seed) for d in cfg["seed_datasets"]}
+seeds = {d: ww.seed_table(d, cfg, seed=seed) for d in cfg["seed_datasets"]}
 
 # %% [markdown]
 # ## Results: ours next to the paper's
@@ -135,7 +138,7 @@ seeds = {d: wo.seed_table(d, cfg, seed=seed) for d in cfg["seed_datasets"]}
 # %%
 conservation = {d: wo.lrp_conservation(main_models[d], d, cfg, n=4 if profile == "smoke" else 8, seed=seed)
                 for d in cfg["datasets"]}
-results = wo.build_results(profile, cfg, main_models, deletion, seeds, vocab_norm, matrices, shared,
+results = wr.build_results(profile, cfg, main_models, deletion, seeds, vocab_norm, matrices, shared,
                            meta={"seed": seed}, conservation=conservation, deletion_beside=deletion_beside,
                            raw_matrices=raw_matrices)
 results.save()
@@ -180,14 +183,14 @@ table_frame(results, "lrp_conservation")
 # Table 2 (SST-5; paper words from BERT-base on phrase-level SST-5):
 
 # %%
-wo.table2_frame(vocab_norm[cfg["datasets"][0]], cfg["min_count"])
+wr.table2_frame(vocab_norm[cfg["datasets"][0]], cfg["min_count"])
 
 # %% [markdown]
 # Appendix tables (our top/bottom words per dataset; the paper's top 5 of Tables 4–6 are in the results file
 # under `meta.paper_top5_appendix`):
 
 # %%
-pd.concat({d: wo.word_table(vocab_norm[d], cfg["min_count"]) for d in cfg["datasets"][1:]}, axis=1)
+pd.concat({d: wr.word_table(vocab_norm[d], cfg["min_count"]) for d in cfg["datasets"][1:]}, axis=1)
 
 # %% [markdown]
 # ## Discussion
@@ -205,7 +208,7 @@ print(claims_markdown(results))
 # numbers, from the results file:
 
 # %%
-print(wo.reading_markdown(results))
+print(wv.reading_markdown(results, wo.METHODS, wr.SPEEDUP_MARGIN))
 
 # %% [markdown]
 # ## Explore
@@ -213,7 +216,7 @@ print(wo.reading_markdown(results))
 # the word relevance, the bottom one the sentence that remains and the new prediction. **Export** saves the figure.
 
 # %%
-controls(wo.render_deletion(deletion), export=("04_wu_ong", "widget_{dataset}_{method}"),
+controls(wv.render_deletion(wo.perturber(deletion)), export=("04_wu_ong", "widget_{dataset}_{method}"),
          dataset=list(deletion), method=[*wo.METHODS, wo.RANDOM],
          sentence=(0, max(0, min(len(ds.texts) for ds in deletion.values()) - 1), 1),
          words_deleted=(0, 10, 1))

@@ -122,14 +122,6 @@ def _probes(monkeypatch):
     ctx = SimpleNamespace(cfg={"use_cache": True, "max_length": 8}, model_id="movies-minilm", examples=[
         SimpleNamespace(uid="review-1")])
 
-    def wu_ong_relevance(compute):
-        entry = wu_ong._cache_file(SimpleNamespace(path=Path("models/sst2"), metrics={}), "rel-LRP", texts="t")
-        got = wu_ong._load(entry)
-        if got is None:
-            got = compute()
-            wu_ong._store(entry, got)
-        return got
-
     def mask_lrp_row(compute):
         monkeypatch.setattr(mask_lrp, "_aopc", lambda *a, **k: compute())
         cfg = {"use_cache": True, "fractions": [0.1], "token_id": 0, "label": "gold"}
@@ -142,7 +134,7 @@ def _probes(monkeypatch):
         "input_marginalization": lambda c: input_marginalization._memo({"use_cache": True, "sigma": 1e-4}, "im", c),
         "mask_lrp": mask_lrp_row,
         "chefer_bert": lambda c: chefer_bert._cached(ctx, "faithfulness", {"steps": 3}, c),
-        "wu_ong": wu_ong_relevance,
+        "wu_ong": lambda c: wu_ong._memo("sst2-weights", "del-LRP", c, inputs="t"),
     }
 
 
