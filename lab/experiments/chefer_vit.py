@@ -198,7 +198,7 @@ def class_specificity(ctx: Context, names: Sequence[str]) -> dict:
     shift of map mass onto the explained object (`mi.class_shift`), the per-pair shifts and the maps."""
     rows, maps, per_pair = {}, {}, {}
     for name in names:
-        maps[name] = [explain_pixels(ctx, ctx.pairs.images, name, ctx.pairs.labels[:, k])[0] for k in range(2)]
+        maps[name] = [explain_pixels(ctx, ctx.pairs.images, name, ctx.pairs.labels[:, k].tolist())[0] for k in range(2)]
         change, shift = mi.class_shift(*maps[name], ctx.pairs.masks)
         per_pair[name] = shift.numpy()
         rows[name] = {"map_change": float(change.mean()), "shift_to_object": float(shift.mean())}
