@@ -57,8 +57,12 @@ checkpoint = None  # a Hugging Face ViT classifier (hub name or folder) instead 
 import lab
 lab.config.set_profile(profile)  # outputs go to this profile's folders, whoever runs the notebook
 from IPython.display import Markdown, display
+from functools import partial
 from lab.experiments import chefer_vit as cv
+from lab.explainers.batch import predict_logits
+from lab.models.vit import label_names
 from lab.results import claims_markdown, table_frame
+from lab.viz import chefer_vit as cvz
 from lab.widgets import controls
 
 cfg = cv.settings(profile, n_examples=n_examples, n_pairs=n_pairs, methods=methods, ablations=ablations,
@@ -79,7 +83,10 @@ maps = {setting: cv.compute_maps(ctx, cfg["methods"], setting) for setting in cv
 # ## Figure 1 — examples × methods (predicted class)
 
 # %%
-fig1 = cv.figure1(ctx, maps["predicted"])
+n = min(cfg["n_figure"], len(ctx.test))
+predicted = predict_logits(ctx.model, ctx.test.images[:n]).argmax(-1)
+fig1 = cvz.figure1(ctx.test.pixels()[:n], maps["predicted"], ctx.test.labels[:n], predicted,
+                   label_names(ctx.model, ctx.test.class_names))
 lab.save_figure(fig1, cv.NOTEBOOK, "figure1_examples")
 fig1
 
@@ -91,7 +98,7 @@ fig1
 
 # %%
 table1 = cv.perturbation_results(ctx, maps)
-fig_curves = cv.curves_figure(table1)
+fig_curves = cvz.curves_figure(table1)
 lab.save_figure(fig_curves, cv.NOTEBOOK, "table1_perturbation_curves")
 fig_curves
 
@@ -116,7 +123,8 @@ table3 = cv.ablation_results(ctx, table1, table2)
 
 # %%
 specificity = cv.class_specificity(ctx, cfg["methods"])
-fig2 = cv.figure2(ctx, specificity)
+n = min(max(1, cfg["n_figure"] // 2), len(ctx.pairs))
+fig2 = cvz.figure2(ctx.pairs.pixels()[:n], specificity["maps"], ctx.pairs.labels[:n], ctx.test.class_names)
 lab.save_figure(fig2, cv.NOTEBOOK, "figure2_class_specific")
 fig2
 
@@ -144,6 +152,7 @@ Markdown(claims_markdown(results))
 # of the rollout and the overlay opacity; press **Run**. **Export** saves the figure to `figures/01_chefer_vit/`.
 
 # %%
-controls(cv.example_renderer(ctx), export=(cv.NOTEBOOK, "example_{index}_{method}"),
+controls(cvz.example_renderer(partial(cv.explain_example, ctx)), export=(cv.NOTEBOOK, "example_{index}_{method}"),
          index=(0, len(ctx.test) - 1, 1), method=[*cfg["methods"], *cfg["ablations"]],
-         target_class=cv.target_choices(ctx), start_layer=(0, ctx.num_layers - 1, 1), alpha=(0.0, 1.0, 0.1, 0.5))
+         target_class=["predicted", "ground truth", *ctx.test.class_names],
+         start_layer=(0, ctx.model_info["num_layers"] - 1, 1), alpha=(0.0, 1.0, 0.1, 0.5))

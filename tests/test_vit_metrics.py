@@ -1,5 +1,7 @@
 """Image metrics on synthetic cases, the small ViT (train -> cache -> reload), and the Chefer experiments end to end
 on the smoke profile, plus the grid-from-config check on a ViT-B/16-shaped config."""
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -190,15 +192,21 @@ def test_chefer_experiments_run_end_to_end_on_the_smoke_profile(tiny_cache, lab_
     monkeypatch.setenv("LAB_CACHE_DIR", tiny_cache)
     from lab.experiments import chefer_vit as cv
     from lab.models import vit
+    from lab.viz import chefer_vit as cvz
 
     monkeypatch.setitem(vit.PROFILES, "smoke", dict(vit.PROFILES["smoke"], **TINY))
     cfg = cv.settings("smoke", n_examples=6, n_pairs=2, methods=["rollout", "attn_gradcam", "lrp", "chefer"],
                       ablations=["chefer_last_block"], progress=False)
     ctx = cv.setup(cfg)
-    assert ctx.model_info["grid"] == (4, 4) and ctx.image_size == (32, 32)
+    assert ctx.model_info["grid"] == (4, 4) and ctx.model_info["image_size"] == 32
     maps = {s: cv.compute_maps(ctx, cfg["methods"], s) for s in cv.SETTINGS}
     assert set(maps["target"]) == {"attn_gradcam", "lrp", "chefer"}  # rollout is class-agnostic
     assert all(m.shape == (6, 32, 32) for m in maps["predicted"].values())
+    from lab import cache
+
+    hits = cache.MEMO_STATS["hits"]  # explain_many memoises the maps: asked again, they are loaded, not recomputed
+    assert torch.equal(cv.compute_maps(ctx, ["chefer"])["chefer"], maps["predicted"]["chefer"])
+    assert cache.MEMO_STATS["hits"] == hits + 1
     t1 = cv.perturbation_results(ctx, maps)
     t2 = cv.segmentation_results(ctx, maps["predicted"])
     t3 = cv.ablation_results(ctx, t1, t2)
@@ -223,11 +231,17 @@ def test_chefer_experiments_run_end_to_end_on_the_smoke_profile(tiny_cache, lab_
     assert not any("oracle" in c["claim"] or "random" in c["detail"] for c in res.claims)  # never in claims
     assert set(res.tables["table1_oracle_gap"]["rows"]) == set(t1["rows"])
     assert res.claims and all(c["verdict"] == "not evaluated" for c in res.claims)  # smoke
-    for fig in (cv.figure1(ctx, maps["predicted"], 2), cv.figure2(ctx, spec, 1), cv.curves_figure(t1),
-                cv.example_renderer(ctx)(index=1, method="chefer", target_class=cv.target_choices(ctx)[3])):
+    names = ctx.test.class_names
+    example = cv.explain_example(ctx, 1, "chefer", target_class=names[1])
+    assert example["explained"] == names[1] and example["true"] == names[int(ctx.test.labels[1])]
+    for fig in (cvz.figure1(ctx.test.pixels()[:2], maps["predicted"], ctx.test.labels, ctx.test.labels, names),
+                cvz.figure2(ctx.pairs.pixels()[:1], spec["maps"], ctx.pairs.labels, names), cvz.curves_figure(t1),
+                cvz.example_renderer(partial(cv.explain_example, ctx))(1, "chefer", names[1])):
         assert hasattr(fig, "savefig")
     with pytest.raises(cv.ExperimentError, match="index"):
-        cv.render_example(ctx, 99, "chefer")
+        cv.explain_example(ctx, 99, "chefer")
+    with pytest.raises(cv.ExperimentError, match="target_class"):
+        cv.explain_example(ctx, 0, "chefer", target_class="unicorn")
 
 
 def test_experiment_settings_reject_bad_values():
@@ -262,12 +276,13 @@ def test_every_image_explainer_and_metric_runs_on_a_vit_b16_shaped_checkpoint(tm
     cfg = cv.settings("smoke", n_examples=2, n_pairs=1, methods=vision, progress=False, fill="blur",
                       fractions=(0.1, 0.9), extra_fractions=(0.99,), checkpoint=str(tmp_path / "b16"))
     ctx = cv.setup(cfg)
-    assert ctx.model_info["grid"] == (14, 14) and ctx.image_size == (224, 224) and ctx.model.config.hidden_size == 768
+    assert ctx.model_info["grid"] == (14, 14) and ctx.model_info["image_size"] == 224
+    assert ctx.model.config.hidden_size == 768
     maps = {}
     for name in vision:
         params = {"head_mask": torch.ones(2, 12)} if name == "mask_lrp" else {}
         params.update({"steps": 4} if name == "integrated_gradients" else {})
-        maps[name] = cv.explain_maps(ctx.model, ctx.test.images, name, **cv._params_for(name, params, 0))
+        maps[name] = cv.explain_pixels(ctx, ctx.test.images, name, **params)[0]
     assert all(m.shape == (2, 224, 224) and torch.isfinite(m).all() for m in maps.values()), list(maps)
     t2 = cv.segmentation_results(ctx, maps)
     assert set(t2["rows"]) == set(vision) and all(0 <= v <= 100 for r in t2["rows"].values() for v in r.values())
@@ -345,7 +360,8 @@ def test_vit_table_claims_hold_fail_or_stay_open_on_their_intervals():
     assert v["partial LRP ≈ rollout on predicted-class perturbation (within 3 AUC points)"]["verdict"] == "fails"
     t1, t2 = synthetic_tables({m: {c: 0 for c in pred} for m in ("chefer", "rollout")}, n=15)
     assert cv.table_claims(t1, t2)[0]["verdict"] in ("inconclusive", "fails")
-    tied = cv.advantage(t1["per_image"], "chefer", "rollout", "positive_predicted", "lower")
+    col = "positive_predicted"
+    tied = mi.advantage(t1["per_image"]["chefer"][col], t1["per_image"]["rollout"][col], col, "lower")
     assert tied.low < 0 < tied.high
 
 
@@ -406,3 +422,73 @@ def test_bounds_random_and_oracle_and_the_normalised_auc():
     assert mi.normalised_auc(40.0, 20.0, 60.0) == pytest.approx(50)  # negative: halfway
     assert mi.normalised_auc(30.0, 40.0, 20.0) == pytest.approx(50)  # positive: halfway, lower is better
     assert np.isnan(mi.normalised_auc(1.0, 2.0, 2.0))  # a model at chance: the bounds coincide, nothing to rank
+
+
+# ---- the image protocols (lab.metrics.images) behind Tables 1-3 and Fig. 2 ------------------------------------------
+
+
+def test_perturbation_protocol_is_the_auc_over_fractions_and_the_curve_beyond():
+    model, images, labels, oracle = _evidence_case(n=6)
+    maps = {"predicted": {"oracle": oracle, "anti": -oracle}, "target": {"oracle": oracle}}
+    out = mi.perturbation_protocol(model, images, labels, maps, mi.FRACTIONS, (0.95, 0.99), fill=0.0, batch_size=4)
+    assert list(out["rows"]["oracle"]) == ["negative_predicted", "positive_predicted", "negative_target",
+                                           "positive_target"]
+    for name, m in (("oracle", oracle), ("anti", -oracle)):
+        for d in ("negative", "positive"):
+            hits = mi.perturbation_hits(model, images, labels, m, d, mi.EXTENDED_FRACTIONS, 0.0)
+            assert out["curves"][f"{d}_predicted"][name] == pytest.approx(hits.mean(1).tolist())
+            auc = mi.perturbation_auc(mi.FRACTIONS, hits[:len(mi.FRACTIONS)])  # the 95 / 99 % steps stay out
+            assert out["per_image"][name][f"{d}_predicted"] == pytest.approx(auc)
+            assert out["rows"][name][f"{d}_predicted"] == pytest.approx(auc.mean())
+    assert out["rows"]["oracle"]["negative_predicted"] > out["rows"]["anti"]["negative_predicted"]
+
+
+def test_bounds_normalise_rows_and_check_the_benchmark():
+    bounds = {"random": {"negative_predicted": 20.0, "positive_predicted": 40.0},
+              "oracle": {"negative_predicted": 60.0, "positive_predicted": 20.0}}
+    rows = {"m": {"negative_predicted": 40.0, "negative_target": 50.0, "positive_predicted": 30.0,
+                  "positive_target": None}}
+    assert mi.normalised_rows(rows, bounds) == {"m": {"negative_predicted": pytest.approx(50),
+                                                      "negative_target": pytest.approx(75),
+                                                      "positive_predicted": pytest.approx(50), "positive_target": None}}
+    assert mi.normalised_rows(rows, {"random": bounds["oracle"], "oracle": bounds["oracle"]})["m"][
+        "negative_predicted"] is None  # bounds that coincide rank nothing
+    rng = np.random.default_rng(0)
+    per = {m: {"negative_predicted": v + rng.normal(0, 1, 30)} for m, v in (("a", 50), ("b", 30))}
+    table = {"rows": {"a": {"negative_predicted": 50.0}, "b": {"negative_predicted": 30.0}}, "per_image": per,
+             "bound_per_image": {"oracle": {"negative_predicted": np.full(30, 60.0)}}}
+    checks = mi.benchmark_checks(table, ["a", "b", "absent"])
+    assert checks["attention_spread"] == pytest.approx(20)
+    assert checks["rows"]["a"]["gap_to_oracle"] == pytest.approx(60 - per["a"]["negative_predicted"].mean())
+    assert checks["rows"]["a"]["gap_low"] < checks["rows"]["a"]["gap_to_oracle"] < checks["rows"]["a"]["gap_high"]
+    assert mi.benchmark_checks({**table, "bound_per_image": {}}, ["a"]) == {
+        "rows": {}, "attention_spread": None, "oracle_gap": 2.0, "spread_target": 5.0}
+
+
+def test_segmentation_protocol_advantage_and_class_shift():
+    masks = _square_masks()
+    maps = {"good": masks.float() + 0.1 * torch.rand(masks.shape, generator=torch.Generator().manual_seed(0)),
+            "bad": torch.rand(masks.shape, generator=torch.Generator().manual_seed(1))}
+    seg = mi.segmentation_protocol(maps, masks)
+    assert seg["rows"]["good"] == pytest.approx({k: mi.segmentation_scores(maps["good"], masks)[k]
+                                                 for k in ("pixel_accuracy", "mAP", "mIoU")})
+    values = {m: mi.per_image_values({"per_image": {}}, seg, m) for m in maps}
+    assert set(values["good"]) == {"pixel_accuracy", "mAP", "mIoU"} and values["good"]["mAP"].shape == (4, 7)
+    iv = mi.advantage(values["good"]["mIoU"], values["bad"]["mIoU"], "mIoU")
+    assert iv.estimate == pytest.approx(seg["rows"]["good"]["mIoU"] - seg["rows"]["bad"]["mIoU"])
+    assert mi.advantage(values["bad"]["mIoU"], values["good"]["mIoU"], "mIoU", "lower").estimate == \
+        pytest.approx(iv.estimate)
+    pair_masks = torch.stack([masks, masks.flip(-1)], 1)  # [N, 2, H, W]: two objects per image
+    follows = mi.class_shift(pair_masks[:, 0].float(), pair_masks[:, 1].float(), pair_masks)
+    ignores = mi.class_shift(maps["bad"], maps["bad"], pair_masks)
+    assert (follows[1] > 0.2).all()
+    assert torch.equal(ignores[0], torch.zeros(4)) and torch.equal(ignores[1], torch.zeros(4))
+
+
+def test_fill_values_in_the_normalised_input_space():
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert torch.equal(mi.fill_value("mean", images, (0.5,) * 3, (0.5,) * 3), images.mean(dim=(0, 2, 3)))
+    assert torch.allclose(mi.fill_value("zero", images, (0.5, 0.4, 0.3), (0.5, 0.2, 0.1)),
+                          torch.tensor([-1.0, -2.0, -3.0]))
+    assert torch.equal(mi.fill_value(0.25, images, (0.5,) * 3, (0.5,) * 3), torch.full((3,), 0.25))
+    assert torch.equal(mi.fill_value("blur", images, (0.5,) * 3, (0.5,) * 3), mi.blur(images, sigma=8 / 32))

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lab import stats
 from lab.metrics import MetricInputError
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -115,6 +116,19 @@ def blur(images: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
     out = F.pad(images, (radius, radius, radius, radius), mode="reflect")
     out = F.conv2d(out, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
     return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def fill_value(fill, images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """What removed pixels get, in the model's normalised input space (images normalised by `mean` / `std`):
+    "mean" the images' per-channel mean, "zero" black (0 in [0, 1] space, the authors' code), "blur" the images
+    blurred with sigma = 1/32 of their side (a per-pixel fill), or a number in every channel."""
+    if fill == "blur":
+        return blur(images, sigma=images.shape[-2] / 32)
+    if fill == "mean":
+        return images.mean(dim=(0, 2, 3))
+    if fill == "zero":
+        return (0 - torch.tensor(mean)) / torch.tensor(std)
+    return torch.full((images.shape[1],), float(fill))
 
 
 def random_map(shape, seed: int = 0) -> torch.Tensor:
@@ -283,3 +297,113 @@ def mask_mass(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     total = m.reshape(m.shape[0], -1).sum(1)
     on = (m * masks).reshape(m.shape[0], -1).sum(1)
     return torch.where(total > 0, on / total.clamp_min(1e-12), torch.zeros_like(total))
+
+
+# ---- protocols: one call per table of Chefer et al. -----------------------------------------------------------
+
+
+def perturbation_protocol(model, images: torch.Tensor, labels: torch.Tensor, maps: dict, fractions: Sequence[float],
+                          extra_fractions: Sequence[float] = (), fill=0.0, batch_size: int = 50,
+                          directions: Sequence[str] = ("negative", "positive")) -> dict:
+    """Table 1: `maps` {setting: {name: pixel maps [N, H, W]}} -> {"rows": {name: {f"{direction}_{setting}": AUC}},
+    "curves": {column: {name: accuracy [F]}}, "per_image": {name: {column: AUC [N]}}}. The AUC is taken over
+    `fractions`; the curves run on over `extra_fractions`; every fraction of `batch_size` images is predicted in one
+    forward pass."""
+    fr = [*fractions, *extra_fractions]
+    out: dict[str, dict] = {"rows": {}, "curves": {}, "per_image": {}}
+    for setting, by_name in maps.items():
+        for name, m in by_name.items():
+            for direction in directions:
+                col = f"{direction}_{setting}"
+                hits = perturbation_hits(model, images, labels, m, direction, fr, fill, batch_size * len(fr))
+                auc = perturbation_auc(fr[:len(fractions)], hits[:len(fractions)])
+                out["per_image"].setdefault(name, {})[col] = auc
+                out["rows"].setdefault(name, {})[col] = float(auc.mean())
+                out["curves"].setdefault(col, {})[name] = hits.mean(1).tolist()
+    return out
+
+
+def bound_maps(masks: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The maps that bound every method on Table 1: {"random": random order, "oracle": the object mask}."""
+    return {"random": random_map(masks.shape, seed), "oracle": oracle_map(masks, seed)}
+
+
+def segmentation_protocol(maps: dict, masks: torch.Tensor,
+                          columns: Sequence[str] = ("pixel_accuracy", "mAP", "mIoU")) -> dict:
+    """Table 2: `maps` {name: pixel maps [N, H, W]} -> {"rows": {name: {column: %}}, "counts": {name: [N, 7]}} (the
+    per-image counts from which a bootstrap recomputes the pooled scores, see `advantage`)."""
+    counts = {name: segmentation_counts(m, masks) for name, m in maps.items()}
+    rows = {name: {k: segmentation_from_counts(c)[k] for k in columns} for name, c in counts.items()}
+    return {"rows": rows, "counts": counts}
+
+
+def advantage(a, b, column: str, direction: str = "higher") -> stats.Interval:
+    """Paired bootstrap interval over images of how much method a beats method b on `column` (positive = a better;
+    `direction`: "higher" or "lower" is better) from their per-image values: AUCs [N] (the mean), or
+    `segmentation_counts` [N, 7] (the pooled score recomputed from each resample's counts)."""
+    x, y = np.asarray(a), np.asarray(b)
+    sign = 1.0 if direction == "higher" else -1.0
+    if x.ndim == 1:
+        return stats.paired_difference(sign * x, sign * y)
+    k = x.shape[1]
+
+    def statistic(rows):
+        sums = rows.sum(0)
+        return sign * (segmentation_from_sums(sums[:k], len(rows))[column]
+                       - segmentation_from_sums(sums[k:], len(rows))[column])
+
+    return stats.bootstrap(np.hstack([x, y]), statistic)
+
+
+def class_shift(first: torch.Tensor, second: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fig. 2 on two-object images: the pixel maps [N, H, W] explaining each image's first and second class and the
+    objects' masks [N, 2, H, W] -> (map change [N]: mean |m_A − m_B| of the min–max normalised maps; shift [N]: how
+    much more of the map's mass lies on an object when its class is explained than when the other one is, averaged
+    over the two objects; 0 = the map ignores the class)."""
+    maps = (first, second)
+    change = (minmax(first) - minmax(second)).abs().flatten(1).mean(1)
+    shift = torch.stack([mask_mass(maps[k], masks[:, k]) - mask_mass(maps[1 - k], masks[:, k]) for k in range(2)])
+    return change, shift.mean(0)
+
+
+def oracle_gaps(per_image: dict, oracle: np.ndarray, column: str) -> dict[str, dict[str, float]]:
+    """{method: {gap_to_oracle, gap_low, gap_high}}: the paired interval over images of the mask oracle's AUC minus
+    each method's on `column` (per-image AUCs `per_image[method][column]`; gaps near 0: a saturated benchmark)."""
+    out = {}
+    for name, per in per_image.items():
+        if column in per:
+            iv = stats.paired_difference(oracle, per[column])
+            out[name] = {"gap_to_oracle": iv.estimate, "gap_low": iv.low, "gap_high": iv.high}
+    return out
+
+
+def normalised_rows(rows: dict, bounds: dict, setting: str = "predicted") -> dict:
+    """`perturbation_protocol` rows {name: {f"{direction}_{s}": AUC}} placed between the bounds' rows (`bound_maps`
+    under `setting`: {"random": ..., "oracle": ...}) of the same direction (`normalised_auc`); None where there is
+    no value or the bounds coincide."""
+    def one(value, col):
+        bound = col.split("_")[0] + f"_{setting}"
+        x = None if value is None else normalised_auc(value, bounds["random"][bound], bounds["oracle"][bound])
+        return None if x is None or np.isnan(x) else x
+
+    return {name: {col: one(v, col) for col, v in r.items()} for name, r in rows.items()}
+
+
+def per_image_values(perturbation: dict, segmentation: dict, name: str) -> dict[str, np.ndarray]:
+    """{column: per-image values} of method `name` in a `perturbation_protocol` and a `segmentation_protocol` result:
+    its AUCs [N], and for each segmentation column its counts [N, 7] (from which `advantage` resamples the score)."""
+    counts = segmentation.get("counts", {})
+    return {**perturbation["per_image"].get(name, {}),
+            **{c: counts[name] for c in segmentation["rows"].get(name, {}) if name in counts}}
+
+
+def benchmark_checks(perturbation: dict, separate: Sequence[str], oracle_gap: float = 2.0, spread: float = 5.0,
+                     column: str = "negative_predicted") -> dict:
+    """Does a Table 1 (`perturbation_protocol` with `bound_per_image`) separate the maps? Per method the paired
+    interval of (oracle − method) AUC on `column` (`oracle_gaps`; its low end should stay above `oracle_gap` points),
+    and the spread (max − min) of the methods `separate` on it (should reach `spread` points)."""
+    oracle = perturbation.get("bound_per_image", {}).get("oracle", {}).get(column)
+    values = [perturbation["rows"][m][column] for m in separate if m in perturbation["rows"]]
+    return {"rows": {} if oracle is None else oracle_gaps(perturbation["per_image"], oracle, column),
+            "attention_spread": (max(values) - min(values)) if len(values) > 1 else None, "oracle_gap": oracle_gap,
+            "spread_target": spread}

@@ -20,13 +20,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from lab import cache
 from lab.data import images
+from lab.models.adapters import ViTAdapter
 
 VIT_VERSION = 1  # bump when the training procedure changes, so old cached checkpoints are not reused
 
@@ -205,3 +206,26 @@ def load_checkpoint(name_or_path: str | Path) -> nn.Module:
                               "classifiers are supported (google/vit-*, facebook/deit-* without distillation)")
     return ViTForImageClassification.from_pretrained(name_or_path, attn_implementation="eager").eval()
 
+
+def load_model(profile: str = "default", seed: int = 0, checkpoint: str | Path | None = None,
+               progress: bool = True) -> tuple[nn.Module, dict]:
+    """(eval-mode ViT classifier, info): `checkpoint` (`load_checkpoint`) when given, else the profile's ViT trained
+    here or loaded from the cache (`train_vit`), with its training metrics and checkpoint path."""
+    if checkpoint:
+        return load_checkpoint(checkpoint), {"checkpoint": str(checkpoint)}
+    trained = train_vit(profile, seed=seed, progress=progress)
+    return trained.model.eval(), dict(trained.metrics, checkpoint=str(trained.path))
+
+
+def describe(model: nn.Module) -> dict:
+    """Image size (pixels per side), patch size, patch grid, blocks, width and heads of a ViT classifier."""
+    c = model.config
+    size = int(c.image_size[0] if isinstance(c.image_size, (tuple, list)) else c.image_size)
+    return dict(image_size=size, patch_size=c.patch_size, grid=ViTAdapter(model).grid, num_layers=c.num_hidden_layers,
+                hidden_size=c.hidden_size, num_heads=c.num_attention_heads)
+
+
+def label_names(model: nn.Module, names: Sequence[str]) -> list[str]:
+    """The name of every class `model` predicts: `names` (the dataset's), then the model's own labels beyond them."""
+    id2label = getattr(model.config, "id2label", {})
+    return [*names, *(str(id2label.get(i, i)) for i in range(len(names), model.config.num_labels))]
