@@ -365,7 +365,8 @@ def _feed(h, value: Any) -> None:
         h.update(b"module")
         _feed(h, dict(value.state_dict()))
     elif isinstance(value, torch.Tensor):
-        t = value.detach().cpu().contiguous()
+        # a plain-strided copy: .contiguous() keeps a one-element tensor's stride, which .view(uint8) refuses
+        t = value.detach().cpu().clone(memory_format=torch.contiguous_format)
         h.update(f"tensor{t.dtype}{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     elif isinstance(value, np.ndarray):
