@@ -174,6 +174,24 @@ def test_smoke_vit_trains_caches_and_reloads(tiny_cache, monkeypatch):
     assert other != first.path  # any hyper-parameter changes the key
 
 
+def test_training_follows_the_thread_policy_and_restores_it(lab_dirs, monkeypatch):
+    """train_vit used to force 2 threads for the rest of the process, ignoring LAB_NUM_THREADS=1."""
+    from lab.models import vit
+
+    seen = []
+    monkeypatch.setattr(vit, "_train", lambda *a, **k: seen.append(torch.get_num_threads()) or {})
+    monkeypatch.setenv("LAB_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        vit.train_vit("smoke", progress=False, force=True, **TINY)
+        assert seen == [1] and torch.get_num_threads() == 2
+        vit.train_vit("smoke", progress=False, force=True, threads=2, **TINY)
+        assert seen == [1, 2]
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_vit_settings_reject_unknown_profiles_and_names():
     from lab.models import vit
 

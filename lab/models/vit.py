@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from lab import cache
+from lab.config import torch_threads
 from lab.data import images
 from lab.models.adapters import ViTAdapter
 
@@ -149,25 +150,24 @@ def _train(model: nn.Module, s: dict, seed: int, progress: bool) -> dict:
 
 
 def train_vit(profile: str = "default", seed: int = 0, force: bool = False, progress: bool = True,
-              threads: int | None = 2, **overrides) -> TrainedViT:
+              threads: int | None = None, **overrides) -> TrainedViT:
     """Train (or load from the cache) the profile's ViT; metrics include test accuracy and training time."""
     s = vit_settings(profile, **overrides)
     path = cache_path(s, seed)
     if not force and cache.verify(path):
         return load_vit(path)
-    if threads:
-        torch.set_num_threads(threads)
-    log.info(f"training a {s['num_layers']}-block ViT on {s['epochs']}x{s['train_size']} procedural images "
-             f"({profile} profile); cached afterwards in {path}")
-    model = build_vit(s, seed)
-    wall, cpu = time.perf_counter(), time.process_time()
-    info = _train(model, s, seed, progress)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    test = images.make_dataset("test", s["test_size"], seed, image_size=s["image_size"])
-    metrics = {"profile": profile, "seed": seed, "test_accuracy": accuracy(model, test), "test_size": len(test),
-               "train_wall_s": round(wall, 1), "train_cpu_s": round(cpu, 1), "threads": torch.get_num_threads(),
-               "parameters": sum(p.numel() for p in model.parameters()), **info}
-    log.info(f"ViT test accuracy {metrics['test_accuracy']:.3f} after {wall:.0f}s wall ({cpu:.0f}s CPU)")
+    with torch_threads(threads):  # the one thread policy (lab.config), restored afterwards
+        log.info(f"training a {s['num_layers']}-block ViT on {s['epochs']}x{s['train_size']} procedural images "
+                 f"({profile} profile); cached afterwards in {path}")
+        model = build_vit(s, seed)
+        wall, cpu = time.perf_counter(), time.process_time()
+        info = _train(model, s, seed, progress)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        test = images.make_dataset("test", s["test_size"], seed, image_size=s["image_size"])
+        metrics = {"profile": profile, "seed": seed, "test_accuracy": accuracy(model, test), "test_size": len(test),
+                   "train_wall_s": round(wall, 1), "train_cpu_s": round(cpu, 1), "threads": torch.get_num_threads(),
+                   "parameters": sum(p.numel() for p in model.parameters()), **info}
+        log.info(f"ViT test accuracy {metrics['test_accuracy']:.3f} after {wall:.0f}s wall ({cpu:.0f}s CPU)")
     with cache.atomic_dir(path) as tmp:
         model.save_pretrained(tmp)
         (tmp / "settings.json").write_text(json.dumps(s, indent=1))
