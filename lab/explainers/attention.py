@@ -8,7 +8,7 @@ import torch
 
 from lab.explainers.base import register
 from lab.explainers.common import attention_gradients, cls_row, head_mean, rollout as rollout_product, with_identity
-from lab.models.adapters import ExplainInputError
+from lab.errors import ExplainInputError
 
 LAT_HEADS = ("split", "sum")
 LAT_STARTS = ("cls", "uniform")

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from lab.explainers.common import NonFiniteError
-from lab.models.adapters import ARCHITECTURES, Adapter, ExplainInputError, ViTAdapter, get_adapter
+from lab.errors import ExplainInputError
+from lab.models.adapters import ARCHITECTURES, Adapter, ViTAdapter, get_adapter
 
 
 class ExplainerError(RuntimeError):

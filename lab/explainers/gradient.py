@@ -14,7 +14,7 @@ import torch
 from lab.explainers.base import ANY_READOUT, register
 from lab.explainers.common import (GRADIENT_OF, attention_gradients, cls_row, head_mean, rollout, target_output,
                                    with_identity)
-from lab.models.adapters import ExplainInputError
+from lab.errors import ExplainInputError
 
 GXI_VARIANTS = ("l2", "signed_sum", "abs_sum")
 IG_BASELINES = ("pad", "zero")

@@ -34,7 +34,8 @@ from torch import nn
 
 from lab.explainers.base import register
 from lab.explainers.perturbation import example_seed
-from lab.models.adapters import ExplainInputError, get_adapter
+from lab.errors import ExplainInputError
+from lab.models.adapters import get_adapter
 from lab.models.causal_lm import sequence_log_prob
 from lab.models.mlm import masked_log_probs
 from lab.progress import progress as progress_bar

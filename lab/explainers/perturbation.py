@@ -12,7 +12,7 @@ import zlib
 import torch
 
 from lab.explainers.base import ANY_READOUT, register
-from lab.models.adapters import ExplainInputError
+from lab.errors import ExplainInputError
 
 ERASE_TOKENS = ("pad", "unk", "mask", "zero")
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lab.models.adapters import BertAdapter, ExplainInputError, ViTAdapter
+from lab.errors import ExplainInputError
+from lab.models.adapters import BertAdapter, ViTAdapter
 from lab.relevance.composites import ALPHA_BETA, ATTNLRP, CHEFER, CP_LRP, LRP_EQ4, WU_ONG_PAPER, Composite
 from lab.relevance.rules import per_example_sum, rule_wu_ong_code
 

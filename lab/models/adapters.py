@@ -19,17 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lab.errors import ExplainInputError, UnsupportedModelError  # noqa: F401  (re-exported)
 from lab.models.tokens import special_token_ids
 from lab.relevance.composites import GRADIENT
 from lab.relevance.propagate import RelevanceOps
-
-
-class UnsupportedModelError(TypeError):
-    pass
-
-
-class ExplainInputError(ValueError):
-    """Bad input to an explainer; the message says what is wrong and how to fix it."""
 
 
 @contextlib.contextmanager
@@ -234,10 +227,9 @@ class Adapter:
         return [module for module in found if module is not None]
 
     def attention_readout(self, block_input: torch.Tensor):
-        """The last block split where its attention mixes the values, for decoders that swap in another attention
-        row (Jain & Wallace): (values [B, H, T, d] of the block input [B, T, D], finish) where finish(context [..., D],
-        residual [..., D]) is the rest of the block as a plain forward: output projection, residual, norms and MLP,
-        post- or pre-LN as the layout says."""
+        """The last block split where attention mixes the values (Jain & Wallace swap in other rows): (values
+        [B, H, T, d] of the block input [B, T, D], finish(context, residual) -> block output, the rest of the block
+        as a plain forward, post- or pre-LN as the layout says)."""
         layer, lay, ops = self.layers[-1], self.layout, RelevanceOps(GRADIENT)
         if self.num_kv_heads != self.num_heads:
             raise UnsupportedModelError("attention_readout: grouped-query attention is not supported")
@@ -624,6 +616,8 @@ def get_adapter(model: nn.Module, tokenizer=None) -> Adapter:
         supported = ", ".join(c for a in ARCHITECTURES for c in a.classes)
         raise UnsupportedModelError(f"{type(model).__name__} is not supported: lab explains {supported}")
     return arch.adapter(model, tokenizer)
+
+
 # ---- training and language models: module access for BERT-style encoders (classifiers and MLMs) ------------
 
 WORD_EMBEDDINGS_KEY = "embeddings.word_embeddings.weight"  # a BERT-style checkpoint's word-embedding tensor (suffix)
@@ -654,8 +648,6 @@ def only_blocks(model: nn.Module, blocks: slice):
         yield
     finally:
         encoder.layer = full
-
-
 
 
 def _reads_only_cls(model: nn.Module) -> bool:
