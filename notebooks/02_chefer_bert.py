@@ -42,6 +42,7 @@ n_examples = None  # test reviews for Figure 3 (None: the profile's number)
 methods = None  # None: the paper's six methods + GAE, saliency, grad×input, integrated gradients
 seed = 0
 use_cache = None  # False: recompute the cached maps and metrics (None: the profile's: on)
+start_layer = -1  # Chefer's rollout from the last block only (-1: the authors' BERT pipeline) or every block (0: Eq. 16 as printed)
 f1_unit = "word"  # Fig. 3 unit for the claims: "word" (the authors' pipeline: max over pieces per word; default) or "word_piece"
 
 # %%
@@ -54,7 +55,7 @@ from lab.viz import chefer_bert as viz_cb
 from lab.widgets import controls
 
 cfg = cb.settings(profile, model=model, checkpoint=checkpoint, n_examples=n_examples, methods=methods, seed=seed,
-                  use_cache=use_cache, f1_unit=f1_unit)
+                  use_cache=use_cache, f1_unit=f1_unit, start_layer=start_layer)
 ctx = cb.setup(cfg)
 print({k: ctx.model_info.get(k) for k in ("checkpoint", "test_accuracy", "n_test", "truncated_reviews",
                                            "reviews_without_visible_rationale", "num_layers", "hidden_size")})

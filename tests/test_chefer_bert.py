@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+import lab
 from lab.data.base import TextExample
+from lab.errors import ExplainInputError
 from functools import partial
 
 from lab.experiments import chefer_bert as cb
@@ -17,7 +19,7 @@ from lab.experiments import chefer_bert_results as cbr
 from lab.explainers.batch import explain_many
 from lab.metrics import rationales
 from lab.viz import chefer_bert as viz_cb
-from tests.models import tiny_bert
+from tests.models import text_batch, tiny_bert
 
 WORDS = ["a", "good", "bad", "film", "plot", "the", "is", "was", "great", "awful", "movie", "acting", "dull",
          "fun", "and", "but", "story", "not", "very", ".", ","]
@@ -355,3 +357,16 @@ def test_faithfulness_is_memoised_per_map(ctx, monkeypatch):
     assert cb.faithfulness_results(ctx, maps) == first and calls == []
     changed = {"chefer": -maps["chefer"]}  # another map of the same reviews is computed, not looked up
     assert cb.faithfulness_results(ctx, changed)["rows"]["chefer"] != first["rows"]["chefer"] and calls == [1]
+
+
+def test_chefer_rolls_out_from_the_last_block_as_the_authors_pipeline_does():
+    """bert_pipeline.py calls generate_LRP with start_layer=11 (the last of 12 blocks): 02 passes start_layer=-1,
+    which counts from the end like a Python index; 0 (every block, Eq. 16 as printed) stays available."""
+    assert cb.method_params(cb.settings("smoke"), "chefer")["start_layer"] == -1
+    assert cb.method_params(cb.settings("smoke", start_layer=0), "chefer")["start_layer"] == 0
+    model, batch = tiny_bert(layers=3), text_batch(lengths=(6, 4))
+    last = lab.explain(model, batch, "chefer", target=[0, 1], start_layer=-1).scores
+    assert torch.equal(last, lab.explain(model, batch, "chefer", target=[0, 1], start_layer=2).scores)
+    assert not torch.allclose(last, lab.explain(model, batch, "chefer", target=[0, 1], start_layer=0).scores)
+    with pytest.raises(ExplainInputError, match="start_layer must be in 0..2"):
+        lab.explain(model, batch, "chefer", target=[0, 1], start_layer=-4)

@@ -63,7 +63,11 @@ PROFILES: dict[str, dict[str, Any]] = {
 COMMON = dict(dataset="movies", split="test", model=None, checkpoint=None, methods=PAPER_METHODS + EXTRA_METHODS,
               pair_methods=PAIR_METHODS, ks=tuple(range(10, 90, 10)), bins=ERASER_BINS, seed=0, ig_batch_size=1,
               ig_internal_batch=8, overlap_below=0.5, mirror_below=-0.2, support_top=20, sep_majority=0.5,
-              accuracy_target=0.85, f1_step_tolerance=0.01, f1_unit="word", use_cache=True, progress=True)
+              accuracy_target=0.85, f1_step_tolerance=0.01, f1_unit="word", use_cache=True, progress=True,
+              start_layer=-1)
+# start_layer of Chefer's rollout (Eq. 16): -1, the last block only, is the authors' BERT pipeline (bert_pipeline.py
+# calls generate_LRP with its default start_layer=11, the last of BERT-base's 12 blocks); 0 rolls out every block, as
+# the equation reads and as their ViT code does.
 
 
 def _check(cfg: dict) -> None:
@@ -219,6 +223,8 @@ def setup(cfg: Mapping, classifier=None, examples: Sequence | None = None) -> Co
 def method_params(cfg: Mapping, method: str) -> dict:
     """Explainer parameters of a method in this experiment (IG: steps and internal batch from the profile)."""
     params = dict(METHOD_PARAMS.get(method, {}))
+    if method == "chefer":
+        params["start_layer"] = int(cfg["start_layer"])
     if method == "integrated_gradients":
         params.update(steps=int(cfg["ig_steps"]), internal_batch_size=int(cfg["ig_internal_batch"]))
     return params

@@ -216,8 +216,10 @@ def _chefer_scores(adapter, inputs, target, composite, start_layer, clamp, rollo
                    head_masks=None, mask_recorded=False, mask_renormalize=True, mask_record_rule=None):
     if ablation not in ABLATIONS:
         raise ExplainInputError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
-    if not 0 <= start_layer < adapter.num_layers:
-        raise ExplainInputError(f"start_layer must be in 0..{adapter.num_layers - 1}, got {start_layer}")
+    if not -adapter.num_layers <= start_layer < adapter.num_layers:
+        raise ExplainInputError(f"start_layer must be in 0..{adapter.num_layers - 1} (or -1 for the last block, as "
+                                f"Python counts), got {start_layer}")
+    start_layer %= adapter.num_layers
     trace = relevance_trace(adapter, inputs, target, composite, head_masks=head_masks, mask_recorded=mask_recorded,
                             gradients=ablation != "no_gradient", gradient_of=gradient_of,
                             mask_renormalize=mask_renormalize, mask_record_rule=mask_record_rule)
