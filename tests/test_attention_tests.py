@@ -230,6 +230,20 @@ def test_transformer_permutation_and_adversary_run_batched():
     assert torch.allclose(adv.eps_max_jsd, best)
 
 
+def test_adversary_cross_weight_is_eq1_by_default_and_the_authors_mean_over_ordered_pairs_when_asked():
+    """Eq. 1 weighs Σ_{i<j} JSD by 1/(k(k−1)); the authors' `cross_jsd.sum(0).mean()` averages over all k² ordered
+    pairs, i.e. 2/k² on Σ_{i<j}. An explicit 1/(k(k−1)) is the default bit for bit; 2/k² pushes adversaries apart."""
+    from lab.experiments import jain_wallace as jw
+
+    view = at.transformer_view(tiny_bert(num_labels=2), text_batch(lengths=(6, 4)))
+    run = lambda w: at.adversarial_attention(view, k=3, epsilon=0.05, steps=15, cross_weight=w)  # noqa: E731
+    assert torch.equal(run(None).alphas, run(1 / 6).alphas)
+    assert not torch.allclose(run(2 / 9).alphas, run(None).alphas)
+    assert jw.adversary_cross_weight(jw.settings("smoke")) == pytest.approx(2 / 25)
+    assert jw.adversary_cross_weight(jw.settings("smoke", adversary_cross="paper")) is None
+    assert jw.protocol(jw.settings("smoke")).cross_weight == pytest.approx(2 / 25)
+
+
 class DigitTokenizer:
     """Texts of space-separated content ids -> [CLS] ids [SEP] (the tiny models' convention), right-padded."""
 

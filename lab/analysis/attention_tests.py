@@ -227,14 +227,18 @@ class AdversarialResult:
 
 
 def adversarial_attention(view: AttentionView, k: int = 5, epsilon: float = 0.01, lam: float = 500.0,
+                          cross_weight: float | None = None,
                           steps: int = 500, lr: float = 0.01, seed: int = 0, init_noise: float = 3.0
                           ) -> AdversarialResult:
     """Eqs. 1–2: k attention distributions per instance maximising Σ_i JSD(α^(i), α̂) + 1/(k(k−1)) Σ_{i<j}
     JSD(α^(i), α^(j)) − (λ/k) Σ_i max(0, TVD(ŷ(α^(i)), ŷ(α̂)) − ε) (the hinge penalty subtracted; the paper prints
     "+"), by Adam (amsgrad, as the authors' code) on softmax logits initialised at log-uniform + `init_noise`·N(0, 1)
-    (authors' code). Every instance and all k adversaries are optimised together: one decoder call per step."""
+    (authors' code). Every instance and all k adversaries are optimised together: one decoder call per step.
+    `cross_weight` replaces Eq. 1's 1/(k(k−1)) on the pairwise sum: the authors' code takes the mean over all k²
+    ordered pairs (`cross_jsd.sum(0).mean()`), i.e. 2/k² on Σ_{i<j}."""
     if k < 2:
         raise AttentionTestError(f"k must be >= 2 adversaries (the objective has a pairwise term), got {k}")
+    divisor = k * (k - 1) if cross_weight is None else 1.0 / float(cross_weight)  # of the pairwise term
     if steps < 0 or lr <= 0 or epsilon < 0:
         raise AttentionTestError(f"need steps >= 0, lr > 0 and epsilon >= 0, got {steps}, {lr}, {epsilon}")
     _check_prefix(view.mask)
@@ -258,7 +262,7 @@ def adversarial_attention(view: AttentionView, k: int = 5, epsilon: float = 0.01
             shown = alpha.mean(2) if view.heads else alpha
             to_ref = jsd(shown, ref_shown[:, None], differentiable=True)
             cross = jsd(shown[:, :, None], shown[:, None, :], differentiable=True)[:, pairs]  # [B, k(k-1)/2]
-            f = to_ref.sum(1) + cross.sum(1) / (k * (k - 1))
+            f = to_ref.sum(1) + cross.sum(1) / divisor
             objective = f - (lam / k) * torch.relu(dist - epsilon).sum(1)
         with torch.no_grad():
             feasible = dist <= epsilon
@@ -373,6 +377,7 @@ class Protocol:
     chunk: int = 64
     adv_chunk: int = 256
     seed: int = 0
+    cross_weight: float | None = None  # of Σ_{i<j} JSD(α^(i), α^(j)); None: Eq. 1's 1/(k(k-1))
 
 
 @dataclass
@@ -458,7 +463,8 @@ def chunks(rows: Sequence[int], lengths: Sequence[int], size: int) -> list[list[
 
 
 def _adversaries(view: AttentionView, epsilon: float, protocol: Protocol) -> AdversarialResult:
-    return adversarial_attention(view, k=protocol.k, epsilon=epsilon, lam=protocol.lam, steps=protocol.steps,
+    return adversarial_attention(view, k=protocol.k, epsilon=epsilon, lam=protocol.lam,
+                                 cross_weight=protocol.cross_weight, steps=protocol.steps,
                                  lr=protocol.lr, seed=protocol.seed)
 
 

@@ -93,7 +93,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 COMMON = dict(datasets=tuple(TASKS), encoders=ENCODERS, attention="tanh", embedding_std=0.33, n_permutations=100,
               k=5, lam=500.0, adv_lr=0.01, level=0.05, lr=1e-3, weight_decay=1e-5, seed=0, chunk=64,
               adv_chunk=256, use_cache=True, progress=True, average_reading="authors", compare_average_reading=True,
-              adversary_penalty="authors")
+              adversary_penalty="authors", adversary_cross="authors")
 
 
 def _check(cfg: dict) -> None:
@@ -108,7 +108,8 @@ def _check(cfg: dict) -> None:
 # per-dataset values are {dataset: v, None: default} dicts (`per_dataset`)
 settings = ExperimentSettings(PROFILES, COMMON, choices={"attention": rnn.ATTENTIONS,
                                                          "average_reading": tuple(rnn.AVERAGE_READINGS),
-                                                         "adversary_penalty": ADVERSARY_PENALTIES}, check=_check)
+                                                         "adversary_penalty": ADVERSARY_PENALTIES,
+                                                         "adversary_cross": ADVERSARY_PENALTIES}, check=_check)
 
 
 def other_average(cfg: Mapping) -> str | None:
@@ -125,9 +126,16 @@ def adversary_lambda(cfg: Mapping) -> float:
     return cfg["lam"] * cfg["k"] if cfg["adversary_penalty"] == "authors" else cfg["lam"]
 
 
+def adversary_cross_weight(cfg: Mapping) -> float | None:
+    """The weight of Σ_{i<j} JSD(α^(i), α^(j)) between adversaries: the authors' code averages over all k² ordered
+    pairs (`cross_jsd.sum(0).mean()`), i.e. 2/k²; None is Eq. 1's 1/(k(k−1))."""
+    return 2.0 / cfg["k"] ** 2 if cfg["adversary_cross"] == "authors" else None
+
+
 def protocol(cfg: Mapping, seed: int | None = None) -> at.Protocol:
     return at.Protocol(cfg["n_permutations"], cfg["k"], adversary_lambda(cfg), cfg["adv_steps"], cfg["adv_lr"],
-                       cfg["chunk"], cfg["adv_chunk"], cfg["seed"] if seed is None else seed)
+                       cfg["chunk"], cfg["adv_chunk"], cfg["seed"] if seed is None else seed,
+                       adversary_cross_weight(cfg))
 
 
 def per_dataset(value, name: str):
@@ -204,7 +212,8 @@ def train_models(tasks: Mapping[str, Task], cfg: Mapping) -> dict[tuple[str, str
 
 
 # ---------------------------------------------------------------- analyses (memoised)
-_PROTOCOL = ("chunk", "adv_chunk", "n_permutations", "k", "lam", "adv_steps", "adv_lr", "adversary_penalty")
+_PROTOCOL = ("chunk", "adv_chunk", "n_permutations", "k", "lam", "adv_steps", "adv_lr", "adversary_penalty",
+             "adversary_cross")
 
 
 def _instances(task: Task) -> str:

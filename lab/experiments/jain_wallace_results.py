@@ -411,6 +411,7 @@ def start_results(cfg: Mapping, tasks: Mapping[str, Task], meta: Mapping | None 
     return Results(NOTEBOOK, cfg["profile"], meta={
         "datasets": list(tasks), "encoders": list(cfg["encoders"]), "attention": cfg["attention"],
         "average_reading": cfg["average_reading"], "adversary_penalty": cfg["adversary_penalty"],
+        "adversary_cross": cfg["adversary_cross"],
         "embeddings": "MiniLM-L6 word-piece table (384-d); bAbI: random 50-d",
         "n_analysis": {title(n): len(t.analysis_rows) for n, t in tasks.items()},
         "n_adversarial": {title(n): t.n_adversarial for n, t in tasks.items()},
