@@ -327,17 +327,32 @@ def entry_checksum(path: str | os.PathLike) -> str | None:
 _CHECKPOINTS: dict[str, str] = {}
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz", ".npy")  # files that hold a checkpoint's tensors
+
+
+def weights_checksum(path: str | os.PathLike) -> str | None:
+    """16 hex digits over the names and hashes of a verified entry's weight files (`WEIGHT_SUFFIXES`), from its
+    manifest: two trainings that give the same tensors give the same checksum, whatever their `metrics.json` says
+    about time and load. An entry without weight files falls back to its content checksum; None when invalid."""
+    path = Path(path)
+    if not verify(path):
+        return None
+    marker = _marker(path)
+    weights = {name: info["sha256"] for name, info in marker.get("files", {}).items() if name.endswith(WEIGHT_SUFFIXES)}
+    return _entry_checksum(weights) if weights else marker.get("checksum")
+
+
 def record_checkpoint(path: str | os.PathLike, checksum: str | None = None) -> None:
-    """Note that this process used the cached checkpoint at ``path`` whose content checksum is ``checksum``
-    (default: the one in its manifest)."""
+    """Note that this process used the cached checkpoint at ``path`` whose weights checksum is ``checksum``
+    (default: `weights_checksum`, from its manifest)."""
     path = Path(path)
     if checksum is None:
-        checksum = entry_checksum(path) or "unverified"
+        checksum = weights_checksum(path) or "unverified"
     _CHECKPOINTS[_name(path)] = checksum
 
 
 def loaded_checkpoints() -> dict[str, str]:
-    """{checkpoint directory (relative to the cache dir): content checksum} for every checkpoint used so far."""
+    """{checkpoint directory (relative to the cache dir): weights checksum} for every checkpoint used so far."""
     return dict(sorted(_CHECKPOINTS.items()))
 
 

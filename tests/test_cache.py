@@ -299,10 +299,21 @@ def test_legacy_entry_is_accepted_and_gets_its_manifest_once(caplog):
     assert not cache.verify(path)
 
 
-def test_record_checkpoint_defaults_to_the_manifest_checksum():
+def test_record_checkpoint_defaults_to_the_weights_checksum():
+    """Provenance names a checkpoint by its weight files only: a second training with the same weights but another
+    metrics.json (timings, load) has the same checksum; other weights, or another weight file, a different one."""
     path = _entry(key="ckpt-1")
     cache.record_checkpoint(path)
-    assert cache.loaded_checkpoints()["models/ckpt-1"] == cache.entry_checksum(path)
+    recorded = cache.loaded_checkpoints()["models/ckpt-1"]
+    assert recorded == cache.weights_checksum(path) != cache.entry_checksum(path)
+    same = _entry(key="ckpt-2", files={"model.safetensors": b"w" * 4096, "metrics.json": b'{"acc": 0.9, "s": 7}'})
+    assert cache.weights_checksum(same) == recorded and cache.entry_checksum(same) != cache.entry_checksum(path)
+    other = _entry(key="ckpt-3", files={"model.safetensors": b"v" * 4096, "metrics.json": b'{"acc": 0.9}'})
+    extra = _entry(key="ckpt-4", files={"model.safetensors": b"w" * 4096, "head.pt": b"h", "metrics.json": b"{}"})
+    assert len({recorded, cache.weights_checksum(other), cache.weights_checksum(extra)}) == 3
+    no_weights = _entry(key="ckpt-5", files={"settings.json": b"{}"})
+    assert cache.weights_checksum(no_weights) == cache.entry_checksum(no_weights)
+    assert cache.weights_checksum(path.parent / "missing") is None
 
 
 def test_memo_entry_records_code_digest_and_key():
