@@ -15,13 +15,14 @@ from lab import cache, config
 
 # One place for every recorded timing (seconds, this 2-core machine). "notebook": execution with models cached, the
 # README's column A (2026-11-23, idle, 2 threads). "model": training times recorded in the README (2026-11-23, some
-# under load: upper bounds) except imdb 236 s (issue 20's quiet cold run, 2026-12); "mlm" is an estimate for the
-# 2000-step budget (a loaded-machine probe ran 0.45 CPU-s/step). Replace with a quiet cold run's metrics.json values.
+# under load: upper bounds) except imdb 236 s (issue 20's quiet cold run, 2026-12); "mlm" (3,000 steps) and "causal_lm"
+# (1,500 steps): CPU seconds of the 2026-12-03 trainings at load 6-9 (3,293 and ~1,000). Replace with a quiet cold
+# run's metrics.json values.
 TIMINGS = {
     "notebook": {"00_tour": 16, "01_chefer_vit": 138, "02_chefer_bert": 780, "03_mask_lrp": 648, "04_wu_ong": 74,
                  "05_jain_wallace": 342, "06_input_marginalization": 318, "07_benchmark": 516},
     "model": {"sst2": 894, "movies": 1138, "imdb": 236, "yelp": 800, "snli": 975, "sst5": 215, "pair": 215,
-              "vit": 726, "mlm": 900, "causal_lm": 420, "cnn": 472, "lstm": 910, "rnn": 2070},
+              "vit": 726, "mlm": 3300, "causal_lm": 1000, "cnn": 472, "lstm": 910, "rnn": 2070},
 }
 NOTEBOOKS = tuple(TIMINGS["notebook"])
 # The smoke profile's notebook times (README, models cached, 2026-11-23); its tiny models train in seconds.

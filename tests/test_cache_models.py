@@ -94,7 +94,7 @@ PINNED = {
     "models/yelp/default": "yelp-minilm-3cbea02ab9c856b1", "models/yelp/smoke": "yelp-minilm-825abd22984c7bed",
     "models/sst5/default": "sst5-minilm-fddd5ed3d0f5a2e5", "models/sst5/smoke": "sst5-minilm-b55b6c2972049f0f",
     "models/snli/default": "snli-minilm-1e52a924cfee3106", "models/snli/smoke": "snli-minilm-36df9f78d6b3846c",
-    "mlm/smoke": "mlm-minilm-smoke-4f7744b0a6046ad9", "mlm/default": "mlm-minilm-default-4dd54c7e7beea315",
+    "mlm/smoke": "mlm-minilm-smoke-4f7744b0a6046ad9", "mlm/default": "mlm-minilm-default-916bb57f8e9fa464",
     "vit/smoke": "vit-shapes-32px-3a3d28cc52e28964", "vit/default": "vit-shapes-48px-ab329757e24691e1",
     "vit/paper": "vit-shapes-64px-9ce3aa1749492f03",
     "causal_lm/smoke": "causal-lm-smoke-ad57ed1eb07387c2", "causal_lm/default": "causal-lm-default-c71c361b23f76e12",
