@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import lab
+from lab.analysis.randomisation import randomised_copy
 from lab.experiments import ExperimentError
 from lab.experiments import benchmark as B
 from lab.experiments import benchmark_results as BR
@@ -172,7 +173,7 @@ def test_randomised_copy_reinitialises_only_the_top(text_setup):
     task, _, _ = text_setup
     model = task.model
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    clone = B.randomised_copy(model, n_layers=1, seed=0)
+    clone = randomised_copy(model, n_layers=1, seed=0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # original untouched
     after = clone.state_dict()
     top = "bert.encoder.layer.1.attention.self.query.weight"

@@ -341,6 +341,20 @@ def test_lat_conserves_and_rollout_normalisation(bert, batch):
     torch.testing.assert_close(last[valid], (eye + atts[1].mean(1))[:, 0].detach()[valid])
 
 
+@pytest.mark.parametrize("method", ["rollout", "chefer", "gae"])
+def test_start_layer_has_one_rule_for_every_rollout(method):
+    """One `check_start_layer`: -1 is the last block (as Python counts) for rollout, Chefer's LRP and GAE alike;
+    outside -B..B-1 is one error naming that range (rollout and GAE used to reject -1, chefer to name 0..B-1)."""
+    import lab.explainers.relevance  # noqa: F401  (chefer)
+
+    model, batch = tiny_bert(layers=3), text_batch(lengths=(6, 4))
+    last = explain(model, batch, method, target=[0, 1], start_layer=-1)
+    torch.testing.assert_close(last.scores, explain(model, batch, method, target=[0, 1], start_layer=2).scores)
+    for bad in (3, -4):
+        with pytest.raises(ExplainInputError, match=rf"start_layer must be in -3\.\.2 .*got {bad}"):
+            explain(model, batch, method, target=[0, 1], start_layer=bad)
+
+
 def test_leave_one_out_deletes_tokens(bert, batch):
     got = explain(bert, batch, "leave_one_out")
     i, t = 0, 3

@@ -104,6 +104,16 @@ def test_average_reading_and_adversary_penalty_are_named_settings():
             jw.settings("default", **{key: bad})
 
 
+def test_adversary_cross_is_checked_against_its_own_choices():
+    """adversary_cross ("authors" 2/k² | "paper" Eq. 1) has its own constant: it no longer follows
+    ADVERSARY_PENALTIES (which it was validated against), so a new penalty reading is no cross weight."""
+    assert jw.ADVERSARY_CROSSES == ("authors", "paper")
+    assert jw.settings.choices["adversary_cross"] is jw.ADVERSARY_CROSSES
+    assert jw.adversary_cross_weight(jw.settings("default", adversary_cross="paper")) is None
+    with pytest.raises(jw.ExperimentError, match="adversary_cross must be one of 'authors', 'paper', got 'mine'"):
+        jw.settings("default", adversary_cross="mine")
+
+
 def test_model_config_builds_each_average_reading():
     class Task:
         spec = jw.TASKS["sst_jw"]

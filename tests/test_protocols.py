@@ -128,3 +128,33 @@ def test_ranking_stability_orients_lower_is_better_metrics():
     assert best == {"aopc": {"pad": "a", "mask": "c"}, "lodds": {"pad": "a", "mask": "a"}}  # lodds: lower is better
     with pytest.raises(R.MetricInputError, match="unknown metric"):
         R.direction("accuracy_of_vibes")
+
+
+def test_image_protocols_are_notebook_01s_protocols_with_batch_size_images_per_forward():
+    """07's image columns come from `lab.metrics.images.perturbation_protocol` / `segmentation_protocol` (01's):
+    the same AUCs and pooled segmentation scores, and `batch_size` images (each with all its fractions) per pass."""
+    from lab.metrics import images as mi
+
+    gen = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(5, 3, 8, 8, generator=gen), torch.tensor([0, 1, 0, 1, 1])
+    masks, maps = torch.rand(5, 8, 8, generator=gen) > 0.5, torch.rand(5, 2, 2, generator=gen)
+    weight, seen = torch.randn(3, 2, generator=gen), []
+
+    def predict(x):
+        seen.append(len(x))
+        return x.mean((2, 3)) @ weight
+
+    fractions = (0.0, 0.25, 0.5)
+    u = P.ImageUnits(predict, images, labels, masks, maps, (2, 2), 0.0, fractions, batch_size=2)
+    means, per = P.image_protocols(u, ["positive_auc", "negative_auc", "pixel_accuracy", "mAP", "mIoU"])
+    assert seen == [2 * len(fractions), 2 * len(fractions), len(fractions)] * 2  # 2 + 2 + 1 images per direction
+    pixel = mi.pixel_maps(maps, (8, 8))
+    for direction in ("positive", "negative"):
+        auc = mi.perturbation_auc(fractions, mi.perturbation_hits(predict, images, labels, pixel, direction,
+                                                                  fractions, 0.0, 6))
+        np.testing.assert_allclose(per[f"{direction}_auc"], auc)
+        assert means[f"{direction}_auc"] == pytest.approx(float(auc.mean()))
+    pooled = mi.segmentation_scores(pixel, masks)
+    assert {k: means[k] for k in ("pixel_accuracy", "mAP", "mIoU")} == pytest.approx(
+        {k: pooled[k] for k in ("pixel_accuracy", "mAP", "mIoU")})
+    assert per["mAP"].mean() == pytest.approx(means["mAP"])

@@ -36,6 +36,7 @@ from lab.viz.jain_wallace import title
 NOTEBOOK = "05_jain_wallace"
 ENCODERS = ("lstm", "average")
 ADVERSARY_PENALTIES = ("authors", "paper")  # hinge weight per adversary: λ (authors' code) | λ/k (Eq. 1)
+ADVERSARY_CROSSES = ("authors", "paper")  # weight of the adversaries' pairwise JSD: 2/k² (authors' code) | 1/(k(k−1))
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def _check(cfg: dict) -> None:
 settings = ExperimentSettings(PROFILES, COMMON, choices={"attention": rnn.ATTENTIONS,
                                                          "average_reading": tuple(rnn.AVERAGE_READINGS),
                                                          "adversary_penalty": ADVERSARY_PENALTIES,
-                                                         "adversary_cross": ADVERSARY_PENALTIES}, check=_check)
+                                                         "adversary_cross": ADVERSARY_CROSSES}, check=_check)
 
 
 def other_average(cfg: Mapping) -> str | None:

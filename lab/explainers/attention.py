@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 
 from lab.explainers.base import register
-from lab.explainers.common import attention_gradients, cls_row, head_mean, rollout as rollout_product, with_identity
+from lab.explainers.common import (attention_gradients, check_start_layer, cls_row, head_mean,
+                                   rollout as rollout_product, with_identity)
 from lab.errors import ExplainInputError
 
 LAT_HEADS = ("split", "sum")
@@ -18,12 +19,6 @@ def attention_maps(adapter, inputs) -> tuple[list[torch.Tensor], torch.Tensor]:
     """(attention probabilities A^(b) [B, H, S, S] of every block, logits), from the model's own eager forward."""
     ag = attention_gradients(adapter, inputs, target=None, gradients=False)
     return ag.attentions, ag.logits
-
-
-def check_start_layer(adapter, start_layer: int) -> int:
-    if not 0 <= int(start_layer) < adapter.num_layers:
-        raise ExplainInputError(f"start_layer must be in 0..{adapter.num_layers - 1}, got {start_layer}")
-    return int(start_layer)
 
 
 @register("raw_attention", "attention of the last block, mean over heads, [CLS] row",

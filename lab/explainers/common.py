@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lab.errors import ExplainInputError
 from lab.models.adapters import Adapter
 from lab.relevance.composites import Composite
 from lab.relevance.propagate import RelevanceOps
@@ -123,6 +124,16 @@ def _full_rows(attention: torch.Tensor) -> torch.Tensor:
     full = attention.new_zeros(*attention.shape[:-2], seq, seq)
     full[..., :rows, :] = attention
     return full
+
+
+def check_start_layer(adapter, start_layer: int) -> int:
+    """The first rolled-out block as an index in 0..B-1: negative values count from the end (-1 = the last block,
+    as Python counts); anything outside -B..B-1 is an `ExplainInputError` naming that range."""
+    n = adapter.num_layers
+    if not -n <= int(start_layer) < n:
+        raise ExplainInputError(f"start_layer must be in -{n}..{n - 1} (negative counts from the end: -1 = the last "
+                                f"block), got {start_layer}")
+    return int(start_layer) % n
 
 
 def rollout(matrices: list[torch.Tensor], start_layer: int = 0, normalize: bool = False) -> torch.Tensor:

@@ -12,8 +12,8 @@ import contextlib
 import torch
 
 from lab.explainers.base import ANY_READOUT, register
-from lab.explainers.common import (GRADIENT_OF, attention_gradients, cls_row, head_mean, rollout, target_output,
-                                   with_identity)
+from lab.explainers.common import (GRADIENT_OF, attention_gradients, check_start_layer, cls_row, head_mean, rollout,
+                                   target_output, with_identity)
 from lab.errors import ExplainInputError
 
 GXI_VARIANTS = ("l2", "signed_sum", "abs_sum")
@@ -234,8 +234,7 @@ def gae(adapter, inputs, target, clamp: str = "before_mean", start_layer: int = 
     clamp="before_mean" is the authors' code, "after_mean" the other reading of E_h(·)+."""
     _choice("clamp", clamp, CLAMPS)
     _choice("gradient_of", gradient_of, GRADIENT_OF)
-    if not 0 <= int(start_layer) < adapter.num_layers:
-        raise ExplainInputError(f"start_layer must be in 0..{adapter.num_layers - 1}, got {start_layer}")
+    start_layer = check_start_layer(adapter, start_layer)
     ag = attention_gradients(adapter, inputs, target, gradient_of=gradient_of)
     maps = []
     for att, grad in zip(ag.attentions, ag.gradients):

@@ -14,7 +14,7 @@ from lab.relevance.composites import ALPHA_BETA, ATTNLRP, CHEFER, CP_LRP, LRP_EQ
 from lab.relevance.rules import per_example_sum, rule_wu_ong_code
 
 from .base import ANY_READOUT, register
-from .common import cls_row, head_mean, relevance_trace, resolve_target, rollout, with_identity
+from .common import check_start_layer, cls_row, head_mean, relevance_trace, resolve_target, rollout, with_identity
 from .gradient import frozen_parameters
 
 CLAMPS = ("before_mean", "after_mean")
@@ -216,10 +216,7 @@ def _chefer_scores(adapter, inputs, target, composite, start_layer, clamp, rollo
                    head_masks=None, mask_recorded=False, mask_renormalize=True, mask_record_rule=None):
     if ablation not in ABLATIONS:
         raise ExplainInputError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
-    if not -adapter.num_layers <= start_layer < adapter.num_layers:
-        raise ExplainInputError(f"start_layer must be in 0..{adapter.num_layers - 1} (or -1 for the last block, as "
-                                f"Python counts), got {start_layer}")
-    start_layer %= adapter.num_layers
+    start_layer = check_start_layer(adapter, start_layer)
     trace = relevance_trace(adapter, inputs, target, composite, head_masks=head_masks, mask_recorded=mask_recorded,
                             gradients=ablation != "no_gradient", gradient_of=gradient_of,
                             mask_renormalize=mask_renormalize, mask_record_rule=mask_record_rule)

@@ -160,7 +160,8 @@ SEGMENTATION_COLUMNS = ("pixel_accuracy", "mAP", "mIoU")
 class ImageUnits:
     """What an image protocol needs: the classifier, images [n, C, H, W], labels [n], object masks [n, H, W], one
     method's native maps [n, h, w] (patch grid or pixels), the patch grid, the fill value of removed pixels, the
-    perturbation fractions, images per forward pass and a reference map [n, h, w] for τ (or None)."""
+    perturbation fractions, `batch_size` images per forward pass (each with all its fractions: `batch_size` ×
+    fractions copies) and a reference map [n, h, w] for τ (or None)."""
 
     model: Any
     images: torch.Tensor
@@ -183,23 +184,25 @@ def patch_level(maps: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 
 def image_protocols(u: ImageUnits, metrics: Sequence[str]) -> Rows:
     """Chefer Tables 1-2 (positive/negative perturbation AUC, segmentation pixel accuracy / mAP / mIoU) and τ with
-    the reference: ({metric: mean}, {metric: [n] per image}); mIoU per image is each image's own IoU, whereas the
-    mean pools the intersections and unions over the images."""
+    the reference: ({metric: mean}, {metric: [n] per image}), through `lab.metrics.images.perturbation_protocol`
+    and `segmentation_protocol` (notebook 01's); mIoU per image is each image's own IoU, whereas the mean pools
+    the intersections and unions over the images."""
     from lab.metrics import images as mi
 
     metrics = [m for m in metrics if m in IMAGE_COLUMNS]
     pixel = mi.pixel_maps(u.maps, tuple(u.images.shape[-2:]))
     out: dict[str, float] = {}
     pe: dict[str, np.ndarray] = {}
-    for direction in ("positive", "negative"):
-        if f"{direction}_auc" in metrics:
-            hits = mi.perturbation_hits(u.model, u.images, u.labels, pixel, direction, u.fractions, u.fill,
-                                        u.batch_size)
-            pe[f"{direction}_auc"] = as_numpy(mi.perturbation_auc(u.fractions, hits))
-            out[f"{direction}_auc"] = float(pe[f"{direction}_auc"].mean())
+    directions = [d for d in ("positive", "negative") if f"{d}_auc" in metrics]
+    if directions:  # setting "auc": the columns are f"{direction}_auc"
+        r = mi.perturbation_protocol(u.model, u.images, u.labels, {"auc": {"m": pixel}}, u.fractions, fill=u.fill,
+                                     batch_size=u.batch_size, directions=directions)
+        out.update(r["rows"]["m"])
+        pe.update({k: as_numpy(v) for k, v in r["per_image"]["m"].items()})
     if set(SEGMENTATION_COLUMNS) & set(metrics):
-        counts = mi.segmentation_counts(pixel, u.masks)
-        out.update({k: v for k, v in mi.segmentation_from_counts(counts).items() if k in SEGMENTATION_COLUMNS})
+        seg = mi.segmentation_protocol({"m": pixel}, u.masks, SEGMENTATION_COLUMNS)
+        counts = seg["counts"]["m"]
+        out.update(seg["rows"]["m"])
         iou = [np.divide(counts[:, i], counts[:, i + 1], out=np.zeros(len(counts)), where=counts[:, i + 1] > 0)
                for i in (3, 5)]
         pe.update(pixel_accuracy=100 * counts[:, 0] / counts[:, 1], mAP=100 * counts[:, 2], mIoU=50 * (iou[0] + iou[1]))
@@ -229,15 +232,14 @@ def examples_protocols(ex, scores: torch.Tensor, settings: Mapping, token_id: in
     """The protocols of one method's scores (text [N, S], vision native maps [N, h, w]) on the first n examples
     (default all): ({metric: mean}, {metric: [n] values}). metrics: which columns (default all that apply);
     reference: the scores τ is measured against; text: the replacement and padding ids, the settings of
-    `TEXT_PROTOCOLS` and `perturb_batch`; vision: `image_fractions` and `batch_size` (images per forward: the
-    batch size × the number of fractions)."""
+    `TEXT_PROTOCOLS` and `perturb_batch`; vision: `image_fractions` and `batch_size` (images per forward pass,
+    each with all its fractions)."""
     n = min(len(ex) if n is None else int(n), scores.shape[0])
     metrics = [m for m in (metrics or columns(ex)) if m in columns(ex)]
     if ex.modality == "vision":
         test, fractions = ex.images[:n], settings["image_fractions"]
         return image_protocols(ImageUnits(ex.model, test.images, test.labels, test.masks, scores[:n],
-                                          get_adapter(ex.model).grid, ex.fill, fractions,
-                                          settings["batch_size"] * len(fractions),
+                                          get_adapter(ex.model).grid, ex.fill, fractions, settings["batch_size"],
                                           None if reference is None else reference[:n]), metrics)
     idx = torch.arange(n)
     rows = ex.rows(idx)
