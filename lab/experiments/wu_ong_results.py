@@ -275,11 +275,10 @@ def cross_claims(vectors: Mapping[str, np.ndarray]) -> list[dict]:
              for m, v in vectors.items()}
     out = []
     for beside in (False, True):  # the authors' readings decide the claim; the text/L2 readings get their own row
-        ps = {f"{m} mean r over words": p for m, p in parts.items() if (m in PAPER_METHOD) == beside}
-        what = "every method" if not beside else "the readings beside the authors' (" + ", ".join(
-            m for m in parts if m not in PAPER_METHOD) + ")"
+        ms = [m for m in parts if (m in PAPER_METHOD) == beside]
+        what = f"the readings beside the authors' ({', '.join(ms)})" if beside else "every method"
         out += [parts_claim(f"relevance is consistent across datasets (mean off-diagonal Pearson r >= {CROSS_MIN_R} "
-                            f"for {what})", ps)] if ps else []
+                            f"for {what})", {f"{m} mean r over words": parts[m] for m in ms})] if ms else []
     return out
 
 
