@@ -172,8 +172,8 @@ def transformer_rows(tr: Analysis, analyses: Mapping) -> dict:
                 "median_perm_tvd": round(float(np.median(a.perm_median_tvd)), 4),
                 "mean_eps_max_jsd": round(float(a.adv_eps_max_jsd.mean()), 3)}
 
-    rows = {label: row(analyses[key]) for key, label in ((("sst_jw", "lstm"), "BiLSTM attention"),
-                                                         (("sst_jw", "average"), "Average attention")) if key in analyses}
+    rnns = {("sst_jw", "lstm"): "BiLSTM attention", ("sst_jw", "average"): "Average attention"}
+    rows = {label: row(analyses[key]) for key, label in rnns.items() if key in analyses}
     rows["Transformer attention (last layer, [CLS], head mean)"] = row(tr)
     rows["Transformer Chefer relevance"] = {"tau_vs_grad": round(tr.mean_tau("chefer_grad"), 3),
                                             "tau_vs_loo": round(tr.mean_tau("chefer_loo"), 3)}
