@@ -95,6 +95,24 @@ def _as_holds(claim: str, holds: Any) -> bool | None:
     raise ValueError(f"claim {claim!r}: holds must be True, False or None, got {holds!r}")
 
 
+def claim_verdict(claim: str, holds: Any = None, *, interval: "stats.Interval | None" = None,
+                  margin: float | None = None, kind: str | None = None, verdict: str | None = None) -> str:
+    """The verdict `Results.add_claim` records for these arguments (before the smoke rule): `lab.stats.decide`'s
+    on ``interval``, else ``verdict``, else ``holds`` as "holds" / "fails" / "not evaluated" (None)."""
+    if interval is not None:
+        if margin is None or kind is None:
+            raise ValueError(f"claim {claim!r}: an interval needs a margin and a kind ({', '.join(stats.KINDS)})")
+        decided = stats.decide(interval, margin, kind)
+        if verdict is not None and verdict != decided:
+            raise ValueError(f"claim {claim!r}: verdict {verdict!r} contradicts its interval ({decided})")
+        return decided
+    if verdict is not None:
+        if verdict not in stats.VERDICTS:
+            raise ValueError(f"claim {claim!r}: verdict must be one of {stats.VERDICTS}, got {verdict!r}")
+        return verdict
+    return {True: "holds", False: "fails", None: "not evaluated"}[_as_holds(claim, holds)]
+
+
 class Results:
     """Tables, claims and run metadata of one notebook run, saved as ``results/<notebook>.json``."""
 
@@ -139,21 +157,10 @@ class Results:
         (samples that small decide nothing; this is the only place that rule lives), except ``exact=True`` ones:
         checks that involve no sampling (the model is left untouched, relevance is conserved)."""
         entry: dict[str, Any] = {"claim": claim, "detail": detail}
+        verdict = claim_verdict(claim, holds, interval=interval, margin=margin, kind=kind, verdict=verdict)
         if interval is not None:
-            if margin is None or kind is None:
-                raise ValueError(f"claim {claim!r}: an interval needs a margin and a kind ({', '.join(stats.KINDS)})")
-            decided = stats.decide(interval, margin, kind)
-            if verdict is not None and verdict != decided:
-                raise ValueError(f"claim {claim!r}: verdict {verdict!r} contradicts its interval ({decided})")
-            verdict = decided
             entry["interval"] = {**interval.to_dict(), "margin": margin, "kind": kind}
-        if verdict is not None:
-            if verdict not in stats.VERDICTS:
-                raise ValueError(f"claim {claim!r}: verdict must be one of {stats.VERDICTS}, got {verdict!r}")
-            holds = {"holds": True, "fails": False}.get(verdict)
-        else:
-            holds = _as_holds(claim, holds)
-            verdict = {True: "holds", False: "fails", None: "not evaluated"}[holds]
+        holds = {"holds": True, "fails": False}.get(verdict)
         if self.profile == "smoke" and not exact:
             holds, verdict = None, "not evaluated"
         entry.update(holds=holds, verdict=verdict, exact=bool(exact))
@@ -247,6 +254,16 @@ def table_frame(results: Results | Mapping[str, Any], table: str, arrows: bool =
     frame.index.name = "method"
     return frame
 
+
+
+def export_csv(results: Results, directory: str | Path | None = None) -> list[Path]:
+    """Our values of every table as ``<directory>/<table>.csv`` (default: ``results_dir(profile)/<notebook>/``),
+    each written atomically; returns the paths."""
+    folder = Path(directory) if directory is not None else config.results_dir(results.profile) / results.notebook
+    for name in results.tables:
+        text = table_frame(results, name).xs("ours", axis=1, level="source").to_csv()
+        cache.atomic_write_bytes(folder / f"{name}.csv", text.encode())
+    return [folder / f"{name}.csv" for name in results.tables]
 
 def _md_cell(value: Any) -> str:
     if value is None:

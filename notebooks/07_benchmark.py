@@ -68,7 +68,7 @@ from IPython.display import Markdown, display
 from lab.experiments import benchmark as B
 from lab.experiments import benchmark_results as BR
 from lab.metrics import ranking
-from lab.results import claims_markdown
+from lab.results import claims_markdown, export_csv
 from lab.viz import benchmark as viz_bench
 from lab.widgets import controls
 
@@ -180,7 +180,7 @@ fig_rand
 # %%
 results = BR.build_results(cfg, bench_tasks, runs, quality, sweep, rand, skipped_tasks)
 results.save()
-BR.export_tables(results)
+export_csv(results)
 print(claims_markdown(results))
 
 # %% [markdown]

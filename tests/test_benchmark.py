@@ -14,6 +14,7 @@ from lab.experiments import benchmark as B
 from lab.experiments import benchmark_results as BR
 from lab.metrics import MetricInputError
 from lab.metrics import ranking as R
+from lab.results import export_csv
 from lab.viz import benchmark as vb
 from tests.models import MASK_ID, PAD_ID, UNK_ID, text_batch, tiny_bert, tiny_vit
 
@@ -220,7 +221,7 @@ def test_build_results_tables_claims_and_exports(text_setup, image_setup, lab_di
     assert all(c["holds"] is True for c in res.claims if "untouched" in c["claim"])
     path = res.save()
     assert json.loads(path.read_text())["tables"]["movies_cost"]["rows"]["saliency"]["ratio_fb"]["ours"] > 0
-    written = BR.export_tables(res, lab_dirs["results"] / "csv")
+    written = export_csv(res, lab_dirs["results"] / "csv")
     assert {p.name for p in written} >= {"movies_quality.csv", "vit_cost.csv", "movies_token_sweep.csv"}
     costs = {t: r.cost for t, r in runs.items()}
     md = vb.summary_markdown(quality, costs, sweep, rand, B.TASK_LABELS, B.TOKEN_LABELS)

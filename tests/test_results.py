@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lab.results import Results, claims_markdown, load_results, table_frame, to_jsonable, versions
+from lab.results import Results, claims_markdown, export_csv, load_results, table_frame, to_jsonable, versions
 
 
 def make_results(profile="smoke"):
@@ -211,3 +211,12 @@ def test_table_markdown_formats_numbers_and_text():
     assert table_markdown(res, "t").split("\n") == ["| method | a ↑ paper | a ↑ ours | b ours | ref ours |",
                                                     "| --- | ---: | ---: | ---: | ---: |",
                                                     "| m | 54.16 | 12346 | 9.05e+09 | Bach \\| 2015 |"]
+
+
+def test_export_csv_writes_our_values_of_every_table(tmp_path):
+    res = Results("00_toy", "default").add_table("t1", "toy", {"a": {"x": (1.0, 2.0), "y": 3.0}, "b": {"x": 4.0}})
+    res.add_table("t2", "toy", {"r": {"z": 5}})
+    paths = export_csv(res, tmp_path / "csv")
+    assert [p.name for p in paths] == ["t1.csv", "t2.csv"]
+    assert paths[0].read_text().splitlines() == ["method,x,y", "a,2.0,3.0", "b,4.0,"]  # ours only, paper left out
+    assert not [p for p in (tmp_path / "csv").iterdir() if p.suffix != ".csv"]  # no temp files left

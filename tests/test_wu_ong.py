@@ -264,33 +264,34 @@ def test_claims_fail_or_stay_open_on_synthetic_examples():
     deletion, seeds, vectors = _fake_inputs()
     deletion["imdb"]["LRP"] = deletion["imdb"][wo.RANDOM] + 0.01  # LRP no faster than random on IMDb
     fast, spread, lat = wr.deletion_claims(deletion)
-    assert fast[1] == "fails" and "imdb auc_LRP − auc_random" in fast[2] and spread[1] == "fails"
-    assert lat[1] == "holds"
+    assert fast["verdict"] == "fails" and "imdb auc_LRP − auc_random" in fast["detail"] and spread["verdict"] == "fails"
+    assert lat["verdict"] == "holds"
     seeds["imdb"] = {m: dict(v) for m, v in seeds["sst5"].items()}  # IMDb as consistent as SST-5: not lower
     seeds["imdb"]["GS"] = {"per_example": list(np.array(seeds["sst5"]["GS"]["per_example"])[::-1])}
     band, lower = wr.seed_claims(seeds)
-    assert band[1] == "holds" and lower[1] in ("inconclusive", "fails")
+    assert band["verdict"] == "holds" and lower["verdict"] in ("inconclusive", "fails")
     rng = np.random.default_rng(1)
     unrelated = {"GS": rng.standard_normal((200, 3))}
-    assert wr.cross_claims(unrelated)[0][1] == "fails"
+    assert wr.cross_claims(unrelated)[0]["verdict"] == "fails"
     # two words only: the interval over words is as wide as it gets
-    assert wr.cross_claims({"GS": np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 1.9]])})[0][1] == "inconclusive"
+    assert wr.cross_claims({"GS": np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 1.9]])})[0]["verdict"] == "inconclusive"
 
     # a reading shown beside the authors' (LRP-paper) gets its own row and does not decide the authors' claim
     rng = np.random.default_rng(0)
     base = rng.normal(size=(60, 1))
     agree = base + 0.05 * rng.normal(size=(60, 3))
     rows = wr.cross_claims({"GS": agree, "LRP": agree.copy(), "LRP-paper": rng.normal(size=(60, 3))})
-    assert [r[1] for r in rows] == ["holds", "fails"] and "LRP-paper" in rows[1][0] and "LRP-paper" not in rows[0][2]
+    assert [r["verdict"] for r in rows] == ["holds", "fails"] and "LRP-paper" in rows[1]["claim"] \
+        and "LRP-paper" not in rows[0]["detail"]
 
 
 def test_claim_parts_without_values_are_not_evaluated():
     deletion, seeds, vectors = _fake_inputs()
     deletion["sst5"] = {m: np.zeros(0) for m in deletion["sst5"]}  # no example classified correctly
     fast = wr.deletion_claims(deletion)[0]
-    assert fast[1] == "not evaluated" and "no values" in fast[2]
+    assert fast["verdict"] == "not evaluated" and "no values" in fast["detail"]
     seeds["imdb"]["GS"]["per_example"] = []
-    assert wr.seed_claims(seeds)[1][1] == "not evaluated"
+    assert wr.seed_claims(seeds)[1]["verdict"] == "not evaluated"
 
 
 def test_unpaired_difference():
@@ -376,9 +377,9 @@ def test_vocabulary_seed_claim_is_decided_over_wordpieces():
                                                       "n": 400}}
     seeds = {"sst5": {m: good for m in wo.METHODS}}
     claim = wr.seed_claims(seeds)[-1]
-    assert "authors' aggregation" in claim[0] and claim[1] == "holds", claim
+    assert "authors' aggregation" in claim["claim"] and claim["verdict"] == "holds", claim
     bad = {**good, "vocabulary": {"pairs": rng.standard_normal((400, 2)), "n": 400}}
-    assert wr.seed_claims({"sst5": {**seeds["sst5"], "LRP": bad}})[-1][1] == "fails"
+    assert wr.seed_claims({"sst5": {**seeds["sst5"], "LRP": bad}})[-1]["verdict"] == "fails"
 
 
 def test_no_lrp_reading_beating_random_is_said_plainly():

@@ -137,20 +137,6 @@ def run(cfg: Mapping) -> dict:
             "randomisation": rand, "results": res}
 
 
-def export_tables(results, directory=None) -> list:
-    """A CSV of our values in every table of the results, under results/07_benchmark/ (or `directory`)."""
-    from pathlib import Path
-
-    from lab.results import table_frame
-
-    folder = Path(directory) if directory is not None else config.results_dir() / NOTEBOOK
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in results.tables:
-        table_frame(results, name).xs("ours", axis=1, level="source").to_csv(folder / f"{name}.csv.tmp")
-        os.replace(folder / f"{name}.csv.tmp", folder / f"{name}.csv")
-    return [folder / f"{name}.csv" for name in results.tables]
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab benchmark",
                                      description="every explainer x every metric on the fine-tuned models (notebook 07)")
@@ -163,6 +149,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-train", action="store_true", help="skip tasks whose model is not cached")
     parser.add_argument("--no-figures", action="store_true")
     args = parser.parse_args(argv)
+    from lab.results import export_csv
     from lab.runner import profile_outputs  # non-default profiles write under results/<profile>/, as notebooks do
 
     try:
@@ -170,7 +157,7 @@ def main(argv=None) -> int:
                        n=args.n, train_missing=False if args.no_train else None)
         with profile_outputs(args.profile):
             out = run(cfg)
-            path, tables = out["results"].save(), export_tables(out["results"])
+            path, tables = out["results"].save(), export_csv(out["results"])
             costs = {t: r.cost for t, r in out["runs"].items()}
             figs = {} if args.no_figures else viz_benchmark.figures(out["quality"], costs, TASK_LABELS)
             for name, fig in figs.items():

@@ -8,6 +8,7 @@ from typing import Mapping
 import numpy as np
 
 from lab import stats
+from lab.claims import interval_cells
 from lab.experiments.chefer_bert import NOTEBOOK, PAPER_METHODS, Context, method_params
 from lab.results import Results
 
@@ -119,8 +120,8 @@ def build_results(ctx: Context, fig3: Mapping, faith: Mapping, support: Mapping,
     higher = {c: "higher" for c in cols}
 
     def series(f, kind, se=False):
-        return {m: {**{c: (None, v) for c, v in zip(cols, ys)}, "n": (None, f["n"][m]),
-                    **({"max_se": (None, max(f["se"][m]) if f["se"].get(m) else None)} if se else {})}
+        return {m: {**dict(zip(cols, ys)), "n": f["n"][m],
+                    **({"max_se": max(f["se"][m]) if f["se"].get(m) else None} if se else {})}
                 for m, ys in f[kind].items()}
 
     res.add_table("figure3_token_f1_macro", f"Fig. 3: token-F1 of the top-k {fig3['unit']}s vs the human rationale, "
@@ -130,7 +131,7 @@ def build_results(ctx: Context, fig3: Mapping, faith: Mapping, support: Mapping,
     if fig3_other is not None:
         res.add_table(f"figure3_token_f1_macro_{fig3_other['unit']}", f"Fig. 3 with F1 over {fig3_other['unit']}s "
                       f"(beside the reported {fig3['unit']}s), per-document mean", series(fig3_other, "macro"), higher)
-    paired = {f"chefer − {m} (k={k})": {"ΔF1": iv.estimate, "ΔF1_low": iv.low, "ΔF1_high": iv.high, "n": iv.n}
+    paired = {f"chefer − {m} (k={k})": {**interval_cells("ΔF1", iv), "n": iv.n}
               for m in (fig3["per_doc"] if "chefer" in fig3["per_doc"] else ()) if m != "chefer"
               for k, (iv, _) in _paired_parts(fig3["per_doc"], "chefer", m, fig3["ks"]).items()}
     if paired:
@@ -163,11 +164,11 @@ def other_tables(res: Results, ctx: Context, faith: Mapping, support: Mapping, s
     """ERASER faithfulness, class support, special-token mass and accuracy tables."""
     rows = {}
     for m, r in faith["rows"].items():
-        rows[m] = {k: (None, r[k]) for k in ("comprehensiveness", "sufficiency")}
+        rows[m] = {k: r[k] for k in ("comprehensiveness", "sufficiency")}
         for i, b in enumerate(faith["bins"]):
-            rows[m][f"comp@{100 * b:g}%"] = (None, faith["curves"][m]["comprehensiveness"][i])
-            rows[m][f"suff@{100 * b:g}%"] = (None, faith["curves"][m]["sufficiency"][i])
-        rows[m]["n"] = (None, r["n"])
+            rows[m][f"comp@{100 * b:g}%"] = faith["curves"][m]["comprehensiveness"][i]
+            rows[m][f"suff@{100 * b:g}%"] = faith["curves"][m]["sufficiency"][i]
+        rows[m]["n"] = r["n"]
     res.add_table("eraser_faithfulness", "ERASER comprehensiveness (higher is better) and sufficiency (lower is "
                   "better), beyond the paper", rows, {c: ("higher" if c.startswith("comp") else "lower")
                                                       for r in list(rows.values())[:1] for c in r if c != "n"})
@@ -178,5 +179,5 @@ def other_tables(res: Results, ctx: Context, faith: Mapping, support: Mapping, s
     res.add_table("special_tokens", "Share of each map's positive mass on [SEP] / [CLS]; how often [SEP] is the top "
                   "token other than [CLS]", special["rows"])
     res.add_table("accuracy", "Test accuracy of the fine-tuned classifier (the paper does not report BERT's)",
-                  {"classifier": {"test_accuracy": (None, ctx.model_info.get("test_accuracy")),
-                                  "n_test": (None, ctx.model_info.get("n_test"))}}, {"test_accuracy": "higher"})
+                  {"classifier": {k: ctx.model_info.get(k) for k in ("test_accuracy", "n_test")}},
+                  {"test_accuracy": "higher"})

@@ -3,19 +3,19 @@ computes: Table 1 (test performance), Table 2 and the τ means, permutations (Fi
 premise check, the Transformer beyond the paper, and the paper's claims, each decided by a bootstrap interval."""
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from lab import stats
+from lab.claims import interval_cells, parts_claim, range_part
 from lab.analysis import attention_tests as at
 from lab.analysis.attention_tests import Analysis
 from lab.config import torch_threads
 from lab.experiments.jain_wallace import (ENCODERS, NOTEBOOK, PAPER_CLASS_ORDER, PAPER_TABLE1, PAPER_TABLE2, Task,
                                           other_average)
 from lab.models import rnn
-from lab.results import Results
+from lab.results import Results, claim_verdict
 from lab.viz.jain_wallace import ENCODER_LABELS, title
 
 
@@ -95,12 +95,13 @@ def tau_rows(analyses: Mapping) -> dict:
         for measure in ("attn_grad", "attn_loo", "grad_loo"):
             vals = _finite(_tau(a, measure))[0]
             if vals.size:
-                iv = stats.bootstrap(vals)
-                row[measure] = (None, round(iv.estimate, 3))
-                row[f"{measure}_ci_low"] = (None, round(iv.low, 3))
-                row[f"{measure}_ci_high"] = (None, round(iv.high, 3))
-        rows[title(name, enc)] = {**row, "n": (None, len(a))}
+                row.update(_ci_cells(measure, stats.bootstrap(vals), 3))
+        rows[title(name, enc)] = {**row, "n": len(a)}
     return rows
+
+
+def _ci_cells(col: str, iv: stats.Interval, digits: int) -> dict:
+    return interval_cells(col, iv, ("_ci_low", "_ci_high"), digits)
 
 
 def permutation_rows(analyses: Mapping) -> dict:
@@ -108,12 +109,11 @@ def permutation_rows(analyses: Mapping) -> dict:
     for (name, enc), a in analyses.items():
         med = a.perm_median_tvd
         rows[title(name, enc)] = {
-            "median_of_median_tvd": (None, round(float(np.median(med)), 4)),
-            "frac_median_tvd_below_0.01": (None, round(float((med < 0.01).mean()), 3)),
-            "frac_median_tvd_below_0.05": (None, round(float((med < 0.05).mean()), 3)),
-            "mean_max_attention": (None, round(float(a.max_attention.mean()), 3)),
-            "ms_per_instance": (None, round(1000 * a.timings["permutation_s_per_instance"], 2)),
-            "n": (None, len(a))}
+            "median_of_median_tvd": round(float(np.median(med)), 4),
+            "frac_median_tvd_below_0.01": round(float((med < 0.01).mean()), 3),
+            "frac_median_tvd_below_0.05": round(float((med < 0.05).mean()), 3),
+            "mean_max_attention": round(float(a.max_attention.mean()), 3),
+            "ms_per_instance": round(1000 * a.timings["permutation_s_per_instance"], 2), "n": len(a)}
     return rows
 
 
@@ -125,17 +125,13 @@ def adversarial_rows(analyses: Mapping) -> dict:
             continue
         corr = at.kendall_per_instance([jsd], [a.max_attention[:jsd.size]])
         rows[title(name, enc)] = {
-            "epsilon": (None, a.epsilon),
-            "mean_eps_max_jsd": (None, round(float(jsd.mean()), 3)),
-            "median_eps_max_jsd": (None, round(float(np.median(jsd)), 3)),
-            "frac_jsd_above_0.6": (None, round(float((jsd > 0.6).mean()), 3)),
-            **_relative_cells(a),
-            "frac_feasible": (None, round(float(a.adv_feasible.mean()), 3)),
-            "mean_any_iterate_jsd": (None, round(float(a.adv_any_iterate.mean()), 3)),
-            "tau_jsd_vs_max_attention": (None, None if not np.isfinite(corr.statistic[0])
-                                         else round(float(corr.statistic[0]), 3)),
-            "s_per_instance": (None, round(a.timings["adversarial_s_per_instance"], 3)),
-            "n": (None, int(jsd.size))}
+            "epsilon": a.epsilon, "mean_eps_max_jsd": round(float(jsd.mean()), 3),
+            "median_eps_max_jsd": round(float(np.median(jsd)), 3),
+            "frac_jsd_above_0.6": round(float((jsd > 0.6).mean()), 3), **_relative_cells(a),
+            "frac_feasible": round(float(a.adv_feasible.mean()), 3),
+            "mean_any_iterate_jsd": round(float(a.adv_any_iterate.mean()), 3),
+            "tau_jsd_vs_max_attention": round(float(corr.statistic[0]), 3) if np.isfinite(corr.statistic[0]) else None,
+            "s_per_instance": round(a.timings["adversarial_s_per_instance"], 3), "n": int(jsd.size)}
     return rows
 
 
@@ -146,9 +142,9 @@ def _relative_cells(a: Analysis) -> dict:
     rel = a.adv_relative_jsd
     if not rel.size:
         return {}
-    return {"median_reachable_max_jsd": (None, round(float(np.median(a.adv_reachable_max)), 3)),
-            "median_relative_jsd": (None, round(float(np.median(rel)), 3)),
-            "frac_relative_jsd_above_0.87": (None, round(float((rel > RELATIVE_JSD).mean()), 3))}
+    return {"median_reachable_max_jsd": round(float(np.median(a.adv_reachable_max)), 3),
+            "median_relative_jsd": round(float(np.median(rel)), 3),
+            "frac_relative_jsd_above_0.87": round(float((rel > RELATIVE_JSD).mean()), 3)}
 
 
 def premise_rows(analyses: Mapping) -> dict:
@@ -160,35 +156,27 @@ def premise_rows(analyses: Mapping) -> dict:
             continue
         changed = (a.context_zeroed_probs.argmax(-1) != a.predicted).astype(float)
         moved = 0.5 * np.abs(a.context_zeroed_probs - a.probs).sum(-1)
-        row = {}
-        for col, iv in (("changed_prediction", stats.bootstrap(changed)), ("mean_tvd", stats.bootstrap(moved))):
-            row.update({col: (None, round(iv.estimate, 3)), f"{col}_ci_low": (None, round(iv.low, 3)),
-                        f"{col}_ci_high": (None, round(iv.high, 3))})
-        row["accuracy"] = (None, round(float((a.predicted == a.labels).mean()), 3))
-        row["accuracy_zeroed"] = (None, round(float((a.context_zeroed_probs.argmax(-1) == a.labels).mean()), 3))
-        rows[title(name, enc)] = {**row, "n": (None, len(a))}
+        rows[title(name, enc)] = {
+            **_ci_cells("changed_prediction", stats.bootstrap(changed), 3),
+            **_ci_cells("mean_tvd", stats.bootstrap(moved), 3),
+            "accuracy": round(float((a.predicted == a.labels).mean()), 3),
+            "accuracy_zeroed": round(float((a.context_zeroed_probs.argmax(-1) == a.labels).mean()), 3), "n": len(a)}
     return rows
 
 
 def transformer_rows(tr: Analysis, analyses: Mapping) -> dict:
     """Agreement on SST: BiLSTM/Average attention vs the Transformer's attention and Chefer's relevance."""
-    rows = {}
-    for key, label in ((("sst_jw", "lstm"), "BiLSTM attention"), (("sst_jw", "average"), "Average attention")):
-        if key in analyses:
-            a = analyses[key]
-            rows[label] = {"tau_vs_grad": (None, round(a.mean_tau("attn_grad"), 3)),
-                           "tau_vs_loo": (None, round(a.mean_tau("attn_loo"), 3)),
-                           "tau_grad_vs_loo": (None, round(a.mean_tau("grad_loo"), 3)),
-                           "median_perm_tvd": (None, round(float(np.median(a.perm_median_tvd)), 4)),
-                           "mean_eps_max_jsd": (None, round(float(a.adv_eps_max_jsd.mean()), 3))}
-    rows["Transformer attention (last layer, [CLS], head mean)"] = {
-        "tau_vs_grad": (None, round(tr.mean_tau("attn_grad"), 3)),
-        "tau_vs_loo": (None, round(tr.mean_tau("attn_loo"), 3)),
-        "tau_grad_vs_loo": (None, round(tr.mean_tau("grad_loo"), 3)),
-        "median_perm_tvd": (None, round(float(np.median(tr.perm_median_tvd)), 4)),
-        "mean_eps_max_jsd": (None, round(float(tr.adv_eps_max_jsd.mean()), 3))}
-    rows["Transformer Chefer relevance"] = {"tau_vs_grad": (None, round(tr.mean_tau("chefer_grad"), 3)),
-                                            "tau_vs_loo": (None, round(tr.mean_tau("chefer_loo"), 3))}
+    def row(a: Analysis) -> dict:
+        return {"tau_vs_grad": round(a.mean_tau("attn_grad"), 3), "tau_vs_loo": round(a.mean_tau("attn_loo"), 3),
+                "tau_grad_vs_loo": round(a.mean_tau("grad_loo"), 3),
+                "median_perm_tvd": round(float(np.median(a.perm_median_tvd)), 4),
+                "mean_eps_max_jsd": round(float(a.adv_eps_max_jsd.mean()), 3)}
+
+    rnns = {("sst_jw", "lstm"): "BiLSTM attention", ("sst_jw", "average"): "Average attention"}
+    rows = {label: row(analyses[key]) for key, label in rnns.items() if key in analyses}
+    rows["Transformer attention (last layer, [CLS], head mean)"] = row(tr)
+    rows["Transformer Chefer relevance"] = {"tau_vs_grad": round(tr.mean_tau("chefer_grad"), 3),
+                                            "tau_vs_loo": round(tr.mean_tau("chefer_loo"), 3)}
     return rows
 
 
@@ -196,11 +184,9 @@ def timing_rows(models: Mapping, analyses: Mapping) -> dict:
     rows = {}
     for (name, enc), a in analyses.items():
         trained = models.get((name, enc))
-        row = {"train_s": (None, trained.metrics.get("train_seconds") if trained is not None else None)}
-        for k, v in a.timings.items():
-            if k.endswith("_s_per_instance"):
-                row[k.replace("_s_per_instance", "_ms")] = (None, round(1000 * v, 2))
-        rows[title(name, enc)] = row
+        rows[title(name, enc)] = {"train_s": trained.metrics.get("train_seconds") if trained is not None else None,
+                                  **{k.replace("_s_per_instance", "_ms"): round(1000 * v, 2)
+                                     for k, v in a.timings.items() if k.endswith("_s_per_instance")}}
     return rows
 
 
@@ -230,24 +216,16 @@ def mean_of_means(per_dataset: Sequence[np.ndarray], seed: int = 0) -> stats.Int
     return stats.bootstrap(rows, statistic, seed=seed)
 
 
-def _centred(iv: stats.Interval, low: float, high: float) -> stats.Interval:
-    """The interval shifted by the centre of [low, high]: 'within low..high' becomes 'within ±(high-low)/2'."""
-    c = (low + high) / 2
-    return replace(iv, estimate=iv.estimate - c, low=iv.low - c, high=iv.high - c)
-
-
 def _range_claim(text: str, iv: stats.Interval | None, low: float, high: float, detail: str) -> dict:
     if iv is None:
         return {"claim": text, "detail": detail + " (no finite value)"}
-    return {"claim": text, "interval": _centred(iv, low, high), "margin": (high - low) / 2, "kind": "within",
+    return {"claim": text, **dict(zip(("interval", "margin", "kind"), range_part(iv, low, high))),
             "detail": f"{detail}; mean {iv} (interval shifted by the range's centre {(low + high) / 2:g})"}
 
 
-def _parts(text: str, parts: Mapping[str, tuple[stats.Interval, float, str]], rule=stats.combine) -> dict:
-    """A claim made of per-dataset parts {label: (interval, margin, kind)}, decided by `rule` over their verdicts."""
-    verdicts = {k: stats.decide(iv, m, kind) for k, (iv, m, kind) in parts.items()}
-    detail = "; ".join(f"{k}: {iv} → {verdicts[k]}" for k, (iv, _, _) in parts.items())
-    return {"claim": text, "verdict": rule(list(verdicts.values())) if verdicts else None, "detail": detail}
+def _parts(text: str, parts: Mapping[str, tuple[stats.Interval, float, str]], rule=stats.combine) -> list[dict]:
+    """[The claim made of per-dataset parts {dataset: (interval, margin, kind)}], none without parts."""
+    return [parts_claim(text, {f"{k}:": p for k, p in parts.items()}, rule)] if parts else []
 
 
 def _kendall_rows(rows: np.ndarray) -> float:
@@ -264,14 +242,17 @@ def _pairs(analyses: Mapping) -> dict[str, tuple[Analysis, Analysis]]:
             if e == "lstm" and (n, "average") in analyses}
 
 
-def _gap_claim(text: str, analyses: Mapping, first: str, second: str, margin: float) -> dict:
-    """Mean over datasets (BiLSTM, SNLI excepted) of the per-instance τ(first) − τ(second) exceeds `margin`."""
-    per = {k: np.subtract(*_finite(_tau(a, first), _tau(a, second)))
-           for k, a in _by_encoder(analyses, "lstm", skip=("snli",)).items()}
+def _gap(a: Analysis, b: Analysis, first: str, second: str) -> np.ndarray:
+    """Per-instance τ_first(a) − τ_second(b) where both are finite."""
+    return np.subtract(*_finite(_tau(a, first), _tau(b, second)))
+
+
+def _gap_claim(text: str, per: Mapping[str, np.ndarray], margin: float, prefix: str = "") -> dict:
+    """The mean over datasets of the per-instance differences `per[dataset]` exceeds `margin` (`mean_of_means`)."""
     iv = mean_of_means(list(per.values()))
     detail = ", ".join(f"{k}: {v.mean():.3f}" for k, v in per.items() if v.size)
     return {"claim": text, "detail": detail} if iv is None else \
-        {"claim": text, "interval": iv, "margin": margin, "kind": "greater", "detail": "per dataset " + detail}
+        {"claim": text, "interval": iv, "margin": margin, "kind": "greater", "detail": prefix + detail}
 
 
 def correlation_claims(analyses: Mapping) -> list[dict]:
@@ -286,59 +267,52 @@ def correlation_claims(analyses: Mapping) -> list[dict]:
             out.append(_range_claim(f"{name} attention–gradient τ_g is {what}: mean over datasets within "
                                     f"{low:.2f}–{high:.2f}", iv, low, high, detail))
     pairs = _pairs(analyses)
-    if pairs:
-        out.append(_parts("τ_g is higher for the Average encoder than for the BiLSTM on every dataset (paired over "
-                          "instances)", {k: (stats.paired_difference(*_finite(_tau(av, "attn_grad"),
-                                                                              _tau(ls, "attn_grad"))), 0.0, "greater")
-                                         for k, (ls, av) in pairs.items()}))
-    out.append(_gap_claim("Fig. 3: τ(gradient, LOO) exceeds τ(attention, LOO) by > 0.2 on average (BiLSTM, SNLI "
-                          "excepted)", analyses, "grad_loo", "attn_loo", 0.2))
-    out.append(_gap_claim("Fig. 4: τ(gradient, LOO) exceeds τ(attention, gradient) by ≈ 0.25 on average (> 0.2; "
-                          "BiLSTM, SNLI excepted)", analyses, "grad_loo", "attn_grad", 0.2))
-    if pairs:
-        diffs = [np.subtract(*_finite(_tau(av, "attn_loo"), _tau(ls, "attn_loo"))) for ls, av in pairs.values()]
-        iv = mean_of_means(diffs)
-        if iv is not None:
-            out.append({"claim": "Fig. 5: attention–LOO τ is higher for Average than BiLSTM by ≈ 0.375 on average "
-                        "(> 0.25; paired over instances)", "interval": iv, "margin": 0.25, "kind": "greater",
-                        "detail": ", ".join(f"{k}: {d.mean():.3f}" for k, d in zip(pairs, diffs) if d.size)})
-    return out
+    out += _parts("τ_g is higher for the Average encoder than for the BiLSTM on every dataset (paired over "
+                  "instances)", {k: (stats.bootstrap(_gap(av, ls, "attn_grad", "attn_grad")), 0.0, "greater")
+                                 for k, (ls, av) in pairs.items()})
+    lstm = _by_encoder(analyses, "lstm", skip=("snli",))
+    for second, text in (("attn_loo", "Fig. 3: τ(gradient, LOO) exceeds τ(attention, LOO) by > 0.2 on average "
+                                      "(BiLSTM, SNLI excepted)"),
+                         ("attn_grad", "Fig. 4: τ(gradient, LOO) exceeds τ(attention, gradient) by ≈ 0.25 on average "
+                                       "(> 0.2; BiLSTM, SNLI excepted)")):
+        out.append(_gap_claim(text, {k: _gap(a, a, "grad_loo", second) for k, a in lstm.items()}, 0.2, "per dataset "))
+    fig5 = _gap_claim("Fig. 5: attention–LOO τ is higher for Average than BiLSTM by ≈ 0.375 on average (> 0.25; "
+                      "paired over instances)", {k: _gap(av, ls, "attn_loo", "attn_loo") for k, (ls, av) in
+                                                 pairs.items()}, 0.25)
+    return out + ([fig5] if "interval" in fig5 else [])
+
+
+def _peaked_part(a: Analysis) -> tuple[stats.Interval, float, str]:
+    """Fig. 6 on one dataset: the share of the more peaked half (max α̂ ≥ its median) with Δŷ^med < 0.05 > 1/4."""
+    peaked = a.max_attention >= np.median(a.max_attention)
+    return stats.proportion(float((a.perm_median_tvd[peaked] < 0.05).mean()), int(peaked.sum())), 0.25, "greater"
 
 
 def counterfactual_claims(cfg: Mapping, analyses: Mapping) -> list[dict]:
     """Figs. 6–8: permutation and adversarial attention, per dataset, combined over datasets."""
     out = []
     for enc in cfg["encoders"]:
-        per = _by_encoder(analyses, enc)
-        parts = {}
-        for k, a in per.items():
-            peaked = a.max_attention >= np.median(a.max_attention)
-            rate = float((a.perm_median_tvd[peaked] < 0.05).mean())
-            parts[k] = (stats.proportion(rate, int(peaked.sum())), 0.25, "greater")
-        if parts:
-            out.append(_parts(f"Fig. 6: there exist many instances with small Δŷ^med despite large attention "
-                              f"({ENCODER_LABELS[enc]}): among the more peaked half (max α̂ ≥ its median), at least "
-                              f"a quarter have Δŷ^med < 0.05, on every dataset (interval on the proportion)", parts))
+        out += _parts(f"Fig. 6: there exist many instances with small Δŷ^med despite large attention "
+                      f"({ENCODER_LABELS[enc]}): among the more peaked half (max α̂ ≥ its median), at least a quarter "
+                      f"have Δŷ^med < 0.05, on every dataset (interval on the proportion)",
+                      {k: _peaked_part(a) for k, a in _by_encoder(analyses, enc).items()})
     for enc in cfg["encoders"]:
-        parts = {k: (stats.bootstrap((a.adv_eps_max_jsd > 0.6).astype(float)), 0.5, "greater")
-                 for k, a in _by_encoder(analyses, enc).items() if a.adv_eps_max_jsd.size}
-        if parts:
-            out.append(_parts(f"Fig. 7: adversarial attention is often near the JSD bound ln 2 ≈ 0.69 "
-                              f"({ENCODER_LABELS[enc]}): ε-max JSD > 0.6 for more than half the instances on every "
-                              "dataset", parts))
-        parts = {k: (stats.proportion(float((a.adv_relative_jsd > RELATIVE_JSD).mean()), a.adv_relative_jsd.size),
-                     0.5, "greater") for k, a in _by_encoder(analyses, enc).items() if a.adv_relative_jsd.size}
-        if parts:
-            out.append(_parts(f"Fig. 7, relative to each instance's reachable maximum ({ENCODER_LABELS[enc]}): ε-max "
-                              f"JSD above {RELATIVE_JSD:.0%} of the largest JSD any attention could reach from α̂ "
-                              "for more than half the instances on every dataset", parts))
-    parts = {k: (stats.bootstrap(np.stack([a.adv_eps_max_jsd, a.max_attention[:a.adv_eps_max_jsd.size]], 1),
-                                 _kendall_rows), 0.0, "less")
-             for k, a in _by_encoder(analyses, "lstm").items() if a.adv_eps_max_jsd.size > 2}
-    if parts:
-        out.append(_parts("Fig. 8: ε-max JSD decreases (weakly) with the maximum attention: Kendall τ < 0 on most "
-                          "datasets (BiLSTM)", parts, rule=stats.majority))
-    return out
+        per = _by_encoder(analyses, enc)
+        out += _parts(f"Fig. 7: adversarial attention is often near the JSD bound ln 2 ≈ 0.69 ({ENCODER_LABELS[enc]}): "
+                      "ε-max JSD > 0.6 for more than half the instances on every dataset",
+                      {k: (stats.bootstrap((a.adv_eps_max_jsd > 0.6).astype(float)), 0.5, "greater")
+                       for k, a in per.items() if a.adv_eps_max_jsd.size})
+        out += _parts(f"Fig. 7, relative to each instance's reachable maximum ({ENCODER_LABELS[enc]}): ε-max JSD above "
+                      f"{RELATIVE_JSD:.0%} of the largest JSD any attention could reach from α̂ for more than half the "
+                      "instances on every dataset",
+                      {k: (stats.proportion(float((a.adv_relative_jsd > RELATIVE_JSD).mean()),
+                                            a.adv_relative_jsd.size), 0.5, "greater")
+                       for k, a in per.items() if a.adv_relative_jsd.size})
+    return out + _parts("Fig. 8: ε-max JSD decreases (weakly) with the maximum attention: Kendall τ < 0 on most "
+                        "datasets (BiLSTM)", {k: (stats.bootstrap(np.stack([a.adv_eps_max_jsd, a.max_attention[
+                            :a.adv_eps_max_jsd.size]], 1), _kendall_rows), 0.0, "less")
+                            for k, a in _by_encoder(analyses, "lstm").items() if a.adv_eps_max_jsd.size > 2},
+                        rule=stats.majority)
 
 
 def performance_claims(perf: Mapping) -> list[dict]:
@@ -356,10 +330,9 @@ def performance_claims(perf: Mapping) -> list[dict]:
     return out
 
 
-def _decided(claim: Mapping) -> str | None:
-    """The verdict of a claim's interval (`stats.decide`, as `Results.add_claim` decides it) or of its parts."""
-    return stats.decide(claim["interval"], claim["margin"], claim["kind"]) if "interval" in claim else \
-        claim.get("verdict")
+def _decided(claim: Mapping) -> str:
+    """The verdict `Results.add_claim` records for a claim (`lab.results.claim_verdict`)."""
+    return claim_verdict(**{k: v for k, v in claim.items() if k != "detail"})
 
 
 def _renamed(claim: str, alt: str) -> str:

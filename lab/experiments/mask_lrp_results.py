@@ -10,6 +10,7 @@ import numpy as np
 
 import lab
 from lab import stats
+from lab.claims import decide_parts, interval_cells, part_verdicts, parts_claim
 from lab.analysis import heads
 from lab.experiments import ExperimentError
 from lab.experiments.mask_lrp import (ABLATIONS, BASELINES, LABELS, NOTEBOOK, PAPER_TABLE1, PAPER_TABLE1_STD,
@@ -46,10 +47,8 @@ def paired(evaluation: Mapping, a: str, b: str, col: str) -> stats.Interval:
 
 def comparison(evaluation: Mapping, a: str, b: str) -> tuple[str, str]:
     """(verdict, detail) of "a beats b on both AOPC (higher) and LOdds (lower)"."""
-    parts = {col: paired(evaluation, a, b, col) for col in BETTER}
-    verdicts = {col: stats.decide(iv, 0.0, BETTER[col]) for col, iv in parts.items()}
-    detail = "; ".join(f"Δ{col} ({LABELS[a]} − {LABELS[b]}) {iv} → {verdicts[col]}" for col, iv in parts.items())
-    return stats.combine(verdicts.values()), detail
+    return decide_parts({f"Δ{col} ({LABELS[a]} − {LABELS[b]})": (paired(evaluation, a, b, col), 0.0, BETTER[col])
+                         for col in BETTER})
 
 
 def best_of_all(evals: Mapping[str, dict], col: str, methods: Sequence[str]) -> tuple[str, str]:
@@ -59,7 +58,7 @@ def best_of_all(evals: Mapping[str, dict], col: str, methods: Sequence[str]) -> 
     verdicts, notes = [], []
     for d, ev in evals.items():
         parts = {m: paired(ev, "mask_lrp", m, col) for m in methods if m != "mask_lrp" and m in ev["methods"]}
-        vs = {m: stats.decide(iv, 0.0, BETTER[col]) for m, iv in parts.items()}
+        vs = part_verdicts({m: (iv, 0.0, BETTER[col]) for m, iv in parts.items()})
         verdicts.append(stats.combine(vs.values()))
         open_parts = [m for m in parts if vs[m] != "holds"]
         if open_parts:
@@ -72,10 +71,8 @@ def best_of_all(evals: Mapping[str, dict], col: str, methods: Sequence[str]) -> 
 
 def ablation_claim(evaluation: Mapping, margin: float = 0.005) -> tuple[str, str]:
     """(verdict, detail) of "removing either mask type changes AOPC by at most `margin`" (Table 3)."""
-    parts = {a: paired(evaluation, a, "mask_lrp", "AOPC") for a in ABLATIONS}
-    vs = {a: stats.decide(iv, margin, "within") for a, iv in parts.items()}
-    return stats.combine(vs.values()), "; ".join(f"ΔAOPC {LABELS[a]} − Mask-LRP {iv} → {vs[a]}"
-                                                 for a, iv in parts.items())
+    return decide_parts({f"ΔAOPC {LABELS[a]} − Mask-LRP": (paired(evaluation, a, "mask_lrp", "AOPC"), margin, "within")
+                         for a in ABLATIONS})
 
 
 def _spearman(x, y) -> float:
@@ -93,10 +90,9 @@ def corruption_claim(sweep: Mapping) -> tuple[str, str]:
     columns += [np.mean([np.asarray(m["aopc"], dtype=float) for m in sweep["per_rate"][r]], axis=0)
                 for r in sweep["rates"]]
     table = np.stack(columns, axis=1)  # [n examples, rates]
-    rho = stats.bootstrap(table, lambda t: _spearman(rates, t.mean(0)))
-    drop = stats.paired_difference(table[:, 0], table[:, -1])
-    vs = [stats.decide(rho, 0.0, "less"), stats.decide(drop, 0.0, "greater")]
-    return stats.combine(vs), f"Spearman(rate, AOPC) {rho} → {vs[0]}; AOPC at 0 % − at 100 % {drop} → {vs[1]}"
+    return decide_parts({
+        "Spearman(rate, AOPC)": (stats.bootstrap(table, lambda t: _spearman(rates, t.mean(0))), 0.0, "less"),
+        "AOPC at 0 % − at 100 %": (stats.paired_difference(table[:, 0], table[:, -1]), 0.0, "greater")})
 
 
 def size_sweep_interval(sweep: Mapping, col: str) -> stats.Interval:
@@ -110,8 +106,7 @@ def size_sweep_interval(sweep: Mapping, col: str) -> stats.Interval:
 
 def _interval_row(parts: Mapping[str, stats.Interval]) -> dict:
     """Δcol, Δcol_low, Δcol_high per column and the examples' n."""
-    row = {k: v for col, iv in parts.items() for k, v in ((f"Δ{col}", iv.estimate), (f"Δ{col}_low", iv.low),
-                                                          (f"Δ{col}_high", iv.high))}
+    row = {k: v for col, iv in parts.items() for k, v in interval_cells(f"Δ{col}", iv).items()}
     return {**row, "n": list(parts.values())[-1].n}
 
 
@@ -120,12 +115,11 @@ def size_sweep_table(sweep: Mapping) -> dict:
     rows = {}
     for m in sweep["sizes"]:
         r = sweep["per_size"][m]
-        row = {}
-        ev = {"methods": {"size_top": r["top"]}, "random": r["random"]}
+        ev, row = {"methods": {"size_top": r["top"]}, "random": r["random"]}, {}
         for col in BETTER:
             iv = paired(ev, "size_top", "random_mask", col)
-            row.update({f"top {col}": r["top"][col], f"random {col}": r["random_mean"][col], f"Δ{col}": iv.estimate,
-                        f"Δ{col}_low": iv.low, f"Δ{col}_high": iv.high})
+            row.update({f"top {col}": r["top"][col], f"random {col}": r["random_mean"][col],
+                        **interval_cells(f"Δ{col}", iv)})
         rows[f"m = {m}"] = {**row, "n": iv.n}
     return rows
 
@@ -232,19 +226,15 @@ def _other_reading(res: Results, cfg: Mapping, evals: Mapping[str, dict], other_
     res.add_table("readings", f"Authors' code reading beside the paper text's ({', '.join(READINGS)}; see "
                   "READINGS): the GAE / Mask-LRP / random-mask rows under both", rows)
     for d, ev in other_reading.items():
-        for a, b, text in (("mask_lrp", "random_mask", "Mask-LRP beats the random same-rate mask"),
-                           ("mask_lrp", "chefer", "Mask-LRP beats GAE (chefer)")):
-            verdict, detail = comparison(ev, a, b)
-            res.add_claim(f"{d}: {text} on both AOPC and LOdds ({other} reading)", verdict=verdict, detail=detail)
+        _pair_claims(res, d, ev, PAIR_CLAIMS[:2], f" ({other} reading)")
 
 
 def _size_claim(res: Results, sizes: Mapping) -> None:
-    parts = {col: size_sweep_interval(sizes, col) for col in BETTER}
-    vs = {col: stats.decide(iv, 0.0, BETTER[col]) for col, iv in parts.items()}
-    res.add_claim("the heads Mask-LRP selects matter, not just the sparsity: at every matched size m the top-m heads "
-                  "by margin beat m random heads (mean over m of top − random)", verdict=stats.combine(vs.values()),
-                  detail="; ".join(f"Δ{col} {iv} → {vs[col]}" for col, iv in parts.items())
-                  + f" (m = {', '.join(map(str, sizes['sizes']))}; {sizes['seeds']} random draws per m)")
+    res.add_claim(**parts_claim(
+        "the heads Mask-LRP selects matter, not just the sparsity: at every matched size m the top-m heads by margin "
+        "beat m random heads (mean over m of top − random)",
+        {f"Δ{col}": (size_sweep_interval(sizes, col), 0.0, BETTER[col]) for col in BETTER},
+        note=f" (m = {', '.join(map(str, sizes['sizes']))}; {sizes['seeds']} random draws per m)"))
 
 
 # ---- the paper's claims ---------------------------------------------------------------------------------------------
@@ -253,15 +243,19 @@ PAIR_CLAIMS = (("mask_lrp", "random_mask", "Mask-LRP beats the random same-rate 
                ("random_mask", "chefer", "even the random-mask variant beats GAE (chefer) (Sec. 5.4)"))
 
 
+def _pair_claims(res: Results, dataset: str, evaluation: Mapping, pairs: Sequence[tuple], suffix: str = "") -> None:
+    for a, b, text in pairs:
+        verdict, detail = comparison(evaluation, a, b)
+        res.add_claim(f"{dataset}: {text}{suffix}", verdict=verdict, detail=detail)
+
+
 def _claims(res: Results, cfg: Mapping, runs: Mapping[str, DatasetRun], evals: Mapping[str, dict], sweep) -> None:
     for col in BETTER:
         verdict, detail = best_of_all(evals, col, TABLE_METHODS)
         res.add_claim(f"Mask-LRP has the best {col} of all methods on every dataset (Table 1; the paper's exception: "
                       "AttCAT's LOdds on Yelp)", verdict=verdict, detail=detail)
     for d, ev in evals.items():
-        for a, b, text in PAIR_CLAIMS:
-            verdict, detail = comparison(ev, a, b)
-            res.add_claim(f"{d}: {text}", verdict=verdict, detail=detail)
+        _pair_claims(res, d, ev, PAIR_CLAIMS)
     for d in (d for d in cfg["ablation_datasets"] if d in evals):
         verdict, detail = ablation_claim(evals[d])
         res.add_claim(f"{d}: removing either mask type barely changes AOPC (|Δ| ≤ 0.005, Table 3)", verdict=verdict,
@@ -269,7 +263,7 @@ def _claims(res: Results, cfg: Mapping, runs: Mapping[str, DatasetRun], evals: M
     if sweep is not None:
         _corruption_claims(res, cfg, sweep)
     tested = {d: iv for d, r in runs.items() if (iv := heads.depth_interval(r.stats, **thresholds(cfg))) is not None}
-    verdicts = [stats.decide(iv, 0.0, "less") for iv in tested.values()]
+    verdicts = list(part_verdicts({d: (iv, 0.0, "less") for d, iv in tested.items()}).values())
     res.add_claim("positional heads sit in earlier blocks than syntactic heads (Fig. 5)",
                   verdict=stats.combine(verdicts) if tested else None,
                   detail="; ".join(f"{d}: mean block positional − syntactic {iv} (over heads) → {v}"

@@ -4,7 +4,7 @@ beside them with bootstrap intervals, and the paper's claims decided on those in
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -12,7 +12,8 @@ from lab.experiments.wu_ong import (CLASS_OF_INTEREST, METHODS, NOTEBOOK, PAPER_
                                     deletion_summary, model_info, per_example_auc)
 from lab.experiments.wu_ong_words import pearson_r, correlation_matrix, top_bottom_words, word_vectors
 from lab.results import Results
-from lab.stats import Interval, StatsInputError, bootstrap, combine, decide, paired_difference, unpaired_difference
+from lab.claims import Part, interval_cells, interval_or_none, part_verdicts, parts_claim
+from lab.stats import Interval, bootstrap, combine, paired_difference, unpaired_difference
 
 # What each of our datasets stands in for (the paper's Table 3 datasets).
 PAPER_DATASET = {"sst5": "SST-5", "sst2": "SemEval", "yelp": "Yelp-5", "imdb": "IMDb"}
@@ -125,7 +126,7 @@ def _paper(method: str) -> str:
 
 
 def _conservation_table(res: Results, conservation: Mapping[str, Mapping]) -> None:
-    rows = {f"{d} {reading}": {k: (None, _round(v, 6)) for k, v in c.items()}
+    rows = {f"{d} {reading}": {k: _round(v, 6) for k, v in c.items()}
             for d, per in conservation.items() for reading, c in per.items()}
     res.add_table("lrp_conservation", "LRP conservation per reading (`lrp_wu_ong`): |sum R - R^(0)| on a few test "
                   "examples, R^(0) = f_c(x) (logit for the code reading, probability otherwise); rel = over |R^(0)|; "
@@ -136,7 +137,7 @@ def _conservation_table(res: Results, conservation: Mapping[str, Mapping]) -> No
 def _deletion_tables(res: Results, mode: str, sets: Mapping[str, DeletionSet], aucs: Mapping, main: bool) -> None:
     suffix = "" if main else f"_{mode}"
     summaries = {d: deletion_summary(ds) for d, ds in sets.items()}
-    rows = {m: {f"{d} {col}": (None, _round(v)) for d, s in summaries.items() for col, v in s[m].items()}
+    rows = {m: {f"{d} {col}": _round(v) for d, s in summaries.items() for col, v in s[m].items()}
             for m in [*METHODS, RANDOM]}
     res.add_table(f"fig1_deletion{suffix}", f"Fig. 1 deletion test ({mode}): accuracy after k words removed and the "
                   "mean accuracy over k = 0..max_words (auc, lower = steeper); the paper gives curves only",
@@ -161,8 +162,8 @@ def _seed_tables(res: Results, seeds: Mapping[str, dict], cfg: Mapping) -> None:
         res.add_table("table1_seed_vocabulary", f"Table 1 as the authors aggregate: Pearson r over WordPieces of "
                       f"vocabulary-level means of per-sentence {cfg.get('sentence_norm')}(|R|); WordPieces: {n}",
                       tv, direction={m: "higher" for m in METHODS})
-    acc = {d: {f"seed {m.get('seed')} accuracy_%": (None, _round(100 * m["eval_accuracy"], 2)
-                                                    if m.get("eval_accuracy") is not None else None)
+    acc = {d: {f"seed {m.get('seed')} accuracy_%": _round(100 * m["eval_accuracy"], 2)
+                                                    if m.get("eval_accuracy") is not None else None
                for m in row.get("_models") or []} for d, row in seeds.items()}
     if any(acc.values()):
         res.add_table("table1_models", "test accuracy of the two seed models behind Table 1 (same recipe)", acc,
@@ -180,18 +181,12 @@ def _cross_tables(res: Results, matrices: Mapping, names: Sequence[str], n_share
             res.add_table(f"fig3_cross_dataset_{method}{suffix}", f"Fig. 3 ({method}, {label} per-sentence |R|): "
                           f"Pearson r of per-word mean relevance between datasets on {n_shared} shared words "
                           "(paper: no numbers)",
-                          {a: {b: (None, _round(m[i, j])) for j, b in enumerate(names)} for i, a in enumerate(names)})
+                          {a: {b: _round(m[i, j]) for j, b in enumerate(names)} for i, a in enumerate(names)})
 
 
 def _deletion_intervals(aucs: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
-    rows = {}
-    for d, a in aucs.items():
-        for m in METHODS:
-            iv, _ = _part(lambda m=m, a=a: paired_difference(a[m], a[RANDOM]), 0.0, "less")
-            rows[f"{m} ({d})"] = {"Δauc": None if iv is None else iv.estimate,
-                                  "Δauc_low": None if iv is None else iv.low,
-                                  "Δauc_high": None if iv is None else iv.high, "n": len(a[RANDOM])}
-    return rows
+    return {f"{m} ({d})": {**interval_cells("Δauc", _vs_random(a, m)[0]), "n": len(a[RANDOM])}
+            for d, a in aucs.items() for m in METHODS}
 
 
 # ---- claims: bootstrap intervals over examples (deletion, seeds) and over shared words (Fig. 3) ---------------------
@@ -200,112 +195,96 @@ SEED_BAND = (0.75, 0.95)  # "about 0.8-0.9"
 CROSS_MIN_R = 0.5
 
 
-def _part(make: Any, margin: float, kind: str) -> tuple[Interval | None, str]:
-    """(interval, verdict) of one part of a claim; 'not evaluated' when there are no values to resample."""
-    try:
-        iv = make()
-    except StatsInputError:
-        return None, "not evaluated"
-    return iv, decide(iv, margin, kind)
+def _vs_random(aucs: Mapping[str, np.ndarray], method: str, margin: float = 0.0, kind: str = "less") -> Part:
+    """The part "auc(method) − auc(Random) against `margin`", paired over examples."""
+    return interval_or_none(lambda: paired_difference(aucs[method], aucs[RANDOM])), margin, kind
 
 
-def _say(label: str, iv: Interval | None, verdict: str) -> str:
-    return f"{label} {iv if iv is not None else 'no values'} → {verdict}"
-
-
-def deletion_claims(aucs: Mapping[str, Mapping[str, np.ndarray]], mode: str | None = None
-                    ) -> list[tuple[str, str, str]]:
-    """(claim, verdict, detail) of the Fig. 1 claims from per-example deletion AUCs {dataset: {method: [M]}};
+def deletion_claims(aucs: Mapping[str, Mapping[str, np.ndarray]], mode: str | None = None) -> list[dict]:
+    """The Fig. 1 claims (`Results.add_claim` arguments) from per-example deletion AUCs {dataset: {method: [M]}};
     `mode` (a DELETION_MODES entry) is named in the claims; LRP-paper, when present, gets its own claim."""
     tag = f" ({mode} deletion)" if mode else ""
-    fast, spread, lat = {}, {}, {}
-    for d, a in aucs.items():
-        for m in ("GS", "GI", "LRP"):
-            fast[(d, m)] = _part(lambda m=m, a=a: paired_difference(a[m], a[RANDOM]), -SPEEDUP_MARGIN, "less")
+
+    def spread(a):
         three = np.stack([a[m] for m in ("GS", "GI", "LRP")], 1)
-        spread[d] = _part(lambda t=three: bootstrap(t, lambda x: float(np.ptp(x.mean(0)))), SPREAD_MARGIN, "less")
-        lat[d] = _part(lambda a=a: paired_difference(a["LAT"], a[RANDOM]), LAT_MARGIN, "within")
-    out = [
-        (f"GS, GI and LRP drop accuracy faster than random deletion on every dataset (auc at least {SPEEDUP_MARGIN} "
-         f"below random){tag}", combine(v for _, v in fast.values()),
-         "; ".join(_say(f"{d} auc_{m} − auc_random", *p) for (d, m), p in fast.items())),
-        (f"GS, GI and LRP drop similarly (auc spread <= {SPREAD_MARGIN} on every dataset){tag}",
-         combine(v for _, v in spread.values()), "; ".join(_say(f"{d} spread", *p) for d, p in spread.items())),
-        (f"LAT is no better than random deletion (|auc_LAT - auc_random| <= {LAT_MARGIN} on every dataset){tag}",
-         combine(v for _, v in lat.values()),
-         "; ".join(_say(f"{d} auc_LAT − auc_random", *p) for d, p in lat.items())),
-    ]
+        return interval_or_none(lambda: bootstrap(three, lambda x: float(np.ptp(x.mean(0))))), SPREAD_MARGIN, "less"
+
+    out = [parts_claim(f"GS, GI and LRP drop accuracy faster than random deletion on every dataset (auc at least "
+                       f"{SPEEDUP_MARGIN} below random){tag}",
+                       {f"{d} auc_{m} − auc_random": _vs_random(a, m, -SPEEDUP_MARGIN)
+                        for d, a in aucs.items() for m in ("GS", "GI", "LRP")}),
+           parts_claim(f"GS, GI and LRP drop similarly (auc spread <= {SPREAD_MARGIN} on every dataset){tag}",
+                       {f"{d} spread": spread(a) for d, a in aucs.items()}),
+           parts_claim(f"LAT is no better than random deletion (|auc_LAT - auc_random| <= {LAT_MARGIN} on every "
+                       f"dataset){tag}", {f"{d} auc_LAT − auc_random": _vs_random(a, "LAT", LAT_MARGIN, "within")
+                                          for d, a in aucs.items()})]
     if all("LRP-paper" in a for a in aucs.values()):
-        paper = {d: _part(lambda a=a: paired_difference(a["LRP-paper"], a[RANDOM]), -SPEEDUP_MARGIN, "less")
-                 for d, a in aucs.items()}
-        out.append((f"LRP, paper-text reading (conserving), drops accuracy faster than random deletion on every "
-                    f"dataset (auc at least {SPEEDUP_MARGIN} below random){tag}", combine(v for _, v in paper.values()),
-                    "; ".join(_say(f"{d} auc_LRP-paper − auc_random", *p) for d, p in paper.items())))
+        out.append(parts_claim(f"LRP, paper-text reading (conserving), drops accuracy faster than random deletion on "
+                               f"every dataset (auc at least {SPEEDUP_MARGIN} below random){tag}",
+                               {f"{d} auc_LRP-paper − auc_random": _vs_random(a, "LRP-paper", -SPEEDUP_MARGIN)
+                                for d, a in aucs.items()}))
     return out
 
 
-def seed_claims(seeds: Mapping[str, Mapping]) -> list[tuple[str, str, str]]:
-    """(claim, verdict, detail) of the Table 1 claims from the per-example seed-to-seed r of every cell."""
+def _band_claim(claim: str, cells: Mapping[tuple[str, str], tuple[Interval | None, str]]) -> dict:
+    """Every cell's r within `SEED_BAND`; cells {(dataset, method): (interval of r − the band's middle, its n)}."""
     lo, hi = SEED_BAND
-    mid, half = (lo + hi) / 2, (hi - lo) / 2
-    cells = {(d, m): _part(lambda r=row[m]["per_example"]: bootstrap(np.asarray(r, dtype=float) - mid), half,
-                           "within") for d, row in seeds.items() for m in METHODS}
+    mid = (lo + hi) / 2
+    verdicts = part_verdicts({k: (iv, (hi - lo) / 2, "within") for k, (iv, _) in cells.items()})
+
     def show(iv):  # back from r − mid to r
         return "no values" if iv is None else f"{iv.estimate + mid:.3f} [{iv.low + mid:.3f}, {iv.high + mid:.3f}]"
 
-    out = [(f"seed-to-seed correlation is about 0.8-0.9 (every cell of Table 1 within {lo}-{hi})",
-            combine(v for _, v in cells.values()),
-            "; ".join(f"{d} {m} r {show(iv)} (n={len(seeds[d][m]['per_example'])}) → {v}"
-                      for (d, m), (iv, v) in cells.items()))]
+    return {"claim": claim, "verdict": combine(list(verdicts.values())),
+            "detail": "; ".join(f"{d} {m} r {show(iv)} ({n}) → {verdicts[d, m]}" for (d, m), (iv, n) in cells.items())}
+
+
+def seed_claims(seeds: Mapping[str, Mapping]) -> list[dict]:
+    """The Table 1 claims (`Results.add_claim` arguments) from the per-example seed-to-seed r of every cell, and
+    from the vocabulary-level means (the authors' aggregation, resampling the WordPieces) where present."""
+    lo, hi = SEED_BAND
+    mid = (lo + hi) / 2
+    out = [_band_claim(f"seed-to-seed correlation is about 0.8-0.9 (every cell of Table 1 within {lo}-{hi})",
+                       {(d, m): (interval_or_none(lambda r=row[m]["per_example"]: bootstrap(
+                           np.asarray(r, dtype=float) - mid)), f"n={len(row[m]['per_example'])}")
+                        for d, row in seeds.items() for m in METHODS})]
     if "imdb" in seeds and len(seeds) > 1:
-        parts = {(m, d): _part(lambda m=m, d=d: unpaired_difference(seeds["imdb"][m]["per_example"],
-                                                                    seeds[d][m]["per_example"]), 0.0, "less")
-                 for m in METHODS for d in seeds if d != "imdb"}
-        out.append(("correlation is lower on long texts (IMDb below every sentence-level dataset, per method)",
-                    combine(v for _, v in parts.values()),
-                    "; ".join(_say(f"{m} r_imdb − r_{d}", *p) for (m, d), p in parts.items())))
+        out.append(parts_claim(
+            "correlation is lower on long texts (IMDb below every sentence-level dataset, per method)",
+            {f"{m} r_imdb − r_{d}": (interval_or_none(lambda m=m, d=d: unpaired_difference(
+                seeds["imdb"][m]["per_example"], seeds[d][m]["per_example"])), 0.0, "less")
+             for m in METHODS for d in seeds if d != "imdb"}))
     if all("vocabulary" in row[m] for row in seeds.values() for m in METHODS):
-        out.append(_vocabulary_seed_claim(seeds))
+        out.append(_band_claim(
+            f"seed-to-seed correlation is about 0.8-0.9 with the authors' aggregation (r over WordPieces of "
+            f"vocabulary-level means, every cell within {lo}-{hi})",
+            {(d, m): (interval_or_none(lambda p=row[m]["vocabulary"]["pairs"]: bootstrap(
+                p, lambda x: pearson_r(x[:, 0], x[:, 1]) - mid)), f"n={row[m]['vocabulary']['n']} WordPieces")
+             for d, row in seeds.items() for m in METHODS}))
     return out
 
 
-def _vocabulary_seed_claim(seeds: Mapping[str, Mapping]) -> tuple[str, str, str]:
-    """Table 1 as the authors aggregate: r over WordPieces of vocabulary-level means, resampling the WordPieces."""
-    lo, hi = SEED_BAND
-    mid, half = (lo + hi) / 2, (hi - lo) / 2
-    cells = {(d, m): _part(lambda p=row[m]["vocabulary"]["pairs"]: bootstrap(
-        p, lambda x: pearson_r(x[:, 0], x[:, 1]) - mid), half, "within") for d, row in seeds.items() for m in METHODS}
-    return (f"seed-to-seed correlation is about 0.8-0.9 with the authors' aggregation (r over WordPieces of "
-            f"vocabulary-level means, every cell within {lo}-{hi})", combine(v for _, v in cells.values()),
-            "; ".join(f"{d} {m} r " + ("no values" if iv is None else
-                                       f"{iv.estimate + mid:.3f} [{iv.low + mid:.3f}, {iv.high + mid:.3f}]") +
-                      f" (n={seeds[d][m]['vocabulary']['n']} WordPieces) → {v}" for (d, m), (iv, v) in cells.items()))
-
-
-def cross_claims(vectors: Mapping[str, np.ndarray]) -> list[tuple[str, str, str]]:
-    """(claim, verdict, detail) of the Fig. 3 claim from {method: [W, D] per-word means}, resampling the words."""
+def cross_claims(vectors: Mapping[str, np.ndarray]) -> list[dict]:
+    """The Fig. 3 claims (`Results.add_claim` arguments) from {method: [W, D] per-word means}, resampling words."""
     def mean_off_diagonal(v):
         m = correlation_matrix(v)
         off = m[~np.eye(len(m), dtype=bool)]
         return float(np.nanmean(off)) if np.isfinite(off).any() else 0.0
 
-    parts = {m: _part(lambda v=v: bootstrap(v, mean_off_diagonal), CROSS_MIN_R, "greater")
+    parts = {m: (interval_or_none(lambda v=v: bootstrap(v, mean_off_diagonal)), CROSS_MIN_R, "greater")
              for m, v in vectors.items()}
     out = []
     for beside in (False, True):  # the authors' readings decide the claim; the text/L2 readings get their own row
-        ps = {m: p for m, p in parts.items() if (m in PAPER_METHOD) == beside}
-        if ps:
-            what = "every method" if not beside else "the readings beside the authors' (" + ", ".join(ps) + ")"
-            out.append((f"relevance is consistent across datasets (mean off-diagonal Pearson r >= {CROSS_MIN_R} for "
-                        f"{what})", combine(v for _, v in ps.values()),
-                        "; ".join(_say(f"{m} mean r over words", *p) for m, p in ps.items())))
+        ms = [m for m in parts if (m in PAPER_METHOD) == beside]
+        what = f"the readings beside the authors' ({', '.join(ms)})" if beside else "every method"
+        out += [parts_claim(f"relevance is consistent across datasets (mean off-diagonal Pearson r >= {CROSS_MIN_R} "
+                            f"for {what})", {f"{m} mean r over words": parts[m] for m in ms})] if ms else []
     return out
 
 
 def _claims(res: Results, aucs: Mapping, seeds: Mapping, vectors: Mapping, main: str | None = None) -> None:
     """aucs: {deletion mode: {dataset: {method: [M]}}}, the `main` mode's claims first."""
     order = sorted(aucs, key=lambda mode: mode != main)
-    rows = [c for mode in order if aucs[mode] for c in deletion_claims(aucs[mode], mode)] + \
-        (seed_claims(seeds) if seeds else []) + (cross_claims(vectors) if vectors else [])
-    for claim, verdict, detail in rows:
-        res.add_claim(claim, verdict=verdict, detail=detail)
+    for claim in [c for mode in order if aucs[mode] for c in deletion_claims(aucs[mode], mode)] + \
+            (seed_claims(seeds) if seeds else []) + (cross_claims(vectors) if vectors else []):
+        res.add_claim(**claim)

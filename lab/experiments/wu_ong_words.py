@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -54,15 +54,9 @@ def seed_correlation(rel_a: ExplanationSet, rel_b: ExplanationSet, min_words: in
 def wordpiece_means(es: ExplanationSet, norm: str) -> dict[str, tuple[float, int]]:
     """{WordPiece: (mean over its occurrences of the per-sentence `norm`-alised |R|, count)}; special tokens and
     punctuation dropped (the authors' vocabulary-level means, `load_attribution_scores`)."""
-    sums: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
-    for i, tokens in enumerate(es.tokens):
-        values, special = normalised(es, i, norm).tolist(), es.special[i].tolist()
-        for t, v, sp in zip(tokens, values, special):
-            if not sp and is_word(t):
-                sums[t] += v
-                counts[t] += 1
-    return {t: (sums[t] / counts[t], counts[t]) for t in sums}
+    return _means((t, v) for i, tokens in enumerate(es.tokens)
+                  for t, v, sp in zip(tokens, normalised(es, i, norm).tolist(), es.special[i].tolist())
+                  if not sp and is_word(t))
 
 
 def vocabulary_seed_correlation(rel_a: ExplanationSet, rel_b: ExplanationSet, norm: str, min_count: int = 1) -> dict:
@@ -101,18 +95,21 @@ def is_word(word: str) -> bool:
     return bool(_HAS_ALNUM.search(word))
 
 
+def _means(pairs: Iterable[tuple[str, float]]) -> dict[str, tuple[float, int]]:
+    """{key: (mean of its values, count)} of (key, value) pairs, keys in first-seen order."""
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for key, value in pairs:
+        sums[key] += value
+        counts[key] += 1
+    return {k: (sums[k] / counts[k], counts[k]) for k in sums}
+
+
 def word_statistics(es: ExplanationSet, norm: str | None = None) -> dict[str, tuple[float, int]]:
     """{word: (mean relevance over its occurrences, count)} over all examples; punctuation dropped; `norm`: the
     per-sentence normalisation of |R| first (SENTENCE_NORMS), None = raw scores."""
-    sums: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
-    for i in range(len(es.tokens)):
-        for w, s in zip(*words(es, i, norm)):
-            w = w.lower()
-            if is_word(w):
-                sums[w] += float(s)
-                counts[w] += 1
-    return {w: (sums[w] / counts[w], counts[w]) for w in sums}
+    return _means((w.lower(), float(s)) for i in range(len(es.tokens)) for w, s in zip(*words(es, i, norm))
+                  if is_word(w))
 
 
 def top_bottom_words(stats: Mapping[str, tuple[float, int]], k: int = 5, min_count: int = 5) -> tuple[list, list]:
