@@ -201,6 +201,20 @@ def test_vit_settings_reject_unknown_profiles_and_names():
         vit.vit_settings("smoke", depth=3)
     with pytest.raises(vit.VitProfileError, match="multiple"):
         vit.vit_settings("smoke", patch_size=5)
+    with pytest.raises(vit.VitProfileError, match="unknown scene 'crowd'"):
+        vit.vit_settings("smoke", scene="crowd")
+
+
+def test_the_scene_is_part_of_the_vit_key_and_setup_evaluates_on_the_vits_scene(tiny_cache, monkeypatch):
+    from lab.data import images
+    from lab.experiments import chefer_vit as cv
+    from lab.models import vit
+
+    assert len({vit.cache_path(vit.vit_settings("smoke", scene=s), 0) for s in images.SCENES}) == len(images.SCENES)
+    model = vit.build_vit(vit.vit_settings("smoke"))
+    monkeypatch.setattr(vit, "load_model", lambda *a, **k: (model, {"scene": "multi"}))
+    ctx = cv.setup(cv.settings("smoke", n_examples=4, n_pairs=2, progress=False))
+    assert ctx.test.scene == ctx.pairs.scene == "multi" and ctx.test.masks.shape == (4, 32, 32)
 
 
 # ---- the experiments, end to end on the smoke profile ----------------------------------------------------------

@@ -92,13 +92,13 @@ class Context:
 
 def setup(cfg: Mapping, model: torch.nn.Module | None = None) -> Context:
     """Train or load the profile's ViT (or take `model`, or load `cfg["checkpoint"]`: any Hugging Face ViT
-    classifier), and build the test set and two-object set at its resolution."""
+    classifier), and build the test set and two-object set at its resolution, of the scene it was trained on."""
     start = time.perf_counter()
     model, info = (model.eval(), {}) if model is not None else vit_models.load_model(
         cfg["model_profile"], cfg["seed"], cfg.get("checkpoint"), cfg["progress"])
-    size = vit_models.describe(model)["image_size"]
-    test = img_data.make_dataset("test", cfg["n_examples"], cfg["seed"], image_size=size)
-    pairs = img_data.make_dataset("test", cfg["n_pairs"], cfg["seed"], two_objects=True, image_size=size)
+    data = dict(image_size=vit_models.describe(model)["image_size"], scene=info.get("scene", img_data.DEFAULT_SCENE))
+    test = img_data.make_dataset("test", cfg["n_examples"], cfg["seed"], **data)
+    pairs = img_data.make_dataset("test", cfg["n_pairs"], cfg["seed"], two_objects=True, **data)
     info["accuracy_on_examples"] = vit_models.accuracy(model, test)
     info.setdefault("test_accuracy", info["accuracy_on_examples"])
     info.update(vit_models.describe(model))
