@@ -96,6 +96,8 @@ def test_multi_scene_labels_the_large_object_over_smaller_objects_of_other_class
     assert present[:, 0].all() and 0 < present[:, 1].sum() < 48  # one or two other objects
     assert not (raw["other_labels"] == raw["label"][:, None]).any()
     assert (raw["other_labels"][:, 0] != raw["other_labels"][:, 1]).all()
+    both = im._other_labels(np.random.default_rng(0), np.repeat(np.arange(8), 200), 8)  # every draw, not 48
+    assert (both[:, 0] != both[:, 1]).all() and not (both == np.repeat(np.arange(8), 200)[:, None]).any()
     assert not (others & mask[:, None]).any() and not others[~present].any()
     assert (others.reshape(48, 2, -1).mean(-1).max(1) < areas).all()  # the labelled object is the largest
     assert others.reshape(48, -1).any(-1).mean() > 0.8  # the other objects are (mostly) visible

@@ -313,13 +313,19 @@ def _far_centres(rng, centres: np.ndarray, size: int, tries: int = 4) -> np.ndar
     return cand[np.arange(len(centres)), best]
 
 
+def _other_labels(rng, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Two more labels per image [n, 2]: all three classes of an image differ."""
+    first = rng.integers(1, n_classes, len(labels))
+    second = rng.integers(1, n_classes - 1, len(labels))
+    second += second >= first  # skips the first offset
+    return (labels[:, None] + np.stack([first, second], 1)) % n_classes
+
+
 def _multi_chunk(rng, n: int, size: int) -> dict:
     """A large labelled object (MAIN_AREA) drawn over one or two smaller objects of other classes (OTHER_AREA)."""
     yy, xx = _pixel_centres(size)
-    pair = _pair_labels(rng, n, len(SHAPES))
-    labels, others = pair[:, 0], np.stack([pair[:, 1], (pair[:, 1] + rng.integers(1, len(SHAPES) - 1, n)) % len(SHAPES)], 1)
-    others[:, 1] += others[:, 1] == labels  # never the label (and never the first other class)
-    others[:, 1] %= len(SHAPES)
+    labels = _balanced_labels(rng, n, len(SHAPES))
+    others = _other_labels(rng, labels, len(SHAPES))
     background = _textured_background(rng, n, size, yy, xx)
     centres = rng.uniform(0.35, 0.65, (n, 2)) * size
     under, visible, present = background.copy(), [], np.stack([np.ones(n, bool), rng.uniform(0, 1, n) < 0.5], 1)

@@ -215,12 +215,13 @@ def load_checkpoint(name_or_path: str | Path) -> nn.Module:
 
 
 def load_model(profile: str = "default", seed: int = 0, checkpoint: str | Path | None = None,
-               progress: bool = True) -> tuple[nn.Module, dict]:
+               progress: bool = True, scene: str | None = None) -> tuple[nn.Module, dict]:
     """(eval-mode ViT classifier, info): `checkpoint` (`load_checkpoint`) when given, else the profile's ViT trained
-    here or loaded from the cache (`train_vit`), with its training metrics, checkpoint path and training scene."""
+    here or loaded from the cache (`train_vit`; on `scene` images instead of the profile's), with its training
+    metrics, checkpoint path and training scene."""
     if checkpoint:
         return load_checkpoint(checkpoint), {"checkpoint": str(checkpoint)}
-    trained = train_vit(profile, seed=seed, progress=progress)
+    trained = train_vit(profile, seed=seed, progress=progress, **({"scene": scene} if scene else {}))
     return trained.model.eval(), dict(trained.metrics, checkpoint=str(trained.path), scene=trained.settings["scene"])
 
 
