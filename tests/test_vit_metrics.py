@@ -211,10 +211,11 @@ def test_the_scene_is_part_of_the_vit_key_and_setup_evaluates_on_the_vits_scene(
     from lab.models import vit
 
     assert len({vit.cache_path(vit.vit_settings("smoke", scene=s), 0) for s in images.SCENES}) == len(images.SCENES)
-    model = vit.build_vit(vit.vit_settings("smoke"))
-    monkeypatch.setattr(vit, "load_model", lambda *a, **k: (model, {"scene": "multi"}))
-    ctx = cv.setup(cv.settings("smoke", n_examples=4, n_pairs=2, progress=False))
+    monkeypatch.setitem(vit.PROFILES, "smoke", dict(vit.PROFILES["smoke"], **TINY))
+    ctx = cv.setup(cv.settings("smoke", n_examples=4, n_pairs=2, progress=False, scene="multi"))
     assert ctx.test.scene == ctx.pairs.scene == "multi" and ctx.test.masks.shape == (4, 32, 32)
+    assert ctx.model_info["scene"] == vit.load_vit(ctx.model_info["checkpoint"]).settings["scene"] == "multi"
+    assert ctx.model_info["checkpoint"] == str(vit.cache_path(vit.vit_settings("smoke", scene="multi", **TINY), 0))
 
 
 # ---- the experiments, end to end on the smoke profile ----------------------------------------------------------
