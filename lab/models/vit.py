@@ -9,8 +9,9 @@ from the config, so the same code runs on `google/vit-base-patch16-224`.
     vit.model, vit.metrics["test_accuracy"], vit.path
 
 Profiles: smoke (seconds: 32-px images, 4x4 grid, 2 tiny blocks); default (48-px images, 8x8 grid of 6-px patches,
-4 blocks of width 96, 4 x 36,864 fresh images: 96 % test accuracy after ~12 min of one CPU core); paper (64-px
-images, 8x8 grid of 8-px patches, 6 blocks of width 192, longer training; not run here).
+4 blocks of width 96, 576 steps of 64 fresh "multi" scenes: 99.4 % test accuracy after 152 s of CPU, 8 min wall on
+one loaded core); paper (64-px images, 8x8 grid of 8-px patches, 6 blocks of width 192, longer training; not run
+here).
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                   epochs=1, train_size=512, batch_size=64, lr=2e-3, weight_decay=0.05, warmup=0.1, test_size=128,
                   scene=images.DEFAULT_SCENE),
     "default": dict(image_size=48, patch_size=6, hidden_size=96, num_layers=4, num_heads=4, intermediate_size=192,
-                    epochs=4, train_size=36864, batch_size=64, lr=1e-3, weight_decay=0.05, warmup=0.05,
+                    epochs=1, train_size=36864, batch_size=64, lr=1e-3, weight_decay=0.05, warmup=0.05,
                     test_size=1000, scene=images.DEFAULT_SCENE),
     "paper": dict(image_size=64, patch_size=8, hidden_size=192, num_layers=6, num_heads=4, intermediate_size=384,
                   epochs=6, train_size=40960, batch_size=64, lr=1e-3, weight_decay=0.05, warmup=0.05,
