@@ -18,7 +18,7 @@ def test_same_seed_same_pixels_and_prefix_property():
 
 
 def test_mask_is_exactly_the_object_pixels():
-    raw = im.render("train", 64, seed=0, layers=True)
+    raw = im.render("train", 64, seed=0, layers=True, scene="single")
     mask, image = raw["mask"][..., None], raw["image"]
     assert np.array_equal(np.where(mask, raw["foreground"], raw["background"]), image)
     # the object differs from the background under every mask pixel, and nowhere else does the image change
@@ -29,7 +29,7 @@ def test_mask_is_exactly_the_object_pixels():
 
 
 def test_objects_stay_inside_the_frame():
-    raw = im.render("train", 64, seed=1)
+    raw = im.render("train", 64, seed=1, scene="single")
     m = raw["mask"]
     assert not (m[:, 0, :].any() or m[:, -1, :].any() or m[:, :, 0].any() or m[:, :, -1].any())
 
@@ -82,3 +82,37 @@ def test_training_batches_are_deterministic_and_cover_n():
 def test_bad_arguments_fail_with_one_line(kwargs, match):
     with pytest.raises(im.ImageDataError, match=match):
         im.make_dataset(**kwargs)
+
+
+def test_multi_scene_labels_the_large_object_over_smaller_objects_of_other_classes():
+    raw = im.render("train", 48, seed=0, image_size=32, layers=True, scene="multi")
+    mask, image, others = raw["mask"], raw["image"], raw["other_masks"]
+    # the labelled object is drawn last: the image differs from everything under it exactly on its mask
+    assert np.array_equal(np.where(mask[..., None], raw["foreground"], raw["background"]), image)
+    assert np.array_equal((image != raw["background"]).any(-1), mask)
+    areas = mask.reshape(48, -1).mean(1)
+    assert areas.min() > 0.2 and areas.max() < 0.65 and np.median(areas) > 0.35
+    present = raw["other_labels"] >= 0
+    assert present[:, 0].all() and 0 < present[:, 1].sum() < 48  # one or two other objects
+    assert not (raw["other_labels"] == raw["label"][:, None]).any()
+    assert (raw["other_labels"][:, 0] != raw["other_labels"][:, 1]).all()
+    both = im._other_labels(np.random.default_rng(0), np.repeat(np.arange(8), 200), 8)  # every draw, not 48
+    assert (both[:, 0] != both[:, 1]).all() and not (both == np.repeat(np.arange(8), 200)[:, None]).any()
+    assert not (others & mask[:, None]).any() and not others[~present].any()
+    assert (others.reshape(48, 2, -1).mean(-1).max(1) < areas).all()  # the labelled object is the largest
+    assert others.reshape(48, -1).any(-1).mean() > 0.8  # the other objects are (mostly) visible
+
+
+def test_scenes_have_separate_streams_and_the_pair_set_follows_the_scene():
+    single, multi = im.render("test", 16, 0, image_size=32, scene="single"), im.render("test", 16, 0, image_size=32)
+    assert not np.array_equal(single["image"], multi["image"])
+    ds = im.make_dataset("test", 8, seed=0, two_objects=True, image_size=32, scene="multi")
+    assert ds.scene == "multi" and ds.labels.shape == (8, 2) and not (ds.masks[:, 0] & ds.masks[:, 1]).any()
+    assert ds[:2].scene == "multi"
+    batches = list(im.training_batches(40, 16, seed=0, image_size=32, scene="multi"))
+    assert sum(len(y) for _, y in batches) == 40
+
+
+def test_unknown_scene_fails_with_one_line():
+    with pytest.raises(im.ImageDataError, match="unknown scene 'crowd'"):
+        im.make_dataset("test", 4, scene="crowd")

@@ -9,10 +9,16 @@ background: low-frequency colour gratings, pixel noise and small distractors (do
 smaller than any object and never textured, so they cannot be mistaken for a class). The object is composited
 without anti-aliasing, so its mask is exactly the set of pixels that show the object.
 
+Scenes (`scene=`): "single" is the above; "multi" (the default, a harder benchmark) makes the labelled object large (35-60 %
+of the image, possibly clipped at the frame) and adds one or two smaller objects (5-10 %) of *other* classes,
+drawn under it and away from its centre, on a low-contrast background texture from the class textures: a
+class-agnostic map that spends relevance on the other objects, or a map that ranks only part of the large
+object, is penalised by perturbation and segmentation. The label and mask are the large object's.
+
 Two-object images (`two_objects=True`) hold two objects of different classes in the two halves of the image
 (left/right or top/bottom), with both masks (disjoint by construction), for class-specific maps (Chefer Fig. 2).
 
-    ds = make_dataset("test", 500, seed=0)            # ImageDataset: images [N,3,H,W] (normalised), labels, masks
+    ds = make_dataset("test", 500, seed=0, scene="multi")   # ImageDataset: images [N,3,H,W] (normalised), labels, masks
     two = make_dataset("test", 16, seed=0, two_objects=True)   # labels [N,2], masks [N,2,H,W]
 
 Generation is vectorised numpy, in chunks of CHUNK images whose random streams depend only on
@@ -43,6 +49,11 @@ OBJECT_RADIUS = (0.2, 0.33)  # single-object images
 PAIR_RADIUS = (0.18, 0.22)  # two-object images (each object fits in its half)
 TEXTURE_PERIOD = 7 / 64  # stripes/checks/dots/grid/rings period
 N_DISTRACTORS = 6
+SCENES = ("single", "multi")
+DEFAULT_SCENE = "multi"  # the benchmark of notebook 01 (issue 19); "single" saturates negative perturbation
+MAIN_AREA = (0.35, 0.6)  # multi: the labelled object's nominal area (fraction of the image, before clipping)
+OTHER_AREA = (0.05, 0.1)  # multi: each other object's nominal area
+BACKGROUND_CONTRAST = (0.04, 0.12)  # multi: depth of the background texture's second tone
 
 
 class ImageDataError(ValueError):
@@ -59,6 +70,7 @@ class ImageDataset:
     split: str
     seed: int
     two_objects: bool = False
+    scene: str = DEFAULT_SCENE
     class_names: tuple[str, ...] = CLASS_NAMES
     mean: tuple[float, ...] = MEAN
     std: tuple[float, ...] = STD
@@ -69,7 +81,7 @@ class ImageDataset:
     def __getitem__(self, i):
         if isinstance(i, (slice, list, np.ndarray, torch.Tensor)):
             return ImageDataset(self.images[i], self.labels[i], self.masks[i], self.split, self.seed,
-                                self.two_objects, self.class_names, self.mean, self.std)
+                                self.two_objects, self.scene, self.class_names, self.mean, self.std)
         return {"pixel_values": self.images[i], "label": self.labels[i], "mask": self.masks[i]}
 
     @property
@@ -262,18 +274,88 @@ def _single_chunk(rng, n: int, size: int) -> dict:
     return {"image": image, "label": labels, "mask": mask, "background": background, "foreground": layer}
 
 
+@functools.lru_cache(maxsize=None)
+def unit_area(shape: str) -> float:
+    """Area of `shape` at radius 1 (in units of the radius squared), measured on a fine grid."""
+    g = (np.arange(800) + 0.5) / 400 - 1
+    u, v = np.meshgrid(g, g)
+    return float(shape_mask(shape, u, v).mean() * 4)
+
+
+def _radii(labels: np.ndarray, areas: np.ndarray, size: int) -> np.ndarray:
+    """Radii (pixels) that give each object of class `labels` the nominal area `areas` (fraction of the image)."""
+    units = np.array([unit_area(s) for s in SHAPES])[labels]
+    return np.sqrt(areas / units) * size
+
+
+def _textured_background(rng, n: int, size: int, yy, xx) -> np.ndarray:
+    """A greyish base with a low-contrast class texture (random texture, period, angle) plus pixel noise."""
+    f32 = np.float32
+    base = rng.uniform(0.3, 0.6, (n, 1, 1, 1)).astype(f32) + rng.uniform(-0.05, 0.05, (n, 1, 1, 3)).astype(f32)
+    theta = rng.uniform(0, 2 * np.pi, (n, 1, 1)).astype(f32)
+    px, py = xx * np.cos(theta) + yy * np.sin(theta), yy * np.cos(theta) - xx * np.sin(theta)
+    period = (TEXTURE_PERIOD * size * rng.uniform(1.0, 1.5, (n, 1, 1))).astype(f32)
+    salt = rng.uniform(0, 100, (n, 1, 1)).astype(f32)
+    kind = rng.integers(0, len(TEXTURES), n)
+    tone = np.zeros((n, size, size), dtype=bool)
+    for t in np.unique(kind):
+        sel = kind == t
+        tone[sel] = texture_tone(TEXTURES[t], px[sel], py[sel], period[sel], salt[sel])
+    depth = rng.uniform(*BACKGROUND_CONTRAST, (n, 1, 1, 1)).astype(f32)
+    img = base - tone[..., None] * depth + rng.standard_normal((n, size, size, 3), dtype=f32) * f32(0.03)
+    return np.clip(img, 0, 1, out=img)
+
+
+def _far_centres(rng, centres: np.ndarray, size: int, tries: int = 4) -> np.ndarray:
+    """One centre per image among `tries` uniform candidates: the one farthest from `centres` [n, 2]."""
+    cand = rng.uniform(0.12, 0.88, (len(centres), tries, 2)) * size
+    best = np.linalg.norm(cand - centres[:, None], axis=-1).argmax(1)
+    return cand[np.arange(len(centres)), best]
+
+
+def _other_labels(rng, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Two more labels per image [n, 2]: all three classes of an image differ."""
+    first = rng.integers(1, n_classes, len(labels))
+    second = rng.integers(1, n_classes - 1, len(labels))
+    second += second >= first  # skips the first offset
+    return (labels[:, None] + np.stack([first, second], 1)) % n_classes
+
+
+def _multi_chunk(rng, n: int, size: int) -> dict:
+    """A large labelled object (MAIN_AREA) drawn over one or two smaller objects of other classes (OTHER_AREA)."""
+    yy, xx = _pixel_centres(size)
+    labels = _balanced_labels(rng, n, len(SHAPES))
+    others = _other_labels(rng, labels, len(SHAPES))
+    background = _textured_background(rng, n, size, yy, xx)
+    centres = rng.uniform(0.35, 0.65, (n, 2)) * size
+    under, visible, present = background.copy(), [], np.stack([np.ones(n, bool), rng.uniform(0, 1, n) < 0.5], 1)
+    for k in range(2):
+        mask, layer = _object_layer(rng, others[:, k], _far_centres(rng, centres, size),
+                                    _radii(others[:, k], rng.uniform(*OTHER_AREA, n), size), size, yy, xx)
+        mask &= present[:, k, None, None]
+        under = np.where(mask[..., None], layer, under)
+        visible.append(mask)
+    mask, layer = _object_layer(rng, labels, centres, _radii(labels, rng.uniform(*MAIN_AREA, n), size), size, yy, xx)
+    image = np.where(mask[..., None], layer, under)
+    return {"image": image, "label": labels, "mask": mask, "background": under, "foreground": layer,
+            "other_labels": np.where(present, others, -1), "other_masks": np.stack(visible, 1) & ~mask[:, None]}
+
+
 def _pair_labels(rng, n: int, n_classes: int) -> np.ndarray:
     first = _balanced_labels(rng, n, n_classes)
     second = (first + rng.integers(1, n_classes, n)) % n_classes  # always a different class
     return np.stack([first, second], axis=1)
 
 
-def _pair_chunk(rng, n: int, size: int) -> dict:
+def _pair_chunk(rng, n: int, size: int, scene: str = "single") -> dict:
     """Two objects of different classes, one in each half (left/right or top/bottom): disjoint masks."""
     yy, xx = _pixel_centres(size)
     labels = _pair_labels(rng, n, len(SHAPES))
-    background = _background(rng, n, size, yy, xx)
-    _draw_distractors(rng, background, size, yy, xx)
+    if scene == "multi":
+        background = _textured_background(rng, n, size, yy, xx)
+    else:
+        background = _background(rng, n, size, yy, xx)
+        _draw_distractors(rng, background, size, yy, xx)
     vertical = rng.uniform(0, 1, n) < 0.5  # split top/bottom instead of left/right
     half = size / 2
     image, masks, layers = background.copy(), [], []
@@ -290,23 +372,33 @@ def _pair_chunk(rng, n: int, size: int) -> dict:
             "foreground": np.stack(layers, 1)}
 
 
-def _chunk_rng(seed: int, split: str, two_objects: bool, chunk: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS[split], int(two_objects), chunk]))
+def _chunk_rng(seed: int, split: str, two_objects: bool, chunk: int, scene: str) -> np.random.Generator:
+    entropy = [int(seed), SPLITS[split], int(two_objects), chunk] + ([SCENES.index(scene)] if scene != "single" else [])
+    return np.random.default_rng(np.random.SeedSequence(entropy))
+
+
+def _chunk(rng, size: int, two_objects: bool, scene: str) -> dict:
+    if two_objects:
+        return _pair_chunk(rng, CHUNK, size, scene)
+    return (_multi_chunk if scene == "multi" else _single_chunk)(rng, CHUNK, size)
 
 
 def render(split: str, n: int, seed: int = 0, two_objects: bool = False, image_size: int = IMAGE_SIZE,
-           layers: bool = False) -> dict:
-    """Raw arrays: image [N,H,W,3] in [0,1], label, mask (and with `layers` the background and object layers)."""
-    _check(split, n, image_size)
+           layers: bool = False, scene: str = DEFAULT_SCENE) -> dict:
+    """Raw arrays: image [N,H,W,3] in [0,1], label, mask; with `layers` also the background (everything under the
+    labelled object(s)) and the object layers, and for "multi" scenes the other objects' `other_labels` [N,2] (-1:
+    absent) and visible `other_masks` [N,2,H,W]."""
+    _check(split, n, image_size, scene)
     parts = []
     for c in range(-(-n // CHUNK)):
-        rng = _chunk_rng(seed, split, two_objects, c)
-        part = (_pair_chunk if two_objects else _single_chunk)(rng, CHUNK, image_size)
+        part = _chunk(_chunk_rng(seed, split, two_objects, c, scene), image_size, two_objects, scene)
         parts.append(part if layers else {k: part[k] for k in ("image", "label", "mask")})
     return {k: np.concatenate([p[k] for p in parts])[:n] for k in parts[0]} if parts else {}
 
 
-def _check(split: str, n: int, image_size: int) -> None:
+def _check(split: str, n: int, image_size: int, scene: str = DEFAULT_SCENE) -> None:
+    if scene not in SCENES:
+        raise ImageDataError(f"unknown scene {scene!r}; choose one of {', '.join(SCENES)}")
     if split not in SPLITS:
         raise ImageDataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if not isinstance(n, (int, np.integer)) or n < 1:
@@ -322,42 +414,42 @@ def normalise(image: np.ndarray, mean=MEAN, std=STD) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=6)
-def _cached(split: str, n: int, seed: int, two_objects: bool, image_size: int) -> ImageDataset:
-    raw = render(split, n, seed, two_objects, image_size)
+def _cached(split: str, n: int, seed: int, two_objects: bool, image_size: int, scene: str) -> ImageDataset:
+    raw = render(split, n, seed, two_objects, image_size, scene=scene)
     return ImageDataset(normalise(raw["image"]), torch.from_numpy(raw["label"]).long(),
-                        torch.from_numpy(raw["mask"]), split, seed, two_objects)
+                        torch.from_numpy(raw["mask"]), split, seed, two_objects, scene)
 
 
 def make_dataset(split: str, n: int, seed: int = 0, two_objects: bool = False,
-                 image_size: int = IMAGE_SIZE) -> ImageDataset:
+                 image_size: int = IMAGE_SIZE, scene: str = DEFAULT_SCENE) -> ImageDataset:
     """`n` procedural images of `split` (train/val/test use independent random streams), deterministic by seed."""
-    _check(split, n, image_size)
-    return _cached(split, int(n), int(seed), bool(two_objects), int(image_size))
+    _check(split, n, image_size, scene)
+    return _cached(split, int(n), int(seed), bool(two_objects), int(image_size), scene)
 
 
 def training_batches(n: int, batch_size: int, seed: int = 0, image_size: int = IMAGE_SIZE,
-                     epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                     epoch: int = 0, scene: str = DEFAULT_SCENE) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled training batches, generated chunk by chunk (never the whole set in memory).
 
     Every epoch draws fresh images (the seed stream includes the epoch): unlimited procedural data is the
     augmentation.
     """
-    _check("train", n, image_size)
+    _check("train", n, image_size, scene)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 99, epoch]))
     stream_seed = int(seed) * 1000 + epoch
     per_pool = max(batch_size * 8, CHUNK)
     for start in range(0, n, per_pool):
         count = min(per_pool, n - start)
-        raw = _render_range("train", stream_seed, start, count, image_size)
+        raw = _render_range("train", stream_seed, start, count, image_size, scene)
         order = rng.permutation(count)
         x, y = normalise(raw["image"][order]), torch.from_numpy(raw["label"][order]).long()
         for b in range(0, count, batch_size):
             yield x[b:b + batch_size], y[b:b + batch_size]
 
 
-def _render_range(split: str, seed: int, start: int, count: int, image_size: int) -> dict:
+def _render_range(split: str, seed: int, start: int, count: int, image_size: int, scene: str) -> dict:
     """Images start..start+count of the (split, seed) stream, rendering only the chunks that hold them."""
     first, last = start // CHUNK, (start + count - 1) // CHUNK
-    parts = [_single_chunk(_chunk_rng(seed, split, False, c), CHUNK, image_size) for c in range(first, last + 1)]
+    parts = [_chunk(_chunk_rng(seed, split, False, c, scene), image_size, False, scene) for c in range(first, last + 1)]
     offset = start - first * CHUNK
     return {k: np.concatenate([p[k] for p in parts])[offset:offset + count] for k in ("image", "label")}

@@ -61,7 +61,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 # reading= of chefer / partial_lrp / lrp: "code" = the authors' released code (the paper's numbers), "text" = as printed
 COMMON = dict(methods=METHODS, ablations=tuple(ABLATIONS), seed=0, fill="mean", start_layer=0, checkpoint=None,
               reading="code", fractions=mi.FRACTIONS, extra_fractions=mi.EXTENDED_FRACTIONS[len(mi.FRACTIONS):],
-              partial_lrp_close=3.0, use_cache=True, progress=True)
+              partial_lrp_close=3.0, use_cache=True, progress=True, scene=None)  # scene: None = the ViT profile's
 
 
 def _check(cfg: dict) -> None:
@@ -92,13 +92,13 @@ class Context:
 
 def setup(cfg: Mapping, model: torch.nn.Module | None = None) -> Context:
     """Train or load the profile's ViT (or take `model`, or load `cfg["checkpoint"]`: any Hugging Face ViT
-    classifier), and build the test set and two-object set at its resolution."""
+    classifier), and build the test set and two-object set at its resolution, of the scene it was trained on."""
     start = time.perf_counter()
     model, info = (model.eval(), {}) if model is not None else vit_models.load_model(
-        cfg["model_profile"], cfg["seed"], cfg.get("checkpoint"), cfg["progress"])
-    size = vit_models.describe(model)["image_size"]
-    test = img_data.make_dataset("test", cfg["n_examples"], cfg["seed"], image_size=size)
-    pairs = img_data.make_dataset("test", cfg["n_pairs"], cfg["seed"], two_objects=True, image_size=size)
+        cfg["model_profile"], cfg["seed"], cfg.get("checkpoint"), cfg["progress"], cfg.get("scene"))
+    data = dict(image_size=vit_models.describe(model)["image_size"], scene=info.get("scene", img_data.DEFAULT_SCENE))
+    test = img_data.make_dataset("test", cfg["n_examples"], cfg["seed"], **data)
+    pairs = img_data.make_dataset("test", cfg["n_pairs"], cfg["seed"], two_objects=True, **data)
     info["accuracy_on_examples"] = vit_models.accuracy(model, test)
     info.setdefault("test_accuracy", info["accuracy_on_examples"])
     info.update(vit_models.describe(model))

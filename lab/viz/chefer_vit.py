@@ -23,7 +23,8 @@ CAPTIONS = {
     "table1_normalised": "Table 1 AUCs normalised between the random-order (0) and mask-oracle (100) bounds; higher "
     "is better in every column",
     "table1_oracle_gap": "Negative-perturbation AUC points below the mask oracle (paired 95 % interval over images; a "
-    "saturated benchmark has gap_low under {gap:g}); the attention-derived methods spread over {spread:.1f} points",
+    "saturated benchmark has gap_low under {gap:g}; a negative gap: the map beats the oracle, which removes a large "
+    "object's pixels in random order); the attention-derived methods spread over {spread:.1f} points",
     "table1_interval_half_widths": "Half-width of the 95 % bootstrap interval of each Table 1 AUC over the {n} test "
     "images; differences between methods have paired intervals in the claims",
     "table2_segmentation": "Segmentation against the object masks (%), higher is better; n = {n} test images (claims: "
