@@ -78,7 +78,7 @@ def test_corrupt_checkpoint_is_reported_moved_aside_and_retrained(case, tokenize
     assert loaded.from_cache and len(steps) == 2
     for (key, a), (_, b) in zip(again.model.state_dict().items(), loaded.model.state_dict().items()):
         assert torch.equal(a, b), key
-    assert cache.loaded_checkpoints() == {f"models/{first.path.name}": cache.entry_checksum(first.path)}
+    assert cache.loaded_checkpoints() == {f"models/{first.path.name}": cache.weights_checksum(first.path)}
 
 
 # ---------------------------------------------------------------- checkpoint keys are frozen
@@ -95,8 +95,8 @@ PINNED = {
     "models/sst5/default": "sst5-minilm-fddd5ed3d0f5a2e5", "models/sst5/smoke": "sst5-minilm-b55b6c2972049f0f",
     "models/snli/default": "snli-minilm-1e52a924cfee3106", "models/snli/smoke": "snli-minilm-36df9f78d6b3846c",
     "mlm/smoke": "mlm-minilm-smoke-4f7744b0a6046ad9", "mlm/default": "mlm-minilm-default-916bb57f8e9fa464",
-    "vit/smoke": "vit-shapes-32px-3a3d28cc52e28964", "vit/default": "vit-shapes-48px-ab329757e24691e1",
-    "vit/paper": "vit-shapes-64px-9ce3aa1749492f03",
+    "vit/smoke": "vit-shapes-32px-59e6aa6ffe4d78fe", "vit/default": "vit-shapes-48px-68af7d5a03de2a6b",
+    "vit/paper": "vit-shapes-64px-297c9f387266275e",
     "causal_lm/smoke": "causal-lm-smoke-ad57ed1eb07387c2", "causal_lm/default": "causal-lm-default-c71c361b23f76e12",
 }
 
