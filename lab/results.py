@@ -255,7 +255,6 @@ def table_frame(results: Results | Mapping[str, Any], table: str, arrows: bool =
     return frame
 
 
-
 def export_csv(results: Results, directory: str | Path | None = None) -> list[Path]:
     """Our values of every table as ``<directory>/<table>.csv`` (default: ``results_dir(profile)/<notebook>/``),
     each written atomically; returns the paths."""
@@ -264,6 +263,7 @@ def export_csv(results: Results, directory: str | Path | None = None) -> list[Pa
         text = table_frame(results, name).xs("ours", axis=1, level="source").to_csv()
         cache.atomic_write_bytes(folder / f"{name}.csv", text.encode())
     return [folder / f"{name}.csv" for name in results.tables]
+
 
 def _md_cell(value: Any) -> str:
     if value is None:

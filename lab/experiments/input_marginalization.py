@@ -9,6 +9,7 @@ import functools
 import numpy as np
 
 from lab import cache, config, stats
+from lab.claims import decide_parts
 from lab.data import load
 from lab.experiments import ExperimentError, ExperimentSettings
 from lab.explainers.marginalization import (CachedMLM, estimator_errors, mlm_replacements, sentence_attributions,
@@ -189,10 +190,10 @@ def _auc_curves(model, inputs: dict, method: str, mlm, cfg: dict, tokens: dict, 
 
 
 def _all_below_zero(claim: str, parts: dict, detail: str) -> dict:
-    """A claim that holds when every interval of `parts` lies below 0 (`lab.stats.combine` of the verdicts)."""
-    verdicts = {k: stats.decide(iv, 0.0, "less") for k, iv in parts.items()}
-    return {"claim": claim, "verdict": stats.combine(verdicts.values()) if parts else None,
-            "detail": detail + "; ".join(f"{k}: {iv} → {verdicts[k]}" for k, iv in parts.items())}
+    """A claim that holds when every interval of `parts` lies below 0 (`lab.claims.decide_parts`); `detail` heads
+    the parts' "name: interval → verdict" list."""
+    verdict, said = decide_parts({f"{k}:": (iv, 0.0, "less") for k, iv in parts.items()})
+    return {"claim": claim, "verdict": verdict, "detail": detail + said}
 
 
 def ordering_claim(model: str, per_method: dict, order=("marg", "unk", "zero"), deletion: str = "pad") -> dict:
